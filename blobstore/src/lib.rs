@@ -1,0 +1,1 @@
+//! Content-addressed chunk store (being built).

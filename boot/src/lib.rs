@@ -1,0 +1,1 @@
+//! A/B slots and boot control (being built).

@@ -1,0 +1,2 @@
+//! The `meshota` command (being built).
+fn main() {}
