@@ -1,0 +1,243 @@
+//! The framing shared by every meshota file and message.
+//!
+//! ```text
+//! offset 0  magic          4 bytes  "MOTA"
+//! offset 4  format version 1 byte   FORMAT_VERSION
+//! offset 5  kind           1 byte   see [`Kind`]
+//! offset 6  payload        postcard, exactly to the end of the input
+//! ```
+//!
+//! For a signed document the payload is an [`Envelope`]: the body bytes and
+//! the signatures over them. See `ARCHITECTURE.md`, "Signed bytes".
+
+use alloc::{string::ToString, vec::Vec};
+use core::fmt;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{Error, KeyId};
+
+/// The four bytes every meshota file starts with.
+pub const MAGIC: [u8; 4] = *b"MOTA";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Length of the header before the payload.
+pub const HEADER_LEN: usize = 6;
+
+/// What a meshota file holds; the sixth byte of every file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A signed trust root.
+    TrustRoot = 1,
+    /// A signed release manifest.
+    ReleaseManifest = 2,
+    /// A signed rollout command.
+    RolloutCommand = 3,
+    /// A signed node report.
+    NodeReport = 4,
+    /// A public key file.
+    PublicKey = 16,
+    /// A secret key file.
+    SecretKey = 17,
+    /// A chunk index (defined by the blobstore crate).
+    ChunkIndex = 32,
+}
+
+impl Kind {
+    /// The name used in messages and in signature context strings.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::TrustRoot => "trust-root",
+            Self::ReleaseManifest => "release-manifest",
+            Self::RolloutCommand => "rollout-command",
+            Self::NodeReport => "node-report",
+            Self::PublicKey => "public-key",
+            Self::SecretKey => "secret-key",
+            Self::ChunkIndex => "chunk-index",
+        }
+    }
+
+    /// The kind for a header byte, if known.
+    #[must_use]
+    pub const fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::TrustRoot,
+            2 => Self::ReleaseManifest,
+            3 => Self::RolloutCommand,
+            4 => Self::NodeReport,
+            16 => Self::PublicKey,
+            17 => Self::SecretKey,
+            32 => Self::ChunkIndex,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Reads the kind byte of `bytes` after checking magic and version, without
+/// decoding further: lets a tool tell which file it was handed.
+///
+/// # Errors
+/// [`Error::Truncated`], [`Error::BadMagic`], [`Error::UnsupportedFormatVersion`].
+pub fn peek_kind(bytes: &[u8]) -> Result<u8, Error> {
+    if bytes.len() < HEADER_LEN {
+        if bytes.len() >= 4 && bytes[..4] != MAGIC {
+            let mut found = [0u8; 4];
+            found.copy_from_slice(&bytes[..4]);
+            return Err(Error::BadMagic { found });
+        }
+        // Which kind is unknown yet; report the generic header kind.
+        return Err(Error::Truncated {
+            kind: Kind::ReleaseManifest,
+        });
+    }
+    let mut found = [0u8; 4];
+    found.copy_from_slice(&bytes[..4]);
+    if found != MAGIC {
+        return Err(Error::BadMagic { found });
+    }
+    if bytes[4] != FORMAT_VERSION {
+        return Err(Error::UnsupportedFormatVersion {
+            found: bytes[4],
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(bytes[5])
+}
+
+/// Checks size, magic, version and kind; returns the payload.
+///
+/// # Errors
+/// [`Error::Oversize`] before anything else is read, then the header errors.
+pub fn open(bytes: &[u8], kind: Kind, max: usize) -> Result<&[u8], Error> {
+    if bytes.len() > max {
+        return Err(Error::Oversize {
+            kind,
+            len: bytes.len(),
+            max,
+        });
+    }
+    if bytes.len() < HEADER_LEN {
+        if bytes.len() >= 4 && bytes[..4] != MAGIC {
+            let mut found = [0u8; 4];
+            found.copy_from_slice(&bytes[..4]);
+            return Err(Error::BadMagic { found });
+        }
+        return Err(Error::Truncated { kind });
+    }
+    let found = peek_kind(bytes)?;
+    if found != kind as u8 {
+        return Err(Error::WrongKind {
+            expected: kind,
+            found,
+        });
+    }
+    Ok(&bytes[HEADER_LEN..])
+}
+
+/// Prefixes the header for `kind` to a postcard payload.
+///
+/// # Errors
+/// [`Error::Encoding`] if the payload cannot be serialised (no meshota type
+/// does that; the error exists so that no encoder panics).
+pub fn seal<T: Serialize + ?Sized>(kind: Kind, payload: &T) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 64);
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(kind as u8);
+    postcard::to_extend(payload, out).map_err(|e| Error::Encoding {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes a postcard value that must fill `bytes` exactly and be in its
+/// one canonical encoding (re-encoding yields the same bytes).
+///
+/// # Errors
+/// [`Error::Truncated`], [`Error::Malformed`], [`Error::TrailingBytes`].
+pub fn decode_exact<T: Serialize + DeserializeOwned>(bytes: &[u8], kind: Kind) -> Result<T, Error> {
+    let (value, rest): (T, &[u8]) = postcard::take_from_bytes(bytes).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd => Error::Truncated { kind },
+        other => Error::Malformed {
+            kind,
+            reason: other.to_string(),
+        },
+    })?;
+    if !rest.is_empty() {
+        return Err(Error::TrailingBytes {
+            kind,
+            count: rest.len(),
+        });
+    }
+    let again = postcard::to_allocvec(&value).map_err(|e| Error::Malformed {
+        kind,
+        reason: e.to_string(),
+    })?;
+    if again != bytes {
+        return Err(Error::Malformed {
+            kind,
+            reason: "not in canonical encoding".to_string(),
+        });
+    }
+    Ok(value)
+}
+
+/// One signature in an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureEntry {
+    /// The signing key's id.
+    pub key_id: KeyId,
+    /// The ML-DSA-65 signature (3,309 bytes) over the body bytes, with the
+    /// document kind's context string.
+    #[serde(with = "serde_bytes_vec")]
+    pub signature: Vec<u8>,
+}
+
+/// A signed document's payload: the body exactly as signed, and the
+/// signatures over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The postcard encoding of the document body: the signed bytes.
+    #[serde(with = "serde_bytes_vec")]
+    pub body: Vec<u8>,
+    /// Signatures over `body`.
+    pub signatures: Vec<SignatureEntry>,
+}
+
+/// Serialises `Vec<u8>` as postcard bytes (length + raw bytes), the same
+/// wire form as a sequence of u8 but without a per-element visit.
+pub(crate) mod serde_bytes_vec {
+    use alloc::vec::Vec;
+    use core::fmt;
+
+    use serde::{Deserializer, Serializer, de};
+
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
