@@ -38,10 +38,14 @@ pub mod slot;
 pub mod state;
 
 #[cfg(feature = "std")]
+pub mod control;
+#[cfg(feature = "std")]
 pub mod file;
 #[cfg(feature = "std")]
 pub mod flash;
 
+#[cfg(feature = "std")]
+pub use control::BootControl;
 pub use error::{Error, Result};
 pub use slot::Slot;
 pub use state::{BootChoice, BootScheme, BootStatus, SlotId, SlotStatus};
