@@ -1,0 +1,207 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+use meshota_manifest::{ChunkingParams, Hash};
+
+/// Every way a blobstore operation can fail. Variants carry the values
+/// involved so the CLI can name the file, the chunk and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `put` was given bytes that do not hash to the id they were put under:
+    /// the sender lied or the bytes were damaged in transit. Nothing stored.
+    #[error("chunk {expected} was given bytes whose BLAKE3 is {actual}; refusing to store them")]
+    HashMismatch {
+        /// The id the caller claimed.
+        expected: Hash,
+        /// The BLAKE3 of the bytes actually given.
+        actual: Hash,
+    },
+    /// The chunk is neither stored nor available from a seeded image.
+    #[error("chunk {hash} is not in the store")]
+    ChunkNotFound {
+        /// The chunk asked for.
+        hash: Hash,
+    },
+    /// A stored chunk no longer decodes or hashes to its id (disk corruption,
+    /// tampering). It was not returned; `verify` quarantines such chunks.
+    #[error(
+        "chunk {hash} is corrupt at rest ({detail}); run `meshota store verify` to quarantine it"
+    )]
+    CorruptChunk {
+        /// The chunk's id.
+        hash: Hash,
+        /// What was wrong: decode failure, wrong length or wrong hash.
+        detail: String,
+    },
+    /// A chunk indexed in place in a seeded file no longer matches; the entry
+    /// has been dropped from the seed index.
+    #[error("seeded chunk {hash} in {path} changed on disk; dropped it from the seed index")]
+    SeedStale {
+        /// The chunk's id.
+        hash: Hash,
+        /// The seeded file.
+        path: PathBuf,
+    },
+    /// A chunk is larger than any chunk the store accepts.
+    #[error("chunk of {len} bytes exceeds the limit of {max} bytes")]
+    ChunkTooLarge {
+        /// The chunk's length.
+        len: usize,
+        /// The limit ([`crate::MAX_CHUNK_BYTES`]).
+        max: usize,
+    },
+    /// The directory exists and is not empty but carries no store marker.
+    #[error(
+        "{path} is not a meshota store (no MESHOTA-STORE marker); pass an empty or new directory to create one"
+    )]
+    NotAStore {
+        /// The directory given.
+        path: PathBuf,
+    },
+    /// The store marker names a format this build does not read.
+    #[error(
+        "{path} is a meshota store of an unsupported format ({found:?}); use a matching meshota version"
+    )]
+    UnsupportedStore {
+        /// The marker file.
+        path: PathBuf,
+        /// Its first line.
+        found: String,
+    },
+    /// The chunking parameters are out of range for FastCDC 2020 or fail
+    /// [`ChunkingParams::validate`].
+    #[error("invalid chunking parameters {params:?}: {reason}")]
+    InvalidChunkingParams {
+        /// The parameters given.
+        params: ChunkingParams,
+        /// Which bound was broken.
+        reason: &'static str,
+    },
+    /// An encoded chunk index is longer than [`crate::index::MAX_INDEX_BYTES`].
+    #[error("chunk index of {len} bytes exceeds the limit of {max} bytes")]
+    IndexTooLarge {
+        /// The encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An encoded chunk index ended before its header or body did.
+    #[error("chunk index truncated: {len} bytes, {what}")]
+    IndexTruncated {
+        /// The encoded length.
+        len: usize,
+        /// Which part is missing.
+        what: &'static str,
+    },
+    /// The bytes do not start with the meshota magic `MOTA`.
+    #[error("not a meshota document: magic {found:02x?}, expected \"MOTA\"")]
+    BadMagic {
+        /// The first four bytes found.
+        found: [u8; 4],
+    },
+    /// A format version this build does not read.
+    #[error("unsupported format version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The version byte found.
+        found: u8,
+        /// The version this build reads.
+        supported: u8,
+    },
+    /// The document is of another kind than expected.
+    #[error("wrong document kind {found} (expected {expected})")]
+    WrongKind {
+        /// The kind byte found.
+        found: u8,
+        /// The kind byte expected.
+        expected: u8,
+    },
+    /// The index body does not decode, has trailing bytes, is not in
+    /// canonical form, or breaks an invariant (lengths, counts, sizes).
+    #[error("malformed chunk index: {reason}")]
+    IndexMalformed {
+        /// What was wrong.
+        reason: String,
+    },
+    /// No chunk index with this id is in the store.
+    #[error("chunk index {hash} is not in the store")]
+    IndexNotFound {
+        /// The index id asked for.
+        hash: Hash,
+    },
+    /// Assembly produced an image whose BLAKE3 differs from the index's.
+    #[error("assembled image hashes to {actual}, the index says {expected}")]
+    ImageHashMismatch {
+        /// The image hash recorded in the index.
+        expected: Hash,
+        /// The hash of the bytes written.
+        actual: Hash,
+    },
+    /// A file or directory operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("open", "read", "write", ...).
+        op: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing an assembled image to the caller's writer failed.
+    #[error("writing the assembled image failed at offset {offset}: {source}")]
+    Write {
+        /// Bytes written before the failure.
+        offset: u64,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the image being ingested or chunked failed.
+    #[error("reading the input image failed: {detail}")]
+    Read {
+        /// The underlying error, as text.
+        detail: String,
+    },
+    /// The metadata database failed (redb). The store may be in use by another
+    /// process (it holds an exclusive lock) or damaged.
+    #[error("store metadata database: {source}")]
+    Db {
+        /// The underlying error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] naming `op` and `path`.
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { op, path, source }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Self::Db { source: Box::new(redb::Error::from(e)) }
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

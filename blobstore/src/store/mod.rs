@@ -1,0 +1,402 @@
+//! The [`ChunkStore`] trait, its value types, and what both backends share:
+//! the at-rest codec (zstd when it saves space, hash checked on every read)
+//! and reading chunks in place from seeded files.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::File;
+use std::io::BufReader;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use meshota_manifest::{ChunkingParams, Hash};
+
+use crate::chunking::Chunker;
+use crate::error::{Error, Result};
+use crate::index::{ChunkIndex, ChunkRef};
+
+pub mod fs;
+pub mod mem;
+#[cfg(test)]
+mod suite;
+
+pub use fs::FsStore;
+pub use mem::MemStore;
+
+/// Largest chunk any store accepts (the chunking ceiling, 1 MiB).
+pub const MAX_CHUNK_BYTES: usize = ChunkingParams::MAX_CHUNK_CEILING as usize;
+
+/// zstd level used for chunks at rest; the compressed form is what a peer is
+/// sent, so it is also the "bytes as sent" of delta planning.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Where a chunk's bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkSource {
+    /// Stored in the store (pack file or memory).
+    Stored,
+    /// Indexed in place in a seeded file; re-hashed on every read.
+    Seeded,
+}
+
+/// What the store knows about one chunk without reading it.
+/// Invariant: `stored_len <= raw_len` when `compressed`, else equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// Length of the chunk's content.
+    pub raw_len: u32,
+    /// Length at rest, which is also the length sent to a peer.
+    pub stored_len: u32,
+    /// Whether the at-rest form is zstd-compressed.
+    pub compressed: bool,
+    /// Stored or seeded.
+    pub source: ChunkSource,
+}
+
+/// Result of a batch put. Invariant: counts only chunks not already stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutReport {
+    /// Chunks newly stored.
+    pub new_chunks: u64,
+    /// Their at-rest bytes.
+    pub new_stored_bytes: u64,
+}
+
+/// Result of garbage collection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Chunks no pinned release referenced, now removed.
+    pub chunks_removed: u64,
+    /// Their at-rest bytes.
+    pub bytes_removed: u64,
+    /// Chunk indexes no pin referenced, now removed.
+    pub indexes_removed: u64,
+    /// Pack files rewritten or deleted to reclaim space (0 in memory).
+    pub packs_compacted: u64,
+}
+
+/// Counts and sizes of a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Stored chunks.
+    pub chunks: u64,
+    /// Sum of their content lengths.
+    pub raw_bytes: u64,
+    /// Sum of their at-rest lengths.
+    pub stored_bytes: u64,
+    /// Bytes the chunk data occupies on disk (pack files; equals
+    /// `stored_bytes` in memory).
+    pub disk_bytes: u64,
+    /// Chunks available in place from seeded files.
+    pub seeded_chunks: u64,
+    /// Chunk indexes stored.
+    pub indexes: u64,
+    /// (release, index) pins.
+    pub pins: u64,
+}
+
+/// Result of [`ChunkStore::verify`]. Invariant: every hash listed was removed
+/// from the store (bad chunks were quarantined first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Stored chunks re-hashed.
+    pub chunks_checked: u64,
+    /// Stored chunks that failed to read, decode or hash: quarantined.
+    pub bad_chunks: Vec<Hash>,
+    /// Seed entries whose file no longer matches: dropped.
+    pub stale_seeds: Vec<Hash>,
+    /// Stored indexes that no longer decode: removed.
+    pub bad_indexes: Vec<Hash>,
+}
+
+impl VerifyReport {
+    /// Whether nothing bad was found.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.bad_chunks.is_empty() && self.stale_seeds.is_empty() && self.bad_indexes.is_empty()
+    }
+}
+
+/// Result of seeding a file in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedReport {
+    /// The seeded file's chunk index (also stored in the store).
+    pub index: ChunkIndex,
+    /// Its id.
+    pub index_id: Hash,
+    /// Distinct chunks now available from the file.
+    pub chunks: u64,
+}
+
+/// A content-addressed chunk store. Every chunk returned by [`get`] hashes to
+/// the id it was asked for; every put that returned `Ok` is durable (for the
+/// filesystem backend: survives SIGKILL and power loss) until a [`gc`] that
+/// finds it unpinned.
+///
+/// [`get`]: ChunkStore::get
+/// [`gc`]: ChunkStore::gc
+pub trait ChunkStore: Send + Sync {
+    /// Stores `bytes` under `hash` after checking `Hash::of(bytes) == hash`;
+    /// returns whether it was new. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::HashMismatch`] (nothing stored), [`Error::ChunkTooLarge`], I/O.
+    fn put(&self, hash: Hash, bytes: &[u8]) -> Result<bool> {
+        Ok(self.put_batch(&[(hash, bytes)])?.new_chunks == 1)
+    }
+
+    /// Stores several chunks in one commit, each checked as by [`ChunkStore::put`].
+    /// All are checked before any is stored; durable on return.
+    ///
+    /// # Errors
+    /// As [`ChunkStore::put`]; on error none of the batch is acknowledged.
+    fn put_batch(&self, chunks: &[(Hash, &[u8])]) -> Result<PutReport>;
+
+    /// The chunk's content, hash-checked (stored chunks first, then seeded).
+    ///
+    /// # Errors
+    /// [`Error::ChunkNotFound`], [`Error::CorruptChunk`] (never returns bad
+    /// bytes), [`Error::SeedStale`] (entry dropped), I/O.
+    fn get(&self, hash: &Hash) -> Result<Vec<u8>>;
+
+    /// Whether the chunk is stored or seeded (seeded entries are not
+    /// re-hashed here; [`ChunkStore::get`] does).
+    ///
+    /// # Errors
+    /// Metadata I/O.
+    fn has(&self, hash: &Hash) -> Result<bool> {
+        Ok(self.info(hash)?.is_some())
+    }
+
+    /// Sizes and source of a chunk, `None` when absent.
+    ///
+    /// # Errors
+    /// Metadata I/O.
+    fn info(&self, hash: &Hash) -> Result<Option<ChunkInfo>>;
+
+    /// The distinct chunks of `index` this store cannot provide, in first
+    /// appearance order.
+    ///
+    /// # Errors
+    /// Metadata I/O.
+    fn missing(&self, index: &ChunkIndex) -> Result<Vec<ChunkRef>> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for c in index.chunks() {
+            if seen.insert(c.hash) && !self.has(&c.hash)? {
+                out.push(*c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores an encoded chunk index; returns its id. Durable on return.
+    ///
+    /// # Errors
+    /// I/O.
+    fn put_index(&self, index: &ChunkIndex) -> Result<Hash>;
+
+    /// A stored chunk index, decoded and checked.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`], decode errors, I/O.
+    fn get_index(&self, id: &Hash) -> Result<ChunkIndex>;
+
+    /// Pins the index `index_id` (which must be stored) and all its chunks
+    /// for `release`, so [`ChunkStore::gc`] keeps them. A release may pin
+    /// several indexes. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`], I/O.
+    fn pin(&self, release: Hash, index_id: Hash) -> Result<()>;
+
+    /// Removes every pin of `release`; returns whether there was one.
+    ///
+    /// # Errors
+    /// I/O.
+    fn unpin(&self, release: Hash) -> Result<bool>;
+
+    /// All (release, index id) pins, sorted.
+    ///
+    /// # Errors
+    /// I/O.
+    fn pins(&self) -> Result<Vec<(Hash, Hash)>>;
+
+    /// Removes every stored chunk and index that no pin references, and
+    /// reclaims their space. Crash-safe at every step.
+    ///
+    /// # Errors
+    /// I/O, or a pinned index that no longer decodes.
+    fn gc(&self) -> Result<GcReport>;
+
+    /// Counts and sizes.
+    ///
+    /// # Errors
+    /// I/O.
+    fn stats(&self) -> Result<StoreStats>;
+
+    /// Re-hashes every stored chunk, seed entry and index; quarantines bad
+    /// chunks (kept aside, removed from the store) and drops stale seeds.
+    ///
+    /// # Errors
+    /// I/O on the metadata itself (per-chunk failures are reported, not errors).
+    fn verify(&self) -> Result<VerifyReport>;
+
+    /// Indexes `path` in place (without copying it) so its chunks count as
+    /// present and are served from it, re-hashed on each read. Replaces any
+    /// earlier seeding of the same path. The file's index is stored too.
+    ///
+    /// # Errors
+    /// [`Error::InvalidChunkingParams`], I/O on the file.
+    fn seed_file(&self, path: &Path, params: &ChunkingParams) -> Result<SeedReport>;
+
+    /// Every stored chunk with its info, sorted by hash.
+    ///
+    /// # Errors
+    /// I/O.
+    fn list(&self) -> Result<Vec<(Hash, ChunkInfo)>>;
+}
+
+/// Checks a chunk about to be stored: size limit, then hash.
+pub(crate) fn check_put(hash: &Hash, bytes: &[u8]) -> Result<()> {
+    if bytes.len() > MAX_CHUNK_BYTES {
+        return Err(Error::ChunkTooLarge {
+            len: bytes.len(),
+            max: MAX_CHUNK_BYTES,
+        });
+    }
+    let actual = Hash::of(bytes);
+    if actual != *hash {
+        return Err(Error::HashMismatch {
+            expected: *hash,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a whole batch before any of it is stored.
+pub(crate) fn check_batch(chunks: &[(Hash, &[u8])]) -> Result<()> {
+    chunks.iter().try_for_each(|(h, b)| check_put(h, b))
+}
+
+/// The at-rest form of a chunk: zstd when that is smaller, else raw.
+pub(crate) struct AtRest {
+    pub(crate) compressed: bool,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// A reusable zstd compressor for the at-rest form.
+pub(crate) struct Codec {
+    comp: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Codec {
+    pub(crate) fn new() -> Self {
+        Self {
+            comp: zstd::bulk::Compressor::new(ZSTD_LEVEL).ok(),
+        }
+    }
+
+    pub(crate) fn encode(&mut self, raw: &[u8]) -> AtRest {
+        if let Some(c) = self.comp.as_mut()
+            && let Ok(z) = c.compress(raw)
+            && z.len() < raw.len()
+        {
+            return AtRest {
+                compressed: true,
+                bytes: z,
+            };
+        }
+        AtRest {
+            compressed: false,
+            bytes: raw.to_vec(),
+        }
+    }
+}
+
+/// Decodes an at-rest chunk and checks its length and hash.
+pub(crate) fn decode_at_rest(
+    hash: &Hash,
+    compressed: bool,
+    bytes: &[u8],
+    raw_len: u32,
+) -> Result<Vec<u8>> {
+    let corrupt = |detail: String| Error::CorruptChunk {
+        hash: *hash,
+        detail,
+    };
+    if raw_len as usize > MAX_CHUNK_BYTES {
+        return Err(corrupt(format!("recorded length {raw_len} over the limit")));
+    }
+    let raw = if compressed {
+        zstd::bulk::decompress(bytes, raw_len as usize)
+            .map_err(|e| corrupt(format!("zstd: {e}")))?
+    } else {
+        bytes.to_vec()
+    };
+    if raw.len() != raw_len as usize {
+        return Err(corrupt(format!("{} bytes, expected {raw_len}", raw.len())));
+    }
+    let actual = Hash::of(&raw);
+    if actual != *hash {
+        return Err(corrupt(format!("content hashes to {}", actual.short())));
+    }
+    Ok(raw)
+}
+
+/// A chunk available in place in a seeded file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SeedEntry {
+    pub(crate) path: PathBuf,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+}
+
+/// Reads a seeded chunk and checks it still hashes to `hash`;
+/// `Ok(None)` when the file changed (stale), `Err` only for failures to open.
+pub(crate) fn read_seed(hash: &Hash, e: &SeedEntry) -> Option<Vec<u8>> {
+    let f = File::open(&e.path).ok()?;
+    let mut buf = vec![0u8; e.len as usize];
+    f.read_exact_at(&mut buf, e.offset).ok()?;
+    (Hash::of(&buf) == *hash).then_some(buf)
+}
+
+/// A seeded file's absolute path, its index, and per distinct chunk
+/// (id, first offset, length).
+pub(crate) type SeedScan = (PathBuf, ChunkIndex, Vec<(Hash, u64, u32)>);
+
+/// Chunks a file for seeding: its index and, per distinct chunk, the first
+/// offset it appears at.
+pub(crate) fn chunk_for_seed(path: &Path, params: &ChunkingParams) -> Result<SeedScan> {
+    let abs = std::fs::canonicalize(path).map_err(Error::io("open", path))?;
+    let f = File::open(&abs).map_err(Error::io("open", &abs))?;
+    let mut chunker = Chunker::new(BufReader::with_capacity(1 << 20, f), params)?;
+    let mut refs = Vec::new();
+    let mut entries = Vec::new();
+    let mut seen = BTreeSet::new();
+    while let Some(c) = chunker.next_chunk()? {
+        let len = u32::try_from(c.data.len()).unwrap_or(u32::MAX);
+        refs.push(ChunkRef { hash: c.hash, len });
+        if seen.insert(c.hash) {
+            entries.push((c.hash, c.offset, len));
+        }
+    }
+    let (image_hash, _) = chunker.image_hash();
+    let index = ChunkIndex::new(*params, refs, image_hash)?;
+    Ok((abs, index, entries))
+}
+
+/// The chunks and indexes that pins keep alive.
+pub(crate) fn live_set<S: ChunkStore + ?Sized>(
+    store: &S,
+) -> Result<(HashSet<Hash>, HashSet<Hash>)> {
+    let mut chunks = HashSet::new();
+    let mut indexes = HashSet::new();
+    for (_, id) in store.pins()? {
+        if indexes.insert(id) {
+            let index = store.get_index(&id)?;
+            chunks.extend(index.chunks().iter().map(|c| c.hash));
+        }
+    }
+    Ok((chunks, indexes))
+}
