@@ -8,7 +8,7 @@
 
 use alloc::string::String;
 
-use crate::{Kind, KeyId, UnixTime};
+use crate::{KeyId, Kind, UnixTime};
 
 /// Which set of keys a threshold applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +115,9 @@ pub enum Error {
 
     // ---- Signatures do not establish trust. ----
     /// Signed by a key the trust root does not list for this role.
-    #[error("signed by unknown key {key}: it is not a {role} key of trust root version {trust_version}")]
+    #[error(
+        "signed by unknown key {key}: it is not a {role} key of trust root version {trust_version}"
+    )]
     UnknownKey {
         /// The signing key.
         key: KeyId,
@@ -141,7 +143,9 @@ pub enum Error {
     },
     /// Fewer distinct trusted keys signed than the threshold requires.
     /// Several signatures by one key count once.
-    #[error("{role} threshold not met: {valid} valid signature(s) from distinct keys, {threshold} required")]
+    #[error(
+        "{role} threshold not met: {valid} valid signature(s) from distinct keys, {threshold} required"
+    )]
     ThresholdNotMet {
         /// The role whose threshold applies.
         role: Role,
@@ -151,7 +155,9 @@ pub enum Error {
         threshold: usize,
     },
     /// The release key is trusted, but not for this hardware class or channel.
-    #[error("key {key} may not sign for hardware class {hardware:?} on channel {channel:?}: outside its scope")]
+    #[error(
+        "key {key} may not sign for hardware class {hardware:?} on channel {channel:?}: outside its scope"
+    )]
     KeyOutOfScope {
         /// The key.
         key: KeyId,
@@ -172,7 +178,9 @@ pub enum Error {
     },
     /// A trust-root rotation is not signed by the threshold of the previous
     /// version's root keys (or not by its own).
-    #[error("trust root rotation {from_version} -> {to_version} is not signed by the {signed_by} root threshold: {valid} of {threshold} valid")]
+    #[error(
+        "trust root rotation {from_version} -> {to_version} is not signed by the {signed_by} root threshold: {valid} of {threshold} valid"
+    )]
     RotationNotSigned {
         /// The version the node holds.
         from_version: u64,
@@ -257,7 +265,9 @@ pub enum Error {
     },
     /// The secret key file is passphrase-protected and no passphrase was
     /// given.
-    #[error("secret key {name:?} is passphrase-protected: set MESHOTA_PASSPHRASE or run on a terminal to be asked")]
+    #[error(
+        "secret key {name:?} is passphrase-protected: set MESHOTA_PASSPHRASE or run on a terminal to be asked"
+    )]
     PassphraseRequired {
         /// The key's name.
         name: String,

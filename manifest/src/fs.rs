@@ -18,7 +18,9 @@ pub enum FileError {
         source: io::Error,
     },
     /// A secret key file that others can read: refused, as ssh refuses it.
-    #[error("{path}: secret key file is accessible by group or others (mode {mode:04o}); run `chmod 600 {path}`")]
+    #[error(
+        "{path}: secret key file is accessible by group or others (mode {mode:04o}); run `chmod 600 {path}`"
+    )]
     InsecurePermissions {
         /// The file.
         path: PathBuf,

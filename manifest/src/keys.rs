@@ -8,7 +8,9 @@
 use alloc::{string::String, vec::Vec};
 use core::fmt;
 
-use ml_dsa::{EncodedVerifyingKey, ExpandedSigningKey, MlDsa65, Signature, SigningKey, VerifyingKey};
+use ml_dsa::{
+    EncodedVerifyingKey, ExpandedSigningKey, MlDsa65, Signature, SigningKey, VerifyingKey,
+};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -431,7 +433,11 @@ pub fn decode_public_key_file(bytes: &[u8]) -> Result<(String, PublicKey), Error
     Ok((file.name, file.key))
 }
 
-fn derive_key(passphrase: &str, kdf: &KdfParams, salt: &[u8; 16]) -> Result<Zeroizing<[u8; 32]>, Error> {
+fn derive_key(
+    passphrase: &str,
+    kdf: &KdfParams,
+    salt: &[u8; 16],
+) -> Result<Zeroizing<[u8; 32]>, Error> {
     if kdf.memory_kib > KdfParams::MAX_MEMORY_KIB || kdf.iterations > KdfParams::MAX_ITERATIONS {
         return Err(Error::InvalidField {
             field: "passphrase KDF parameters",
@@ -477,7 +483,12 @@ fn aead_seal(key: &[u8; 32], nonce: &[u8; 24], aad: KeyId, plain: &[u8]) -> Resu
         })
 }
 
-fn aead_open(key: &[u8; 32], nonce: &[u8; 24], aad: KeyId, sealed: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+fn aead_open(
+    key: &[u8; 32],
+    nonce: &[u8; 24],
+    aad: KeyId,
+    sealed: &[u8],
+) -> Option<Zeroizing<[u8; 32]>> {
     use chacha20poly1305::aead::{Aead, KeyInit, Payload};
     let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.into());
     let plain = Zeroizing::new(

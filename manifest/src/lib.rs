@@ -51,7 +51,9 @@ pub use error::{Error, Role};
 pub use frame::Kind;
 pub use hash::{ChunkingAlgorithm, ChunkingParams, Hash, ParseHashError};
 pub use keys::{KdfParams, KeyId, Protection, PublicKey, SecretKey};
-pub use release::{Component, InstallPolicy, PatchRef, ReleaseManifest, RolloutPolicy, RolloutStage};
+pub use release::{
+    Component, InstallPolicy, PatchRef, ReleaseManifest, RolloutPolicy, RolloutStage,
+};
 pub use report::{InstallOutcome, NodeReport, SlotState};
 pub use rollout::{RolloutAction, RolloutCommand};
 pub use signed::{Document, SignedDocument, Verified};

@@ -110,9 +110,16 @@ impl Document for ReleaseManifest {
         }
         check_count("components", self.components.len(), MAX_COMPONENTS)?;
         check_count("patches", self.patches.len(), MAX_PATCHES)?;
-        check_count("rollout stages", self.rollout.stages.len(), MAX_ROLLOUT_STAGES)?;
+        check_count(
+            "rollout stages",
+            self.rollout.stages.len(),
+            MAX_ROLLOUT_STAGES,
+        )?;
         if self.components.is_empty() {
-            return Err(invalid("components", "a release needs at least one component"));
+            return Err(invalid(
+                "components",
+                "a release needs at least one component",
+            ));
         }
         for (i, c) in self.components.iter().enumerate() {
             check_string("component name", &c.name)?;

@@ -111,7 +111,6 @@ pub(crate) fn check_count(field: &'static str, count: usize, max: usize) -> Resu
     Ok(())
 }
 
-
 impl Document for TrustRoot {
     const KIND: Kind = Kind::TrustRoot;
     const MAX_BYTES: usize = MAX_TRUST_ROOT_BYTES;
@@ -125,14 +124,21 @@ impl Document for TrustRoot {
         }
         for k in &self.release_keys {
             check_string("release key name", &k.name)?;
-            check_count("scope hardware classes", k.scope.hardware.len(), MAX_SCOPE_ENTRIES)?;
+            check_count(
+                "scope hardware classes",
+                k.scope.hardware.len(),
+                MAX_SCOPE_ENTRIES,
+            )?;
             check_count("scope channels", k.scope.channels.len(), MAX_SCOPE_ENTRIES)?;
             for s in k.scope.hardware.iter().chain(&k.scope.channels) {
                 check_string("scope entry", s)?;
             }
         }
         if self.root_keys.is_empty() {
-            return Err(invalid("root keys", "a trust root needs at least one root key"));
+            return Err(invalid(
+                "root keys",
+                "a trust root needs at least one root key",
+            ));
         }
         if self.root_threshold == 0 || self.root_threshold as usize > self.root_keys.len() {
             return Err(invalid(
@@ -147,7 +153,9 @@ impl Document for TrustRoot {
         if self.release_threshold == 0 {
             return Err(invalid("release threshold", "must be at least 1"));
         }
-        if !self.release_keys.is_empty() && self.release_threshold as usize > self.release_keys.len() {
+        if !self.release_keys.is_empty()
+            && self.release_threshold as usize > self.release_keys.len()
+        {
             return Err(invalid(
                 "release threshold",
                 alloc::format!(
@@ -312,7 +320,8 @@ impl Verified<TrustRoot> {
             });
         }
         // Step 1: the previous version's root threshold vouches for it.
-        let by_old = count_root_signatures(next, current, "previous", current.version, offered.version)?;
+        let by_old =
+            count_root_signatures(next, current, "previous", current.version, offered.version)?;
         if by_old < current.root_threshold as usize {
             return Err(Error::RotationNotSigned {
                 from_version: current.version,

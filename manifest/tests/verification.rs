@@ -18,7 +18,9 @@ fn encoded_manifest(world: &World) -> Vec<u8> {
 
 fn verify_bytes(world: &World, bytes: &[u8]) -> Result<(), Error> {
     let doc = SignedDocument::decode(bytes)?;
-    world.trust.verify_manifest(&doc, &policy("rpi4", Some(4)))?;
+    world
+        .trust
+        .verify_manifest(&doc, &policy("rpi4", Some(4)))?;
     Ok(())
 }
 
@@ -27,7 +29,10 @@ fn accepts_manifest_signed_by_trusted_release_key() {
     let w = World::new();
     let bytes = encoded_manifest(&w);
     let doc = SignedDocument::decode(&bytes).unwrap();
-    let v = w.trust.verify_manifest(&doc, &policy("rpi4", Some(4))).unwrap();
+    let v = w
+        .trust
+        .verify_manifest(&doc, &policy("rpi4", Some(4)))
+        .unwrap();
     assert_eq!(v.security_version, 5);
     assert_eq!(v.id(), doc.id());
     // Re-encoding a verified manifest yields the same bytes.
@@ -39,7 +44,9 @@ fn rejects_bad_magic() {
     let w = World::new();
     let mut bytes = encoded_manifest(&w);
     bytes[0] = b'X';
-    assert!(matches!(verify_bytes(&w, &bytes), Err(Error::BadMagic { found }) if &found == b"XOTA"));
+    assert!(
+        matches!(verify_bytes(&w, &bytes), Err(Error::BadMagic { found }) if &found == b"XOTA")
+    );
 }
 
 #[test]
@@ -120,7 +127,9 @@ fn rejects_manifest_signed_by_unknown_key() {
     let stranger = key(99, "stranger");
     let doc = sign_manifest(manifest_body("rpi4", "stable", 5), &[&stranger]);
     assert_eq!(
-        w.trust.verify_manifest(&doc, &policy("rpi4", None)).map(|_| ()),
+        w.trust
+            .verify_manifest(&doc, &policy("rpi4", None))
+            .map(|_| ()),
         Err(Error::UnknownKey {
             key: stranger.id(),
             role: Role::Release,
@@ -135,7 +144,10 @@ fn rejects_manifest_signed_by_root_key_instead_of_release_key() {
     let doc = sign_manifest(manifest_body("rpi4", "stable", 5), &[&w.roots[0]]);
     assert!(matches!(
         w.trust.verify_manifest(&doc, &policy("rpi4", None)),
-        Err(Error::UnknownKey { role: Role::Release, .. })
+        Err(Error::UnknownKey {
+            role: Role::Release,
+            ..
+        })
     ));
 }
 
@@ -145,7 +157,9 @@ fn rejects_manifest_with_altered_signature() {
     let mut doc = sign_manifest(manifest_body("rpi4", "stable", 5), &[&w.releases[0]]);
     doc.signatures_mut()[0].signature[100] ^= 0x01;
     assert_eq!(
-        w.trust.verify_manifest(&doc, &policy("rpi4", None)).map(|_| ()),
+        w.trust
+            .verify_manifest(&doc, &policy("rpi4", None))
+            .map(|_| ()),
         Err(Error::InvalidSignature {
             key: w.releases[0].id()
         })
@@ -175,7 +189,9 @@ fn counts_duplicate_signatures_by_one_key_once() {
     let k = &w.releases[0];
     let doc = sign_manifest(manifest_body("rpi4", "stable", 5), &[k, k, k]);
     assert_eq!(
-        w.trust.verify_manifest(&doc, &policy("rpi4", None)).map(|_| ()),
+        w.trust
+            .verify_manifest(&doc, &policy("rpi4", None))
+            .map(|_| ()),
         Err(Error::ThresholdNotMet {
             role: Role::Release,
             valid: 1,
@@ -191,7 +207,9 @@ fn rejects_manifest_below_release_threshold() {
     let w = World::with(|t| t.release_threshold = 2);
     let doc = sign_manifest(manifest_body("rpi4", "stable", 5), &[&w.releases[1]]);
     assert_eq!(
-        w.trust.verify_manifest(&doc, &policy("rpi4", None)).map(|_| ()),
+        w.trust
+            .verify_manifest(&doc, &policy("rpi4", None))
+            .map(|_| ()),
         Err(Error::ThresholdNotMet {
             role: Role::Release,
             valid: 1,
@@ -206,7 +224,9 @@ fn rejects_key_whose_scope_does_not_cover_the_hardware_class() {
     let scoped = &w.releases[2]; // rpi4 / beta only
     let doc = sign_manifest(manifest_body("imx8", "beta", 5), &[scoped]);
     assert_eq!(
-        w.trust.verify_manifest(&doc, &policy("imx8", None)).map(|_| ()),
+        w.trust
+            .verify_manifest(&doc, &policy("imx8", None))
+            .map(|_| ()),
         Err(Error::KeyOutOfScope {
             key: scoped.id(),
             hardware: "imx8".into(),
@@ -233,7 +253,9 @@ fn rejects_manifest_for_another_hardware_class() {
     let w = World::new();
     let doc = sign_manifest(manifest_body("imx8", "stable", 5), &[&w.releases[0]]);
     assert_eq!(
-        w.trust.verify_manifest(&doc, &policy("rpi4", None)).map(|_| ()),
+        w.trust
+            .verify_manifest(&doc, &policy("rpi4", None))
+            .map(|_| ()),
         Err(Error::WrongHardware {
             expected: "rpi4".into(),
             found: "imx8".into()
@@ -247,7 +269,9 @@ fn rejects_security_version_not_above_installed() {
     for offered in [3, 5] {
         let doc = sign_manifest(manifest_body("rpi4", "stable", offered), &[&w.releases[0]]);
         assert_eq!(
-            w.trust.verify_manifest(&doc, &policy("rpi4", Some(5))).map(|_| ()),
+            w.trust
+                .verify_manifest(&doc, &policy("rpi4", Some(5)))
+                .map(|_| ()),
             Err(Error::Rollback {
                 installed: 5,
                 offered
@@ -255,7 +279,11 @@ fn rejects_security_version_not_above_installed() {
         );
     }
     let doc = sign_manifest(manifest_body("rpi4", "stable", 6), &[&w.releases[0]]);
-    assert!(w.trust.verify_manifest(&doc, &policy("rpi4", Some(5))).is_ok());
+    assert!(
+        w.trust
+            .verify_manifest(&doc, &policy("rpi4", Some(5)))
+            .is_ok()
+    );
 }
 
 #[test]
@@ -285,7 +313,9 @@ fn rejects_manifest_signed_by_expired_release_key() {
     let w = World::with(|t| t.release_keys[0].expires = Some(UnixTime(NOW.0 - 1)));
     let doc = sign_manifest(manifest_body("rpi4", "stable", 5), &[&w.releases[0]]);
     assert_eq!(
-        w.trust.verify_manifest(&doc, &policy("rpi4", None)).map(|_| ()),
+        w.trust
+            .verify_manifest(&doc, &policy("rpi4", None))
+            .map(|_| ()),
         Err(Error::KeyExpired {
             key: w.releases[0].id(),
             expired_at: UnixTime(NOW.0 - 1),
@@ -316,7 +346,10 @@ fn rejects_manifest_with_invalid_semver() {
     body.version = "one point two".into();
     assert!(matches!(
         SignedDocument::sign(body, &[&w.releases[0]]),
-        Err(Error::InvalidField { field: "version", .. })
+        Err(Error::InvalidField {
+            field: "version",
+            ..
+        })
     ));
 }
 
@@ -372,7 +405,9 @@ fn accepts_rotation_signed_by_previous_and_new_thresholds() {
     let next = next_version(&w, |t| {
         // Replace root-3 by root-4.
         t.root_keys.pop();
-        t.root_keys.push(common::root_body(std::slice::from_ref(&new_root), 1, vec![]).root_keys[0].clone());
+        t.root_keys.push(
+            common::root_body(std::slice::from_ref(&new_root), 1, vec![]).root_keys[0].clone(),
+        );
         t.revoked.push(w.roots[2].id());
     });
     let doc = SignedDocument::sign(next, &[&w.roots[0], &w.roots[1]]).unwrap();
@@ -505,7 +540,10 @@ fn rejects_rotation_signed_only_by_revoked_root_keys() {
     let doc3 = SignedDocument::sign(v3_body, &[&w.roots[0], &w.roots[1]]).unwrap();
     assert!(matches!(
         v2.verify_rotation(&doc3, enforce()),
-        Err(Error::RevokedKey { trust_version: 2, .. })
+        Err(Error::RevokedKey {
+            trust_version: 2,
+            ..
+        })
     ));
 }
 

@@ -3,8 +3,8 @@
 
 use meshota_manifest::{
     ChunkingAlgorithm, ChunkingParams, Component, Expiration, Hash, InstallPolicy, ReleaseKey,
-    ReleaseManifest, RolloutPolicy, RootKey, Scope, SecretKey, SignedDocument, TrustRoot,
-    UnixTime, Verified,
+    ReleaseManifest, RolloutPolicy, RootKey, Scope, SecretKey, SignedDocument, TrustRoot, UnixTime,
+    Verified,
 };
 
 /// A deterministic key named `name`, derived from `n`.
@@ -116,7 +116,10 @@ pub fn manifest_body(hardware: &str, channel: &str, security_version: u64) -> Re
     }
 }
 
-pub fn sign_manifest(body: ReleaseManifest, keys: &[&SecretKey]) -> SignedDocument<ReleaseManifest> {
+pub fn sign_manifest(
+    body: ReleaseManifest,
+    keys: &[&SecretKey],
+) -> SignedDocument<ReleaseManifest> {
     SignedDocument::sign(body, keys).unwrap()
 }
 
