@@ -33,6 +33,7 @@ extern crate alloc;
 
 pub mod env;
 mod error;
+pub mod lifecycle;
 pub mod record;
 pub mod slot;
 pub mod state;
@@ -43,6 +44,8 @@ pub mod control;
 pub mod file;
 #[cfg(feature = "std")]
 pub mod flash;
+#[cfg(feature = "std")]
+pub mod install;
 
 #[cfg(feature = "std")]
 pub use control::BootControl;
