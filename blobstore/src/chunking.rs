@@ -7,17 +7,21 @@ use meshota_manifest::{ChunkingAlgorithm, ChunkingParams, Hash};
 
 use crate::error::{Error, Result};
 
-/// The default chunking parameters: 16 KiB min, 64 KiB average, 256 KiB max.
+/// The default chunking parameters: 4 KiB min, 16 KiB average, 64 KiB max.
 ///
-/// Chosen by measurement (see DESIGN-NOTES.md): on esbuild 0.23.0→0.23.1 the
-/// smaller averages found little more reuse on compiled binaries, while they
-/// multiply per-chunk overhead (index entries, redb rows, requests on the
-/// mesh); 64 KiB keeps a 1 GiB image at 16 Ki chunks (a 600 KB index).
+/// Chosen by measurement (`blobstore-bench params`, figures in
+/// DESIGN-NOTES.md): over esbuild 0.23.0→0.23.1 and 0.23.1→0.24.0 the
+/// bytes to fetch (zstd per chunk, as sent) summed to 8.17 MB at 8 KiB,
+/// 8.18 MB at 16 KiB, 8.40 MB at 32 KiB and 8.50 MB at 64 KiB average:
+/// 16 KiB is as good as the smallest while cutting half as many chunks
+/// (index rows, requests). A 64 KiB maximum keeps every chunk one mesh
+/// message and one RaptorQ block. A 1 GiB image has ~64 Ki chunks (a 2.4 MB
+/// index).
 pub const DEFAULT_PARAMS: ChunkingParams = ChunkingParams {
     algorithm: ChunkingAlgorithm::FastCdc2020,
-    min_size: 16 * 1024,
-    avg_size: 64 * 1024,
-    max_size: 256 * 1024,
+    min_size: 4 * 1024,
+    avg_size: 16 * 1024,
+    max_size: 64 * 1024,
 };
 
 /// Checks `params` against both [`ChunkingParams::validate`] and the bounds

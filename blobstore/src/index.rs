@@ -221,7 +221,7 @@ mod tests {
             },
             ChunkRef {
                 hash: Hash::of(b"b"),
-                len: 70_000,
+                len: 60_000,
             },
             ChunkRef {
                 hash: Hash::of(b"a"),
@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(ChunkIndex::decode(&a).unwrap(), i);
         assert_eq!(sample().encode().unwrap(), a);
         assert_eq!(i.id().unwrap(), Hash::of(&a));
-        assert_eq!(i.total_size(), 110_000);
+        assert_eq!(i.total_size(), 100_000);
     }
 
     #[test]
