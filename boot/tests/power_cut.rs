@@ -86,10 +86,14 @@ const OPTS: InstallOptions = InstallOptions {
 struct Rig {
     flash: NorFlash,
     dev: Dev,
-    a: Release,
-    b: Release,
+    /// Every release the device may legitimately hold.
+    known: Vec<ReleaseImage>,
+    /// The release the journey installs.
+    target: Release,
 }
 
+/// A factory device: release 1 confirmed in slot A, slot B empty; the
+/// journey installs release 2 into B.
 fn rig(case: &Case) -> Rig {
     let rec_sectors = 2 * 1024u64.div_ceil(case.sector_size).max(1);
     let flash = NorFlash::new(Geometry {
@@ -114,7 +118,23 @@ fn rig(case: &Case) -> Rig {
         .on_boot(&mut || Ok(()), &mut |_| Err("unused".to_string()), &OPTS, 0)
         .unwrap();
     assert_eq!(out, BootOutcome::Running { slot: SlotId::A });
-    Rig { flash, dev, a, b }
+    Rig {
+        flash,
+        dev,
+        known: vec![a.image, b.image.clone()],
+        target: b,
+    }
+}
+
+/// A device that already took one update (A → B confirmed): the next update
+/// (release 3) overwrites slot A, the old fallback, bootable until then.
+fn rig_second_update(case: &Case) -> Rig {
+    let mut r = rig(case);
+    journey(&mut r, true).unwrap();
+    let c = release(SEED ^ 3, case.image_a.max(case.image_b) - 100, 3);
+    r.known.push(c.image.clone());
+    r.target = c;
+    r
 }
 
 fn health(healthy: bool) -> impl FnMut() -> Result<(), String> {
@@ -137,50 +157,60 @@ fn check_for(r: &ReleaseImage) -> impl FnMut(u64) -> Result<ReleaseImage, String
     }
 }
 
-/// The clean journey after provisioning; stops at the first error.
-fn journey(rig: &mut Rig, healthy: bool) -> Result<(), Error> {
-    let b = rig.b.image.clone();
+fn install_target(rig: &mut Rig, now: u64) -> Result<(), Error> {
+    let t = rig.target.image.clone();
     rig.dev
-        .install(&b, &rig.b.bytes[..], &mut check_for(&b), &OPTS, 10)?;
+        .install(&t, &rig.target.bytes[..], &mut check_for(&t), &OPTS, now)
+        .map(|_| ())
+}
+
+/// The clean journey; stops at the first error.
+fn journey(rig: &mut Rig, healthy: bool) -> Result<(), Error> {
+    let t = rig.target.image.clone();
+    let from = rig.dev.record()?.confirmed;
+    install_target(rig, 10)?;
     rig.dev.boot_control().simulate_boot()?;
     let out = rig
         .dev
-        .on_boot(&mut health(healthy), &mut check_for(&b), &OPTS, 20)?;
+        .on_boot(&mut health(healthy), &mut check_for(&t), &OPTS, 20)?;
     if healthy {
-        assert!(
-            matches!(
-                out,
-                BootOutcome::Confirmed {
-                    slot: SlotId::B,
-                    security_counter: 2
-                }
-            ),
-            "{out:?}"
-        );
+        let expected = BootOutcome::Confirmed {
+            slot: from.other(),
+            security_counter: t.security_version,
+        };
+        assert_eq!(out, expected);
     } else {
         assert!(
             matches!(out, BootOutcome::RolledBack { reboot: true, .. }),
             "{out:?}"
         );
-        assert_eq!(rig.dev.boot_control().simulate_boot()?.slot, SlotId::A);
+        assert_eq!(rig.dev.boot_control().simulate_boot()?.slot, from);
         let out = rig
             .dev
-            .on_boot(&mut health(healthy), &mut check_for(&b), &OPTS, 30)?;
-        assert_eq!(out, BootOutcome::Running { slot: SlotId::A });
+            .on_boot(&mut health(healthy), &mut check_for(&t), &OPTS, 30)?;
+        assert_eq!(out, BootOutcome::Running { slot: from });
     }
     Ok(())
 }
 
-/// Invariants that must hold at every boot.
+/// Invariants that must hold at every boot: the booted slot, and every slot
+/// the bootloader would boot if the other failed, hold a verified image.
 fn check_invariants(rig: &mut Rig, booted: SlotId, ctx: &str) {
-    let (a, b) = (rig.a.image.clone(), rig.b.image.clone());
-    let slot = rig.dev.slot(booted);
-    let holds_a = slot.size() >= a.size && hash_slot(slot, a.size, 512).unwrap() == a.image_hash;
-    let holds_b = slot.size() >= b.size && hash_slot(slot, b.size, 512).unwrap() == b.image_hash;
-    assert!(
-        holds_a || holds_b,
-        "{ctx}: booted slot {booted:?} holds no verified image"
-    );
+    let known = rig.known.clone();
+    let status = rig.dev.boot_control().status().unwrap();
+    for id in SlotId::ALL {
+        if id != booted && !status.slot(id).bootable {
+            continue;
+        }
+        let slot = rig.dev.slot(id);
+        let holds_known = known.iter().any(|r| {
+            slot.size() >= r.size && hash_slot(slot, r.size, 512).unwrap() == r.image_hash
+        });
+        assert!(
+            holds_known,
+            "{ctx}: slot {id:?} (booted {booted:?}) is bootable but holds no verified image"
+        );
+    }
     let record = rig
         .dev
         .record()
@@ -202,9 +232,10 @@ fn check_invariants(rig: &mut Rig, booted: SlotId, ctx: &str) {
 }
 
 /// Boots until the node settles, doing what a node does; bounded.
-fn recover(rig: &mut Rig, healthy: bool, ctx: &str) {
+fn recover(rig: &mut Rig, healthy: bool, from: SlotId, ctx: &str) {
     const MAX_BOOTS: usize = 12;
-    let b = rig.b.image.clone();
+    let t = rig.target.image.clone();
+    let to = from.other();
     for n in 0..MAX_BOOTS {
         let ctx = format!("{ctx}, boot {n}");
         let choice = rig.dev.boot_control().simulate_boot().unwrap();
@@ -215,33 +246,26 @@ fn recover(rig: &mut Rig, healthy: bool, ctx: &str) {
         check_invariants(rig, choice.slot, &ctx);
         let out = rig
             .dev
-            .on_boot(&mut health(healthy), &mut check_for(&b), &OPTS, 100)
+            .on_boot(&mut health(healthy), &mut check_for(&t), &OPTS, 100)
             .unwrap();
         let record = rig.dev.record().unwrap();
         match out {
             BootOutcome::Running { slot } => {
                 let done = if healthy {
-                    record.confirmed == SlotId::B
+                    record.confirmed == to
                 } else {
-                    record
-                        .last_failure
-                        .as_ref()
-                        .is_some_and(|f| f.slot == SlotId::B)
+                    record.last_failure.as_ref().is_some_and(|f| f.slot == to)
                 };
                 if done {
-                    assert_eq!(slot, if healthy { SlotId::B } else { SlotId::A }, "{ctx}");
+                    assert_eq!(slot, if healthy { to } else { from }, "{ctx}");
                     return;
                 }
                 // The update is still wanted: install it (again).
-                rig.dev
-                    .install(&b, &rig.b.bytes[..], &mut check_for(&b), &OPTS, 100)
-                    .unwrap();
+                install_target(rig, 100).unwrap();
             }
             BootOutcome::InstallInterrupted { image } => {
-                assert_eq!(image, b, "{ctx}");
-                rig.dev
-                    .install(&b, &rig.b.bytes[..], &mut check_for(&b), &OPTS, 100)
-                    .unwrap();
+                assert_eq!(image, t, "{ctx}");
+                install_target(rig, 100).unwrap();
             }
             BootOutcome::Confirmed { .. }
             | BootOutcome::RolledBack { .. }
@@ -252,44 +276,40 @@ fn recover(rig: &mut Rig, healthy: bool, ctx: &str) {
     panic!("{ctx}: device did not settle within {MAX_BOOTS} boots");
 }
 
-fn final_state(rig: &mut Rig, healthy: bool, ctx: &str) {
+fn final_state(rig: &mut Rig, healthy: bool, from: SlotId, old_counter: u64, ctx: &str) {
     let record = rig.dev.record().unwrap();
     let booted = rig.dev.boot_control().booted().unwrap();
+    let sv = rig.target.image.security_version;
     assert!(record.pending.is_none(), "{ctx}");
+    let got = (booted, record.confirmed, record.security_counter);
     if healthy {
-        assert_eq!(
-            (booted, record.confirmed, record.security_counter),
-            (Some(SlotId::B), SlotId::B, 2),
-            "{ctx}"
-        );
+        assert_eq!(got, (Some(from.other()), from.other(), sv), "{ctx}");
     } else {
-        assert_eq!(
-            (booted, record.confirmed, record.security_counter),
-            (Some(SlotId::A), SlotId::A, 1),
-            "{ctx}"
-        );
+        assert_eq!(got, (Some(from), from, old_counter), "{ctx}");
         let f = record
             .last_failure
             .unwrap_or_else(|| panic!("{ctx}: failure not recorded"));
-        assert_eq!(f.slot, SlotId::B, "{ctx}");
+        assert_eq!(f.slot, from.other(), "{ctx}");
     }
 }
 
-fn every_cut_point(healthy: bool) -> usize {
+fn every_cut_point(healthy: bool, setup: fn(&Case) -> Rig) -> usize {
     let mut covered = 0;
     for case in CASES {
-        let mut clean = rig(case);
+        let mut clean = setup(case);
+        let record = clean.dev.record().unwrap();
+        let (from, old_counter) = (record.confirmed, record.security_counter);
         let base = clean.flash.ops();
         journey(&mut clean, healthy).unwrap();
         let total = clean.flash.ops() - base;
-        final_state(&mut clean, healthy, "clean run");
+        final_state(&mut clean, healthy, from, old_counter, "clean run");
         for k in 0..=total {
             for tear in [Tear::None, Tear::Half, Tear::Seeded(SEED ^ k)] {
                 let ctx = format!(
-                    "sector {} healthy {healthy} cut at op {k}/{total} tear {tear:?} (seed {SEED:#x})",
+                    "sector {} healthy {healthy} from {from:?} cut at op {k}/{total} tear {tear:?} (seed {SEED:#x})",
                     case.sector_size
                 );
-                let mut r = rig(case);
+                let mut r = setup(case);
                 let base = r.flash.ops();
                 r.flash.arm(CutPlan {
                     at_op: base + k,
@@ -299,11 +319,11 @@ fn every_cut_point(healthy: bool) -> usize {
                     Ok(()) => assert_eq!(k, total, "{ctx}: journey finished despite the cut"),
                     Err(Error::PowerCut { .. }) => {
                         r.flash.power_cycle();
-                        recover(&mut r, healthy, &ctx);
+                        recover(&mut r, healthy, from, &ctx);
                     }
                     Err(e) => panic!("{ctx}: unexpected error {e}"),
                 }
-                final_state(&mut r, healthy, &ctx);
+                final_state(&mut r, healthy, from, old_counter, &ctx);
                 covered += 1;
             }
         }
@@ -313,14 +333,24 @@ fn every_cut_point(healthy: bool) -> usize {
 
 #[test]
 fn update_survives_a_power_cut_at_every_flash_operation_and_confirms() {
-    let covered = every_cut_point(true);
+    let covered = every_cut_point(true, rig);
     println!("power-cut points covered (install + confirm): {covered}");
     assert!(covered > 100);
 }
 
 #[test]
 fn failed_update_survives_a_power_cut_at_every_flash_operation_and_rolls_back() {
-    let covered = every_cut_point(false);
+    let covered = every_cut_point(false, rig);
     println!("power-cut points covered (install + failed health check + rollback): {covered}");
     assert!(covered > 100);
+}
+
+#[test]
+fn second_update_over_the_old_fallback_survives_a_power_cut_at_every_flash_operation() {
+    let confirmed = every_cut_point(true, rig_second_update);
+    let rolled_back = every_cut_point(false, rig_second_update);
+    println!(
+        "power-cut points covered (second update, confirm / rollback): {confirmed} / {rolled_back}"
+    );
+    assert!(confirmed > 100 && rolled_back > 100);
 }
