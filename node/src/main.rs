@@ -1,2 +1,61 @@
-//! The `meshota` command (being built).
-fn main() {}
+//! The `meshota` command.
+//!
+//! Exit codes: 0 success, 1 verification failed or input rejected, 2 usage
+//! error. Every rejection names the file, the rule broken and the values
+//! involved.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod failure;
+mod keyio;
+mod timefmt;
+
+/// meshota: signed software updates through air-gapped and edge fleets.
+#[derive(Debug, Parser)]
+#[command(name = "meshota", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate and show ML-DSA-65 keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCmd),
+    /// Create, rotate, show and verify trust roots.
+    #[command(subcommand)]
+    Trust(cmd::trust::TrustCmd),
+    /// Create, verify and inspect release manifests.
+    #[command(subcommand)]
+    Release(cmd::release::ReleaseCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keys(c) => cmd::keys::run(c),
+        Command::Trust(c) => cmd::trust::run(c),
+        Command::Release(c) => cmd::release::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,383 @@
+//! `meshota release …`: create, verify and inspect release manifests.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use meshota_blobstore::{ChunkStore, DEFAULT_PARAMS, FsStore, index_reader, ops};
+use meshota_manifest::fs::{read_limited, write_atomic};
+use meshota_manifest::limits::MAX_MANIFEST_BYTES;
+use meshota_manifest::{
+    Component, InstallPolicy, ReleaseManifest, RolloutPolicy, RolloutStage, SecretKey,
+    SignedDocument, UnixTime,
+};
+
+use crate::cmd::trust::{expiration_from, load_trust};
+use crate::failure::{AtPath, CmdResult, Failure};
+use crate::keyio::load_secret;
+use crate::timefmt::{now, parse_time};
+
+/// Release manifests.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReleaseCmd {
+    /// Chunk an image and write a signed release manifest for it.
+    Create(CreateArgs),
+    /// Check a manifest against a trust root (exit 0 valid, 1 rejected).
+    Verify(VerifyArgs),
+    /// Print a manifest's contents (without trusting it).
+    Inspect(InspectArgs),
+}
+
+/// Arguments of `release create`.
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// The trust root the manifest must verify under.
+    #[arg(long)]
+    trust: PathBuf,
+    /// Secret release keys to sign with (the trust root's release threshold).
+    #[arg(long = "key", required = true, num_args = 1..)]
+    keys: Vec<PathBuf>,
+    /// The image file.
+    #[arg(long)]
+    image: PathBuf,
+    /// Hardware class the release is for.
+    #[arg(long)]
+    hardware: String,
+    /// Human version (semver, e.g. 1.4.2).
+    #[arg(long)]
+    version: String,
+    /// Anti-rollback security version (strictly increasing per hardware and channel).
+    #[arg(long)]
+    security_version: u64,
+    /// Channel.
+    #[arg(long, default_value = "stable")]
+    channel: String,
+    /// Product name.
+    #[arg(long, default_value = "meshota")]
+    product: String,
+    /// Component name.
+    #[arg(long, default_value = "rootfs")]
+    component: String,
+    /// Slot group the image is written to.
+    #[arg(long, default_value = "rootfs")]
+    slot: String,
+    /// Rollout stages as PERCENT:SOAK pairs, e.g. `10:1h,50:1d,100:0`.
+    #[arg(long)]
+    rollout: Option<String>,
+    /// Ingest the image's chunks and index into this store and pin them for
+    /// the release.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Creation time to record (default: now).
+    #[arg(long)]
+    created: Option<String>,
+    /// Output manifest file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Arguments of `release verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The trust root to verify against.
+    #[arg(long)]
+    trust: PathBuf,
+    /// The manifest file.
+    manifest: PathBuf,
+    /// The device's hardware class: reject releases for another class.
+    #[arg(long)]
+    hardware: Option<String>,
+    /// The installed security version: reject releases not above it.
+    #[arg(long)]
+    installed_security_version: Option<u64>,
+    /// Verify as of this time instead of the system clock.
+    #[arg(long, conflicts_with = "ignore_expiry")]
+    now: Option<String>,
+    /// Do not enforce expiry (for devices without a clock).
+    #[arg(long)]
+    ignore_expiry: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `release inspect`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The manifest file.
+    manifest: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(cmd: ReleaseCmd) -> CmdResult {
+    match cmd {
+        ReleaseCmd::Create(a) => create(&a),
+        ReleaseCmd::Verify(a) => verify(&a),
+        ReleaseCmd::Inspect(a) => inspect(&a),
+    }
+}
+
+/// Decodes a manifest file without verifying it.
+pub(crate) fn read_manifest(path: &Path) -> CmdResult<SignedDocument<ReleaseManifest>> {
+    let bytes = read_limited(path, MAX_MANIFEST_BYTES)?;
+    SignedDocument::decode(&bytes).at(path)
+}
+
+fn parse_duration(s: &str) -> Option<u64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let (num, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return s.parse().ok(),
+    };
+    n.checked_mul(mult)
+}
+
+fn parse_rollout(spec: &str) -> CmdResult<RolloutPolicy> {
+    let mut stages = Vec::new();
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
+        let bad = || {
+            Failure::usage(format!(
+                "rollout stage {part:?} is not PERCENT:SOAK (e.g. 10:1h; soak in s, m, h or d)"
+            ))
+        };
+        let (p, soak) = part.split_once(':').ok_or_else(bad)?;
+        let cohort_percent: u8 = p.trim_end_matches('%').parse().map_err(|_| bad())?;
+        let min_soak_secs = parse_duration(soak).ok_or_else(bad)?;
+        stages.push(RolloutStage {
+            cohort_percent,
+            min_soak_secs,
+        });
+    }
+    Ok(RolloutPolicy { stages })
+}
+
+fn create(a: &CreateArgs) -> CmdResult {
+    let enforce = expiration_from(None, false)?;
+    let trust = load_trust(&a.trust, enforce)?;
+    let keys: Vec<SecretKey> = a
+        .keys
+        .iter()
+        .map(|p| load_secret(p))
+        .collect::<CmdResult<_>>()?;
+    let rollout = a
+        .rollout
+        .as_deref()
+        .map(parse_rollout)
+        .transpose()?
+        .unwrap_or_default();
+    let created = match &a.created {
+        Some(s) => parse_time(s, now())?,
+        None => now(),
+    };
+    let params = DEFAULT_PARAMS;
+    let (index, index_id) = match &a.store {
+        Some(store) => {
+            let report = ops::store_ingest(store, &a.image, &params, &mut |_, _| {}).at(store)?;
+            (report.index, report.index_id)
+        }
+        None => {
+            let f = File::open(&a.image).at(&a.image)?;
+            let index = index_reader(BufReader::with_capacity(1 << 20, f), &params).at(&a.image)?;
+            let id = index.id().at(&a.image)?;
+            (index, id)
+        }
+    };
+    let body = ReleaseManifest {
+        product: a.product.clone(),
+        hardware: a.hardware.clone(),
+        channel: a.channel.clone(),
+        version: a.version.clone(),
+        security_version: a.security_version,
+        created,
+        components: vec![Component {
+            name: a.component.clone(),
+            slot: a.slot.clone(),
+            size: index.total_size(),
+            image_hash: index.image_hash(),
+            chunk_index: index_id,
+            chunking: *index.params(),
+        }],
+        patches: vec![],
+        rollout,
+    };
+    let refs: Vec<&SecretKey> = keys.iter().collect();
+    let doc = SignedDocument::sign(body, &refs).map_err(|e| Failure::usage(e))?;
+    // Refuse to write a manifest that its own trust root would reject.
+    let policy = InstallPolicy {
+        hardware: None,
+        installed_security_version: None,
+        expiration: enforce,
+    };
+    trust
+        .verify_manifest(&doc, &policy)
+        .map_err(|e| Failure::file(&a.out, format!("not written: {e}")))?;
+    if let Some(store) = &a.store {
+        FsStore::open(store)
+            .at(store)?
+            .pin(doc.id(), index_id)
+            .at(store)?;
+    }
+    write_atomic(&a.out, &doc.encode().at(&a.out)?, 0o644)?;
+    println!(
+        "release {} {} ({}/{})",
+        a.product, a.version, a.hardware, a.channel
+    );
+    println!("manifest     {}", a.out.display());
+    println!("id           {}", doc.id());
+    println!(
+        "image        {} bytes, blake3 {}",
+        index.total_size(),
+        index.image_hash()
+    );
+    println!(
+        "chunk index  {} ({} chunks)",
+        index_id,
+        index.chunks().len()
+    );
+    Ok(())
+}
+
+fn verify(a: &VerifyArgs) -> CmdResult {
+    let expiration = expiration_from(a.now.as_deref(), a.ignore_expiry)?;
+    let trust = load_trust(&a.trust, expiration)?;
+    let doc = read_manifest(&a.manifest)?;
+    let policy = InstallPolicy {
+        hardware: a.hardware.as_deref(),
+        installed_security_version: a.installed_security_version,
+        expiration,
+    };
+    match trust.verify_manifest(&doc, &policy) {
+        Ok(v) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "valid": true,
+                        "id": v.id().to_hex(),
+                        "trust_version": trust.version,
+                        "version": v.version,
+                        "security_version": v.security_version,
+                    })
+                );
+            } else {
+                println!(
+                    "{}: valid: {} {} for {}/{}, security version {}, trust root version {}",
+                    a.manifest.display(),
+                    v.product,
+                    v.version,
+                    v.hardware,
+                    v.channel,
+                    v.security_version,
+                    trust.version
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "error": e.to_string() })
+                );
+            }
+            Err(Failure::file(&a.manifest, format!("rejected: {e}")))
+        }
+    }
+}
+
+fn time_text(t: UnixTime) -> String {
+    t.to_string()
+}
+
+fn inspect(a: &InspectArgs) -> CmdResult {
+    let doc = read_manifest(&a.manifest)?;
+    let m = doc.unverified_body();
+    if a.json {
+        let v = serde_json::json!({
+            "id": doc.id().to_hex(),
+            "product": m.product,
+            "hardware": m.hardware,
+            "channel": m.channel,
+            "version": m.version,
+            "security_version": m.security_version,
+            "created": m.created.0,
+            "components": m.components.iter().map(|c| serde_json::json!({
+                "name": c.name,
+                "slot": c.slot,
+                "size": c.size,
+                "image_hash": c.image_hash.to_hex(),
+                "chunk_index": c.chunk_index.to_hex(),
+                "chunking": {
+                    "algorithm": "fastcdc-2020",
+                    "min_size": c.chunking.min_size,
+                    "avg_size": c.chunking.avg_size,
+                    "max_size": c.chunking.max_size,
+                },
+            })).collect::<Vec<_>>(),
+            "patches": m.patches.iter().map(|p| serde_json::json!({
+                "component": p.component,
+                "base_image_hash": p.base_image_hash.to_hex(),
+                "patch": p.patch.to_hex(),
+                "size": p.size,
+            })).collect::<Vec<_>>(),
+            "rollout": m.rollout.stages.iter().map(|s| serde_json::json!({
+                "cohort_percent": s.cohort_percent,
+                "min_soak_secs": s.min_soak_secs,
+            })).collect::<Vec<_>>(),
+            "signatures": doc.signatures().iter().map(|s| s.key_id.to_hex()).collect::<Vec<_>>(),
+            "verified": false,
+        });
+        println!("{v:#}");
+        return Ok(());
+    }
+    println!(
+        "release        {} {}  (not verified; use `release verify`)",
+        m.product, m.version
+    );
+    println!("id             {}", doc.id());
+    println!("hardware       {}", m.hardware);
+    println!("channel        {}", m.channel);
+    println!("security ver.  {}", m.security_version);
+    println!("created        {}", time_text(m.created));
+    for c in &m.components {
+        println!("component      {} -> slot {}", c.name, c.slot);
+        println!("  size         {} bytes", c.size);
+        println!("  image        {}", c.image_hash);
+        println!("  chunk index  {}", c.chunk_index);
+        println!(
+            "  chunking     fastcdc-2020 min {} avg {} max {}",
+            c.chunking.min_size, c.chunking.avg_size, c.chunking.max_size
+        );
+    }
+    for p in &m.patches {
+        println!(
+            "patch          {} from {} ({} bytes)",
+            p.component,
+            p.base_image_hash.short(),
+            p.size
+        );
+    }
+    if m.rollout.stages.is_empty() {
+        println!("rollout        everyone at once");
+    }
+    for (i, s) in m.rollout.stages.iter().enumerate() {
+        println!(
+            "rollout        stage {i}: {}% after {} s soak",
+            s.cohort_percent, s.min_soak_secs
+        );
+    }
+    for s in doc.signatures() {
+        println!("signature      {}", s.key_id);
+    }
+    Ok(())
+}
