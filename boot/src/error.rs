@@ -179,6 +179,17 @@ pub enum Error {
         /// The verifier's message.
         reason: String,
     },
+    /// The release manifest failed a rule of meshota-manifest (bad or missing
+    /// signature, revoked or expired key, expired trust root, other hardware,
+    /// rollback...), checked before writing and again right before the switch.
+    #[error("release manifest rejected: {0}")]
+    Manifest(#[from] meshota_manifest::Error),
+    /// The manifest has no component of the name this device installs.
+    #[error("the manifest has no component named {name:?}")]
+    NoSuchComponent {
+        /// The component name looked for.
+        name: String,
+    },
     /// The manifest re-verified right before the switch describes a different
     /// image than the one written (it was swapped during the install).
     #[error("manifest changed during the install: wrote {written}, manifest now names {now}")]

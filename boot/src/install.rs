@@ -16,7 +16,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meshota_manifest::Hash;
+use meshota_manifest::{
+    Expiration, Hash, InstallPolicy, ReleaseManifest, SignedDocument, TrustRoot, Verified,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::control::BootControl;
@@ -31,27 +33,76 @@ use crate::state::{BootStatus, SlotId};
 /// Record magic of the install record.
 pub const INSTALL_MAGIC: [u8; 4] = *b"MOIN";
 
-/// Re-verifies the release manifest right before the slot switch.
+/// Verifies the release manifest now: before an install writes anything, and
+/// again right before the slot switch.
 ///
 /// Invariant expected of implementations: `Ok` only if the manifest's
 /// signatures verify against the current trust root (not expired, keys not
 /// revoked, hardware matching) and its security version is above
-/// `installed_security_version`.
+/// `installed_security_version`. [`TrustedManifest`] is the implementation
+/// backed by meshota-manifest; closures serve tests and other verifiers.
 pub trait ManifestCheck {
     /// Verifies now; returns the image the manifest names.
     ///
     /// # Errors
-    /// A message naming the rule that failed.
-    fn reverify(
-        &mut self,
-        installed_security_version: u64,
-    ) -> core::result::Result<ReleaseImage, String>;
+    /// [`Error::Manifest`] (or [`Error::ManifestRejected`]) naming the rule that failed.
+    fn reverify(&mut self, installed_security_version: u64) -> Result<ReleaseImage>;
 }
 
-impl<F: FnMut(u64) -> core::result::Result<ReleaseImage, String>> ManifestCheck for F {
-    fn reverify(&mut self, installed: u64) -> core::result::Result<ReleaseImage, String> {
+impl<F: FnMut(u64) -> Result<ReleaseImage>> ManifestCheck for F {
+    fn reverify(&mut self, installed: u64) -> Result<ReleaseImage> {
         self(installed)
     }
+}
+
+/// A signed release manifest checked with meshota-manifest's rules
+/// (`Verified::<TrustRoot>::verify_manifest`) against the node's trust root,
+/// hardware class and anti-rollback counter, naming the component this
+/// device's A/B slots hold.
+#[derive(Debug, Clone, Copy)]
+pub struct TrustedManifest<'a> {
+    /// The node's current trust root.
+    pub trust: &'a Verified<TrustRoot>,
+    /// The signed manifest.
+    pub manifest: &'a SignedDocument<ReleaseManifest>,
+    /// The node's hardware class.
+    pub hardware: &'a str,
+    /// The component written to the slots (e.g. `rootfs`).
+    pub component: &'a str,
+    /// Expiry enforcement, with the caller's clock.
+    pub expiration: Expiration,
+}
+
+impl ManifestCheck for TrustedManifest<'_> {
+    fn reverify(&mut self, installed: u64) -> Result<ReleaseImage> {
+        let policy = InstallPolicy {
+            hardware: Some(self.hardware),
+            installed_security_version: Some(installed),
+            expiration: self.expiration,
+        };
+        let verified = self.trust.verify_manifest(self.manifest, &policy)?;
+        release_image(verified.body(), self.component)
+    }
+}
+
+/// The [`ReleaseImage`] of component `name` of a (verified) manifest.
+///
+/// # Errors
+/// [`Error::NoSuchComponent`].
+pub fn release_image(manifest: &ReleaseManifest, name: &str) -> Result<ReleaseImage> {
+    let c = manifest
+        .components
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| Error::NoSuchComponent {
+            name: name.to_string(),
+        })?;
+    Ok(ReleaseImage {
+        image_hash: c.image_hash,
+        size: c.size,
+        security_version: manifest.security_version,
+        version: manifest.version.clone(),
+    })
 }
 
 /// Decides whether the running system is healthy enough to confirm.
@@ -358,23 +409,23 @@ impl<S: Slot, B: BootControl, R: Slot> Device<S, B, R> {
         Ok(())
     }
 
-    /// Installs `image` (the bytes of the release `release`, whose manifest
-    /// was verified by the caller) into the inactive slot and switches the
-    /// bootloader to it for trial boots. The caller reboots afterwards.
+    /// Installs the release `check` verifies (its image streamed from
+    /// `image`) into the inactive slot and switches the bootloader to it for
+    /// trial boots. The caller reboots afterwards.
     ///
-    /// Every rejection happens before the target is marked bootable, and the
-    /// running slot is never written.
+    /// The manifest is verified before anything is written and again right
+    /// before the switch. Every rejection happens before the target is marked
+    /// bootable, and the running slot is never written.
     ///
     /// # Errors
-    /// [`Error::Downgrade`], [`Error::SlotTooSmall`], [`Error::ImageLengthMismatch`],
-    /// [`Error::ImageHashMismatch`], [`Error::ManifestRejected`],
+    /// [`Error::Manifest`], [`Error::Downgrade`], [`Error::SlotTooSmall`],
+    /// [`Error::ImageLengthMismatch`], [`Error::ImageHashMismatch`],
     /// [`Error::ManifestChanged`], [`Error::WrongState`] (a trial in
     /// progress, or not running the confirmed slot), medium errors.
     pub fn install(
         &mut self,
-        release: &ReleaseImage,
-        image: impl Read,
         check: &mut dyn ManifestCheck,
+        image: impl Read,
         opts: &InstallOptions,
         now: u64,
     ) -> Result<Installed> {
@@ -397,6 +448,8 @@ impl<S: Slot, B: BootControl, R: Slot> Device<S, B, R> {
                 });
             }
         }
+        let release = check.reverify(record.security_counter)?;
+        let release = &release;
         let target = record.confirmed.other();
         check_counter(record.security_counter, release.security_version)?;
         let slot_size = self.slots[target.index()].size();
@@ -600,9 +653,7 @@ fn check_counter(counter: u64, offered: u64) -> Result<()> {
 }
 
 fn reverify(check: &mut dyn ManifestCheck, counter: u64, written: &ReleaseImage) -> Result<()> {
-    let now = check
-        .reverify(counter)
-        .map_err(|reason| Error::ManifestRejected { reason })?;
+    let now = check.reverify(counter)?;
     if now.image_hash != written.image_hash || now.size != written.size {
         return Err(Error::ManifestChanged {
             written: written.image_hash,

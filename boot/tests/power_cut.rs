@@ -115,7 +115,16 @@ fn rig(case: &Case) -> Rig {
         .unwrap();
     assert_eq!(dev.boot_control().simulate_boot().unwrap().slot, SlotId::A);
     let out = dev
-        .on_boot(&mut || Ok(()), &mut |_| Err("unused".to_string()), &OPTS, 0)
+        .on_boot(
+            &mut || Ok(()),
+            &mut |_| {
+                Err(Error::ManifestRejected {
+                    reason: "unused".to_string(),
+                })
+            },
+            &OPTS,
+            0,
+        )
         .unwrap();
     assert_eq!(out, BootOutcome::Running { slot: SlotId::A });
     Rig {
@@ -147,12 +156,14 @@ fn health(healthy: bool) -> impl FnMut() -> Result<(), String> {
     }
 }
 
-fn check_for(r: &ReleaseImage) -> impl FnMut(u64) -> Result<ReleaseImage, String> + '_ {
+fn check_for(r: &ReleaseImage) -> impl FnMut(u64) -> Result<ReleaseImage, Error> + '_ {
     move |installed| {
         if r.security_version > installed {
             Ok(r.clone())
         } else {
-            Err(format!("rollback: {} <= {installed}", r.security_version))
+            Err(Error::ManifestRejected {
+                reason: format!("rollback: {} <= {installed}", r.security_version),
+            })
         }
     }
 }
@@ -160,7 +171,7 @@ fn check_for(r: &ReleaseImage) -> impl FnMut(u64) -> Result<ReleaseImage, String
 fn install_target(rig: &mut Rig, now: u64) -> Result<(), Error> {
     let t = rig.target.image.clone();
     rig.dev
-        .install(&t, &rig.target.bytes[..], &mut check_for(&t), &OPTS, now)
+        .install(&mut check_for(&t), &rig.target.bytes[..], &OPTS, now)
         .map(|_| ())
 }
 
