@@ -438,7 +438,7 @@ fn manifest_signed_by_an_unknown_key_is_rejected() {
 
 #[test]
 fn manifest_signed_by_a_revoked_key_is_rejected() {
-    let err = expect_rejected(|tr, k| revoke(tr, k), |t, b| signed(t, manifest(HW, 6, b)));
+    let err = expect_rejected(revoke, |t, b| signed(t, manifest(HW, 6, b)));
     assert!(
         matches!(
             err,
@@ -488,7 +488,7 @@ fn manifest_that_stops_verifying_before_the_switch_is_rejected() {
     let b = image(2, 50_000);
     let m = signed(&t, manifest(HW, 6, &b));
     // First verification passes; by the time of the switch the key was revoked.
-    let revoked = trust_with(|tr, k| revoke(tr, k));
+    let revoked = trust_with(revoke);
     let mut calls = 0;
     let mut flaky = |installed: u64| {
         calls += 1;
