@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Blobstore benchmarks, each against a baseline run in this same script:
+#   1. ingest throughput of a 256 MiB image vs `casync make` (goal >= 1.5x)
+#   2. assembly throughput and peak RSS for a 1 GiB image (goal < 64 MiB)
+#   3. delta bytes for esbuild linux-x64 0.23.0->0.23.1 and 0.23.1->0.24.0
+#      vs bsdiff, xdelta3 -e -9, zstd -19 --long=27 --patch-from, zstd -19
+# Figures go to stdout as markdown (paste under "## Blobstore" in
+# BENCHMARKS.md). Inputs and scratch live in $MESHOTA_BENCH_CACHE
+# (default /var/cache/meshota-bench), outside the repository.
+# Usage: benches/blobstore.sh [--quick]   (--quick: 64 MiB / 256 MiB images)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${MESHOTA_BENCH_CACHE:-/var/cache/meshota-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+INGEST_MIB=256
+ASSEMBLE_MIB=1024
+if [[ ${1:-} == --quick ]]; then INGEST_MIB=64; ASSEMBLE_MIB=256; fi
+RUNS=3
+
+log() { echo "[blobstore.sh] $*" >&2; }
+
+# --- tools -----------------------------------------------------------------
+missing=()
+for pair in casync:casync bsdiff:bsdiff xdelta3:xdelta3 zstd:zstd /usr/bin/time:time npm:npm; do
+    cmd=${pair%%:*} pkg=${pair##*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get install -y "${missing[@]}" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "${missing[@]}" >/dev/null; }
+fi
+
+# --- inputs ----------------------------------------------------------------
+ESB=$CACHE/esbuild
+mkdir -p "$ESB" "$CACHE/work"
+declare -A SHA256=(
+    [0.23.0]=67b5fe9a9913237e215d99c87295b47493c48ef160fa87c4b17c83e89650e440
+    [0.23.1]=2b59309c23de8066466519c8b1cdb2efb28b0869a2f6fce2fcd86f7f4e7ed9ba
+    [0.24.0]=e7ed3f09090b864987027411d34b6b522b2090d83c811f712033e07a587d2275
+)
+for v in 0.23.0 0.23.1 0.24.0; do
+    tgz=$ESB/esbuild-linux-x64-$v.tgz
+    [[ -f $tgz ]] || (cd "$ESB" && npm pack --silent "@esbuild/linux-x64@$v" >/dev/null)
+    echo "${SHA256[$v]}  $tgz" | sha256sum -c --quiet - || { log "sha256 mismatch for $tgz"; exit 1; }
+    if [[ ! -f $ESB/esbuild-$v ]]; then
+        rm -rf "$ESB/x" && mkdir -p "$ESB/x" && tar -xzf "$tgz" -C "$ESB/x"
+        cp "$ESB/x/package/bin/esbuild" "$ESB/esbuild-$v"
+    fi
+done
+
+W=$CACHE/work
+make_image() { # NAME MIB: the first MIB MiB of a name-sorted tar of /usr (real files, deterministic per machine)
+    local out=$W/$1 bytes=$(($2 * 1024 * 1024))
+    if [[ ! -f $out || $(stat -c %s "$out") -ne $bytes ]]; then
+        (tar -cf - --sort=name /usr 2>/dev/null || true) | head -c "$bytes" >"$out"
+    fi
+    [[ $(stat -c %s "$out") -eq $bytes ]] || { log "could not build $out"; exit 1; }
+}
+make_image img-ingest "$INGEST_MIB"
+make_image img-assemble "$ASSEMBLE_MIB"
+
+# --- build -----------------------------------------------------------------
+log "building blobstore-bench (release)"
+(cd "$REPO" && cargo build -q --release -p meshota-blobstore --bin blobstore-bench)
+BENCH=$CARGO_TARGET_DIR/release/blobstore-bench
+json() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
+secs_of() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -1; }
+best() { sort -g | head -1; }
+mibs() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1048576 / s }'; }
+
+echo "## Blobstore"
+echo
+echo "Measured by \`benches/blobstore.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(casync --version | head -1), $(zstd --version | sed 's/.*v/zstd v/; s/,.*//'). Best of $RUNS runs; inputs read from the page cache."
+echo
+
+# --- 1. ingest vs casync -----------------------------------------------------
+IMG=$W/img-ingest
+cat "$IMG" >/dev/null
+bytes=$(stat -c %s "$IMG")
+ours=() cas=() cas16=()
+for _ in $(seq $RUNS); do
+    rm -rf "$W/st"
+    ours+=("$(secs_of "$BENCH" ingest "$W/st" "$IMG")")
+    rm -rf "$W/cst" && mkdir "$W/cst"
+    cas+=("$(secs_of casync make --store="$W/cst" "$W/img.caibx" "$IMG")")
+    rm -rf "$W/cst16" && mkdir "$W/cst16"
+    cas16+=("$(secs_of casync make --chunk-size=4096:16384:65536 --store="$W/cst16" "$W/img16.caibx" "$IMG")")
+done
+o=$(printf '%s\n' "${ours[@]}" | best) c=$(printf '%s\n' "${cas[@]}" | best) c16=$(printf '%s\n' "${cas16[@]}" | best)
+ost=$(du -sb "$W/st" | cut -f1) cst=$(du -sb "$W/cst" | cut -f1) cst16=$(du -sb "$W/cst16" | cut -f1)
+echo "### Ingest, ${INGEST_MIB} MiB image (first ${INGEST_MIB} MiB of \`tar --sort=name /usr\`; \`zstd -3\` of the whole image: $(zstd -3 -T1 -c "$IMG" | wc -c) B)"
+echo
+echo "| tool | command | seconds | MiB/s | store bytes on disk | ratio vs casync default |"
+echo "| --- | --- | --- | --- | --- | --- |"
+echo "| meshota blobstore (16 KiB avg, zstd -3 per chunk, 1 thread) | \`blobstore-bench ingest ST IMG\` | $o | $(mibs "$bytes" "$o") | $ost | $(awk -v a="$c" -v b="$o" 'BEGIN{printf "%.2fx", a/b}') |"
+echo "| casync (default: 64 KiB avg, zstd) | \`casync make --store=ST IMG.caibx IMG\` | $c | $(mibs "$bytes" "$c") | $cst | 1.00x |"
+echo "| casync (16 KiB avg, zstd) | \`casync make --chunk-size=4096:16384:65536 ...\` | $c16 | $(mibs "$bytes" "$c16") | $cst16 | $(awk -v a="$c" -v b="$c16" 'BEGIN{printf "%.2fx", a/b}') |"
+echo
+
+# --- 2. assembly of a 1 GiB image --------------------------------------------
+IMG=$W/img-assemble
+rm -rf "$W/sa"
+ing=$("$BENCH" ingest "$W/sa" "$IMG")
+idx=$(sed -n 's/.*"index":"\([0-9a-f]*\)".*/\1/p' <<<"$ing")
+runs=()
+rss=0
+for _ in $(seq $RUNS); do
+    rm -f "$W/out.img"
+    out=$( { /usr/bin/time -v "$BENCH" assemble "$W/sa" "$idx" "$W/out.img" >"$W/asm.json"; } 2>&1 )
+    runs+=("$(json secs <"$W/asm.json")")
+    r=$(sed -n 's/.*Maximum resident set size (kbytes): //p' <<<"$out")
+    ((r > rss)) && rss=$r
+done
+cmp -s "$IMG" "$W/out.img" || { log "assembled image differs"; exit 1; }
+a=$(printf '%s\n' "${runs[@]}" | best)
+abytes=$(stat -c %s "$IMG")
+cat "$IMG" >/dev/null
+cp_s=$(secs_of cp "$IMG" "$W/copy.img")
+rm -f "$W/copy.img" "$W/out.img"
+echo "### Assembly, ${ASSEMBLE_MIB} MiB image (first ${ASSEMBLE_MIB} MiB of \`tar --sort=name /usr\`)"
+echo
+echo "| measure | value |"
+echo "| --- | --- |"
+echo "| ingest of the image (\`blobstore-bench ingest\`) | $(json secs <<<"$ing") s, $(json mib_per_s <<<"$ing") MiB/s, $(json chunks <<<"$ing") chunks |"
+echo "| assembly to a file (\`blobstore-bench assemble ST INDEX OUT\`, read + zstd decode + BLAKE3 per chunk + whole-image BLAKE3) | $a s, $(mibs "$abytes" "$a") MiB/s |"
+echo "| peak RSS of assembly (\`/usr/bin/time -v\`, max of $RUNS runs) | $((rss / 1024)) MiB ($rss KiB); goal < 64 MiB |"
+echo "| baseline: \`cp IMG OUT\` of the same image | $cp_s s, $(mibs "$abytes" "$cp_s") MiB/s |"
+echo
+
+# --- 3. delta bytes on real binaries -----------------------------------------
+echo "### Delta bytes, esbuild linux-x64 (binary from \`npm pack @esbuild/linux-x64@V\`, sha256-checked)"
+echo
+echo "| pair | target size | blobstore fetch_bytes (dedupe only) | blobstore full_bytes | bsdiff | xdelta3 -e -9 | zstd -19 --long=27 --patch-from | zstd -19 full image |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+for pair in 0.23.0:0.23.1 0.23.1:0.24.0; do
+    old=$ESB/esbuild-${pair%%:*} new=$ESB/esbuild-${pair##*:}
+    plan=$("$BENCH" delta "$old" "$new")
+    bsdiff "$old" "$new" "$W/p.bsdiff"
+    xdelta3 -e -9 -f -s "$old" "$new" "$W/p.xd3"
+    zstd -q -f -19 --long=27 --patch-from="$old" "$new" -o "$W/p.zst" 2>/dev/null
+    zstd -q -f -19 "$new" -o "$W/full.zst"
+    full=$(stat -c %s "$W/full.zst")
+    pct() { awk -v a="$1" -v b="$full" 'BEGIN{printf "%d (%.0f%%)", a, 100*a/b}'; }
+    echo "| ${pair/:/ → } | $(stat -c %s "$new") | $(pct "$(json fetch_bytes <<<"$plan")") | $(pct "$(json full_bytes <<<"$plan")") | $(pct "$(stat -c %s "$W/p.bsdiff")") | $(pct "$(stat -c %s "$W/p.xd3")") | $(pct "$(stat -c %s "$W/p.zst")") | $full (100%) |"
+done
+echo
+echo "Percentages are of the zstd -19 full image. Commands: \`blobstore-bench delta OLD NEW\`, \`bsdiff OLD NEW P\`, \`xdelta3 -e -9 -s OLD NEW P\`, \`zstd -19 --long=27 --patch-from=OLD NEW -o P\`, \`zstd -19 NEW\`."
