@@ -74,6 +74,17 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decode", |b| {
         b.iter(|| SignedDocument::<ReleaseManifest>::decode(black_box(&bytes)).unwrap())
     });
+    // Baseline: one bare ML-DSA-65 verification of the same signed bytes
+    // (key decode included), so the figures below read as ratios to it.
+    let ctx = meshota_manifest::signed::context(meshota_manifest::Kind::ReleaseManifest);
+    let sig = doc.signatures()[0].signature.clone();
+    g.bench_function("baseline_ml_dsa_verify", |b| {
+        b.iter(|| {
+            assert!(rel
+                .public()
+                .verify(black_box(doc.body_bytes()), ctx.as_bytes(), &sig))
+        })
+    });
     g.bench_function("verify", |b| {
         b.iter(|| trust.verify_manifest(black_box(&doc), &policy).unwrap())
     });

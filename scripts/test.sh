@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs meshota's whole test suite on a fresh Debian machine: installs the
+# system packages and the Python checker the tests use, then runs every
+# test of the workspace.
+#
+# Usage: bash scripts/test.sh [extra cargo test args]
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+# --- System packages the tests drive as the real other side. -------------
+#   fw_printenv / fw_setenv   libubootenv-tool   U-Boot environment interop
+#   grub-editenv              grub-common        GRUB environment interop
+#   python3 -m venv           python3-venv       the independent verifier
+declare -A tool_pkg=(
+    [fw_printenv]=libubootenv-tool
+    [fw_setenv]=libubootenv-tool
+    [grub-editenv]=grub-common
+)
+missing=()
+for tool in "${!tool_pkg[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${tool_pkg[$tool]}")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    echo "test.sh: installing ${missing[*]}"
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- The independent verifier: Python cryptography >= 50 (ML-DSA). --------
+venv="$root/.venv"
+if ! "$venv/bin/python" -c 'import cryptography, blake3, sys; sys.exit(int(cryptography.__version__.split(".")[0]) < 50)' 2>/dev/null; then
+    echo "test.sh: creating $venv with cryptography>=50"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+export MESHOTA_PYTHON="$venv/bin/python"
+"$MESHOTA_PYTHON" tests/python/selftest_verify_manifest.py
+
+# --- The Rust suite. -------------------------------------------------------
+cargo test --workspace --locked "$@"
