@@ -214,3 +214,54 @@ fn environment_with_no_valid_copy_is_a_typed_error_not_a_panic() {
         Err(Error::EnvMalformed { .. })
     ));
 }
+
+mod decoding {
+    use meshota_boot::control::{BootControl, SimBootloader};
+    use meshota_boot::flash::{Geometry, NorFlash};
+    use meshota_boot::install::{Device, INSTALL_MAGIC};
+    use meshota_boot::lifecycle::InstallRecord;
+    use meshota_boot::record::{MAX_PAYLOAD, encode_frame};
+    use meshota_boot::state::SimState;
+    use meshota_boot::{Slot, SlotId};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn decoding_random_bytes_as_a_boot_record_never_panics(
+            junk in proptest::collection::vec(any::<u8>(), 512),
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            // Random medium contents.
+            let flash = NorFlash::new(Geometry { sector_size: 256, sectors: 2 });
+            let mut medium = flash.partition(0, 2).unwrap();
+            medium.erase(0, 512).unwrap();
+            medium.write(0, &junk).unwrap();
+            let mut b = SimBootloader::new(medium, SlotId::A).unwrap();
+            let _ = b.status();
+            // A CRC-valid frame around a random payload: typed error, no panic.
+            let frame = encode_frame(*b"MOBT", 7, &payload).unwrap();
+            let medium = b.records().medium();
+            medium.erase(0, 512).unwrap();
+            medium.write(0, &frame).unwrap();
+            let _ = b.status();
+            let _ = postcard::from_bytes::<SimState>(&payload);
+            let _ = postcard::from_bytes::<InstallRecord>(&payload);
+            prop_assert!(payload.len() <= MAX_PAYLOAD);
+        }
+
+        #[test]
+        fn decoding_random_bytes_as_an_install_record_never_panics(
+            payload in proptest::collection::vec(any::<u8>(), 0..240),
+        ) {
+            let flash = NorFlash::new(Geometry { sector_size: 256, sectors: 8 });
+            let boot = SimBootloader::new(flash.partition(4, 2).unwrap(), SlotId::A).unwrap();
+            let mut rec = flash.partition(6, 2).unwrap();
+            rec.write(0, &encode_frame(INSTALL_MAGIC, 1, &payload).unwrap()).unwrap();
+            let mut dev = Device::new(flash.partition(0, 2).unwrap(), flash.partition(2, 2).unwrap(), boot, rec).unwrap();
+            let _ = dev.record();
+            let _ = dev.status();
+        }
+    }
+}
