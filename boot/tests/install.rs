@@ -294,6 +294,7 @@ fn unconfirmed_update_rolls_back_automatically_when_its_trial_boots_run_out() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // measures the timeout with a real clock
 fn health_check_command_that_hangs_fails_after_its_timeout() {
     let mut hang = CommandHealthCheck {
         program: "sleep".into(),
