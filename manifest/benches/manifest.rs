@@ -80,9 +80,10 @@ fn bench(c: &mut Criterion) {
     let sig = doc.signatures()[0].signature.clone();
     g.bench_function("baseline_ml_dsa_verify", |b| {
         b.iter(|| {
-            assert!(rel
-                .public()
-                .verify(black_box(doc.body_bytes()), ctx.as_bytes(), &sig))
+            assert!(
+                rel.public()
+                    .verify(black_box(doc.body_bytes()), ctx.as_bytes(), &sig)
+            )
         })
     });
     g.bench_function("verify", |b| {

@@ -211,7 +211,7 @@ fn create(a: &CreateArgs) -> CmdResult {
         rollout,
     };
     let refs: Vec<&SecretKey> = keys.iter().collect();
-    let doc = SignedDocument::sign(body, &refs).map_err(|e| Failure::usage(e))?;
+    let doc = SignedDocument::sign(body, &refs).map_err(Failure::usage)?;
     // Refuse to write a manifest that its own trust root would reject.
     let policy = InstallPolicy {
         hardware: None,
