@@ -423,3 +423,117 @@ impl BootControl for GrubEnv {
         self.booted = Some(slot);
     }
 }
+
+/// The state of whichever bootloader an [`AnyBootControl`] drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyScheme {
+    /// meshota's simulated bootloader.
+    Simulated(SimState),
+    /// RAUC's U-Boot script.
+    Uboot(UbootState),
+    /// RAUC's GRUB script.
+    Grub(GrubState),
+}
+
+impl BootScheme for AnyScheme {
+    fn max_trial_boots(&self) -> u8 {
+        match self {
+            Self::Simulated(s) => s.max_trial_boots(),
+            Self::Uboot(s) => s.max_trial_boots(),
+            Self::Grub(s) => s.max_trial_boots(),
+        }
+    }
+    fn boot(&mut self) -> BootChoice {
+        match self {
+            Self::Simulated(s) => s.boot(),
+            Self::Uboot(s) => s.boot(),
+            Self::Grub(s) => s.boot(),
+        }
+    }
+    fn mark_trial(&mut self, slot: SlotId, tries: u8) {
+        match self {
+            Self::Simulated(s) => s.mark_trial(slot, tries),
+            Self::Uboot(s) => s.mark_trial(slot, tries),
+            Self::Grub(s) => s.mark_trial(slot, tries),
+        }
+    }
+    fn mark_good(&mut self, slot: SlotId) {
+        match self {
+            Self::Simulated(s) => s.mark_good(slot),
+            Self::Uboot(s) => s.mark_good(slot),
+            Self::Grub(s) => s.mark_good(slot),
+        }
+    }
+    fn mark_bad(&mut self, slot: SlotId) {
+        match self {
+            Self::Simulated(s) => s.mark_bad(slot),
+            Self::Uboot(s) => s.mark_bad(slot),
+            Self::Grub(s) => s.mark_bad(slot),
+        }
+    }
+    fn status(&self) -> BootStatus {
+        match self {
+            Self::Simulated(s) => s.status(),
+            Self::Uboot(s) => s.status(),
+            Self::Grub(s) => s.status(),
+        }
+    }
+}
+
+/// One of the three backends, chosen at run time (from a config file).
+///
+/// Invariant: [`BootControl::store`] refuses a state of another backend's
+/// kind with [`Error::WrongState`].
+#[derive(Debug)]
+pub enum AnyBootControl<S: Slot> {
+    /// meshota's simulated bootloader on a record area.
+    Simulated(SimBootloader<S>),
+    /// A U-Boot environment.
+    Uboot(UbootEnv),
+    /// A GRUB environment block.
+    Grub(GrubEnv),
+}
+
+fn kind_mismatch() -> Error {
+    Error::WrongState {
+        action: "store boot state",
+        reason: "state of another bootloader kind".to_string(),
+    }
+}
+
+impl<S: Slot> BootControl for AnyBootControl<S> {
+    type Scheme = AnyScheme;
+
+    fn load(&mut self) -> Result<AnyScheme> {
+        Ok(match self {
+            Self::Simulated(b) => AnyScheme::Simulated(b.load()?),
+            Self::Uboot(b) => AnyScheme::Uboot(b.load()?),
+            Self::Grub(b) => AnyScheme::Grub(b.load()?),
+        })
+    }
+
+    fn store(&mut self, state: &AnyScheme) -> Result<()> {
+        match (self, state) {
+            (Self::Simulated(b), AnyScheme::Simulated(s)) => b.store(s),
+            (Self::Uboot(b), AnyScheme::Uboot(s)) => b.store(s),
+            (Self::Grub(b), AnyScheme::Grub(s)) => b.store(s),
+            _ => Err(kind_mismatch()),
+        }
+    }
+
+    fn booted(&mut self) -> Result<Option<SlotId>> {
+        match self {
+            Self::Simulated(b) => b.booted(),
+            Self::Uboot(b) => b.booted(),
+            Self::Grub(b) => b.booted(),
+        }
+    }
+
+    fn note_booted(&mut self, slot: SlotId) {
+        match self {
+            Self::Simulated(b) => b.note_booted(slot),
+            Self::Uboot(b) => b.note_booted(slot),
+            Self::Grub(b) => b.note_booted(slot),
+        }
+    }
+}

@@ -340,6 +340,35 @@ impl<S: Slot, B: BootControl, R: Slot> Device<S, B, R> {
         Ok(())
     }
 
+    /// Adopts a device already running `image` from `slot` (written by other
+    /// means, e.g. a factory flasher): checks that the slot hashes to the
+    /// image, makes it the confirmed slot, makes the other slot unbootable
+    /// (its contents are unknown) and commits a fresh install record.
+    ///
+    /// # Errors
+    /// Medium errors, [`Error::ImageHashMismatch`], [`Error::SlotTooSmall`].
+    pub fn adopt(
+        &mut self,
+        slot: SlotId,
+        image: &ReleaseImage,
+        opts: &InstallOptions,
+    ) -> Result<()> {
+        let slot_size = self.slots[slot.index()].size();
+        if image.size > slot_size {
+            return Err(Error::SlotTooSmall {
+                slot,
+                image: image.size,
+                slot_size,
+            });
+        }
+        self.verify_slot(slot, image, opts)?;
+        self.boot.mark_bad(slot.other())?;
+        self.boot.mark_good(slot)?;
+        self.records
+            .commit_value(&InstallRecord::factory(slot, image.clone()))?;
+        Ok(())
+    }
+
     fn write_image(
         &mut self,
         slot: SlotId,

@@ -39,6 +39,8 @@ pub mod slot;
 pub mod state;
 
 #[cfg(feature = "std")]
+pub mod config;
+#[cfg(feature = "std")]
 pub mod control;
 #[cfg(feature = "std")]
 pub mod file;
