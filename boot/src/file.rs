@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result, io_err};
 use crate::slot::{ERASED, Slot, check_erase, check_range};
 
-/// `O_SYNC` on Linux (the generic value; identical on x86, x86_64, arm and aarch64).
-const O_SYNC: i32 = 0o4_010_000;
+/// `O_SYNC` of the target platform.
+const O_SYNC: i32 = libc::O_SYNC;
 
 /// Bytes written per call when erasing a file region.
 const ERASE_CHUNK: usize = 64 * 1024;
