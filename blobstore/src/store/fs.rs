@@ -27,8 +27,8 @@ use redb::{
 };
 
 use super::{
-    ChunkInfo, ChunkSource, ChunkStore, Codec, GcReport, PutReport, SeedEntry, SeedReport,
-    StoreStats, VerifyReport, check_batch, chunk_for_seed, decode_at_rest, live_set, read_seed,
+    ChunkInfo, ChunkSource, ChunkStore, GcReport, PutReport, SeedEntry, SeedReport, StoreStats,
+    VerifyReport, check_batch, chunk_for_seed, decode_at_rest, live_set, read_seed,
 };
 use crate::error::{Error, Result};
 use crate::index::ChunkIndex;
@@ -60,7 +60,6 @@ struct OpenPack {
 
 struct Writer {
     pack: Option<OpenPack>,
-    codec: Codec,
 }
 
 /// A [`ChunkStore`] in a directory. Opening takes redb's exclusive lock, so
@@ -155,10 +154,7 @@ impl FsStore {
         let store = Self {
             root: dir.to_path_buf(),
             db,
-            writer: Mutex::new(Writer {
-                pack: None,
-                codec: Codec::new(),
-            }),
+            writer: Mutex::new(Writer { pack: None }),
             files: Mutex::new(HashMap::new()),
         };
         store.remove_unreferenced_packs()?;
@@ -432,23 +428,28 @@ impl ChunkStore for FsStore {
         let mut w = lock(&self.writer);
         let mut report = PutReport::default();
         let mut synced = Vec::new();
-        let mut locs: Vec<(Hash, Loc)> = Vec::with_capacity(chunks.len());
-        {
+        let fresh: Vec<(Hash, &[u8])> = {
             let tx = self.db.begin_read()?;
             let t = tx.open_table(CHUNKS)?;
             let mut batch_seen = HashSet::new();
+            let mut v = Vec::new();
             for (hash, bytes) in chunks {
-                if t.get(hash.as_bytes())?.is_some() || !batch_seen.insert(*hash) {
-                    continue;
+                if t.get(hash.as_bytes())?.is_none() && batch_seen.insert(*hash) {
+                    v.push((*hash, *bytes));
                 }
-                let at_rest = w.codec.encode(bytes);
-                let (pack, offset) = self.append(&mut w, &at_rest.bytes, &mut synced)?;
-                let stored = u32::try_from(at_rest.bytes.len()).unwrap_or(u32::MAX);
-                let raw = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                locs.push((*hash, (pack, offset, stored, raw, at_rest.compressed)));
-                report.new_chunks += 1;
-                report.new_stored_bytes += u64::from(stored);
             }
+            v
+        };
+        let raw: Vec<&[u8]> = fresh.iter().map(|(_, b)| *b).collect();
+        let encoded = super::encode_all(&raw);
+        let mut locs: Vec<(Hash, Loc)> = Vec::with_capacity(fresh.len());
+        for ((hash, bytes), at_rest) in fresh.iter().zip(encoded) {
+            let (pack, offset) = self.append(&mut w, &at_rest.bytes, &mut synced)?;
+            let stored = u32::try_from(at_rest.bytes.len()).unwrap_or(u32::MAX);
+            let raw = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            locs.push((*hash, (pack, offset, stored, raw, at_rest.compressed)));
+            report.new_chunks += 1;
+            report.new_stored_bytes += u64::from(stored);
         }
         if locs.is_empty() {
             return Ok(report);

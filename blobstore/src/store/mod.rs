@@ -314,6 +314,46 @@ impl Codec {
     }
 }
 
+/// Most threads one batch is compressed on.
+pub const MAX_ENCODE_THREADS: usize = 4;
+
+/// Encodes chunks for rest on up to [`MAX_ENCODE_THREADS`] threads (one per
+/// available core), keeping order.
+pub(crate) fn encode_all(items: &[&[u8]]) -> Vec<AtRest> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_ENCODE_THREADS);
+    if threads <= 1 || items.len() < 8 {
+        let mut c = Codec::new();
+        return items.iter().map(|b| c.encode(b)).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(per)
+            .map(|part| {
+                let h = s.spawn(move || {
+                    let mut c = Codec::new();
+                    part.iter().map(|b| c.encode(b)).collect::<Vec<_>>()
+                });
+                (part, h)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for (part, h) in parts {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                // A worker cannot panic in practice; store raw if one did.
+                Err(_) => out.extend(part.iter().map(|b| AtRest {
+                    compressed: false,
+                    bytes: b.to_vec(),
+                })),
+            }
+        }
+        out
+    })
+}
+
 /// Decodes an at-rest chunk and checks its length and hash.
 pub(crate) fn decode_at_rest(
     hash: &Hash,
