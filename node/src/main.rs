@@ -32,6 +32,12 @@ enum Command {
     /// Create, verify and inspect release manifests.
     #[command(subcommand)]
     Release(cmd::release::ReleaseCmd),
+    /// Chunk store: ingest, ls, verify, gc.
+    #[command(subcommand)]
+    Store(cmd::store::StoreCmd),
+    /// Delta planning: what a node must fetch for a target.
+    #[command(subcommand)]
+    Delta(cmd::delta::DeltaCmd),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
         Command::Keys(c) => cmd::keys::run(c),
         Command::Trust(c) => cmd::trust::run(c),
         Command::Release(c) => cmd::release::run(c),
+        Command::Store(c) => cmd::store::run(c),
+        Command::Delta(c) => cmd::delta::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,96 @@
+//! `meshota delta plan`: what a node holding OLD must fetch for a target.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use meshota_blobstore::{DEFAULT_PARAMS, DeltaPlan, ops};
+
+use crate::cmd::release::read_manifest;
+use crate::failure::{AtPath, CmdResult, Failure};
+
+/// Delta planning.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeltaCmd {
+    /// Plan the chunks and bytes (compressed, as sent) to fetch for a target.
+    Plan(PlanArgs),
+}
+
+/// Arguments of `delta plan`.
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// Image(s) the node already has (e.g. its active slot); repeatable.
+    #[arg(long, required = true)]
+    from: Vec<PathBuf>,
+    /// The target: an image file, or a release manifest (then --store must
+    /// hold the release's chunk index and chunks).
+    #[arg(long)]
+    to: PathBuf,
+    /// A chunk store: the node's own (for an image target) or the origin's
+    /// (for a manifest target).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Print JSON (`fetch_bytes`, `full_bytes`, `chunks_to_fetch`, …).
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(cmd: DeltaCmd) -> CmdResult {
+    match cmd {
+        DeltaCmd::Plan(a) => plan(&a),
+    }
+}
+
+fn is_manifest(path: &Path) -> CmdResult<bool> {
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path).at(path)?;
+    let n = f.read(&mut magic).at(path)?;
+    Ok(n == 4 && &magic == b"MOTA")
+}
+
+fn plan(a: &PlanArgs) -> CmdResult {
+    let plan: DeltaPlan = if is_manifest(&a.to)? {
+        let Some(store) = &a.store else {
+            return Err(Failure::usage(format!(
+                "{} is a release manifest: pass --store DIR holding its chunk index",
+                a.to.display()
+            )));
+        };
+        let doc = read_manifest(&a.to)?;
+        let Some(c) = doc.unverified_body().components.first() else {
+            return Err(Failure::rejected(format!(
+                "{}: manifest has no component",
+                a.to.display()
+            )));
+        };
+        ops::delta_plan_index(&a.from, &c.chunk_index, store).at(store)?
+    } else {
+        ops::delta_plan_image(&a.from, &a.to, a.store.as_deref(), &DEFAULT_PARAMS).at(&a.to)?
+    };
+    if a.json {
+        println!("{}", plan.to_json());
+    } else {
+        let pct = |n: u64| {
+            if plan.full_bytes == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / plan.full_bytes as f64
+            }
+        };
+        println!(
+            "target       {} ({} bytes, {} distinct chunks)",
+            plan.target.short(),
+            plan.target_size,
+            plan.target_chunks
+        );
+        println!(
+            "fetch        {} chunks, {} bytes ({:.1}% of full)",
+            plan.chunks_to_fetch.len(),
+            plan.fetch_bytes,
+            pct(plan.fetch_bytes)
+        );
+        println!("full         {} bytes as sent", plan.full_bytes);
+        println!("reused       {} bytes already present", plan.reused_bytes);
+    }
+    Ok(())
+}
