@@ -50,5 +50,5 @@ pub use index::{ChunkIndex, ChunkRef};
 pub use ingest::{IngestReport, index_reader, ingest};
 pub use store::{
     ChunkInfo, ChunkSource, ChunkStore, FsStore, GcReport, MAX_CHUNK_BYTES, MemStore, PutReport,
-    SeedReport, StoreStats, VerifyReport,
+    SeedReport, SentChunk, StoreStats, VerifyReport,
 };

@@ -120,8 +120,8 @@ pub fn delta_plan_index(
     store_dir: &Path,
 ) -> Result<DeltaPlan> {
     let origin = FsStore::open(store_dir)?;
-    let seeds = seed_all(from, &origin.get_index(target_index)?)?;
     let target = origin.get_index(target_index)?;
+    let seeds = seed_all(from, &target)?;
     plan_delta(&[&seeds], &origin, &target)
 }
 

@@ -27,8 +27,9 @@ use redb::{
 };
 
 use super::{
-    ChunkInfo, ChunkSource, ChunkStore, GcReport, PutReport, SeedEntry, SeedReport, StoreStats,
-    VerifyReport, check_batch, chunk_for_seed, decode_at_rest, live_set, read_seed,
+    ChunkInfo, ChunkSource, ChunkStore, GcReport, MAX_CHUNK_BYTES, PutReport, SeedEntry,
+    SeedReport, SentChunk, StoreStats, VerifyReport, check_batch, chunk_for_seed, decode_at_rest,
+    encode_one, live_set, read_seed,
 };
 use crate::error::{Error, Result};
 use crate::index::ChunkIndex;
@@ -302,6 +303,13 @@ impl FsStore {
 
     fn read_at_rest(&self, loc: Loc) -> Result<Vec<u8>> {
         let (pack, offset, stored, _, _) = loc;
+        if stored as usize > MAX_CHUNK_BYTES {
+            return Err(Error::io("read", self.pack_path(pack))(
+                std::io::Error::other(format!(
+                    "recorded chunk length {stored} exceeds the {MAX_CHUNK_BYTES}-byte limit"
+                )),
+            ));
+        }
         let f = self.pack_file(pack)?;
         let mut buf = vec![0u8; stored as usize];
         f.read_exact_at(&mut buf, offset)
@@ -487,6 +495,23 @@ impl ChunkStore for FsStore {
                 })
             }
         }
+    }
+
+    fn get_sent(&self, hash: &Hash) -> Result<SentChunk> {
+        if let Some(loc) = self.location(hash)? {
+            let bytes = self.read_at_rest(loc).map_err(|e| Error::CorruptChunk {
+                hash: *hash,
+                detail: e.to_string(),
+            })?;
+            decode_at_rest(hash, loc.4, &bytes, loc.3)?;
+            return Ok(SentChunk {
+                hash: *hash,
+                raw_len: loc.3,
+                compressed: loc.4,
+                bytes,
+            });
+        }
+        Ok(encode_one(*hash, &self.get(hash)?))
     }
 
     fn info(&self, hash: &Hash) -> Result<Option<ChunkInfo>> {

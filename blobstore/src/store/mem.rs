@@ -10,7 +10,8 @@ use meshota_manifest::{ChunkingParams, Hash};
 
 use super::{
     AtRest, ChunkInfo, ChunkSource, ChunkStore, Codec, GcReport, PutReport, SeedEntry, SeedReport,
-    StoreStats, VerifyReport, check_batch, chunk_for_seed, decode_at_rest, live_set, read_seed,
+    SentChunk, StoreStats, VerifyReport, check_batch, chunk_for_seed, decode_at_rest, encode_one,
+    live_set, read_seed,
 };
 use crate::error::{Error, Result};
 use crate::index::ChunkIndex;
@@ -114,6 +115,22 @@ impl ChunkStore for MemStore {
                 })
             }
         }
+    }
+
+    fn get_sent(&self, hash: &Hash) -> Result<SentChunk> {
+        {
+            let inner = self.lock();
+            if let Some(s) = inner.chunks.get(hash) {
+                decode_at_rest(hash, s.at_rest.compressed, &s.at_rest.bytes, s.raw_len)?;
+                return Ok(SentChunk {
+                    hash: *hash,
+                    raw_len: s.raw_len,
+                    compressed: s.at_rest.compressed,
+                    bytes: s.at_rest.bytes.clone(),
+                });
+            }
+        }
+        Ok(encode_one(*hash, &self.get(hash)?))
     }
 
     fn info(&self, hash: &Hash) -> Result<Option<ChunkInfo>> {

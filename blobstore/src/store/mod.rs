@@ -167,6 +167,14 @@ pub trait ChunkStore: Send + Sync {
         Ok(self.info(hash)?.is_some())
     }
 
+    /// The chunk in the form it is sent to a peer (its at-rest form; seeded
+    /// chunks are compressed on the fly), checked before it is returned:
+    /// a corrupt chunk is never served.
+    ///
+    /// # Errors
+    /// As [`ChunkStore::get`].
+    fn get_sent(&self, hash: &Hash) -> Result<SentChunk>;
+
     /// Sizes and source of a chunk, `None` when absent.
     ///
     /// # Errors
@@ -254,6 +262,44 @@ pub trait ChunkStore: Send + Sync {
     /// # Errors
     /// I/O.
     fn list(&self) -> Result<Vec<(Hash, ChunkInfo)>>;
+}
+
+/// A chunk as it crosses the network: the id, the content length, and the
+/// bytes, zstd-compressed when `compressed`. Invariant when produced by a
+/// store: [`SentChunk::open`] succeeds. A receiver must call `open` (which
+/// bounds decompression by `raw_len` and checks the hash) before using it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentChunk {
+    /// The chunk id (BLAKE3 of the content).
+    pub hash: Hash,
+    /// Length of the content.
+    pub raw_len: u32,
+    /// Whether `bytes` is a zstd frame.
+    pub compressed: bool,
+    /// The bytes as sent.
+    pub bytes: Vec<u8>,
+}
+
+impl SentChunk {
+    /// The content, after checking its length and hash; decompression is
+    /// bounded by `raw_len` (at most [`MAX_CHUNK_BYTES`]).
+    ///
+    /// # Errors
+    /// [`Error::CorruptChunk`] when it does not decode to bytes hashing to `hash`.
+    pub fn open(&self) -> Result<Vec<u8>> {
+        decode_at_rest(&self.hash, self.compressed, &self.bytes, self.raw_len)
+    }
+}
+
+/// Encodes raw content (already checked to hash to `hash`) as sent.
+pub(crate) fn encode_one(hash: Hash, raw: &[u8]) -> SentChunk {
+    let at_rest = Codec::new().encode(raw);
+    SentChunk {
+        hash,
+        raw_len: u32::try_from(raw.len()).unwrap_or(u32::MAX),
+        compressed: at_rest.compressed,
+        bytes: at_rest.bytes,
+    }
 }
 
 /// Checks a chunk about to be stored: size limit, then hash.
@@ -392,9 +438,12 @@ pub(crate) struct SeedEntry {
     pub(crate) len: u32,
 }
 
-/// Reads a seeded chunk and checks it still hashes to `hash`;
-/// `Ok(None)` when the file changed (stale), `Err` only for failures to open.
+/// Reads a seeded chunk and checks it still hashes to `hash`; `None` when
+/// the file is gone, shorter, or changed (the entry is stale).
 pub(crate) fn read_seed(hash: &Hash, e: &SeedEntry) -> Option<Vec<u8>> {
+    if e.len as usize > MAX_CHUNK_BYTES {
+        return None;
+    }
     let f = File::open(&e.path).ok()?;
     let mut buf = vec![0u8; e.len as usize];
     f.read_exact_at(&mut buf, e.offset).ok()?;

@@ -334,10 +334,44 @@ pub(crate) fn assembly_fails_on_a_missing_chunk_and_on_a_wrong_image_hash<B: Bac
     ));
 }
 
+pub(crate) fn get_sent_serves_the_checked_compressed_form_and_never_a_corrupt_one<B: Backend>() {
+    let (s, _d) = B::make();
+    let (h, b) = put_one(&s, 90, 40_000);
+    let sent = s.get_sent(&h).unwrap();
+    assert!(sent.compressed);
+    assert_eq!(
+        sent.bytes.len() as u32,
+        s.info(&h).unwrap().unwrap().stored_len
+    );
+    assert_eq!(sent.open().unwrap(), b);
+    let mut tampered = sent.clone();
+    let n = tampered.bytes.len();
+    tampered.bytes[n / 2] ^= 1;
+    assert!(matches!(tampered.open(), Err(Error::CorruptChunk { .. })));
+    let mut lying = sent;
+    lying.raw_len = 1 << 30;
+    assert!(matches!(lying.open(), Err(Error::CorruptChunk { .. })));
+    B::corrupt(&s, &h);
+    assert!(matches!(s.get_sent(&h), Err(Error::CorruptChunk { .. })));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    std::fs::write(&path, bytes(91, 50_000)).unwrap();
+    let seeded = s.seed_file(&path, &DEFAULT_PARAMS).unwrap();
+    let c = seeded.index.chunks()[0];
+    let sent = s.get_sent(&c.hash).unwrap();
+    assert_eq!(Hash::of(&sent.open().unwrap()), c.hash);
+}
+
 macro_rules! suite {
     ($backend:ident, $modname:ident) => {
         mod $modname {
             use super::*;
+            #[test]
+            fn get_sent_serves_the_checked_compressed_form_and_never_a_corrupt_one() {
+                super::get_sent_serves_the_checked_compressed_form_and_never_a_corrupt_one::<
+                    $backend,
+                >();
+            }
             #[test]
             fn put_then_get_returns_the_same_bytes() {
                 super::put_then_get_returns_the_same_bytes::<$backend>();
