@@ -130,6 +130,19 @@ pub enum Error {
         /// The index id asked for.
         hash: Hash,
     },
+    /// GC found a pin whose index is missing or no longer decodes, so it
+    /// cannot tell which chunks that release needs; it deleted nothing.
+    #[error(
+        "release {release} pins chunk index {index}, which is missing or damaged ({detail}); re-fetch the index or unpin the release, then run GC again"
+    )]
+    PinnedIndexMissing {
+        /// The release holding the pin.
+        release: Hash,
+        /// The index it pins.
+        index: Hash,
+        /// Why the index could not be read.
+        detail: String,
+    },
     /// Assembly produced an image whose BLAKE3 differs from the index's.
     #[error("assembled image hashes to {actual}, the index says {expected}")]
     ImageHashMismatch {

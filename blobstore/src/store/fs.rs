@@ -344,6 +344,17 @@ impl FsStore {
         Ok(())
     }
 
+    /// Test hook: replaces a stored index's bytes with garbage.
+    #[cfg(test)]
+    pub(crate) fn break_index_for_test(&self, id: &Hash) {
+        if let Ok(tx) = self.db.begin_write() {
+            if let Ok(mut t) = tx.open_table(INDEXES) {
+                let _ = t.insert(id.as_bytes(), &b"MOT"[..]);
+            }
+            let _ = tx.commit();
+        }
+    }
+
     /// Test hook: flips a byte of a stored chunk in its pack file.
     #[cfg(test)]
     pub(crate) fn corrupt_for_test(&self, hash: &Hash) {

@@ -68,6 +68,14 @@ impl MemStore {
         }
     }
 
+    /// Test hook: replaces a stored index's bytes with garbage.
+    #[cfg(test)]
+    pub(crate) fn break_index_for_test(&self, id: &Hash) {
+        if let Some(b) = self.lock().indexes.get_mut(id) {
+            b.truncate(3);
+        }
+    }
+
     /// Number of quarantined chunks kept aside by [`ChunkStore::verify`].
     #[must_use]
     pub fn quarantined(&self) -> usize {

@@ -233,7 +233,7 @@ pub trait ChunkStore: Send + Sync {
     /// reclaims their space. Crash-safe at every step.
     ///
     /// # Errors
-    /// I/O, or a pinned index that no longer decodes.
+    /// [`Error::PinnedIndexMissing`] (nothing deleted), I/O.
     fn gc(&self) -> Result<GcReport>;
 
     /// Counts and sizes.
@@ -481,9 +481,15 @@ pub(crate) fn live_set<S: ChunkStore + ?Sized>(
 ) -> Result<(HashSet<Hash>, HashSet<Hash>)> {
     let mut chunks = HashSet::new();
     let mut indexes = HashSet::new();
-    for (_, id) in store.pins()? {
+    for (release, id) in store.pins()? {
         if indexes.insert(id) {
-            let index = store.get_index(&id)?;
+            let index = store
+                .get_index(&id)
+                .map_err(|e| Error::PinnedIndexMissing {
+                    release,
+                    index: id,
+                    detail: e.to_string(),
+                })?;
             chunks.extend(index.chunks().iter().map(|c| c.hash));
         }
     }

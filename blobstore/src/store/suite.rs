@@ -16,6 +16,7 @@ pub(crate) trait Backend {
     type S: ChunkStore;
     fn make() -> (Self::S, Option<tempfile::TempDir>);
     fn corrupt(s: &Self::S, h: &Hash);
+    fn break_index(s: &Self::S, id: &Hash);
 }
 
 pub(crate) struct Mem;
@@ -26,6 +27,9 @@ impl Backend for Mem {
     }
     fn corrupt(s: &MemStore, h: &Hash) {
         s.corrupt_for_test(h);
+    }
+    fn break_index(s: &MemStore, id: &Hash) {
+        s.break_index_for_test(id);
     }
 }
 
@@ -41,6 +45,9 @@ impl Backend for Fs {
     }
     fn corrupt(s: &FsStore, h: &Hash) {
         s.corrupt_for_test(h);
+    }
+    fn break_index(s: &FsStore, id: &Hash) {
+        s.break_index_for_test(id);
     }
 }
 
@@ -362,6 +369,26 @@ pub(crate) fn get_sent_serves_the_checked_compressed_form_and_never_a_corrupt_on
     assert_eq!(Hash::of(&sent.open().unwrap()), c.hash);
 }
 
+pub(crate) fn gc_refuses_to_run_when_a_pinned_index_is_damaged<B: Backend>() {
+    let (s, _d) = B::make();
+    let r = ingest_bytes(&s, &bytes(95, 200_000));
+    let (loose, _) = put_one(&s, 96, 3000);
+    let rel = Hash::of(b"rel");
+    s.pin(rel, r.index_id).unwrap();
+    B::break_index(&s, &r.index_id);
+    match s.gc() {
+        Err(Error::PinnedIndexMissing { release, index, .. }) => {
+            assert_eq!((release, index), (rel, r.index_id));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(s.has(&loose).unwrap(), "nothing deleted");
+    let v = s.verify().unwrap();
+    assert_eq!(v.bad_indexes, vec![r.index_id]);
+    assert!(s.unpin(rel).unwrap());
+    assert!(s.gc().is_ok());
+}
+
 macro_rules! suite {
     ($backend:ident, $modname:ident) => {
         mod $modname {
@@ -371,6 +398,10 @@ macro_rules! suite {
                 super::get_sent_serves_the_checked_compressed_form_and_never_a_corrupt_one::<
                     $backend,
                 >();
+            }
+            #[test]
+            fn gc_refuses_to_run_when_a_pinned_index_is_damaged() {
+                super::gc_refuses_to_run_when_a_pinned_index_is_damaged::<$backend>();
             }
             #[test]
             fn put_then_get_returns_the_same_bytes() {
