@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod config;
+mod device;
 mod failure;
+mod image_reader;
 mod keyio;
 mod timefmt;
 
@@ -38,6 +41,14 @@ enum Command {
     /// Delta planning: what a node must fetch for a target.
     #[command(subcommand)]
     Delta(cmd::delta::DeltaCmd),
+    /// A/B slots of the device a node config describes: status, provision.
+    #[command(subcommand)]
+    Slots(cmd::slots::SlotsCmd),
+    /// Install a verified release into the inactive slot for trial boots.
+    Install(cmd::install::InstallArgs),
+    /// After a boot: confirm or roll back, mark bad, simulated reboot.
+    #[command(subcommand)]
+    Boot(cmd::boot::BootCmd),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +59,9 @@ fn main() -> ExitCode {
         Command::Release(c) => cmd::release::run(c),
         Command::Store(c) => cmd::store::run(c),
         Command::Delta(c) => cmd::delta::run(c),
+        Command::Slots(c) => cmd::slots::run(c),
+        Command::Install(a) => cmd::install::run(&a),
+        Command::Boot(c) => cmd::boot::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

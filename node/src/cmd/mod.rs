@@ -1,8 +1,11 @@
 //! One module per command group. Each exposes a clap subcommand enum and a
 //! `run` function returning [`crate::failure::CmdResult`].
 
+pub(crate) mod boot;
 pub(crate) mod delta;
+pub(crate) mod install;
 pub(crate) mod keys;
 pub(crate) mod release;
+pub(crate) mod slots;
 pub(crate) mod store;
 pub(crate) mod trust;

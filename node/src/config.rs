@@ -1,0 +1,290 @@
+//! The node config file (TOML): what a node is (hardware class, channel),
+//! what it trusts, where its state and chunks live, and its A/B device
+//! (`[device]`, the boot crate's [`DeviceConfig`]). The format, with a full
+//! example, is in `docs/node-config.md`.
+//!
+//! Unknown fields are refused everywhere, so a typo is an error, not a
+//! silently ignored setting. Relative paths are resolved against the
+//! directory of the config file, never against the working directory.
+
+use std::path::{Path, PathBuf};
+
+use meshota_boot::config::{BootConfig, DeviceConfig, SlotConfig};
+use meshota_boot::install::HEALTH_TIMEOUT_MAX;
+use meshota_manifest::Expiration;
+use serde::{Deserialize, Serialize};
+
+use crate::failure::{CmdResult, Failure};
+use crate::timefmt::now;
+
+/// Largest node config file read, in bytes.
+pub(crate) const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+fn default_component() -> String {
+    "rootfs".to_string()
+}
+
+/// A node's configuration file.
+///
+/// Invariant after [`NodeConfig::load`]: every path is absolute or relative
+/// to the working directory as the config file's directory dictates (relative
+/// paths in the file were joined to that directory), `hardware`, `channel`
+/// and `component` are not empty, and the health check (if any) has a
+/// program and a timeout within 1 ms..=1 h.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NodeConfig {
+    /// Hardware class of this device (`rpi4`): releases for another class
+    /// are refused.
+    pub(crate) hardware: String,
+    /// Release channel the node follows (`stable`).
+    pub(crate) channel: String,
+    /// The trust root file (`trust.mota`) releases are verified against.
+    pub(crate) trust_root: PathBuf,
+    /// Directory for the node's own state (copies of the manifests of the
+    /// slots' releases); created when missing.
+    pub(crate) data_dir: PathBuf,
+    /// The chunk store images are assembled from (`install` without
+    /// `--store`/`--image` uses it). Optional.
+    #[serde(default)]
+    pub(crate) store_dir: Option<PathBuf>,
+    /// The manifest component written to the A/B slots (default `rootfs`).
+    #[serde(default = "default_component")]
+    pub(crate) component: String,
+    /// Do not enforce trust-root and key expiry (for devices with no
+    /// trustworthy clock; default false).
+    #[serde(default)]
+    pub(crate) ignore_expiry: bool,
+    /// The A/B device: slots, install record, bootloader, health check
+    /// (`[device.health]`: `command`, `timeout_ms`) and trial boots.
+    pub(crate) device: DeviceConfig,
+}
+
+/// `path` joined to `base` when relative.
+fn resolve(base: &Path, path: &mut PathBuf) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
+fn resolve_slot(base: &Path, slot: &mut SlotConfig) {
+    resolve(base, &mut slot.path);
+}
+
+impl NodeConfig {
+    /// Reads, parses, validates and resolves the config file at `path`.
+    ///
+    /// # Errors
+    /// A rejection naming the file and the field: unreadable file, TOML
+    /// syntax (with line and column), unknown or missing fields, bad values.
+    pub(crate) fn load(path: &Path) -> CmdResult<Self> {
+        let bytes = meshota_manifest::fs::read_limited(path, MAX_CONFIG_BYTES)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Failure::file(
+                path,
+                format!(
+                    "node config is not UTF-8 (byte {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base).map_err(|e| Failure::file(path, format!("bad node config: {e}")))
+    }
+
+    /// Parses `text`, validates it and resolves relative paths against `base`.
+    ///
+    /// # Errors
+    /// The parser's message (it names the field and the position) or the
+    /// field that failed validation.
+    pub(crate) fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut c: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        c.validate()?;
+        c.resolve_paths(base);
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("hardware", &self.hardware),
+            ("channel", &self.channel),
+            ("component", &self.component),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("field `{field}` is empty"));
+            }
+        }
+        if self.device.trial_boots == 0 {
+            return Err("field `device.trial_boots` is 0; it must be 1 to 255".to_string());
+        }
+        if let Some(h) = &self.device.health {
+            if h.command.first().is_none_or(|p| p.is_empty()) {
+                return Err(
+                    "field `device.health.command` is empty; give a program and its arguments, \
+                     e.g. [\"/usr/bin/true\"]"
+                        .to_string(),
+                );
+            }
+            let max = u64::try_from(HEALTH_TIMEOUT_MAX.as_millis()).unwrap_or(u64::MAX);
+            if h.timeout_ms == 0 || h.timeout_ms > max {
+                return Err(format!(
+                    "field `device.health.timeout_ms` is {}; it must be 1 to {max}",
+                    h.timeout_ms
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        resolve(base, &mut self.trust_root);
+        resolve(base, &mut self.data_dir);
+        if let Some(s) = &mut self.store_dir {
+            resolve(base, s);
+        }
+        let d = &mut self.device;
+        resolve_slot(base, &mut d.slot_a);
+        resolve_slot(base, &mut d.slot_b);
+        resolve(base, &mut d.install_record);
+        match &mut d.boot {
+            BootConfig::Simulated { records } => resolve(base, records),
+            BootConfig::Uboot {
+                fw_env_config,
+                cmdline,
+            } => {
+                resolve(base, fw_env_config);
+                if let Some(c) = cmdline {
+                    resolve(base, c);
+                }
+            }
+            BootConfig::Grub { grubenv, cmdline } => {
+                resolve(base, grubenv);
+                if let Some(c) = cmdline {
+                    resolve(base, c);
+                }
+            }
+        }
+    }
+
+    /// Expiry enforcement with the system clock, or none when
+    /// `ignore_expiry` is set.
+    pub(crate) fn expiration(&self) -> Expiration {
+        if self.ignore_expiry {
+            Expiration::dangerous_ignore()
+        } else {
+            Expiration::Enforce { now: now() }
+        }
+    }
+
+    /// Where the copy of the manifest of the release in `slot` is kept.
+    pub(crate) fn slot_manifest_path(&self, slot: meshota_boot::SlotId) -> PathBuf {
+        self.data_dir.join(format!("slot-{}.mota", slot.name()))
+    }
+
+    /// The bootloader kind, as written in the file.
+    pub(crate) fn boot_kind(&self) -> &'static str {
+        match self.device.boot {
+            BootConfig::Simulated { .. } => "simulated",
+            BootConfig::Uboot { .. } => "uboot",
+            BootConfig::Grub { .. } => "grub",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const FULL: &str = r#"
+hardware = "rpi4"
+channel = "stable"
+trust_root = "trust.mota"
+data_dir = "state"
+store_dir = "/var/lib/meshota/store"
+
+[device]
+install_record = "state/install.rec"
+trial_boots = 2
+[device.slot_a]
+path = "disk.img"
+size = 65536
+[device.slot_b]
+path = "disk.img"
+offset = 65536
+[device.boot]
+kind = "simulated"
+records = "state/boot.rec"
+[device.health]
+command = ["true"]
+timeout_ms = 5000
+"#;
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory_and_absolute_ones_stay() {
+        let c = NodeConfig::parse(FULL, Path::new("/etc/meshota")).unwrap();
+        assert_eq!(c.trust_root, Path::new("/etc/meshota/trust.mota"));
+        assert_eq!(c.data_dir, Path::new("/etc/meshota/state"));
+        assert_eq!(
+            c.store_dir.as_deref(),
+            Some(Path::new("/var/lib/meshota/store"))
+        );
+        assert_eq!(c.device.slot_b.path, Path::new("/etc/meshota/disk.img"));
+        assert_eq!(c.device.slot_b.offset, 65536);
+        assert_eq!(
+            c.device.install_record,
+            Path::new("/etc/meshota/state/install.rec")
+        );
+        assert_eq!(
+            c.device.boot,
+            BootConfig::Simulated {
+                records: PathBuf::from("/etc/meshota/state/boot.rec")
+            }
+        );
+        assert_eq!(c.component, "rootfs");
+        assert_eq!(c.device.trial_boots, 2);
+        assert!(!c.ignore_expiry);
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_its_position() {
+        let text = FULL.replace("channel =", "chanel =");
+        let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("chanel") && e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_field_inside_the_device_table_is_refused() {
+        let text = FULL.replace("trial_boots = 2", "trial_boot = 2");
+        let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("trial_boot"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let text = FULL.replace("hardware = \"rpi4\"\n", "");
+        let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("hardware"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_health_command_and_a_zero_timeout_are_refused_by_field() {
+        let text = FULL.replace("command = [\"true\"]", "command = []");
+        let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("device.health.command"), "{e}");
+        let text = FULL.replace("timeout_ms = 5000", "timeout_ms = 0");
+        let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("device.health.timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_bootloader_kind_is_refused() {
+        let text = FULL.replace("kind = \"simulated\"", "kind = \"lilo\"");
+        let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("lilo"), "{e}");
+    }
+}
