@@ -1,10 +1,70 @@
 //! The meshota mesh protocol.
 //!
-//! **Not built yet.** This crate will hold the sans-IO protocol core: a state
-//! machine fed events (link up/down, message received, timer fired, store
-//! changed) with `now` passed in, returning actions (send, store, verify, arm
-//! timer, install ready, report). It gossips verified release manifests,
-//! schedules chunk fetches rarest-first, and sends coded broadcast over radio
-//! links. Thin drivers for QUIC (quinn) and radio links feed it.
+//! # What it is for
+//! Nodes gossip signed release manifests and swap the chunks of the release
+//! they want. This crate's core, [`Node`], is **sans-IO**: a state machine
+//! fed [`Event`]s (link up/down, message received, timer fired, store
+//! failures) with the current [`Timestamp`] passed in, returning
+//! [`Action`]s (send, store, serve, install ready, arm timer). It owns no
+//! sockets, threads or clocks; its randomness comes from the seed in its
+//! [`Config`]. The same core runs in a real node (driven by the QUIC driver
+//! in [`quic`] when the `quic` feature is on), in the simulator, and over
+//! radio links.
 //!
-//! Until it is built it exports nothing.
+//! # What it promises
+//! - A manifest is verified against the trust root before it is stored,
+//!   relayed, or used to plan a fetch; one that fails is never fetched again
+//!   from anyone, and its sender is penalised.
+//! - A chunk is hashed before it is stored; a peer that sends a corrupt
+//!   chunk, a bad manifest or a bad index is penalised and, at
+//!   [`Limits::ban_threshold`], disconnected and banned for
+//!   [`Limits::ban_ms`].
+//! - Only the newest release for the node's hardware class and channel,
+//!   above its installed security version and admitted by the release's
+//!   rollout, is fetched for install. Other verified manifests are carried
+//!   and relayed.
+//! - Chunks are fetched rarest first from several peers, at most
+//!   [`Limits::in_flight_per_peer`] per peer, with timeouts, exponential
+//!   backoff and an endgame; upload and download rates are capped when
+//!   configured. Every queue and list has a bound ([`Limits`], [`wire`]).
+//! - [`Action::InstallReady`] is emitted once, when every chunk of the
+//!   wanted release is held and verified.
+//!
+//! # What it does not do
+//! It does not read or write chunks (the driver does, on [`Action`]s), run
+//! the install pipeline, or authenticate links (drivers admit peers and
+//! pass their node ids in [`Event::LinkUp`]). Node reports are relayed
+//! after structural checks only: their signatures are checked where the
+//! device key is known (gateways).
+//!
+//! # Where to start reading
+//! [`event`] (the contract with drivers), then [`wire`] (the messages),
+//! then `node.rs` (the handlers and the scheduler).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+extern crate alloc;
+
+mod bitmap;
+mod config;
+mod error;
+pub mod event;
+mod node;
+mod peer;
+mod release;
+mod rng;
+mod time;
+pub mod trickle;
+pub mod wire;
+
+#[cfg(feature = "quic")]
+pub mod quic;
+
+pub use bitmap::Bitmap;
+pub use config::{Config, Limits};
+pub use error::Error;
+pub use event::{Action, Event, Offence, PeerId};
+pub use node::{Installed, Node, Stats};
+pub use release::cohort;
+pub use rng::SeededRng;
+pub use time::Timestamp;
+pub use trickle::TrickleConfig;

@@ -1,0 +1,1184 @@
+//! The protocol core of one node: a state machine fed [`Event`]s with the
+//! current time, handing back [`Action`]s.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use meshota_blobstore::ChunkIndex;
+use meshota_manifest::{
+    Expiration, Hash, InstallPolicy, KeyId, NodeReport, ReleaseManifest, RolloutAction,
+    RolloutCommand, SignedDocument, TrustRoot, UnixTime, Verified,
+};
+
+use crate::config::Config;
+use crate::event::{Action, Event, Offence, PeerId};
+use crate::peer::{Peer, Request};
+use crate::release::{Indexed, Release, cohort};
+use crate::rng::SeededRng;
+use crate::time::Timestamp;
+use crate::trickle::Trickle;
+use crate::wire::Message;
+use crate::{Bitmap, Error};
+
+/// What the node runs now, as its boot pipeline last confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Installed {
+    /// The running release's manifest id, if it came through meshota.
+    pub release: Option<Hash>,
+    /// The confirmed security version for the node's (hardware, channel).
+    pub security_version: Option<u64>,
+}
+
+/// Counters for status pages, metrics and the simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Bytes sent (encoded messages).
+    pub bytes_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Chunks fetched and verified.
+    pub chunks_fetched: u64,
+    /// Bytes of fetched chunks.
+    pub chunk_bytes_fetched: u64,
+    /// Chunks served (asked of the driver).
+    pub chunks_served: u64,
+    /// Chunks rejected for a bad hash.
+    pub corrupt_chunks: u64,
+    /// Manifests rejected.
+    pub rejected_manifests: u64,
+    /// Peers banned.
+    pub bans: u64,
+}
+
+/// A token bucket holding at most one second of budget.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: u64,
+    tokens: u64,
+    updated: Timestamp,
+}
+
+impl Bucket {
+    fn new(rate: u64, now: Timestamp) -> Self {
+        Self {
+            rate,
+            tokens: rate,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Timestamp) {
+        let add = self.rate.saturating_mul(now.since(self.updated)) / 1000;
+        if add > 0 {
+            self.tokens = (self.tokens + add).min(self.rate.max(1));
+            self.updated = now;
+        }
+    }
+
+    /// Takes `n` tokens if available. A request larger than the bucket is
+    /// allowed when the bucket is full, so big chunks are never stuck.
+    fn take(&mut self, n: u64, now: Timestamp) -> bool {
+        self.refill(now);
+        if self.tokens >= n || self.tokens >= self.rate {
+            self.tokens = self.tokens.saturating_sub(n);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When `n` tokens (or a full bucket) will be there.
+    fn ready_at(&self, n: u64) -> Timestamp {
+        let need = n.min(self.rate).saturating_sub(self.tokens);
+        Timestamp(self.updated.0 + need.saturating_mul(1000).div_ceil(self.rate.max(1)))
+    }
+}
+
+/// Per-chunk fetch bookkeeping for retries.
+#[derive(Debug, Clone, Copy, Default)]
+struct Retry {
+    failures: u32,
+    not_before: Timestamp,
+}
+
+/// The protocol core of one node. See the crate docs for the contract.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    trust: Verified<TrustRoot>,
+    installed: Installed,
+    rng: SeededRng,
+    releases: BTreeMap<Hash, Release>,
+    /// Every chunk this node holds (store or seeded image).
+    held: BTreeSet<Hash>,
+    peers: BTreeMap<PeerId, Peer>,
+    banned: BTreeMap<KeyId, Timestamp>,
+    rejected: VecDeque<Hash>,
+    /// Manifests requested and from whom.
+    pending_manifests: BTreeMap<Hash, (PeerId, Timestamp)>,
+    /// Chunk indexes requested (index id) and from whom.
+    pending_indexes: BTreeMap<Hash, (PeerId, Timestamp)>,
+    retries: BTreeMap<Hash, Retry>,
+    next_request: u32,
+    trickle: Trickle,
+    have_flush_at: Option<Timestamp>,
+    upload: Option<Bucket>,
+    download: Option<Bucket>,
+    serve_queue: VecDeque<(PeerId, u32, Hash, u32)>,
+    /// The chunk length the download budget last refused, if it did.
+    download_blocked: Option<u32>,
+    reports: BTreeMap<KeyId, (u64, Vec<u8>)>,
+    actions: VecDeque<Action>,
+    armed: Option<Timestamp>,
+    stats: Stats,
+    now: Timestamp,
+}
+
+impl Node {
+    /// A node with a verified trust root and what it runs now.
+    #[must_use]
+    pub fn new(
+        config: Config,
+        trust: Verified<TrustRoot>,
+        installed: Installed,
+        now: Timestamp,
+    ) -> Self {
+        let mut rng = SeededRng::new(config.seed);
+        let trickle = Trickle::new(config.trickle, now, &mut rng);
+        let upload = config
+            .limits
+            .upload_bytes_per_sec
+            .map(|r| Bucket::new(r, now));
+        let download = config
+            .limits
+            .download_bytes_per_sec
+            .map(|r| Bucket::new(r, now));
+        let mut node = Self {
+            config,
+            trust,
+            installed,
+            rng,
+            releases: BTreeMap::new(),
+            held: BTreeSet::new(),
+            peers: BTreeMap::new(),
+            banned: BTreeMap::new(),
+            rejected: VecDeque::new(),
+            pending_manifests: BTreeMap::new(),
+            pending_indexes: BTreeMap::new(),
+            retries: BTreeMap::new(),
+            next_request: 0,
+            trickle,
+            have_flush_at: None,
+            upload,
+            download,
+            serve_queue: VecDeque::new(),
+            download_blocked: None,
+            reports: BTreeMap::new(),
+            actions: VecDeque::new(),
+            armed: None,
+            stats: Stats::default(),
+            now,
+        };
+        node.rearm();
+        node
+    }
+
+    // ------------------------------------------------------------ queries
+
+    /// The next action for the driver, if any.
+    pub fn poll(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When the core next needs [`Event::Timeout`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.next_deadline()
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub const fn node_id(&self) -> KeyId {
+        self.config.node_id
+    }
+
+    /// Counters.
+    #[must_use]
+    pub const fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// What the node runs.
+    #[must_use]
+    pub const fn running(&self) -> Installed {
+        self.installed
+    }
+
+    /// Ids of the verified releases held, ascending.
+    #[must_use]
+    pub fn releases(&self) -> Vec<Hash> {
+        self.releases.keys().copied().collect()
+    }
+
+    /// A held release's verified manifest.
+    #[must_use]
+    pub fn manifest(&self, id: &Hash) -> Option<&Verified<ReleaseManifest>> {
+        self.releases.get(id).map(|r| &r.manifest)
+    }
+
+    /// Chunks held and total chunks of a release, once its index is known.
+    #[must_use]
+    pub fn progress(&self, id: &Hash) -> Option<(usize, usize)> {
+        let ix = self.releases.get(id)?.index.as_ref()?;
+        Some((ix.have.count(), ix.have.len()))
+    }
+
+    /// The release this node would install next, if any.
+    #[must_use]
+    pub fn wanted(&self) -> Option<Hash> {
+        self.wanted_release()
+    }
+
+    /// Whether a chunk is held.
+    #[must_use]
+    pub fn holds(&self, hash: &Hash) -> bool {
+        self.held.contains(hash)
+    }
+
+    /// Number of connected peers.
+    #[must_use]
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    // ---------------------------------------------------- local changes
+
+    /// Adds a release from a local source (publisher, bundle import, the
+    /// node's own store at start-up). The manifest is verified like one
+    /// from a peer; the index, if given, must match it.
+    ///
+    /// # Errors
+    /// [`Error::Release`] naming the rule the manifest or index broke.
+    pub fn add_release(
+        &mut self,
+        now: Timestamp,
+        manifest: &[u8],
+        index: Option<&[u8]>,
+    ) -> Result<Hash, Error> {
+        self.now = now;
+        let id = self
+            .accept_manifest(manifest)
+            .map_err(|e| Error::Release(e.to_string()))?;
+        if let Some(ix) = index {
+            self.accept_index(id, ix)
+                .map_err(|e| Error::Release(e.to_string()))?;
+        }
+        self.after_change();
+        Ok(id)
+    }
+
+    /// Marks chunks as held (from the store at start-up, or a seeded image).
+    pub fn add_chunks(&mut self, now: Timestamp, hashes: impl IntoIterator<Item = Hash>) {
+        self.now = now;
+        for h in hashes {
+            self.gain_chunk(h);
+        }
+        self.after_change();
+    }
+
+    /// The boot pipeline confirmed `release` with `security_version`.
+    pub fn installed(&mut self, now: Timestamp, release: Hash, security_version: u64) {
+        self.now = now;
+        self.installed = Installed {
+            release: Some(release),
+            security_version: Some(security_version),
+        };
+        self.trickle.reset(now, &mut self.rng);
+        self.after_change();
+    }
+
+    /// Publishes this node's own signed report (or one from a bundle).
+    pub fn publish_report(&mut self, now: Timestamp, bytes: Vec<u8>) {
+        self.now = now;
+        self.accept_report(None, bytes);
+        self.after_change();
+    }
+
+    /// Applies a signed rollout command from a local source.
+    ///
+    /// # Errors
+    /// [`Error::Release`] when it fails verification.
+    pub fn add_rollout_command(&mut self, now: Timestamp, bytes: &[u8]) -> Result<(), Error> {
+        self.now = now;
+        self.accept_rollout(None, bytes)
+            .map_err(|e| Error::Release(e.to_string()))?;
+        self.after_change();
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ events
+
+    /// Feeds one event at time `now`; actions queue up for [`Node::poll`].
+    pub fn handle(&mut self, now: Timestamp, event: Event) {
+        self.now = now;
+        match event {
+            Event::LinkUp { peer, node } => self.link_up(peer, node),
+            Event::LinkDown { peer } => self.drop_peer(peer),
+            Event::Message { peer, bytes } => self.message(peer, &bytes),
+            Event::Timeout => self.timeout(),
+            Event::StoreFailed { hash } | Event::ServeFailed { hash, .. } => {
+                self.lose_chunk(hash);
+                if let Event::ServeFailed { peer, request, .. } = event {
+                    self.send(peer, &Message::NoChunk { request, hash });
+                }
+            }
+        }
+        self.after_change();
+    }
+
+    fn after_change(&mut self) {
+        self.check_install_ready();
+        self.schedule();
+        self.rearm();
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    fn expiration(&self) -> Expiration {
+        match self.config.wall_clock_at_zero {
+            Some(base) => Expiration::Enforce {
+                now: UnixTime(base.0 + self.now.0 / 1000),
+            },
+            None => Expiration::dangerous_ignore(),
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, msg: &Message) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        if let Ok(bytes) = msg.encode() {
+            self.stats.messages_sent += 1;
+            self.stats.bytes_sent += bytes.len() as u64;
+            self.actions.push_back(Action::Send { peer, bytes });
+        }
+    }
+
+    fn broadcast(&mut self, msg: &Message, except: Option<PeerId>) {
+        let peers: Vec<PeerId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|p| Some(*p) != except)
+            .collect();
+        for p in peers {
+            self.send(p, msg);
+        }
+    }
+
+    fn summary(&self) -> Message {
+        Message::Summary {
+            releases: self
+                .releases
+                .iter()
+                .filter(|(_, r)| !r.revoked)
+                .map(|(id, _)| *id)
+                .collect(),
+            installed: self.installed.release,
+        }
+    }
+
+    fn penalise(&mut self, peer: PeerId, offence: Offence) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.points = p.points.saturating_add(offence.points());
+        let (node, points) = (p.node, p.points);
+        self.actions.push_back(Action::Penalised {
+            node,
+            offence,
+            points,
+        });
+        if points >= self.config.limits.ban_threshold {
+            let until = Timestamp(self.now.0 + self.config.limits.ban_ms);
+            self.banned.insert(node, until);
+            self.stats.bans += 1;
+            self.actions.push_back(Action::Disconnect {
+                peer,
+                node,
+                until,
+                reason: offence,
+            });
+            self.drop_peer(peer);
+        }
+    }
+
+    fn link_up(&mut self, peer: PeerId, node: KeyId) {
+        if let Some(until) = self.banned.get(&node).copied() {
+            if self.now < until {
+                self.actions.push_back(Action::Disconnect {
+                    peer,
+                    node,
+                    until,
+                    reason: Offence::MalformedMessage,
+                });
+                return;
+            }
+            self.banned.remove(&node);
+        }
+        self.peers.insert(peer, Peer::new(node));
+        let s = self.summary();
+        self.send(peer, &s);
+    }
+
+    fn drop_peer(&mut self, peer: PeerId) {
+        self.peers.remove(&peer);
+        for r in self.releases.values_mut() {
+            r.subscribers.remove(&peer);
+        }
+        self.pending_manifests.retain(|_, (p, _)| *p != peer);
+        self.pending_indexes.retain(|_, (p, _)| *p != peer);
+        self.serve_queue.retain(|(p, ..)| *p != peer);
+    }
+
+    fn remember_rejected(&mut self, id: Hash) {
+        if self.rejected.len() >= self.config.limits.rejected_ids {
+            self.rejected.pop_front();
+        }
+        self.rejected.push_back(id);
+    }
+
+    // ------------------------------------------------------- messages
+
+    fn message(&mut self, peer: PeerId, bytes: &[u8]) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        self.stats.messages_received += 1;
+        self.stats.bytes_received += bytes.len() as u64;
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(_) => return self.penalise(peer, Offence::MalformedMessage),
+        };
+        match msg {
+            Message::Summary { releases, .. } => self.on_summary(peer, releases),
+            Message::GetManifest { id } => {
+                if let Some(r) = self.releases.get(&id).filter(|r| !r.revoked) {
+                    let bytes = r.manifest_bytes.clone();
+                    self.send(peer, &Message::Manifest { bytes });
+                }
+            }
+            Message::Manifest { bytes } => self.on_manifest(peer, &bytes),
+            Message::GetIndex { id } => {
+                let found = self
+                    .releases
+                    .values()
+                    .filter_map(|r| r.index.as_ref())
+                    .find(|ix| ix.id == id)
+                    .map(|ix| ix.bytes.clone());
+                if let Some(bytes) = found {
+                    self.send(peer, &Message::Index { bytes });
+                }
+            }
+            Message::Index { bytes } => self.on_index(peer, &bytes),
+            Message::GetHave { release } => {
+                if let Some(r) = self.releases.get_mut(&release) {
+                    r.subscribers.insert(peer);
+                    if let Some(ix) = &r.index {
+                        let bitmap = ix.have.as_bytes().to_vec();
+                        self.send(peer, &Message::Have { release, bitmap });
+                    }
+                }
+            }
+            Message::Have { release, bitmap } => self.on_have(peer, release, &bitmap),
+            Message::HaveMore { release, ordinals } => {
+                if let Some(b) = self
+                    .peers
+                    .get_mut(&peer)
+                    .and_then(|p| p.have.get_mut(&release))
+                {
+                    for o in ordinals {
+                        b.set(o as usize);
+                    }
+                }
+            }
+            Message::GetChunk { request, hash } => self.on_get_chunk(peer, request, hash),
+            Message::Chunk {
+                request,
+                hash,
+                data,
+            } => self.on_chunk(peer, request, hash, data),
+            Message::NoChunk { request, hash } => self.on_no_chunk(peer, request, hash),
+            Message::Report { bytes } => self.accept_report(Some(peer), bytes),
+            Message::Rollout { bytes } => {
+                if self.accept_rollout(Some(peer), &bytes).is_err() {
+                    self.penalise(peer, Offence::BadManifest);
+                }
+            }
+        }
+    }
+
+    fn on_summary(&mut self, peer: PeerId, releases: Vec<Hash>) {
+        let ours: Vec<Hash> = match self.summary() {
+            Message::Summary { releases, .. } => releases,
+            _ => Vec::new(),
+        };
+        if ours == releases {
+            self.trickle.hear_consistent();
+        } else {
+            self.trickle.reset(self.now, &mut self.rng);
+        }
+        let timeout = self.config.limits.request_timeout_ms;
+        for id in &releases {
+            if self.releases.contains_key(id) || self.rejected.contains(id) {
+                continue;
+            }
+            let stale = self
+                .pending_manifests
+                .get(id)
+                .is_none_or(|(_, at)| self.now.since(*at) > timeout);
+            if stale {
+                self.pending_manifests.insert(*id, (peer, self.now));
+                self.send(peer, &Message::GetManifest { id: *id });
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.summary = releases;
+        }
+        self.ask_availability();
+    }
+
+    /// Asks every peer that lists a release we fetch for its bitmap, once.
+    fn ask_availability(&mut self) {
+        let fetching: Vec<Hash> = self
+            .releases
+            .iter()
+            .filter(|(_, r)| r.index.is_some() && !r.complete())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut asks = Vec::new();
+        for (pid, p) in &mut self.peers {
+            for id in &fetching {
+                if p.summary.contains(id) && p.asked_have.insert(*id) {
+                    asks.push((*pid, *id));
+                }
+            }
+        }
+        for (pid, release) in asks {
+            self.send(pid, &Message::GetHave { release });
+        }
+    }
+
+    /// Verifies and inserts a manifest; returns its id.
+    fn accept_manifest(&mut self, bytes: &[u8]) -> Result<Hash, meshota_manifest::Error> {
+        let doc = SignedDocument::<ReleaseManifest>::decode(bytes)?;
+        let id = doc.id();
+        if self.releases.contains_key(&id) {
+            return Ok(id);
+        }
+        let policy = InstallPolicy {
+            hardware: None,
+            installed_security_version: None,
+            expiration: self.expiration(),
+        };
+        let verified = self.trust.verify_manifest(&doc, &policy)?;
+        let encoded = verified.encode()?;
+        self.actions.push_back(Action::StoreManifest {
+            id,
+            bytes: encoded.clone(),
+        });
+        self.releases.insert(id, Release::new(verified, encoded));
+        self.evict_releases();
+        self.trickle.reset(self.now, &mut self.rng);
+        Ok(id)
+    }
+
+    fn evict_releases(&mut self) {
+        while self.releases.len() > self.config.limits.releases {
+            let victim = self
+                .releases
+                .iter()
+                .filter(|(id, _)| Some(**id) != self.installed.release)
+                .min_by_key(|(id, r)| (r.manifest.security_version, **id))
+                .map(|(id, _)| *id);
+            match victim {
+                Some(v) => {
+                    self.releases.remove(&v);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn on_manifest(&mut self, peer: PeerId, bytes: &[u8]) {
+        match self.accept_manifest(bytes) {
+            Ok(id) => {
+                self.pending_manifests.remove(&id);
+                self.request_index_for(id, peer);
+            }
+            Err(_) => {
+                self.stats.rejected_manifests += 1;
+                if let Ok(doc) = SignedDocument::<ReleaseManifest>::decode(bytes) {
+                    let id = doc.id();
+                    self.pending_manifests.remove(&id);
+                    self.remember_rejected(id);
+                }
+                self.penalise(peer, Offence::BadManifest);
+            }
+        }
+    }
+
+    /// Fetch decisions start from the index: ask `peer` for it when the
+    /// release is one this node wants.
+    fn request_index_for(&mut self, id: Hash, peer: PeerId) {
+        if self.wanted_release() != Some(id) {
+            return;
+        }
+        let Some(r) = self.releases.get(&id) else {
+            return;
+        };
+        if r.index.is_some() {
+            return;
+        }
+        let Some(ix) = r.index_id() else {
+            return;
+        };
+        let stale = self
+            .pending_indexes
+            .get(&ix)
+            .is_none_or(|(_, at)| self.now.since(*at) > self.config.limits.request_timeout_ms);
+        if stale {
+            self.pending_indexes.insert(ix, (peer, self.now));
+            self.send(peer, &Message::GetIndex { id: ix });
+        }
+    }
+
+    /// Checks an index against release `id`'s manifest and installs it.
+    fn accept_index(&mut self, id: Hash, bytes: &[u8]) -> Result<(), String> {
+        let index_id = Hash::of(bytes);
+        let r = self.releases.get(&id).ok_or("unknown release")?;
+        let comp = r
+            .manifest
+            .components
+            .first()
+            .ok_or("release has no component")?;
+        if comp.chunk_index != index_id {
+            return Err(alloc::format!(
+                "index {} is not the manifest's {}",
+                index_id.short(),
+                comp.chunk_index.short()
+            ));
+        }
+        let index = ChunkIndex::decode(bytes).map_err(|e| e.to_string())?;
+        if index.image_hash() != comp.image_hash || index.total_size() != comp.size {
+            return Err("index does not describe the manifest's image".into());
+        }
+        if r.index.is_none() {
+            self.actions.push_back(Action::StoreIndex {
+                id: index_id,
+                bytes: bytes.to_vec(),
+            });
+            let indexed = Indexed::new(index, bytes.to_vec(), index_id, &self.held);
+            if let Some(r) = self.releases.get_mut(&id) {
+                r.index = Some(indexed);
+            }
+        }
+        self.pending_indexes.remove(&index_id);
+        self.ask_availability();
+        Ok(())
+    }
+
+    fn on_index(&mut self, peer: PeerId, bytes: &[u8]) {
+        let index_id = Hash::of(bytes);
+        let target = self
+            .releases
+            .iter()
+            .find(|(_, r)| r.index.is_none() && r.index_id() == Some(index_id))
+            .map(|(id, _)| *id);
+        let Some(id) = target else {
+            // Unasked for, or for a release we dropped: ignore.
+            return;
+        };
+        if self.accept_index(id, bytes).is_err() {
+            self.penalise(peer, Offence::BadIndex);
+        }
+    }
+
+    fn on_have(&mut self, peer: PeerId, release: Hash, bitmap: &[u8]) {
+        let Some(len) = self
+            .releases
+            .get(&release)
+            .and_then(|r| r.index.as_ref())
+            .map(|ix| ix.have.len())
+        else {
+            return;
+        };
+        match Bitmap::from_bytes(bitmap, len) {
+            Some(b) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.have.insert(release, b);
+                }
+            }
+            None => self.penalise(peer, Offence::BadBitmap),
+        }
+    }
+
+    fn chunk_len(&self, hash: &Hash) -> Option<u32> {
+        self.releases
+            .values()
+            .filter_map(|r| r.index.as_ref())
+            .find_map(|ix| ix.chunk_len(hash))
+    }
+
+    fn on_get_chunk(&mut self, peer: PeerId, request: u32, hash: Hash) {
+        if !self.held.contains(&hash) {
+            self.send(peer, &Message::NoChunk { request, hash });
+            return;
+        }
+        let len = self.chunk_len(&hash).unwrap_or(0);
+        if self.serve_queue.is_empty() && self.upload_allows(len) {
+            self.serve(peer, request, hash);
+        } else if self.serve_queue.len() < self.config.limits.serve_queue {
+            self.serve_queue.push_back((peer, request, hash, len));
+        } else {
+            self.send(peer, &Message::NoChunk { request, hash });
+        }
+    }
+
+    fn upload_allows(&mut self, len: u32) -> bool {
+        let now = self.now;
+        self.upload
+            .as_mut()
+            .is_none_or(|b| b.take(u64::from(len), now))
+    }
+
+    fn serve(&mut self, peer: PeerId, request: u32, hash: Hash) {
+        self.stats.chunks_served += 1;
+        self.actions.push_back(Action::ServeChunk {
+            peer,
+            request,
+            hash,
+        });
+    }
+
+    fn drain_serve_queue(&mut self) {
+        while let Some(&(peer, request, hash, len)) = self.serve_queue.front() {
+            if !self.upload_allows(len) {
+                break;
+            }
+            self.serve_queue.pop_front();
+            if self.held.contains(&hash) {
+                self.serve(peer, request, hash);
+            } else {
+                self.send(peer, &Message::NoChunk { request, hash });
+            }
+        }
+    }
+
+    fn on_chunk(&mut self, peer: PeerId, request: u32, hash: Hash, data: Vec<u8>) {
+        let Some(req) = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.in_flight.remove(&request))
+        else {
+            return; // late answer to an abandoned or endgame-duplicate request
+        };
+        if req.hash != hash || Hash::of(&data) != hash {
+            self.stats.corrupt_chunks += 1;
+            self.fail_chunk(req.hash);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                // It does not really have it: stop asking it.
+                for b in p.have.values_mut() {
+                    for ix in self.releases.values().filter_map(|r| r.index.as_ref()) {
+                        for &o in ix.ordinals.get(&req.hash).into_iter().flatten() {
+                            b.clear(o as usize);
+                        }
+                    }
+                }
+            }
+            return self.penalise(peer, Offence::CorruptChunk);
+        }
+        if self.held.contains(&hash) {
+            return;
+        }
+        self.stats.chunks_fetched += 1;
+        self.stats.chunk_bytes_fetched += data.len() as u64;
+        self.retries.remove(&hash);
+        self.actions.push_back(Action::StoreChunk { hash, data });
+        self.gain_chunk(hash);
+    }
+
+    fn on_no_chunk(&mut self, peer: PeerId, request: u32, hash: Hash) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.in_flight.remove(&request).is_none() {
+            return;
+        }
+        for (rid, b) in &mut p.have {
+            if let Some(ix) = self.releases.get(rid).and_then(|r| r.index.as_ref()) {
+                for &o in ix.ordinals.get(&hash).into_iter().flatten() {
+                    b.clear(o as usize);
+                }
+            }
+        }
+        self.fail_chunk(hash);
+    }
+
+    fn fail_chunk(&mut self, hash: Hash) {
+        let r = self.retries.entry(hash).or_default();
+        r.failures = r.failures.saturating_add(1);
+        let backoff = self
+            .config
+            .limits
+            .retry_base_ms
+            .saturating_mul(1u64 << r.failures.min(16).saturating_sub(1))
+            .min(self.config.limits.retry_max_ms);
+        r.not_before = Timestamp(self.now.0 + backoff);
+    }
+
+    fn gain_chunk(&mut self, hash: Hash) {
+        self.held.insert(hash);
+        let mut gained = false;
+        for r in self.releases.values_mut() {
+            if let Some(ix) = &mut r.index {
+                if let Some(ords) = ix.ordinals.get(&hash) {
+                    for &o in ords {
+                        if ix.have.set(o as usize) {
+                            r.unannounced.push(o);
+                            gained = true;
+                        }
+                    }
+                }
+            }
+        }
+        if gained && self.have_flush_at.is_none() {
+            self.have_flush_at = Some(Timestamp(self.now.0 + self.config.limits.have_flush_ms));
+        }
+    }
+
+    fn lose_chunk(&mut self, hash: Hash) {
+        self.held.remove(&hash);
+        for r in self.releases.values_mut() {
+            if let Some(ix) = &mut r.index {
+                for &o in ix.ordinals.get(&hash).into_iter().flatten() {
+                    ix.have.clear(o as usize);
+                }
+            }
+            r.install_announced = r.install_announced && r.complete();
+        }
+    }
+
+    fn accept_report(&mut self, from: Option<PeerId>, bytes: Vec<u8>) {
+        let Ok(doc) = SignedDocument::<NodeReport>::decode(&bytes) else {
+            if let Some(p) = from {
+                self.penalise(p, Offence::MalformedMessage);
+            }
+            return;
+        };
+        let r = doc.unverified_body();
+        let newer = self
+            .reports
+            .get(&r.node_id)
+            .is_none_or(|(c, _)| r.counter > *c);
+        if !newer {
+            return;
+        }
+        if !self.reports.contains_key(&r.node_id)
+            && self.reports.len() >= self.config.limits.reports
+        {
+            return;
+        }
+        self.reports.insert(r.node_id, (r.counter, bytes.clone()));
+        self.actions.push_back(Action::ReportReceived {
+            bytes: bytes.clone(),
+        });
+        self.broadcast(&Message::Report { bytes }, from);
+    }
+
+    fn accept_rollout(
+        &mut self,
+        from: Option<PeerId>,
+        bytes: &[u8],
+    ) -> Result<(), meshota_manifest::Error> {
+        let doc = SignedDocument::<RolloutCommand>::decode(bytes)?;
+        let cmd = self.trust.verify_rollout_command(&doc, self.expiration())?;
+        let Some(r) = self.releases.get_mut(&cmd.release) else {
+            return Ok(()); // unknown release: nothing to apply (yet)
+        };
+        if cmd.hardware != r.manifest.hardware || cmd.channel != r.manifest.channel {
+            return Ok(());
+        }
+        if cmd.sequence <= r.rollout_sequence {
+            return Ok(());
+        }
+        r.rollout_sequence = cmd.sequence;
+        match cmd.action {
+            RolloutAction::AdvanceStage { stage } => r.stage = r.stage.max(stage),
+            RolloutAction::Halt => r.halted = true,
+            RolloutAction::Resume => r.halted = false,
+            RolloutAction::Revoke => r.revoked = true,
+            _ => {}
+        }
+        self.broadcast(
+            &Message::Rollout {
+                bytes: bytes.to_vec(),
+            },
+            from,
+        );
+        Ok(())
+    }
+
+    // ----------------------------------------------------- decisions
+
+    /// Whether this node is admitted to `r`'s rollout now.
+    fn admitted(&self, id: &Hash, r: &Release) -> bool {
+        if r.halted || r.revoked {
+            return false;
+        }
+        let stages = &r.manifest.rollout.stages;
+        if stages.is_empty() {
+            return true;
+        }
+        let idx = (r.stage as usize).min(stages.len() - 1);
+        cohort(&self.config.node_id, id) < stages[idx].cohort_percent
+    }
+
+    /// The newest release for this node's hardware and channel, above its
+    /// installed security version, admitted by its rollout.
+    fn wanted_release(&self) -> Option<Hash> {
+        self.releases
+            .iter()
+            .filter(|(id, r)| {
+                let m = &r.manifest;
+                m.hardware == self.config.hardware
+                    && m.channel == self.config.channel
+                    && self
+                        .installed
+                        .security_version
+                        .is_none_or(|v| m.security_version > v)
+                    && Some(**id) != self.installed.release
+                    && self.admitted(id, r)
+            })
+            .max_by_key(|(id, r)| (r.manifest.security_version, **id))
+            .map(|(id, _)| *id)
+    }
+
+    fn check_install_ready(&mut self) {
+        let Some(id) = self.wanted_release() else {
+            return;
+        };
+        if let Some(r) = self.releases.get_mut(&id) {
+            if r.complete() && !r.install_announced {
+                r.install_announced = true;
+                self.actions.push_back(Action::InstallReady { release: id });
+            }
+        }
+    }
+
+    /// Rarest-first chunk requests for the wanted release, within per-peer
+    /// in-flight limits and the download budget; duplicates only in the
+    /// endgame.
+    fn schedule(&mut self) {
+        let Some(id) = self.wanted_release() else {
+            return;
+        };
+        let Some(r) = self.releases.get(&id) else {
+            return;
+        };
+        let Some(ix) = &r.index else {
+            // Ask any peer that lists the release for its index.
+            let peer = self
+                .peers
+                .iter()
+                .find(|(_, p)| p.summary.contains(&id))
+                .map(|(pid, _)| *pid);
+            if let Some(p) = peer {
+                self.request_index_for(id, p);
+            }
+            return;
+        };
+        if ix.have.is_full() {
+            return;
+        }
+        // Missing chunks, each once, with their first ordinal and length.
+        let mut missing: Vec<(Hash, usize, u32)> = Vec::new();
+        for (h, ords) in &ix.ordinals {
+            let o = ords.first().copied().unwrap_or(0) as usize;
+            if !ix.have.get(o) {
+                let len = ix.index.chunks().get(o).map_or(0, |c| c.len);
+                missing.push((*h, o, len));
+            }
+        }
+        // Outstanding requests per chunk.
+        let mut asked: BTreeMap<Hash, Vec<PeerId>> = BTreeMap::new();
+        for (pid, p) in &self.peers {
+            for req in p.in_flight.values() {
+                asked.entry(req.hash).or_default().push(*pid);
+            }
+        }
+        let endgame = missing.iter().all(|(h, ..)| asked.contains_key(h));
+        let per_chunk = if endgame {
+            self.config.limits.requests_per_chunk_endgame.max(1)
+        } else {
+            1
+        };
+        // Rarity: how many peers advertise the chunk.
+        let salt = self.config.seed;
+        let mut order: Vec<(usize, u64, Hash, usize, u32)> = missing
+            .iter()
+            .map(|&(h, o, len)| {
+                let holders = self
+                    .peers
+                    .values()
+                    .filter(|p| p.have.get(&id).is_some_and(|b| b.get(o)))
+                    .count();
+                let tie = u64::from_le_bytes([
+                    h.0[0], h.0[1], h.0[2], h.0[3], h.0[4], h.0[5], h.0[6], h.0[7],
+                ]) ^ salt;
+                (holders, tie, h, o, len)
+            })
+            .filter(|(holders, ..)| *holders > 0)
+            .collect();
+        order.sort_unstable();
+        let now = self.now;
+        self.download_blocked = None;
+        let limit = self.config.limits.in_flight_per_peer;
+        let timeout = self.config.limits.request_timeout_ms;
+        for (_, _, hash, o, len) in order {
+            if self.retries.get(&hash).is_some_and(|r| r.not_before > now) {
+                continue;
+            }
+            let already = asked.get(&hash).map_or(0, Vec::len);
+            if already >= per_chunk {
+                continue;
+            }
+            // The least-loaded holder not already asked for this chunk.
+            let choice = self
+                .peers
+                .iter()
+                .filter(|(pid, p)| {
+                    p.in_flight.len() < limit
+                        && p.have.get(&id).is_some_and(|b| b.get(o))
+                        && !asked.get(&hash).is_some_and(|v| v.contains(pid))
+                })
+                .min_by_key(|(pid, p)| (p.in_flight.len(), **pid))
+                .map(|(pid, _)| *pid);
+            let Some(pid) = choice else {
+                continue;
+            };
+            if let Some(b) = self.download.as_mut() {
+                if !b.take(u64::from(len), now) {
+                    self.download_blocked = Some(len);
+                    break;
+                }
+            }
+            let request = self.next_request;
+            self.next_request = self.next_request.wrapping_add(1);
+            if let Some(p) = self.peers.get_mut(&pid) {
+                p.in_flight.insert(
+                    request,
+                    Request {
+                        hash,
+                        deadline: Timestamp(now.0 + timeout),
+                    },
+                );
+            }
+            asked.entry(hash).or_default().push(pid);
+            self.send(pid, &Message::GetChunk { request, hash });
+        }
+    }
+
+    // ---------------------------------------------------------- timers
+
+    fn timeout(&mut self) {
+        let now = self.now;
+        // Anti-entropy.
+        if now >= self.trickle.deadline() && self.trickle.on_timeout(now, &mut self.rng) {
+            let s = self.summary();
+            self.broadcast(&s, None);
+        }
+        // Request deadlines.
+        let mut expired: Vec<(PeerId, u32, Hash)> = Vec::new();
+        for (pid, p) in &self.peers {
+            for (req, r) in &p.in_flight {
+                if r.deadline <= now {
+                    expired.push((*pid, *req, r.hash));
+                }
+            }
+        }
+        for (pid, req, hash) in expired {
+            if let Some(p) = self.peers.get_mut(&pid) {
+                p.in_flight.remove(&req);
+            }
+            self.fail_chunk(hash);
+            self.penalise(pid, Offence::Timeout);
+        }
+        // Announce new chunks.
+        if self.have_flush_at.is_some_and(|t| t <= now) {
+            self.have_flush_at = None;
+            let mut out = Vec::new();
+            for (id, r) in &mut self.releases {
+                if r.unannounced.is_empty() {
+                    continue;
+                }
+                let ords = core::mem::take(&mut r.unannounced);
+                for chunk in ords.chunks(crate::wire::MAX_HAVE_ORDINALS) {
+                    for p in &r.subscribers {
+                        out.push((*p, *id, chunk.to_vec()));
+                    }
+                }
+            }
+            for (p, release, ordinals) in out {
+                self.send(p, &Message::HaveMore { release, ordinals });
+            }
+        }
+        self.drain_serve_queue();
+        self.banned.retain(|_, until| *until > now);
+    }
+
+    fn next_deadline(&self) -> Option<Timestamp> {
+        let mut t = self.trickle.deadline();
+        let mut consider = |x: Timestamp| {
+            if x < t {
+                t = x;
+            }
+        };
+        for p in self.peers.values() {
+            for r in p.in_flight.values() {
+                consider(r.deadline);
+            }
+        }
+        if let Some(f) = self.have_flush_at {
+            consider(f);
+        }
+        if let (Some(b), Some(&(_, _, _, len))) = (self.upload.as_ref(), self.serve_queue.front()) {
+            consider(b.ready_at(u64::from(len)));
+        }
+        if let (Some(b), Some(len)) = (self.download.as_ref(), self.download_blocked) {
+            consider(b.ready_at(u64::from(len)));
+        }
+        let now = self.now;
+        for r in self.retries.values() {
+            if r.not_before > now {
+                consider(r.not_before);
+            }
+        }
+        Some(t.max(now))
+    }
+
+    fn rearm(&mut self) {
+        let next = self.next_deadline();
+        if next != self.armed {
+            self.armed = next;
+            if let Some(at) = next {
+                self.actions.push_back(Action::ArmTimer { at });
+            }
+        }
+    }
+}

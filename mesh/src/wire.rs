@@ -1,0 +1,215 @@
+//! The mesh protocol's messages: one enum, one encoding.
+//!
+//! ```text
+//! byte 0   protocol version (PROTOCOL_VERSION)
+//! byte 1.. postcard(Message), exactly to the end
+//! ```
+//!
+//! A message is at most [`MAX_MESSAGE_BYTES`] long (checked before
+//! decoding); lists inside it have their own limits, checked right after.
+//! Signed documents (manifests, reports, rollout commands) and chunk
+//! indexes travel as their own encoded bytes and are decoded by their own
+//! crates: one format, one place.
+
+use alloc::vec::Vec;
+
+use meshota_manifest::Hash;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Largest encoded message accepted: a chunk (at most 1 MiB) with room, or
+/// the chunk index of a multi-GiB image.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Most releases listed in one summary.
+pub const MAX_SUMMARY_RELEASES: usize = 256;
+/// Most chunk ordinals in one availability update.
+pub const MAX_HAVE_ORDINALS: usize = 4096;
+/// Largest availability bitmap (one bit per chunk of an index).
+pub const MAX_BITMAP_BYTES: usize = (1 << 20) / 8;
+
+/// Every message of the mesh protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// Anti-entropy: the ids of every verified release manifest the sender
+    /// holds, sorted, and its installed release. Sent on Trickle timing.
+    Summary {
+        /// Manifest ids, ascending.
+        releases: Vec<Hash>,
+        /// The sender's running release, if any.
+        installed: Option<Hash>,
+    },
+    /// Asks for a signed manifest by id.
+    GetManifest {
+        /// The manifest id.
+        id: Hash,
+    },
+    /// A signed release manifest (its file bytes).
+    Manifest {
+        /// Encoded signed manifest.
+        bytes: Vec<u8>,
+    },
+    /// Asks for a chunk index blob by its hash.
+    GetIndex {
+        /// The index id.
+        id: Hash,
+    },
+    /// A chunk index blob.
+    Index {
+        /// Encoded chunk index.
+        bytes: Vec<u8>,
+    },
+    /// Asks for the sender's full availability bitmap of a release, and to
+    /// be told of new chunks of it from now on.
+    GetHave {
+        /// The release (manifest id).
+        release: Hash,
+    },
+    /// The full availability bitmap of a release: bit i set = the sender
+    /// holds chunk i of the release's index (LSB first in each byte).
+    Have {
+        /// The release.
+        release: Hash,
+        /// The bitmap.
+        bitmap: Vec<u8>,
+    },
+    /// Chunks of a release the sender gained since its last update.
+    HaveMore {
+        /// The release.
+        release: Hash,
+        /// Chunk ordinals in the release's index.
+        ordinals: Vec<u32>,
+    },
+    /// Asks for one chunk.
+    GetChunk {
+        /// Request id, echoed in the answer.
+        request: u32,
+        /// The chunk.
+        hash: Hash,
+    },
+    /// A chunk's bytes.
+    Chunk {
+        /// The request answered.
+        request: u32,
+        /// The chunk's id (the receiver re-hashes the bytes).
+        hash: Hash,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The sender cannot serve the chunk (no longer has it, or is busy).
+    NoChunk {
+        /// The request answered.
+        request: u32,
+        /// The chunk.
+        hash: Hash,
+    },
+    /// A signed node report, relayed toward gateways.
+    Report {
+        /// Encoded signed node report.
+        bytes: Vec<u8>,
+    },
+    /// A signed rollout command.
+    Rollout {
+        /// Encoded signed rollout command.
+        bytes: Vec<u8>,
+    },
+}
+
+impl Message {
+    /// Encodes the message with its version byte.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] (not expected for valid values).
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(64);
+        out.push(PROTOCOL_VERSION);
+        postcard::to_extend(self, out).map_err(|_| Error::Encode)
+    }
+
+    /// Decodes a message: size limit first, then version, then the body
+    /// (which must end exactly at the end of the input), then list limits.
+    ///
+    /// # Errors
+    /// [`Error::Oversize`], [`Error::Truncated`], [`Error::UnsupportedProtocol`],
+    /// [`Error::Malformed`], [`Error::LimitExceeded`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::Oversize {
+                len: bytes.len(),
+                max: MAX_MESSAGE_BYTES,
+            });
+        }
+        let Some((&version, body)) = bytes.split_first() else {
+            return Err(Error::Truncated);
+        };
+        if version != PROTOCOL_VERSION {
+            return Err(Error::UnsupportedProtocol { found: version });
+        }
+        let (msg, rest): (Self, &[u8]) = postcard::take_from_bytes(body).map_err(|e| match e {
+            postcard::Error::DeserializeUnexpectedEnd => Error::Truncated,
+            _ => Error::Malformed,
+        })?;
+        if !rest.is_empty() {
+            return Err(Error::Malformed);
+        }
+        msg.check_limits()?;
+        Ok(msg)
+    }
+
+    fn check_limits(&self) -> Result<(), Error> {
+        let check = |what: &'static str, count: usize, max: usize| {
+            if count > max {
+                Err(Error::LimitExceeded { what, count, max })
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Self::Summary { releases, .. } => {
+                check("summary releases", releases.len(), MAX_SUMMARY_RELEASES)
+            }
+            Self::Have { bitmap, .. } => check("bitmap bytes", bitmap.len(), MAX_BITMAP_BYTES),
+            Self::HaveMore { ordinals, .. } => {
+                check("have ordinals", ordinals.len(), MAX_HAVE_ORDINALS)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A short name for logs and metrics.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Summary { .. } => "summary",
+            Self::GetManifest { .. } => "get-manifest",
+            Self::Manifest { .. } => "manifest",
+            Self::GetIndex { .. } => "get-index",
+            Self::Index { .. } => "index",
+            Self::GetHave { .. } => "get-have",
+            Self::Have { .. } => "have",
+            Self::HaveMore { .. } => "have-more",
+            Self::GetChunk { .. } => "get-chunk",
+            Self::Chunk { .. } => "chunk",
+            Self::NoChunk { .. } => "no-chunk",
+            Self::Report { .. } => "report",
+            Self::Rollout { .. } => "rollout",
+        }
+    }
+}
+
+/// Encodes the answer to a [`Message::GetChunk`]: drivers call this after
+/// reading the chunk the core told them to serve.
+///
+/// # Errors
+/// [`Error::Encode`].
+pub fn chunk_response(request: u32, hash: Hash, data: Vec<u8>) -> Result<Vec<u8>, Error> {
+    Message::Chunk {
+        request,
+        hash,
+        data,
+    }
+    .encode()
+}

@@ -1,0 +1,239 @@
+//! The protocol core as a network: several cores in one thread on a
+//! virtual clock (tests/common), each test a scenario.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::*;
+use meshota_mesh::{Installed, Limits};
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn eight_nodes_on_a_line_converge_and_assemble_the_signed_image() {
+    let k = keys();
+    let img = image(1, 2 * MIB);
+    let p = publish(&k.release, &img, "rpi4", 1);
+    let mut net = Net::new(8, &k.trust, "rpi4", Limits::DEFAULT);
+    for i in 0..7 {
+        net.connect(i, i + 1);
+    }
+    net.seed_release(0, &p);
+    assert!(
+        net.run_until(2_000_000, 600_000, |n| n.all_installed(p.id)),
+        "not converged by {} ms; trace: {:?}",
+        net.now.0,
+        net.trace
+    );
+    for i in 0..8 {
+        assert_eq!(
+            meshota_manifest::Hash::of(&net.assemble(i, &p)),
+            p.image_hash,
+            "node {i}"
+        );
+    }
+    // The far end took several hops but nobody fetched a chunk twice.
+    for i in 1..8 {
+        assert_eq!(net.nodes[i].bytes_in, img.len() as u64, "node {i}");
+    }
+}
+
+#[test]
+fn same_seed_gives_the_same_run() {
+    let run = || {
+        let k = keys();
+        let p = publish(&k.release, &image(2, MIB), "rpi4", 1);
+        let mut net = Net::new(5, &k.trust, "rpi4", Limits::DEFAULT);
+        for (a, b) in [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4), (1, 3)] {
+            net.connect(a, b);
+        }
+        net.seed_release(2, &p);
+        assert!(net.run_until(1_000_000, 600_000, |n| n.all_installed(p.id)));
+        (net.now, net.events, net.trace.clone())
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn node_serving_corrupt_chunks_is_banned_and_the_rest_converge() {
+    let k = keys();
+    let p = publish(&k.release, &image(3, MIB), "rpi4", 1);
+    let mut net = Net::new(4, &k.trust, "rpi4", Limits::DEFAULT);
+    // 0 = honest seed, 1 = liar that also holds everything, 2 and 3 fetch.
+    for (a, b) in [(0, 2), (0, 3), (1, 2), (1, 3), (2, 3)] {
+        net.connect(a, b);
+    }
+    net.seed_release(0, &p);
+    net.seed_release(1, &p);
+    net.nodes[1].behaviour = Behaviour::CorruptChunks;
+    assert!(net.run_until(2_000_000, 600_000, |n| {
+        n.nodes[2].installed.contains(&p.id) && n.nodes[3].installed.contains(&p.id)
+    }));
+    for i in [2, 3] {
+        assert_eq!(
+            meshota_manifest::Hash::of(&net.assemble(i, &p)),
+            p.image_hash
+        );
+        assert!(
+            net.nodes[i].core.stats().bans >= 1,
+            "node {i} did not ban the liar"
+        );
+        assert!(net.nodes[i].core.stats().corrupt_chunks >= 1);
+    }
+    assert!(net.trace.iter().any(|t| t.contains("banned peer 1")));
+}
+
+#[test]
+fn manifest_signed_by_unknown_key_is_neither_installed_nor_relayed() {
+    let k = keys();
+    let rogue = meshota_manifest::SecretKey::from_seed([66; 32], "rogue").unwrap();
+    let forged = publish(&rogue, &image(4, 300_000), "rpi4", 9);
+    let mut net = Net::new(3, &k.trust, "rpi4", Limits::DEFAULT);
+    net.connect(0, 1);
+    net.connect(1, 2);
+    // The forger is node 0: its core refuses the release locally, so make it
+    // advertise by sending the manifest bytes straight at node 1.
+    assert!(
+        net.nodes[0]
+            .core
+            .add_release(net.now, &forged.manifest, None)
+            .is_err()
+    );
+    let bytes = meshota_mesh::wire::Message::Manifest {
+        bytes: forged.manifest.clone(),
+    }
+    .encode()
+    .unwrap();
+    let now = net.now;
+    net.nodes[1].core.handle(
+        now,
+        meshota_mesh::Event::LinkUp {
+            peer: meshota_mesh::PeerId(77),
+            node: node_key(77).id(),
+        },
+    );
+    net.nodes[1].core.handle(
+        now,
+        meshota_mesh::Event::Message {
+            peer: meshota_mesh::PeerId(77),
+            bytes,
+        },
+    );
+    net.run_until(100_000, 60_000, |_| false);
+    for n in &net.nodes {
+        assert!(n.core.releases().is_empty());
+        assert!(n.installed.is_empty());
+    }
+    assert_eq!(net.nodes[1].core.stats().rejected_manifests, 1);
+}
+
+#[test]
+fn release_not_above_installed_security_version_is_carried_but_not_fetched() {
+    let k = keys();
+    let p = publish(&k.release, &image(5, MIB), "rpi4", 3);
+    let installed = Installed {
+        release: None,
+        security_version: Some(5),
+    };
+    let mut net = Net::with_installed(2, &k.trust, "rpi4", Limits::DEFAULT, installed);
+    net.connect(0, 1);
+    net.seed_release(0, &p);
+    net.run_until(200_000, 120_000, |_| false);
+    assert_eq!(
+        net.nodes[1].core.releases(),
+        vec![p.id],
+        "manifest is carried for relaying"
+    );
+    assert!(
+        net.nodes[1].store.is_empty(),
+        "no chunk of a rollback is fetched"
+    );
+    assert!(net.nodes[1].installed.is_empty());
+}
+
+#[test]
+fn release_for_other_hardware_is_relayed_to_nodes_that_want_it() {
+    let k = keys();
+    let p = publish(&k.release, &image(6, MIB), "imx8", 1);
+    let mut net = Net::new(3, &k.trust, "rpi4", Limits::DEFAULT);
+    // Node 2 is an imx8 behind an rpi4 relay (node 1).
+    net.nodes[2].core = meshota_mesh::Node::new(
+        config(2, "imx8", Limits::DEFAULT),
+        k.trust.clone(),
+        Installed::default(),
+        net.now,
+    );
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.seed_release(0, &p);
+    net.run_until(200_000, 120_000, |_| false);
+    // The relay carries the manifest but not the chunks: the imx8 node
+    // cannot fetch chunks through it (no multi-hop chunk forwarding).
+    assert_eq!(net.nodes[1].core.releases(), vec![p.id]);
+    assert_eq!(net.nodes[2].core.releases(), vec![p.id]);
+    assert!(net.nodes[1].store.is_empty());
+}
+
+#[test]
+fn upload_cap_bounds_transfer_time_from_below() {
+    let k = keys();
+    let size = 2 * MIB;
+    let p = publish(&k.release, &image(7, size), "rpi4", 1);
+    let rate = 512 * 1024;
+    let limits = Limits {
+        upload_bytes_per_sec: Some(rate),
+        ..Limits::DEFAULT
+    };
+    let mut net = Net::new(2, &k.trust, "rpi4", limits);
+    net.connect(0, 1);
+    net.seed_release(0, &p);
+    assert!(net.run_until(1_000_000, 600_000, |n| n.all_installed(p.id)
+        || n.nodes[1].installed.contains(&p.id)));
+    // At 512 KiB/s, 2 MiB takes at least ~3 s after the 1 s initial burst.
+    let lower = (size as u64 - rate) * 1000 / rate;
+    assert!(
+        net.now.0 >= lower,
+        "finished at {} ms, below {lower} ms",
+        net.now.0
+    );
+    assert!(
+        net.now.0 <= lower * 3,
+        "finished at {} ms, far above {lower} ms",
+        net.now.0
+    );
+}
+
+#[test]
+fn seeded_image_chunks_are_not_fetched_again() {
+    let k = keys();
+    let old = image(8, 2 * MIB);
+    let mut new = old.clone();
+    // Change a 100 KiB region in the middle.
+    for b in &mut new[MIB..MIB + 100_000] {
+        *b ^= 0x5a;
+    }
+    let p = publish(&k.release, &new, "rpi4", 2);
+    let old_chunks = publish(&k.release, &old, "rpi4", 1).chunks;
+    let mut net = Net::new(2, &k.trust, "rpi4", Limits::DEFAULT);
+    net.connect(0, 1);
+    // Node 1 runs the old image: its chunks are seeded (held, servable).
+    let now = net.now;
+    for (h, d) in &old_chunks {
+        net.nodes[1].store.insert(*h, d.clone());
+    }
+    net.nodes[1]
+        .core
+        .add_chunks(now, old_chunks.keys().copied());
+    net.seed_release(0, &p);
+    assert!(net.run_until(1_000_000, 600_000, |n| n.nodes[1].installed.contains(&p.id)));
+    assert_eq!(
+        meshota_manifest::Hash::of(&net.assemble(1, &p)),
+        p.image_hash
+    );
+    let fetched = net.nodes[1].bytes_in;
+    assert!(
+        fetched < (new.len() / 4) as u64,
+        "fetched {fetched} of {} bytes despite the seeded image",
+        new.len()
+    );
+}
