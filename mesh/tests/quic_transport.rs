@@ -1,0 +1,388 @@
+//! The QUIC transport on loopback: channel binding, admission, framing
+//! limits and the post-quantum key exchange. Every test runs under a tokio
+//! timeout and every loop is bounded.
+#![cfg(feature = "quic")]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshota_manifest::{KeyId, SecretKey};
+use meshota_mesh::quic::hello::{EXPORTER_LABEL, EXPORTER_LEN, Hello};
+use meshota_mesh::quic::{
+    Admission, CloseCode, MAX_MESSAGE_BYTES, PeerConn, QuicEndpoint, QuicError, frame, tls,
+};
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn bounded<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("test timed out")
+}
+
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_seed([n; 32], "device").unwrap()
+}
+
+fn allow(ids: &[KeyId]) -> Admission {
+    Admission::AllowList(ids.iter().copied().collect::<BTreeSet<_>>())
+}
+
+fn bind(key: SecretKey, hardware: &str, admission: Admission) -> QuicEndpoint {
+    QuicEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        key,
+        hardware.into(),
+        admission,
+    )
+    .unwrap()
+}
+
+/// Connects `client` to `server` and accepts on `server` at the same time.
+async fn pair(
+    client: &QuicEndpoint,
+    server: &QuicEndpoint,
+) -> (
+    Result<PeerConn, QuicError>,
+    Option<Result<PeerConn, QuicError>>,
+) {
+    let addr = server.local_addr().unwrap();
+    tokio::join!(client.connect(addr), server.accept())
+}
+
+/// A plain quinn client with meshota's TLS config but no meshota logic, to
+/// play a misbehaving peer.
+async fn raw_client(server: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(tls::client_config().unwrap());
+    let conn = ep.connect(server, tls::SERVER_NAME).unwrap().await.unwrap();
+    (ep, conn)
+}
+
+/// Sends a hello signed by `key` over `signed_value(exporter)`, then the
+/// "admitted" verdict, on the raw connection's first uni stream.
+async fn raw_hello(conn: &quinn::Connection, key: &SecretKey, tamper: bool) {
+    let mut exporter = [0u8; EXPORTER_LEN];
+    conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+        .unwrap();
+    if tamper {
+        // What a relay terminating TLS would have: some other session's value.
+        exporter[0] ^= 1;
+    }
+    let hello = Hello::sign(key, &exporter, "raw").unwrap();
+    let mut out = conn.open_uni().await.unwrap();
+    frame::write_frame(&mut out, &hello.encode().unwrap())
+        .await
+        .unwrap();
+    frame::write_frame(&mut out, &[1]).await.unwrap();
+    out.finish().unwrap();
+}
+
+/// The application close code the raw connection was closed with.
+async fn close_code(conn: &quinn::Connection) -> CloseCode {
+    match conn.closed().await {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            CloseCode::from_code(close.error_code.into_inner())
+        }
+        other => panic!("closed without an application code: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn connects_with_channel_binding_and_round_trips_messages_both_ways() {
+    bounded(async {
+        let (ka, kb) = (key(1), key(2));
+        let (ida, idb) = (ka.id(), kb.id());
+        let a = bind(ka, "pi4", allow(&[idb]));
+        let b = bind(kb, "esp32", allow(&[ida]));
+        let (ca, cb) = pair(&a, &b).await;
+        let mut ca = ca.unwrap();
+        let mut cb = cb.unwrap().unwrap();
+        assert_eq!(ca.peer_id(), idb);
+        assert_eq!(ca.peer_key().id(), idb);
+        assert_eq!(ca.hardware(), "esp32");
+        assert_eq!(cb.peer_id(), ida);
+        assert_eq!(cb.hardware(), "pi4");
+        assert_eq!(ca.remote_addr(), b.local_addr().unwrap());
+
+        let sizes = [0usize, 1, 200, 65_536, 1_000_003, MAX_MESSAGE_BYTES];
+        let message = |n: usize, tag: u8| -> Vec<u8> {
+            (0..n).map(|i| (i as u8).wrapping_mul(31) ^ tag).collect()
+        };
+        for &n in &sizes {
+            ca.send(&message(n, 0xa0)).await.unwrap();
+            cb.send(&message(n, 0xb0)).await.unwrap();
+        }
+        // Streams may complete out of order: collect, then compare by size.
+        for (conn, tag) in [(&mut cb, 0xa0), (&mut ca, 0xb0)] {
+            let mut got = Vec::new();
+            for _ in 0..sizes.len() {
+                got.push(conn.recv().await.unwrap().expect("message"));
+            }
+            got.sort_by_key(|m| m.len());
+            for (m, &n) in got.iter().zip(&sizes) {
+                assert_eq!(m.as_ref(), message(n, tag).as_slice(), "size {n}");
+            }
+        }
+
+        ca.close("done");
+        assert!(
+            cb.recv().await.unwrap().is_none(),
+            "orderly close ends recv"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn negotiates_x25519mlkem768_key_exchange() {
+    bounded(async {
+        let a = bind(key(1), "pi4", Admission::Open);
+        let b = bind(key(2), "pi4", Admission::Open);
+        let (ca, cb) = pair(&a, &b).await;
+        for conn in [ca.unwrap(), cb.unwrap().unwrap()] {
+            let data = conn
+                .connection()
+                .handshake_data()
+                .unwrap()
+                .downcast::<quinn::crypto::rustls::HandshakeData>()
+                .unwrap();
+            assert_eq!(
+                data.negotiated_key_exchange_group,
+                rustls::NamedGroup::X25519MLKEM768
+            );
+            assert_eq!(data.protocol.as_deref(), Some(tls::ALPN));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refuses_client_offering_only_classical_key_exchange() {
+    bounded(async {
+        let b = bind(key(2), "pi4", Admission::Open);
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+        let verifier = Arc::new(AcceptAny(Arc::new(provider.clone())));
+        let mut tls_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        tls_cfg.alpn_protocols = vec![tls::ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls_cfg).unwrap();
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        let result = ep
+            .connect(b.local_addr().unwrap(), tls::SERVER_NAME)
+            .unwrap()
+            .await;
+        assert!(
+            result.is_err(),
+            "a classical-only handshake must not complete"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refuses_peer_not_on_allow_list() {
+    bounded(async {
+        let outsider = key(7);
+        let outsider_id = outsider.id();
+        let client = bind(outsider, "pi4", Admission::Open);
+        let server = bind(key(2), "pi4", allow(&[key(9).id()]));
+        let (c, s) = pair(&client, &server).await;
+        match s.unwrap() {
+            Err(QuicError::NotAdmitted { peer }) => assert_eq!(peer, outsider_id),
+            other => panic!("server: expected NotAdmitted, got {other:?}"),
+        }
+        match c {
+            Err(QuicError::ClosedByPeer { code, .. }) => assert_eq!(code, CloseCode::NotAdmitted),
+            other => panic!("client: expected ClosedByPeer(NotAdmitted), got {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refuses_server_not_on_clients_allow_list() {
+    bounded(async {
+        let server_key = key(2);
+        let server_id = server_key.id();
+        let client = bind(key(1), "pi4", allow(&[key(9).id()]));
+        let server = bind(server_key, "pi4", Admission::Open);
+        let (c, s) = pair(&client, &server).await;
+        match c {
+            Err(QuicError::NotAdmitted { peer }) => assert_eq!(peer, server_id),
+            other => panic!("client: expected NotAdmitted, got {other:?}"),
+        }
+        match s.unwrap() {
+            Err(QuicError::ClosedByPeer { code, .. }) => assert_eq!(code, CloseCode::NotAdmitted),
+            other => panic!("server: expected ClosedByPeer(NotAdmitted), got {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refuses_hello_signed_over_a_different_exporter_value() {
+    bounded(async {
+        let server = bind(key(2), "pi4", Admission::Open);
+        let (_ep, conn) = raw_client(server.local_addr().unwrap()).await;
+        let relay_key = key(5);
+        let relay_id = relay_key.id();
+        raw_hello(&conn, &relay_key, true).await;
+        match server.accept().await.unwrap() {
+            Err(QuicError::ChannelBindingFailed { peer }) => assert_eq!(peer, relay_id),
+            other => panic!("expected ChannelBindingFailed, got {other:?}"),
+        }
+        assert_eq!(close_code(&conn).await, CloseCode::ChannelBindingFailed);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refuses_malformed_hello() {
+    bounded(async {
+        let server = bind(key(2), "pi4", Admission::Open);
+        let (_ep, conn) = raw_client(server.local_addr().unwrap()).await;
+        let mut out = conn.open_uni().await.unwrap();
+        frame::write_frame(&mut out, b"MOTA\x01\x30 not postcard")
+            .await
+            .unwrap();
+        out.finish().unwrap();
+        assert!(matches!(
+            server.accept().await.unwrap(),
+            Err(QuicError::MalformedHello { .. })
+        ));
+        assert_eq!(close_code(&conn).await, CloseCode::ProtocolViolation);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refuses_oversize_frame_without_allocating_it() {
+    bounded(async {
+        let server = bind(key(2), "pi4", Admission::Open);
+        // Announced lengths just over the limit and at u32::MAX: the second
+        // would be a 4 GiB allocation if the check came after it.
+        for announced in [MAX_MESSAGE_BYTES as u32 + 1, u32::MAX] {
+            let (_ep, conn) = raw_client(server.local_addr().unwrap()).await;
+            raw_hello(&conn, &key(5), false).await;
+            let mut peer = server.accept().await.unwrap().unwrap();
+            let mut s = conn.open_uni().await.unwrap();
+            s.write_all(&announced.to_be_bytes()).await.unwrap();
+            s.write_all(b"a few body bytes").await.unwrap();
+            match peer.recv().await {
+                Err(QuicError::FrameTooLarge { len, max }) => {
+                    assert_eq!(len, u64::from(announced));
+                    assert_eq!(max, MAX_MESSAGE_BYTES as u64);
+                }
+                other => panic!("expected FrameTooLarge, got {other:?}"),
+            }
+            assert!(peer.recv().await.unwrap().is_none());
+            assert_eq!(close_code(&conn).await, CloseCode::MessageTooLarge);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refuses_truncated_frame_and_trailing_bytes() {
+    bounded(async {
+        let server = bind(key(2), "pi4", Admission::Open);
+        let truncated: &[u8] = &[0, 0, 0, 10, 1, 2, 3];
+        let trailing: &[u8] = &[0, 0, 0, 1, 9, 9];
+        let short_header: &[u8] = &[0, 0];
+        for bytes in [truncated, trailing, short_header] {
+            let (_ep, conn) = raw_client(server.local_addr().unwrap()).await;
+            raw_hello(&conn, &key(5), false).await;
+            let mut peer = server.accept().await.unwrap().unwrap();
+            let mut s = conn.open_uni().await.unwrap();
+            s.write_all(bytes).await.unwrap();
+            s.finish().unwrap();
+            match peer.recv().await {
+                Err(QuicError::MalformedFrame { .. }) => {}
+                other => panic!("{bytes:?}: expected MalformedFrame, got {other:?}"),
+            }
+            assert_eq!(close_code(&conn).await, CloseCode::ProtocolViolation);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn send_refuses_message_over_the_limit_and_keeps_the_connection() {
+    bounded(async {
+        let a = bind(key(1), "pi4", Admission::Open);
+        let b = bind(key(2), "pi4", Admission::Open);
+        let (ca, cb) = pair(&a, &b).await;
+        let (ca, mut cb) = (ca.unwrap(), cb.unwrap().unwrap());
+        let too_big = vec![0u8; MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(
+            ca.send(&too_big).await,
+            Err(QuicError::MessageTooLarge { .. })
+        ));
+        ca.send(b"still here").await.unwrap();
+        assert_eq!(cb.recv().await.unwrap().unwrap().as_ref(), b"still here");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn open_mode_admits_anyone() {
+    bounded(async {
+        let server = bind(key(2), "pi4", Admission::Open);
+        for n in 10..13u8 {
+            let client = bind(key(n), "pi4", Admission::Open);
+            let (c, s) = pair(&client, &server).await;
+            let (c, s) = (c.unwrap(), s.unwrap().unwrap());
+            assert_eq!(s.peer_id(), key(n).id());
+            assert_eq!(c.peer_id(), server.device_id());
+        }
+    })
+    .await;
+}
+
+/// A test-local verifier accepting any certificate, for the raw client that
+/// offers only classical key exchange.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 not used".into()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
