@@ -28,8 +28,8 @@ use redb::{
 
 use super::{
     ChunkInfo, ChunkSource, ChunkStore, GcReport, MAX_CHUNK_BYTES, PutReport, SeedEntry,
-    SeedReport, SentChunk, StoreStats, VerifyReport, check_batch, chunk_for_seed, decode_at_rest,
-    encode_one, live_set, read_seed,
+    SeedReport, SentChunk, StoreStats, VerifyReport, chunk_for_seed, decode_at_rest, encode_one,
+    live_set, read_seed,
 };
 use crate::error::{Error, Result};
 use crate::index::ChunkIndex;
@@ -443,26 +443,23 @@ impl FsStore {
 
 impl ChunkStore for FsStore {
     fn put_batch(&self, chunks: &[(Hash, &[u8])]) -> Result<PutReport> {
-        check_batch(chunks)?;
         let mut w = lock(&self.writer);
         let mut report = PutReport::default();
         let mut synced = Vec::new();
-        let fresh: Vec<(Hash, &[u8])> = {
+        let fresh: Vec<bool> = {
             let tx = self.db.begin_read()?;
             let t = tx.open_table(CHUNKS)?;
             let mut batch_seen = HashSet::new();
-            let mut v = Vec::new();
-            for (hash, bytes) in chunks {
-                if t.get(hash.as_bytes())?.is_none() && batch_seen.insert(*hash) {
-                    v.push((*hash, *bytes));
-                }
+            let mut v = Vec::with_capacity(chunks.len());
+            for (hash, _) in chunks {
+                v.push(t.get(hash.as_bytes())?.is_none() && batch_seen.insert(*hash));
             }
             v
         };
-        let raw: Vec<&[u8]> = fresh.iter().map(|(_, b)| *b).collect();
-        let encoded = super::encode_all(&raw);
-        let mut locs: Vec<(Hash, Loc)> = Vec::with_capacity(fresh.len());
-        for ((hash, bytes), at_rest) in fresh.iter().zip(encoded) {
+        let encoded = super::check_and_encode(chunks, &fresh)?;
+        let mut locs: Vec<(Hash, Loc)> = Vec::new();
+        for ((hash, bytes), at_rest) in chunks.iter().zip(encoded) {
+            let Some(at_rest) = at_rest else { continue };
             let (pack, offset) = self.append(&mut w, &at_rest.bytes, &mut synced)?;
             let stored = u32::try_from(at_rest.bytes.len()).unwrap_or(u32::MAX);
             let raw = u32::try_from(bytes.len()).unwrap_or(u32::MAX);

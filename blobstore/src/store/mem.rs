@@ -9,9 +9,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use meshota_manifest::{ChunkingParams, Hash};
 
 use super::{
-    AtRest, ChunkInfo, ChunkSource, ChunkStore, Codec, GcReport, PutReport, SeedEntry, SeedReport,
-    SentChunk, StoreStats, VerifyReport, check_batch, chunk_for_seed, decode_at_rest, encode_one,
-    live_set, read_seed,
+    AtRest, ChunkInfo, ChunkSource, ChunkStore, GcReport, PutReport, SeedEntry, SeedReport,
+    SentChunk, StoreStats, VerifyReport, chunk_for_seed, decode_at_rest, encode_one, live_set,
+    read_seed,
 };
 use crate::error::{Error, Result};
 use crate::index::ChunkIndex;
@@ -34,7 +34,6 @@ struct Inner {
 /// only returned after its hash is checked.
 pub struct MemStore {
     inner: Mutex<Inner>,
-    codec: Mutex<Codec>,
 }
 
 impl Default for MemStore {
@@ -49,7 +48,6 @@ impl MemStore {
     pub fn new() -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
-            codec: Mutex::new(Codec::new()),
         }
     }
 
@@ -85,15 +83,22 @@ impl MemStore {
 
 impl ChunkStore for MemStore {
     fn put_batch(&self, chunks: &[(Hash, &[u8])]) -> Result<PutReport> {
-        check_batch(chunks)?;
+        let fresh: Vec<bool> = {
+            let inner = self.lock();
+            let mut seen = std::collections::HashSet::new();
+            chunks
+                .iter()
+                .map(|(h, _)| !inner.chunks.contains_key(h) && seen.insert(*h))
+                .collect()
+        };
+        let encoded = super::check_and_encode(chunks, &fresh)?;
         let mut report = PutReport::default();
-        let mut codec = self.codec.lock().unwrap_or_else(PoisonError::into_inner);
         let mut inner = self.lock();
-        for (hash, bytes) in chunks {
+        for ((hash, bytes), at_rest) in chunks.iter().zip(encoded) {
+            let Some(at_rest) = at_rest else { continue };
             if inner.chunks.contains_key(hash) {
                 continue;
             }
-            let at_rest = codec.encode(bytes);
             report.new_chunks += 1;
             report.new_stored_bytes += at_rest.bytes.len() as u64;
             let raw_len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);

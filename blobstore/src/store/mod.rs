@@ -320,11 +320,6 @@ pub(crate) fn check_put(hash: &Hash, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Checks a whole batch before any of it is stored.
-pub(crate) fn check_batch(chunks: &[(Hash, &[u8])]) -> Result<()> {
-    chunks.iter().try_for_each(|(h, b)| check_put(h, b))
-}
-
 /// The at-rest form of a chunk: zstd when that is smaller, else raw.
 pub(crate) struct AtRest {
     pub(crate) compressed: bool,
@@ -360,43 +355,46 @@ impl Codec {
     }
 }
 
-/// Most threads one batch is compressed on.
+/// Most threads one batch is checked and compressed on.
 pub const MAX_ENCODE_THREADS: usize = 4;
 
-/// Encodes chunks for rest on up to [`MAX_ENCODE_THREADS`] threads (one per
-/// available core), keeping order.
-pub(crate) fn encode_all(items: &[&[u8]]) -> Vec<AtRest> {
+/// Checks every chunk of a batch (size, then hash) and encodes for rest the
+/// ones flagged in `fresh`, on up to [`MAX_ENCODE_THREADS`] threads, keeping
+/// order. Returns an error, and nothing else, unless every chunk checks.
+pub(crate) fn check_and_encode(
+    chunks: &[(Hash, &[u8])],
+    fresh: &[bool],
+) -> Result<Vec<Option<AtRest>>> {
+    fn work(part: &[(Hash, &[u8])], fresh: &[bool]) -> Result<Vec<Option<AtRest>>> {
+        let mut c = Codec::new();
+        part.iter()
+            .zip(fresh)
+            .map(|((h, b), f)| {
+                check_put(h, b)?;
+                Ok(f.then(|| c.encode(b)))
+            })
+            .collect()
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(MAX_ENCODE_THREADS);
-    if threads <= 1 || items.len() < 8 {
-        let mut c = Codec::new();
-        return items.iter().map(|b| c.encode(b)).collect();
+    if threads <= 1 || chunks.len() < 8 {
+        return work(chunks, fresh);
     }
-    let per = items.len().div_ceil(threads);
+    let per = chunks.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let parts: Vec<_> = items
+        let handles: Vec<_> = chunks
             .chunks(per)
-            .map(|part| {
-                let h = s.spawn(move || {
-                    let mut c = Codec::new();
-                    part.iter().map(|b| c.encode(b)).collect::<Vec<_>>()
-                });
-                (part, h)
-            })
+            .zip(fresh.chunks(per))
+            .map(|(part, f)| (part, f, s.spawn(move || work(part, f))))
             .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for (part, h) in parts {
-            match h.join() {
-                Ok(v) => out.extend(v),
-                // A worker cannot panic in practice; store raw if one did.
-                Err(_) => out.extend(part.iter().map(|b| AtRest {
-                    compressed: false,
-                    bytes: b.to_vec(),
-                })),
-            }
+        let mut out = Vec::with_capacity(chunks.len());
+        for (part, f, h) in handles {
+            // A worker cannot panic in practice; redo its part here if one did.
+            let r = h.join().unwrap_or_else(|_| work(part, f));
+            out.extend(r?);
         }
-        out
+        Ok(out)
     })
 }
 
