@@ -58,6 +58,56 @@ pub(crate) struct NodeConfig {
     /// The A/B device: slots, install record, bootloader, health check
     /// (`[device.health]`: `command`, `timeout_ms`) and trial boots.
     pub(crate) device: DeviceConfig,
+    /// The mesh daemon's settings (`meshota node run`); see docs/daemon.md.
+    #[serde(default)]
+    pub(crate) mesh: Option<MeshConfig>,
+}
+
+/// What the daemon does after an install has switched the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RebootMode {
+    /// The daemon performs the simulated bootloader's reboot and the health
+    /// check itself (testnets, the demo).
+    Simulated,
+    /// A real reboot follows, then `meshota boot confirm`; the daemon only
+    /// reports that a reboot is due.
+    External,
+}
+
+/// The `[mesh]` table: identity, addresses, admission and rates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MeshConfig {
+    /// The ML-DSA-65 device key (secret key file, 0600); its id is the node id.
+    pub(crate) device_key: PathBuf,
+    /// UDP address the QUIC endpoint binds.
+    pub(crate) listen: std::net::SocketAddr,
+    /// Static peers, dialled and re-dialled.
+    #[serde(default)]
+    pub(crate) peers: Vec<std::net::SocketAddr>,
+    /// Admit any device key (testnets only).
+    #[serde(default)]
+    pub(crate) open: bool,
+    /// The fleet allow-list: device key ids in hex.
+    #[serde(default)]
+    pub(crate) allow: Vec<String>,
+    /// The control socket (default `<data_dir>/node.sock`).
+    #[serde(default)]
+    pub(crate) control_socket: Option<PathBuf>,
+    /// Upload cap in bytes per second.
+    #[serde(default)]
+    pub(crate) upload_bytes_per_sec: Option<u64>,
+    /// Download cap in bytes per second.
+    #[serde(default)]
+    pub(crate) download_bytes_per_sec: Option<u64>,
+    /// Seed of the protocol core's random choices (default: from the node id).
+    #[serde(default)]
+    pub(crate) seed: Option<u64>,
+    /// What follows an install (default: simulated for the simulated
+    /// bootloader, external otherwise).
+    #[serde(default)]
+    pub(crate) reboot: Option<RebootMode>,
 }
 
 /// `path` joined to `base` when relative.
@@ -117,6 +167,25 @@ impl NodeConfig {
                 return Err(format!("field `{field}` is empty"));
             }
         }
+        if let Some(m) = &self.mesh {
+            if m.open == !m.allow.is_empty() {
+                return Err(
+                    "in [mesh], give exactly one of `open = true` (testnets) or `allow = [key ids]`"
+                        .to_string(),
+                );
+            }
+            for id in &m.allow {
+                let mut out = [0u8; 32];
+                if hex::decode_to_slice(id, &mut out).is_err() {
+                    return Err(format!(
+                        "field `mesh.allow`: {id:?} is not a 64-hex-digit device key id"
+                    ));
+                }
+            }
+            if m.upload_bytes_per_sec == Some(0) || m.download_bytes_per_sec == Some(0) {
+                return Err("a rate cap in [mesh] is 0 bytes per second; omit it for no cap".to_string());
+            }
+        }
         if self.device.trial_boots == 0 {
             return Err("field `device.trial_boots` is 0; it must be 1 to 255".to_string());
         }
@@ -140,6 +209,12 @@ impl NodeConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        if let Some(m) = &mut self.mesh {
+            resolve(base, &mut m.device_key);
+            if let Some(c) = &mut m.control_socket {
+                resolve(base, c);
+            }
+        }
         resolve(base, &mut self.trust_root);
         resolve(base, &mut self.data_dir);
         if let Some(s) = &mut self.store_dir {
@@ -286,5 +361,22 @@ timeout_ms = 5000
         let text = FULL.replace("kind = \"simulated\"", "kind = \"lilo\"");
         let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
         assert!(e.contains("lilo"), "{e}");
+    }
+}
+
+impl NodeConfig {
+    /// The control socket path of the daemon.
+    pub(crate) fn control_socket(&self) -> PathBuf {
+        self.mesh
+            .as_ref()
+            .and_then(|m| m.control_socket.clone())
+            .unwrap_or_else(|| self.data_dir.join("node.sock"))
+    }
+
+    /// The store directory (default `<data_dir>/store`).
+    pub(crate) fn store_dir_or_default(&self) -> PathBuf {
+        self.store_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("store"))
     }
 }

@@ -158,10 +158,12 @@ impl Node {
 }
 
 /// Where an install or provisioning reads the image from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) enum ImageSource {
     /// Assembled from the chunk store at this directory.
     Store(PathBuf),
+    /// Assembled from a store this process already holds open (the daemon).
+    Open(std::sync::Arc<FsStore>, PathBuf),
     /// Streamed from this file.
     File(PathBuf),
 }
@@ -188,7 +190,7 @@ impl ImageSource {
     /// The file or directory, for messages.
     pub(crate) fn path(&self) -> &Path {
         match self {
-            Self::Store(p) | Self::File(p) => p,
+            Self::Store(p) | Self::Open(_, p) | Self::File(p) => p,
         }
     }
 
@@ -208,6 +210,25 @@ impl ImageSource {
             }
             Self::Store(dir) => {
                 let store = FsStore::open(dir).at(dir)?;
+                with_store_reader(&store, dir, component, f)
+            }
+            Self::Open(store, dir) => with_store_reader(store, dir, component, f),
+        }
+    }
+}
+
+/// Runs `f` with a reader that assembles `component`'s image from `store`
+/// (at `dir`, for messages): the chunk index must describe the manifest's
+/// image and every chunk must be present, or nothing is run.
+fn with_store_reader<T>(
+    store: &FsStore,
+    dir: &Path,
+    component: &Component,
+    f: impl FnOnce(&mut dyn Read) -> CmdResult<T>,
+) -> CmdResult<T> {
+    {
+        {
+            {
                 let index = store.get_index(&component.chunk_index).map_err(|e| {
                     Failure::file(
                         dir,
@@ -246,7 +267,7 @@ impl ImageSource {
                         ),
                     ));
                 }
-                let mut r = StoreImageReader::new(&store, &index);
+                let mut r = StoreImageReader::new(store, &index);
                 f(&mut r)
             }
         }

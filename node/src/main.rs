@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod config;
+mod daemon;
 mod device;
 mod failure;
 mod image_reader;
@@ -49,6 +50,9 @@ enum Command {
     /// After a boot: confirm or roll back, mark bad, simulated reboot.
     #[command(subcommand)]
     Boot(cmd::boot::BootCmd),
+    /// Run the mesh daemon, and talk to a running one.
+    #[command(subcommand)]
+    Node(cmd::node::NodeCmd),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Slots(c) => cmd::slots::run(c),
         Command::Install(a) => cmd::install::run(&a),
         Command::Boot(c) => cmd::boot::run(c),
+        Command::Node(c) => cmd::node::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -74,26 +74,7 @@ fn failure_text(f: &BootFailure) -> String {
 
 fn confirm(a: &ConfigArg) -> CmdResult {
     let node = Node::load(&a.config)?;
-    let mut dev = node.open_device()?;
-    let pending = dev
-        .record()
-        .map_err(|e| node.device_failure("boot confirm", &e))?
-        .pending
-        .map(|p| p.slot);
-    let mut check = node.saved_manifest_check(pending);
-    let mut health: Box<dyn HealthCheck> = match node
-        .config
-        .device
-        .health_check()
-        .map_err(|e| node.device_failure("boot confirm", &e))?
-    {
-        Some(h) => Box::new(h),
-        None => Box::new(|| Ok(())),
-    };
-    let opts = node.config.device.install_options();
-    let outcome = dev
-        .on_boot(health.as_mut(), &mut check, &opts, now().0)
-        .map_err(|e| node.device_failure("boot confirm", &e))?;
+    let outcome = after_boot(&node)?;
     match outcome {
         BootOutcome::Running { slot } => {
             println!("running confirmed slot {}; nothing to confirm", slot.name());
@@ -210,4 +191,39 @@ fn reboot(a: &RebootArgs) -> CmdResult {
         println!("next: `meshota boot confirm` once the system is up");
     }
     Ok(())
+}
+
+/// The decision at boot (`Device::on_boot`): health check, then confirm or
+/// roll back. Shared by `meshota boot confirm` and the daemon.
+pub(crate) fn after_boot(node: &Node) -> CmdResult<BootOutcome> {
+    let mut dev = node.open_device()?;
+    let pending = dev
+        .record()
+        .map_err(|e| node.device_failure("boot confirm", &e))?
+        .pending
+        .map(|p| p.slot);
+    let mut check = node.saved_manifest_check(pending);
+    let mut health: Box<dyn HealthCheck> = match node
+        .config
+        .device
+        .health_check()
+        .map_err(|e| node.device_failure("boot confirm", &e))?
+    {
+        Some(h) => Box::new(h),
+        None => Box::new(|| Ok(())),
+    };
+    let opts = node.config.device.install_options();
+    dev.on_boot(health.as_mut(), &mut check, &opts, now().0)
+        .map_err(|e| node.device_failure("boot confirm", &e))
+}
+
+/// The simulated bootloader's choice at power-on (testnets and the demo):
+/// returns the slot booted.
+pub(crate) fn simulated_reboot(node: &Node) -> CmdResult<meshota_boot::SlotId> {
+    let mut dev = node.open_device()?;
+    let choice = dev
+        .boot_control()
+        .simulate_boot()
+        .map_err(|e| node.device_failure("boot reboot", &e))?;
+    Ok(choice.slot)
 }

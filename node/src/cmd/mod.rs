@@ -5,6 +5,7 @@ pub(crate) mod boot;
 pub(crate) mod delta;
 pub(crate) mod install;
 pub(crate) mod keys;
+pub(crate) mod node;
 pub(crate) mod release;
 pub(crate) mod slots;
 pub(crate) mod store;

@@ -1,0 +1,148 @@
+//! `meshota node …`: run the mesh daemon and talk to a running one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::config::NodeConfig;
+use crate::daemon::control::{Request, call};
+use crate::failure::{CmdResult, Failure};
+
+/// The mesh node daemon.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCmd {
+    /// Run the daemon in the foreground until `node stop`, SIGTERM or Ctrl-C.
+    Run(ConfigArg),
+    /// Print a running daemon's status.
+    Status(StatusArgs),
+    /// Hand a signed release and its image to a running daemon, which
+    /// verifies it, stores it and announces it to the mesh.
+    Publish(PublishArgs),
+    /// Ask a running daemon to shut down gracefully.
+    Stop(ConfigArg),
+}
+
+/// `--config FILE`.
+#[derive(Debug, Args)]
+pub(crate) struct ConfigArg {
+    /// The node config file (TOML, with a [mesh] table).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// Arguments of `node status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The node config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Print the status object as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `node publish`.
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The node config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// The signed release manifest.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// The image it describes.
+    #[arg(long)]
+    image: PathBuf,
+}
+
+pub(crate) fn run(cmd: NodeCmd) -> CmdResult {
+    match cmd {
+        NodeCmd::Run(a) => {
+            init_logging();
+            crate::daemon::run(&a.config)
+        }
+        NodeCmd::Status(a) => status(&a),
+        NodeCmd::Publish(a) => publish(&a),
+        NodeCmd::Stop(a) => {
+            let answer = ask(&a.config, &Request::Shutdown, Duration::from_secs(10))?;
+            println!("{answer}");
+            Ok(())
+        }
+    }
+}
+
+fn init_logging() {
+    let level = std::env::var("MESHOTA_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn ask(config: &std::path::Path, req: &Request, timeout: Duration) -> CmdResult<serde_json::Value> {
+    let cfg = NodeConfig::load(config)?;
+    call(&cfg.control_socket(), req, timeout).map_err(Failure::rejected)
+}
+
+fn absolute(p: &std::path::Path) -> CmdResult<PathBuf> {
+    std::fs::canonicalize(p).map_err(|e| Failure::file(p, e))
+}
+
+fn publish(a: &PublishArgs) -> CmdResult {
+    let req = Request::Publish {
+        manifest: absolute(&a.manifest)?,
+        image: absolute(&a.image)?,
+    };
+    let answer = ask(&a.config, &req, Duration::from_secs(600))?;
+    if answer["ok"] == true {
+        println!("published release {}", answer["release"].as_str().unwrap_or("?"));
+        Ok(())
+    } else {
+        Err(Failure::rejected(format!(
+            "the node refused the release: {}",
+            answer["error"].as_str().unwrap_or("no reason given")
+        )))
+    }
+}
+
+fn status(a: &StatusArgs) -> CmdResult {
+    let s = ask(&a.config, &Request::Status, Duration::from_secs(10))?;
+    if a.json {
+        println!("{s}");
+        return Ok(());
+    }
+    let str_of = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
+    println!("node       {}", str_of(&s["node_id"]));
+    println!("listen     {}   peers {}", str_of(&s["listen"]), s["peers"]);
+    println!("state      {}", str_of(&s["state"]));
+    println!(
+        "installed  {} (security version {})",
+        str_of(&s["installed"]["version"]),
+        s["installed"]["security_version"]
+    );
+    println!(
+        "slot       {} {}",
+        str_of(&s["slot"]["booted"]),
+        str_of(&s["slot"]["state"])
+    );
+    if s["wanted"].is_object() {
+        println!(
+            "fetching   {} {}/{} chunks",
+            str_of(&s["wanted"]["version"]),
+            s["wanted"]["have_chunks"],
+            s["wanted"]["total_chunks"]
+        );
+    }
+    if let Some(f) = s["last_failure"].as_str() {
+        println!("failure    {f}");
+    }
+    println!(
+        "traffic    in {} B, out {} B, chunks fetched {} ({} B), served {}",
+        s["bytes_in"], s["bytes_out"], s["chunks_fetched"], s["chunk_bytes_fetched"], s["chunks_served"]
+    );
+    Ok(())
+}

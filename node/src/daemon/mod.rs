@@ -1,0 +1,852 @@
+//! The mesh daemon (`meshota node run`): one protocol core driven by the
+//! QUIC driver, with the chunk store and the A/B install pipeline.
+//!
+//! One task owns all state (the core, the store handle, the peer table);
+//! peer connections, the dialers, the acceptor and the control socket are
+//! tasks that talk to it over a channel. Installs run on a blocking thread.
+//! Chunks the core asks to store are kept in memory and written in batches
+//! (one durable commit per batch); until a batch is written, requests for
+//! its chunks are served from memory. After a crash the core restarts from
+//! what the store holds, so verified chunks are never fetched twice.
+
+pub(crate) mod control;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshota_blobstore::{ChunkIndex, ChunkStore, DEFAULT_PARAMS, FsStore, ingest};
+use meshota_manifest::fs::{read_limited, write_atomic};
+use meshota_manifest::limits::MAX_MANIFEST_BYTES;
+use meshota_manifest::{
+    Hash, InstallOutcome, KeyId, NodeReport, ReleaseManifest, SecretKey, SignedDocument,
+    SlotState, TrustRoot, UnixTime, Verified,
+};
+use meshota_mesh::quic::{Admission, PeerConn, QuicEndpoint};
+use meshota_mesh::{Action, Config, Event, Installed, Limits, PeerId, Timestamp, TrickleConfig, wire};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cmd::boot::{after_boot, simulated_reboot};
+use crate::cmd::install::install_release;
+use crate::config::{MeshConfig, RebootMode};
+use crate::device::{ImageSource, Node};
+use crate::failure::{AtPath, CmdResult, Failure};
+use crate::keyio::load_secret;
+use crate::timefmt::now;
+use control::Request;
+
+/// Chunks held in memory before a batch is written.
+const FLUSH_BYTES: usize = 8 << 20;
+/// Longest a stored chunk waits in memory before its batch is written.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Messages queued toward one peer before further ones are dropped (the
+/// core's timeouts and retries recover from drops).
+const PEER_QUEUE: usize = 4096;
+/// Inputs queued toward the central task.
+const INPUT_QUEUE: usize = 8192;
+
+/// What the central task is told.
+enum Input {
+    PeerUp {
+        conn: PeerConn,
+        initiated: bool,
+        done: Option<oneshot::Sender<()>>,
+    },
+    PeerMsg {
+        peer: PeerId,
+        bytes: Vec<u8>,
+    },
+    PeerDown {
+        peer: PeerId,
+    },
+    Control {
+        req: Request,
+        reply: oneshot::Sender<serde_json::Value>,
+    },
+    InstallDone {
+        release: Hash,
+        result: Result<InstallResult, String>,
+    },
+}
+
+enum InstallResult {
+    Confirmed { security_version: u64, version: String },
+    RebootDue,
+}
+
+enum Out {
+    Msg(Vec<u8>),
+    Close(String),
+}
+
+struct PeerHandle {
+    node: KeyId,
+    tx: mpsc::Sender<Out>,
+    initiated: bool,
+    remote: std::net::SocketAddr,
+    /// Held while connected: dropping it wakes the dialer.
+    _done: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Installing,
+    RebootDue,
+    Failed(String),
+}
+
+struct Daemon {
+    node: Arc<Node>,
+    mesh: MeshConfig,
+    trust: Verified<TrustRoot>,
+    key: Arc<SecretKey>,
+    core: meshota_mesh::Node,
+    store: Arc<FsStore>,
+    store_dir: PathBuf,
+    manifests_dir: PathBuf,
+    start: Instant,
+    peers: HashMap<PeerId, PeerHandle>,
+    next_peer: u64,
+    pending: BTreeMap<Hash, Vec<u8>>,
+    pending_bytes: usize,
+    phase: Phase,
+    installed_version: Option<String>,
+    inputs: mpsc::Sender<Input>,
+    listen: std::net::SocketAddr,
+    shutdown: bool,
+}
+
+fn reboot_mode(node: &Node, mesh: &MeshConfig) -> RebootMode {
+    mesh.reboot.unwrap_or(if node.config.boot_kind() == "simulated" {
+        RebootMode::Simulated
+    } else {
+        RebootMode::External
+    })
+}
+
+/// Runs the daemon until `shutdown` or a signal.
+pub(crate) fn run(config_path: &std::path::Path) -> CmdResult {
+    let node = Arc::new(Node::load(config_path)?);
+    let mesh = node.config.mesh.clone().ok_or_else(|| {
+        Failure::file(
+            config_path,
+            "has no [mesh] table; `node run` needs one (see docs/daemon.md)",
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::rejected(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(run_async(node, mesh))
+}
+
+fn load_state(node: &Node) -> CmdResult<(Installed, Option<String>)> {
+    let mut dev = node.open_device()?;
+    let record = dev.record().map_err(|e| node.device_failure("start", &e))?;
+    let slot = record.confirmed;
+    let version = record.slots[slot.index()].as_ref().map(|i| i.version.clone());
+    let path = node.config.slot_manifest_path(slot);
+    let release = read_limited(&path, MAX_MANIFEST_BYTES)
+        .ok()
+        .and_then(|b| SignedDocument::<ReleaseManifest>::decode(&b).ok())
+        .map(|d| d.id());
+    Ok((
+        Installed {
+            release,
+            security_version: Some(record.security_counter),
+        },
+        version,
+    ))
+}
+
+async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
+    let trust = node.trust()?;
+    let key = Arc::new(load_secret(&mesh.device_key)?);
+    let store_dir = node.config.store_dir_or_default();
+    std::fs::create_dir_all(&node.config.data_dir).at(&node.config.data_dir)?;
+    let store = Arc::new(FsStore::open_or_create(&store_dir).at(&store_dir)?);
+    let manifests_dir = node.config.data_dir.join("manifests");
+    std::fs::create_dir_all(&manifests_dir).at(&manifests_dir)?;
+
+    // Settle a pending trial first (testnets: the previous run may have
+    // stopped between the simulated reboot and the confirm).
+    if reboot_mode(&node, &mesh) == RebootMode::Simulated {
+        let n = node.clone();
+        let outcome = tokio::task::spawn_blocking(move || after_boot(&n))
+            .await
+            .map_err(|e| Failure::rejected(e.to_string()))?;
+        if let Err(f) = outcome {
+            tracing::warn!("after-boot check at start: {}", f.message);
+        }
+    }
+    let (installed, installed_version) = load_state(&node)?;
+
+    let admission = if mesh.open {
+        Admission::Open
+    } else {
+        let mut set = std::collections::BTreeSet::new();
+        for id in &mesh.allow {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(id, &mut out)
+                .map_err(|_| Failure::file(&node.path, format!("bad key id {id:?} in mesh.allow")))?;
+            set.insert(KeyId(out));
+        }
+        Admission::AllowList(set)
+    };
+    let endpoint = Arc::new(
+        QuicEndpoint::bind(mesh.listen, load_secret(&mesh.device_key)?, node.config.hardware.clone(), admission)
+            .map_err(|e| Failure::file(&node.path, format!("cannot listen on {}: {e}", mesh.listen)))?,
+    );
+    let listen = endpoint.local_addr().map_err(Failure::rejected)?;
+
+    let start = Instant::now();
+    let seed = mesh
+        .seed
+        .unwrap_or_else(|| u64::from_le_bytes(key.id().0[..8].try_into().unwrap_or([0; 8])));
+    let limits = Limits {
+        upload_bytes_per_sec: mesh.upload_bytes_per_sec,
+        download_bytes_per_sec: mesh.download_bytes_per_sec,
+        ..Limits::DEFAULT
+    };
+    let config = Config {
+        node_id: key.id(),
+        hardware: node.config.hardware.clone(),
+        channel: node.config.channel.clone(),
+        seed,
+        limits,
+        trickle: TrickleConfig::IP,
+        wall_clock_at_zero: if node.config.ignore_expiry {
+            None
+        } else {
+            Some(now())
+        },
+    };
+    let core = meshota_mesh::Node::new(config, trust.clone(), installed, Timestamp(0));
+    let (tx, mut rx) = mpsc::channel(INPUT_QUEUE);
+    let mut d = Daemon {
+        node: node.clone(),
+        mesh: mesh.clone(),
+        trust,
+        key,
+        core,
+        store,
+        store_dir,
+        manifests_dir,
+        start,
+        peers: HashMap::new(),
+        next_peer: 0,
+        pending: BTreeMap::new(),
+        pending_bytes: 0,
+        phase: Phase::Idle,
+        installed_version,
+        inputs: tx.clone(),
+        listen,
+        shutdown: false,
+    };
+    d.load_store()?;
+
+    // Control socket.
+    let sock = node.config.control_socket();
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).at(&sock)?;
+    tokio::spawn(control_loop(listener, tx.clone()));
+    // Acceptor and dialers.
+    tokio::spawn(accept_loop(endpoint.clone(), tx.clone()));
+    for addr in &mesh.peers {
+        tokio::spawn(dial_loop(endpoint.clone(), *addr, tx.clone()));
+    }
+    tracing::info!(node = %d.core.node_id().to_hex(), %listen, "meshota node running");
+    println!("meshota node {} listening on {listen}", d.core.node_id().short());
+
+    let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Failure::rejected(e.to_string()))?;
+    d.drain_actions();
+    while !d.shutdown {
+        let deadline = d
+            .core
+            .poll_timeout()
+            .map_or(Duration::from_secs(3600), |t| Duration::from_millis(t.0));
+        let sleep = tokio::time::sleep_until((d.start + deadline).into());
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(i) => d.input(i),
+                None => break,
+            },
+            () = sleep => {
+                let now = d.now();
+                d.core.handle(now, Event::Timeout);
+            }
+            _ = flush.tick() => d.flush(),
+            _ = tokio::signal::ctrl_c() => d.shutdown = true,
+            _ = sigterm.recv() => d.shutdown = true,
+        }
+        d.drain_actions();
+    }
+    d.flush();
+    for p in d.peers.values() {
+        let _ = p.tx.try_send(Out::Close("shutting down".into()));
+    }
+    endpoint.close();
+    let _ = std::fs::remove_file(&sock);
+    tracing::info!("meshota node stopped");
+    Ok(())
+}
+
+async fn accept_loop(ep: Arc<QuicEndpoint>, tx: mpsc::Sender<Input>) {
+    while let Some(r) = ep.accept().await {
+        match r {
+            Ok(conn) => {
+                if tx
+                    .send(Input::PeerUp {
+                        conn,
+                        initiated: false,
+                        done: None,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Err(e) => tracing::warn!("incoming connection refused: {e}"),
+        }
+    }
+}
+
+async fn dial_loop(ep: Arc<QuicEndpoint>, addr: std::net::SocketAddr, tx: mpsc::Sender<Input>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match ep.connect(addr).await {
+            Ok(conn) => {
+                let (done_tx, done_rx) = oneshot::channel();
+                if tx
+                    .send(Input::PeerUp {
+                        conn,
+                        initiated: true,
+                        done: Some(done_tx),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let _ = done_rx.await;
+                backoff = Duration::from_millis(200);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::debug!(%addr, "dial failed: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
+}
+
+async fn peer_task(peer: PeerId, mut conn: PeerConn, mut rx: mpsc::Receiver<Out>, tx: mpsc::Sender<Input>) {
+    loop {
+        tokio::select! {
+            m = conn.recv() => match m {
+                Ok(Some(b)) => {
+                    if tx.send(Input::PeerMsg { peer, bytes: b.to_vec() }).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!("peer {} closed: {e}", peer.0);
+                    break;
+                }
+            },
+            o = rx.recv() => match o {
+                Some(Out::Msg(b)) => {
+                    if let Err(e) = conn.send(&b).await {
+                        tracing::debug!("send to peer {} failed: {e}", peer.0);
+                        break;
+                    }
+                }
+                Some(Out::Close(reason)) => {
+                    conn.close(&reason);
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    let _ = tx.send(Input::PeerDown { peer }).await;
+}
+
+async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Input>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(r.take(control::MAX_REQUEST_BYTES));
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => {
+                    let (reply, wait) = oneshot::channel();
+                    if tx.send(Input::Control { req, reply }).await.is_err() {
+                        return;
+                    }
+                    wait.await.unwrap_or_else(|_| json!({"ok": false, "error": "daemon stopping"}))
+                }
+                Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+            };
+            let mut text = answer.to_string();
+            text.push('\n');
+            let _ = w.write_all(text.as_bytes()).await;
+        });
+    }
+}
+
+impl Daemon {
+    fn now(&self) -> Timestamp {
+        Timestamp(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Feeds the core what the store already holds: releases, indexes,
+    /// chunks. Verified chunks are therefore never fetched again.
+    fn load_store(&mut self) -> CmdResult {
+        let now = self.now();
+        let mut loaded = 0;
+        if let Ok(entries) = std::fs::read_dir(&self.manifests_dir) {
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.extension().and_then(|x| x.to_str()) != Some("mota") {
+                    continue;
+                }
+                let Ok(bytes) = read_limited(&path, MAX_MANIFEST_BYTES) else {
+                    continue;
+                };
+                let index = SignedDocument::<ReleaseManifest>::decode(&bytes)
+                    .ok()
+                    .and_then(|d| d.unverified_body().components.first().map(|c| c.chunk_index))
+                    .and_then(|id| self.store.get_index(&id).ok())
+                    .and_then(|ix| ix.encode().ok());
+                match self.core.add_release(now, &bytes, index.as_deref()) {
+                    Ok(_) => loaded += 1,
+                    Err(e) => tracing::warn!("{}: not loaded: {e}", path.display()),
+                }
+            }
+        }
+        let chunks = self.store.list().at(&self.store_dir)?;
+        let n = chunks.len();
+        self.core.add_chunks(now, chunks.into_iter().map(|(h, _)| h));
+        tracing::info!(releases = loaded, chunks = n, "loaded the store");
+        Ok(())
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::PeerUp {
+                conn,
+                initiated,
+                done,
+            } => self.peer_up(conn, initiated, done),
+            Input::PeerMsg { peer, bytes } => self.core.handle(now, Event::Message { peer, bytes }),
+            Input::PeerDown { peer } => {
+                if self.peers.remove(&peer).is_some() {
+                    self.core.handle(now, Event::LinkDown { peer });
+                }
+            }
+            Input::Control { req, reply } => {
+                let answer = self.control(req);
+                let _ = reply.send(answer);
+            }
+            Input::InstallDone { release, result } => self.install_done(release, result),
+        }
+    }
+
+    fn peer_up(&mut self, conn: PeerConn, initiated: bool, done: Option<oneshot::Sender<()>>) {
+        let node = conn.peer_id();
+        let me = self.core.node_id();
+        if node == me {
+            conn.close("connected to itself");
+            return;
+        }
+        // One connection per pair: keep the one the smaller id initiated.
+        if let Some((&old, h)) = self.peers.iter().find(|(_, h)| h.node == node) {
+            let new_preferred = (me < node) == initiated;
+            if !new_preferred {
+                conn.close("duplicate connection");
+                return;
+            }
+            let _ = h.tx.try_send(Out::Close("duplicate connection".into()));
+            self.peers.remove(&old);
+            self.core.handle(self.now(), Event::LinkDown { peer: old });
+        }
+        let peer = PeerId(self.next_peer);
+        self.next_peer += 1;
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let remote = conn.remote_addr();
+        tracing::info!(peer = peer.0, node = %node.short(), %remote, initiated, "peer up");
+        tokio::spawn(peer_task(peer, conn, rx, self.inputs.clone()));
+        self.peers.insert(
+            peer,
+            PeerHandle {
+                node,
+                tx,
+                initiated,
+                remote,
+                _done: done,
+            },
+        );
+        self.core.handle(self.now(), Event::LinkUp { peer, node });
+    }
+
+    fn drain_actions(&mut self) {
+        while let Some(a) = self.core.poll() {
+            self.act(a);
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::Send { peer, bytes } => {
+                if let Some(p) = self.peers.get(&peer) {
+                    if p.tx.try_send(Out::Msg(bytes)).is_err() {
+                        tracing::debug!("queue to peer {} full: message dropped", peer.0);
+                    }
+                }
+            }
+            Action::Disconnect {
+                peer, node, reason, ..
+            } => {
+                tracing::warn!(node = %node.short(), ?reason, "peer banned");
+                if let Some(p) = self.peers.remove(&peer) {
+                    let _ = p.tx.try_send(Out::Close(format!("banned: {reason:?}")));
+                }
+            }
+            Action::Penalised {
+                node,
+                offence,
+                points,
+            } => tracing::info!(node = %node.short(), ?offence, points, "peer penalised"),
+            Action::StoreManifest { id, bytes } => {
+                let path = self.manifests_dir.join(format!("{}.mota", id.to_hex()));
+                if let Err(e) = write_atomic(&path, &bytes, 0o644) {
+                    tracing::error!("{e}");
+                }
+            }
+            Action::StoreIndex { id, bytes } => match ChunkIndex::decode(&bytes) {
+                Ok(ix) => {
+                    if let Err(e) = self.store.put_index(&ix) {
+                        tracing::error!("storing index {}: {e}", id.short());
+                    }
+                }
+                Err(e) => tracing::error!("index {}: {e}", id.short()),
+            },
+            Action::StoreChunk { hash, data } => {
+                self.pending_bytes += data.len();
+                self.pending.insert(hash, data);
+                if self.pending_bytes >= FLUSH_BYTES {
+                    self.flush();
+                }
+            }
+            Action::ServeChunk {
+                peer,
+                request,
+                hash,
+            } => {
+                let data = match self.pending.get(&hash) {
+                    Some(d) => Ok(d.clone()),
+                    None => self.store.get(&hash),
+                };
+                let now = self.now();
+                match data.map_err(|e| e.to_string()).and_then(|d| {
+                    wire::chunk_response(request, hash, d).map_err(|e| e.to_string())
+                }) {
+                    Ok(bytes) => self.act(Action::Send { peer, bytes }),
+                    Err(e) => {
+                        tracing::warn!("cannot serve chunk {}: {e}", hash.short());
+                        self.core.handle(now, Event::ServeFailed { peer, request, hash });
+                    }
+                }
+            }
+            Action::InstallReady { release } => self.start_install(release),
+            Action::ReportReceived { bytes } => {
+                if let Ok(doc) = SignedDocument::<NodeReport>::decode(&bytes) {
+                    let r = doc.unverified_body();
+                    tracing::info!(node = %r.node_id.short(), counter = r.counter, "node report");
+                }
+            }
+            Action::ArmTimer { .. } => {}
+            Action::Note { text } => tracing::info!("{text}"),
+        }
+    }
+
+    /// Writes the chunks held in memory in one durable batch.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch: Vec<(Hash, &[u8])> = self.pending.iter().map(|(h, d)| (*h, d.as_slice())).collect();
+        let result = tokio::task::block_in_place(|| self.store.put_batch(&batch));
+        match result {
+            Ok(_) => {
+                self.pending.clear();
+                self.pending_bytes = 0;
+            }
+            Err(e) => {
+                tracing::error!("writing {} chunks: {e}", batch.len());
+                let now = self.now();
+                let lost: Vec<Hash> = self.pending.keys().copied().collect();
+                self.pending.clear();
+                self.pending_bytes = 0;
+                for hash in lost {
+                    self.core.handle(now, Event::StoreFailed { hash });
+                }
+            }
+        }
+    }
+
+    fn start_install(&mut self, release: Hash) {
+        self.flush();
+        let Some(m) = self.core.manifest(&release) else {
+            return;
+        };
+        let Ok(bytes) = m.encode() else {
+            return;
+        };
+        let Ok(doc) = SignedDocument::<ReleaseManifest>::decode(&bytes) else {
+            return;
+        };
+        self.phase = Phase::Installing;
+        tracing::info!(release = %release.short(), version = %m.version, "installing");
+        let node = self.node.clone();
+        let trust = self.trust.clone();
+        let store = self.store.clone();
+        let store_dir = self.store_dir.clone();
+        let path = self.manifests_dir.join(format!("{}.mota", release.to_hex()));
+        let mode = reboot_mode(&self.node, &self.mesh);
+        let tx = self.inputs.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = install_pipeline(&node, &trust, &path, &doc, store, store_dir, mode);
+            let _ = tx.blocking_send(Input::InstallDone { release, result });
+        });
+    }
+
+    fn install_done(&mut self, release: Hash, result: Result<InstallResult, String>) {
+        let now = self.now();
+        match result {
+            Ok(InstallResult::Confirmed {
+                security_version,
+                version,
+            }) => {
+                tracing::info!(release = %release.short(), %version, security_version, "confirmed");
+                self.phase = Phase::Idle;
+                self.installed_version = Some(version);
+                self.core.installed(now, release, security_version);
+                self.publish_report(InstallOutcome::Confirmed { release });
+            }
+            Ok(InstallResult::RebootDue) => {
+                tracing::info!(release = %release.short(), "installed: reboot due");
+                self.phase = Phase::RebootDue;
+            }
+            Err(reason) => {
+                tracing::error!(release = %release.short(), "install failed: {reason}");
+                self.phase = Phase::Failed(reason.clone());
+                let reason: String = reason.chars().take(120).collect();
+                self.publish_report(InstallOutcome::Failed { release, reason });
+            }
+        }
+    }
+
+    fn publish_report(&mut self, last_install: InstallOutcome) {
+        let installed = self.core.running();
+        let report = NodeReport {
+            node_id: self.key.id(),
+            hardware: self.node.config.hardware.clone(),
+            installed_version: self.installed_version.clone(),
+            installed_release: installed.release,
+            security_version: installed.security_version.unwrap_or(0),
+            slot_state: SlotState::Confirmed {
+                slot: "?".into(),
+            },
+            last_install,
+            counter: u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis()),
+            )
+            .unwrap_or(0),
+            time: Some(now()),
+        };
+        if let Ok(doc) = SignedDocument::sign(report, &[&self.key]) {
+            if let Ok(bytes) = doc.encode() {
+                let now = self.now();
+                self.core.publish_report(now, bytes);
+            }
+        }
+    }
+
+    fn control(&mut self, req: Request) -> serde_json::Value {
+        match req {
+            Request::Status => self.status(),
+            Request::Shutdown => {
+                self.shutdown = true;
+                json!({"ok": true})
+            }
+            Request::Publish { manifest, image } => match self.publish(&manifest, &image) {
+                Ok(id) => json!({"ok": true, "release": id.to_hex()}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+        }
+    }
+
+    fn publish(&mut self, manifest: &std::path::Path, image: &std::path::Path) -> Result<Hash, String> {
+        let bytes = read_limited(manifest, MAX_MANIFEST_BYTES).map_err(|e| e.to_string())?;
+        let doc = SignedDocument::<ReleaseManifest>::decode(&bytes)
+            .map_err(|e| format!("{}: {e}", manifest.display()))?;
+        let file = std::fs::File::open(image).map_err(|e| format!("{}: {e}", image.display()))?;
+        let store = self.store.clone();
+        let params = doc
+            .unverified_body()
+            .components
+            .first()
+            .map_or(DEFAULT_PARAMS, |c| c.chunking);
+        let report = tokio::task::block_in_place(|| {
+            ingest(&*store, std::io::BufReader::with_capacity(1 << 20, file), &params, &mut |_| {})
+        })
+        .map_err(|e| format!("{}: {e}", image.display()))?;
+        let index_bytes = report.index.encode().map_err(|e| e.to_string())?;
+        let now = self.now();
+        let id = self
+            .core
+            .add_release(now, &bytes, Some(&index_bytes))
+            .map_err(|e| format!("{}: {e}", manifest.display()))?;
+        self.store
+            .pin(id, report.index_id)
+            .map_err(|e| format!("pinning the release: {e}"))?;
+        self.core
+            .add_chunks(now, report.index.chunks().iter().map(|c| c.hash));
+        tracing::info!(release = %id.short(), "published");
+        Ok(id)
+    }
+
+    fn status(&mut self) -> serde_json::Value {
+        let stats = *self.core.stats();
+        let installed = self.core.running();
+        let wanted = self.core.wanted().map(|id| {
+            let (have, total) = self.core.progress(&id).unwrap_or((0, 0));
+            json!({
+                "release": id.to_hex(),
+                "version": self.core.manifest(&id).map(|m| m.version.clone()),
+                "have_chunks": have,
+                "total_chunks": total,
+            })
+        });
+        let node = self.node.clone();
+        let slot = tokio::task::block_in_place(|| {
+            node.open_device().ok().and_then(|mut d| d.status().ok())
+        });
+        let (booted, slot_state, tries) = match &slot {
+            Some(s) => {
+                let booted = s.booted.unwrap_or(s.record.confirmed);
+                let trial = s.record.pending.as_ref().is_some_and(|p| p.slot == booted);
+                (
+                    Some(booted.name().to_string()),
+                    if trial { "trial" } else { "confirmed" },
+                    s.boot.slot(booted).tries_left,
+                )
+            }
+            None => (None, "unknown", None),
+        };
+        let last_failure = match &self.phase {
+            Phase::Failed(r) => Some(r.clone()),
+            _ => slot
+                .as_ref()
+                .and_then(|s| s.record.last_failure.as_ref())
+                .map(|f| crate::device::reason_text(&f.reason).1),
+        };
+        let state = match (&self.phase, &wanted) {
+            (Phase::Installing, _) => "installing",
+            (Phase::RebootDue, _) => "installing",
+            (Phase::Failed(_), _) => "failed",
+            (Phase::Idle, Some(_)) => "fetching",
+            (Phase::Idle, None) if installed.release.is_some() => "confirmed",
+            (Phase::Idle, None) => "idle",
+        };
+        json!({
+            "node_id": self.core.node_id().to_hex(),
+            "hardware": self.node.config.hardware,
+            "listen": self.listen.to_string(),
+            "peers": self.peers.len(),
+            "peer_list": self.peers.values().map(|p| json!({
+                "node": p.node.to_hex(), "remote": p.remote.to_string(), "initiated": p.initiated,
+            })).collect::<Vec<_>>(),
+            "state": state,
+            "wanted": wanted,
+            "installed": {
+                "release": installed.release.map(|h| h.to_hex()),
+                "version": self.installed_version,
+                "security_version": installed.security_version,
+            },
+            "slot": {"booted": booted, "state": slot_state, "tries_left": tries},
+            "last_failure": last_failure,
+            "releases": self.core.releases().iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+            "bytes_in": stats.bytes_received,
+            "bytes_out": stats.bytes_sent,
+            "chunk_bytes_fetched": stats.chunk_bytes_fetched,
+            "chunks_fetched": stats.chunks_fetched,
+            "chunks_served": stats.chunks_served,
+            "messages_in": stats.messages_received,
+            "messages_out": stats.messages_sent,
+            "bans": stats.bans,
+            "time": UnixTime(now().0).to_string(),
+        })
+    }
+}
+
+/// Install, then (simulated bootloader) reboot and run the after-boot
+/// decision. Runs on a blocking thread.
+fn install_pipeline(
+    node: &Node,
+    trust: &Verified<TrustRoot>,
+    path: &std::path::Path,
+    doc: &SignedDocument<ReleaseManifest>,
+    store: Arc<FsStore>,
+    store_dir: PathBuf,
+    mode: RebootMode,
+) -> Result<InstallResult, String> {
+    let source = ImageSource::Open(store, store_dir);
+    let (_, image) = install_release(node, trust, path, doc, &source).map_err(|f| f.message)?;
+    if mode == RebootMode::External {
+        return Ok(InstallResult::RebootDue);
+    }
+    simulated_reboot(node).map_err(|f| f.message)?;
+    match after_boot(node).map_err(|f| f.message)? {
+        meshota_boot::install::BootOutcome::Confirmed {
+            security_counter, ..
+        } => Ok(InstallResult::Confirmed {
+            security_version: security_counter,
+            version: image.version,
+        }),
+        meshota_boot::install::BootOutcome::RolledBack { failure, reboot } => {
+            if reboot {
+                let _ = simulated_reboot(node);
+                let _ = after_boot(node);
+            }
+            Err(format!(
+                "rolled back: {}",
+                crate::device::reason_text(&failure.reason).1
+            ))
+        }
+        other => Err(format!("unexpected state after the reboot: {other:?}")),
+    }
+}
