@@ -548,6 +548,23 @@ impl Daemon {
                     if let Err(e) = self.store.put_index(&ix) {
                         tracing::error!("storing index {}: {e}", id.short());
                     }
+                    // Pin it under its release, so `store gc` keeps the
+                    // release's chunks.
+                    let releases: Vec<Hash> = self
+                        .core
+                        .releases()
+                        .into_iter()
+                        .filter(|r| {
+                            self.core.manifest(r).is_some_and(|m| {
+                                m.components.first().is_some_and(|c| c.chunk_index == id)
+                            })
+                        })
+                        .collect();
+                    for r in releases {
+                        if let Err(e) = self.store.pin(r, id) {
+                            tracing::error!("pinning release {}: {e}", r.short());
+                        }
+                    }
                 }
                 Err(e) => tracing::error!("index {}: {e}", id.short()),
             },
