@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use meshota_manifest::{KeyId, SecretKey};
@@ -133,58 +132,6 @@ async fn connects_with_channel_binding_and_round_trips_messages_both_ways() {
         assert!(
             cb.recv().await.unwrap().is_none(),
             "orderly close ends recv"
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn negotiates_x25519mlkem768_key_exchange() {
-    bounded(async {
-        let a = bind(key(1), "pi4", Admission::Open);
-        let b = bind(key(2), "pi4", Admission::Open);
-        let (ca, cb) = pair(&a, &b).await;
-        for conn in [ca.unwrap(), cb.unwrap().unwrap()] {
-            let data = conn
-                .connection()
-                .handshake_data()
-                .unwrap()
-                .downcast::<quinn::crypto::rustls::HandshakeData>()
-                .unwrap();
-            assert_eq!(
-                data.negotiated_key_exchange_group,
-                rustls::NamedGroup::X25519MLKEM768
-            );
-            assert_eq!(data.protocol.as_deref(), Some(tls::ALPN));
-        }
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn refuses_client_offering_only_classical_key_exchange() {
-    bounded(async {
-        let b = bind(key(2), "pi4", Admission::Open);
-        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
-        let verifier = Arc::new(AcceptAny(Arc::new(provider.clone())));
-        let mut tls_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        tls_cfg.alpn_protocols = vec![tls::ALPN.to_vec()];
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls_cfg).unwrap();
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-        let result = ep
-            .connect(b.local_addr().unwrap(), tls::SERVER_NAME)
-            .unwrap()
-            .await;
-        assert!(
-            result.is_err(),
-            "a classical-only handshake must not complete"
         );
     })
     .await;
@@ -348,41 +295,4 @@ async fn open_mode_admits_anyone() {
         }
     })
     .await;
-}
-
-/// A test-local verifier accepting any certificate, for the raw client that
-/// offers only classical key exchange.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 not used".into()))
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -68,14 +68,14 @@ pub fn transport_config() -> TransportConfig {
     t
 }
 
-/// A quinn server config with a fresh self-signed certificate (rcgen,
-/// ECDSA P-256), TLS 1.3, [`crypto_provider`], ALPN [`ALPN`], no client
+/// The rustls server config: a fresh self-signed certificate (rcgen,
+/// ECDSA P-256), TLS 1.3 only, [`crypto_provider`], ALPN [`ALPN`], no client
 /// certificates (clients authenticate by channel binding).
 ///
 /// # Errors
 /// [`QuicError::Certificate`] if key generation fails, [`QuicError::Tls`]
-/// or [`QuicError::Config`] if rustls or quinn reject the configuration.
-pub fn server_config() -> Result<quinn::ServerConfig, QuicError> {
+/// if rustls rejects the configuration.
+pub fn rustls_server_config() -> Result<rustls::ServerConfig, QuicError> {
     let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])?;
     let cert = CertificateDer::from(certified.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
@@ -84,21 +84,31 @@ pub fn server_config() -> Result<quinn::ServerConfig, QuicError> {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Config {
-        reason: e.to_string(),
-    })?;
+    Ok(tls)
+}
+
+/// The quinn server config: [`rustls_server_config`] wrapped in
+/// [`QuicServerConfig`], with [`transport_config`].
+///
+/// # Errors
+/// As [`rustls_server_config`]; [`QuicError::Config`] if quinn rejects it.
+pub fn server_config() -> Result<quinn::ServerConfig, QuicError> {
+    let quic =
+        QuicServerConfig::try_from(rustls_server_config()?).map_err(|e| QuicError::Config {
+            reason: e.to_string(),
+        })?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport_config()));
     Ok(config)
 }
 
-/// A quinn client config: TLS 1.3, [`crypto_provider`], ALPN [`ALPN`], and
-/// [`DangerousAcceptAnyServerCert`] as the certificate verifier.
+/// The rustls client config: TLS 1.3 only, [`crypto_provider`], ALPN
+/// [`ALPN`], and [`DangerousAcceptAnyServerCert`] as the certificate
+/// verifier.
 ///
 /// # Errors
-/// [`QuicError::Tls`] or [`QuicError::Config`] if rustls or quinn reject the
-/// configuration.
-pub fn client_config() -> Result<quinn::ClientConfig, QuicError> {
+/// [`QuicError::Tls`] if rustls rejects the configuration.
+pub fn rustls_client_config() -> Result<rustls::ClientConfig, QuicError> {
     let provider = Arc::new(crypto_provider());
     let verifier = Arc::new(DangerousAcceptAnyServerCert {
         provider: provider.clone(),
@@ -109,9 +119,19 @@ pub fn client_config() -> Result<quinn::ClientConfig, QuicError> {
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Config {
-        reason: e.to_string(),
-    })?;
+    Ok(tls)
+}
+
+/// The quinn client config: [`rustls_client_config`] wrapped in
+/// [`QuicClientConfig`], with [`transport_config`].
+///
+/// # Errors
+/// As [`rustls_client_config`]; [`QuicError::Config`] if quinn rejects it.
+pub fn client_config() -> Result<quinn::ClientConfig, QuicError> {
+    let quic =
+        QuicClientConfig::try_from(rustls_client_config()?).map_err(|e| QuicError::Config {
+            reason: e.to_string(),
+        })?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(transport_config()));
     Ok(config)
