@@ -1,4 +1,7 @@
 //! Workspace integration tests for meshota.
 //!
-//! The tests live in `tests/tests/`; this library holds only the helpers they
-//! share (locating the built `meshota` binary, temporary work directories).
+//! The tests live in `tests/tests/` and drive real processes: `meshota`
+//! node daemons on loopback (created with `meshota testnet up`), and
+//! `meshota-adversary` (`src/bin/adversary.rs`), a peer that proves a real
+//! device key and holds a genuinely signed release but serves corrupt
+//! chunks. This library itself holds nothing.
