@@ -4,6 +4,7 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::ops::Bound;
 
 use meshota_blobstore::ChunkIndex;
 use meshota_manifest::{
@@ -992,11 +993,22 @@ impl Node {
             return;
         };
         let Some(ix) = &r.index else {
-            // Ask any peer that lists the release for its index.
-            let peer = self
-                .peers
-                .iter()
-                .find(|(_, p)| p.summary.contains(&id))
+            // Ask the peers that list the release for its index, in turn
+            // (the one after the peer asked last): a peer that carries the
+            // manifest may not hold the index (a relay, or a node still
+            // fetching), and never answers for it.
+            let last = r
+                .index_id()
+                .and_then(|ix| self.pending_indexes.get(&ix))
+                .map(|(p, _)| *p);
+            let lists = |(_, p): &(&PeerId, &Peer)| p.summary.contains(&id);
+            let after_last = last.and_then(|l| {
+                self.peers
+                    .range((Bound::Excluded(l), Bound::Unbounded))
+                    .find(lists)
+            });
+            let peer = after_last
+                .or_else(|| self.peers.iter().find(lists))
                 .map(|(pid, _)| *pid);
             if let Some(p) = peer {
                 self.request_index_for(id, p);

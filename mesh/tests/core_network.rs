@@ -237,3 +237,37 @@ fn seeded_image_chunks_are_not_fetched_again() {
         new.len()
     );
 }
+
+#[test]
+fn index_is_asked_of_another_peer_when_the_first_only_carries_the_manifest() {
+    // Found by the simulator (meshota sim --nodes 200 --seed 1 --size 128):
+    // two nodes that got the manifest from each other asked only each other
+    // for the index, forever. Here node 2 learns of the release through an
+    // imx8 relay (node 0) that carries the manifest but never holds the
+    // index; the seed (node 1) is connected to node 2 only later.
+    let k = keys();
+    let p = publish(&k.release, &image(9, MIB), "rpi4", 1);
+    let mut net = Net::new(3, &k.trust, "rpi4", Limits::DEFAULT);
+    net.nodes[0].core = meshota_mesh::Node::new(
+        config(0, "imx8", Limits::DEFAULT),
+        k.trust.clone(),
+        Installed::default(),
+        net.now,
+    );
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.seed_release(1, &p);
+    net.run_until(200_000, 30_000, |_| false);
+    assert_eq!(net.nodes[2].core.releases(), vec![p.id]);
+    assert!(net.nodes[2].core.progress(&p.id).is_none(), "no index yet");
+    net.connect(1, 2);
+    assert!(
+        net.run_until(1_000_000, 300_000, |n| n.nodes[2].installed.contains(&p.id)),
+        "node 2 never fetched the index from the seed; trace: {:?}",
+        net.trace
+    );
+    assert_eq!(
+        meshota_manifest::Hash::of(&net.assemble(2, &p)),
+        p.image_hash
+    );
+}
