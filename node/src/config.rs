@@ -108,6 +108,10 @@ pub(crate) struct MeshConfig {
     /// bootloader, external otherwise).
     #[serde(default)]
     pub(crate) reboot: Option<RebootMode>,
+    /// TCP address of the Prometheus metrics endpoint (`GET /metrics`);
+    /// none when unset. Port 0 picks a free port (see the status object).
+    #[serde(default)]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `path` joined to `base` when relative.
@@ -183,7 +187,9 @@ impl NodeConfig {
                 }
             }
             if m.upload_bytes_per_sec == Some(0) || m.download_bytes_per_sec == Some(0) {
-                return Err("a rate cap in [mesh] is 0 bytes per second; omit it for no cap".to_string());
+                return Err(
+                    "a rate cap in [mesh] is 0 bytes per second; omit it for no cap".to_string(),
+                );
             }
         }
         if self.device.trial_boots == 0 {

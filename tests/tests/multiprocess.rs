@@ -305,3 +305,39 @@ fn adversary_serving_corrupt_chunks_is_banned_while_the_rest_converge() {
     }
     drop(adversary);
 }
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    use std::io::{Read, Write};
+    let tmp = testnet(1, 1);
+    let dir = tmp.path().join("tn");
+    let cfg = dir.join("node-0/node.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("metrics_listen = \"127.0.0.1:0\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let _n = daemon(&dir, 0);
+    wait_for("the daemon", Duration::from_secs(30), || {
+        status(&dir, 0).is_some()
+    });
+    let addr = status(&dir, 0).unwrap()["metrics_listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("# TYPE meshota_peers gauge"), "{body}");
+    assert!(
+        body.contains("meshota_state{state=\"confirmed\"} 1"),
+        "{body}"
+    );
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /other HTTP/1.1\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 404"));
+}

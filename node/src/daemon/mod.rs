@@ -10,6 +10,7 @@
 //! what the store holds, so verified chunks are never fetched twice.
 
 pub(crate) mod control;
+mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -20,11 +21,13 @@ use meshota_blobstore::{ChunkIndex, ChunkStore, DEFAULT_PARAMS, FsStore, ingest}
 use meshota_manifest::fs::{read_limited, write_atomic};
 use meshota_manifest::limits::MAX_MANIFEST_BYTES;
 use meshota_manifest::{
-    Hash, InstallOutcome, KeyId, NodeReport, ReleaseManifest, SecretKey, SignedDocument,
-    SlotState, TrustRoot, UnixTime, Verified,
+    Hash, InstallOutcome, KeyId, NodeReport, ReleaseManifest, SecretKey, SignedDocument, SlotState,
+    TrustRoot, UnixTime, Verified,
 };
 use meshota_mesh::quic::{Admission, PeerConn, QuicEndpoint};
-use meshota_mesh::{Action, Config, Event, Installed, Limits, PeerId, Timestamp, TrickleConfig, wire};
+use meshota_mesh::{
+    Action, Config, Event, Installed, Limits, PeerId, Timestamp, TrickleConfig, wire,
+};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -74,7 +77,10 @@ enum Input {
 }
 
 enum InstallResult {
-    Confirmed { security_version: u64, version: String },
+    Confirmed {
+        security_version: u64,
+        version: String,
+    },
     RebootDue,
 }
 
@@ -118,15 +124,17 @@ struct Daemon {
     installed_version: Option<String>,
     inputs: mpsc::Sender<Input>,
     listen: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
     shutdown: bool,
 }
 
 fn reboot_mode(node: &Node, mesh: &MeshConfig) -> RebootMode {
-    mesh.reboot.unwrap_or(if node.config.boot_kind() == "simulated" {
-        RebootMode::Simulated
-    } else {
-        RebootMode::External
-    })
+    mesh.reboot
+        .unwrap_or(if node.config.boot_kind() == "simulated" {
+            RebootMode::Simulated
+        } else {
+            RebootMode::External
+        })
 }
 
 /// Runs the daemon until `shutdown` or a signal.
@@ -150,7 +158,9 @@ fn load_state(node: &Node) -> CmdResult<(Installed, Option<String>)> {
     let mut dev = node.open_device()?;
     let record = dev.record().map_err(|e| node.device_failure("start", &e))?;
     let slot = record.confirmed;
-    let version = record.slots[slot.index()].as_ref().map(|i| i.version.clone());
+    let version = record.slots[slot.index()]
+        .as_ref()
+        .map(|i| i.version.clone());
     let path = node.config.slot_manifest_path(slot);
     let release = read_limited(&path, MAX_MANIFEST_BYTES)
         .ok()
@@ -193,15 +203,21 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         let mut set = std::collections::BTreeSet::new();
         for id in &mesh.allow {
             let mut out = [0u8; 32];
-            hex::decode_to_slice(id, &mut out)
-                .map_err(|_| Failure::file(&node.path, format!("bad key id {id:?} in mesh.allow")))?;
+            hex::decode_to_slice(id, &mut out).map_err(|_| {
+                Failure::file(&node.path, format!("bad key id {id:?} in mesh.allow"))
+            })?;
             set.insert(KeyId(out));
         }
         Admission::AllowList(set)
     };
     let endpoint = Arc::new(
-        QuicEndpoint::bind(mesh.listen, load_secret(&mesh.device_key)?, node.config.hardware.clone(), admission)
-            .map_err(|e| Failure::file(&node.path, format!("cannot listen on {}: {e}", mesh.listen)))?,
+        QuicEndpoint::bind(
+            mesh.listen,
+            load_secret(&mesh.device_key)?,
+            node.config.hardware.clone(),
+            admission,
+        )
+        .map_err(|e| Failure::file(&node.path, format!("cannot listen on {}: {e}", mesh.listen)))?,
     );
     let listen = endpoint.local_addr().map_err(Failure::rejected)?;
 
@@ -247,6 +263,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         installed_version,
         inputs: tx.clone(),
         listen,
+        metrics: None,
         shutdown: false,
     };
     d.load_store()?;
@@ -256,13 +273,23 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).at(&sock)?;
     tokio::spawn(control_loop(listener, tx.clone()));
+    if let Some(addr) = mesh.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::file(&node.path, format!("cannot serve metrics on {addr}: {e}"))
+        })?;
+        d.metrics = l.local_addr().ok();
+        tokio::spawn(metrics::serve(l, tx.clone()));
+    }
     // Acceptor and dialers.
     tokio::spawn(accept_loop(endpoint.clone(), tx.clone()));
     for addr in &mesh.peers {
         tokio::spawn(dial_loop(endpoint.clone(), *addr, tx.clone()));
     }
     tracing::info!(node = %d.core.node_id().to_hex(), %listen, "meshota node running");
-    println!("meshota node {} listening on {listen}", d.core.node_id().short());
+    println!(
+        "meshota node {} listening on {listen}",
+        d.core.node_id().short()
+    );
 
     let mut flush = tokio::time::interval(FLUSH_INTERVAL);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -353,7 +380,12 @@ async fn dial_loop(ep: Arc<QuicEndpoint>, addr: std::net::SocketAddr, tx: mpsc::
     }
 }
 
-async fn peer_task(peer: PeerId, mut conn: PeerConn, mut rx: mpsc::Receiver<Out>, tx: mpsc::Sender<Input>) {
+async fn peer_task(
+    peer: PeerId,
+    mut conn: PeerConn,
+    mut rx: mpsc::Receiver<Out>,
+    tx: mpsc::Sender<Input>,
+) {
     loop {
         tokio::select! {
             m = conn.recv() => match m {
@@ -402,7 +434,8 @@ async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Input>) {
                     if tx.send(Input::Control { req, reply }).await.is_err() {
                         return;
                     }
-                    wait.await.unwrap_or_else(|_| json!({"ok": false, "error": "daemon stopping"}))
+                    wait.await
+                        .unwrap_or_else(|_| json!({"ok": false, "error": "daemon stopping"}))
                 }
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
             };
@@ -434,7 +467,12 @@ impl Daemon {
                 };
                 let index = SignedDocument::<ReleaseManifest>::decode(&bytes)
                     .ok()
-                    .and_then(|d| d.unverified_body().components.first().map(|c| c.chunk_index))
+                    .and_then(|d| {
+                        d.unverified_body()
+                            .components
+                            .first()
+                            .map(|c| c.chunk_index)
+                    })
                     .and_then(|id| self.store.get_index(&id).ok())
                     .and_then(|ix| ix.encode().ok());
                 match self.core.add_release(now, &bytes, index.as_deref()) {
@@ -445,7 +483,8 @@ impl Daemon {
         }
         let chunks = self.store.list().at(&self.store_dir)?;
         let n = chunks.len();
-        self.core.add_chunks(now, chunks.into_iter().map(|(h, _)| h));
+        self.core
+            .add_chunks(now, chunks.into_iter().map(|(h, _)| h));
         tracing::info!(releases = loaded, chunks = n, "loaded the store");
         Ok(())
     }
@@ -585,13 +624,21 @@ impl Daemon {
                     None => self.store.get(&hash),
                 };
                 let now = self.now();
-                match data.map_err(|e| e.to_string()).and_then(|d| {
-                    wire::chunk_response(request, hash, d).map_err(|e| e.to_string())
-                }) {
+                match data
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| wire::chunk_response(request, hash, d).map_err(|e| e.to_string()))
+                {
                     Ok(bytes) => self.act(Action::Send { peer, bytes }),
                     Err(e) => {
                         tracing::warn!("cannot serve chunk {}: {e}", hash.short());
-                        self.core.handle(now, Event::ServeFailed { peer, request, hash });
+                        self.core.handle(
+                            now,
+                            Event::ServeFailed {
+                                peer,
+                                request,
+                                hash,
+                            },
+                        );
                     }
                 }
             }
@@ -612,7 +659,11 @@ impl Daemon {
         if self.pending.is_empty() {
             return;
         }
-        let batch: Vec<(Hash, &[u8])> = self.pending.iter().map(|(h, d)| (*h, d.as_slice())).collect();
+        let batch: Vec<(Hash, &[u8])> = self
+            .pending
+            .iter()
+            .map(|(h, d)| (*h, d.as_slice()))
+            .collect();
         let result = tokio::task::block_in_place(|| self.store.put_batch(&batch));
         match result {
             Ok(_) => {
@@ -649,7 +700,9 @@ impl Daemon {
         let trust = self.trust.clone();
         let store = self.store.clone();
         let store_dir = self.store_dir.clone();
-        let path = self.manifests_dir.join(format!("{}.mota", release.to_hex()));
+        let path = self
+            .manifests_dir
+            .join(format!("{}.mota", release.to_hex()));
         let mode = reboot_mode(&self.node, &self.mesh);
         let tx = self.inputs.clone();
         tokio::task::spawn_blocking(move || {
@@ -692,9 +745,7 @@ impl Daemon {
             installed_version: self.installed_version.clone(),
             installed_release: installed.release,
             security_version: installed.security_version.unwrap_or(0),
-            slot_state: SlotState::Confirmed {
-                slot: "?".into(),
-            },
+            slot_state: SlotState::Confirmed { slot: "?".into() },
             last_install,
             counter: u64::try_from(
                 std::time::SystemTime::now()
@@ -726,7 +777,11 @@ impl Daemon {
         }
     }
 
-    fn publish(&mut self, manifest: &std::path::Path, image: &std::path::Path) -> Result<Hash, String> {
+    fn publish(
+        &mut self,
+        manifest: &std::path::Path,
+        image: &std::path::Path,
+    ) -> Result<Hash, String> {
         let bytes = read_limited(manifest, MAX_MANIFEST_BYTES).map_err(|e| e.to_string())?;
         let doc = SignedDocument::<ReleaseManifest>::decode(&bytes)
             .map_err(|e| format!("{}: {e}", manifest.display()))?;
@@ -738,7 +793,12 @@ impl Daemon {
             .first()
             .map_or(DEFAULT_PARAMS, |c| c.chunking);
         let report = tokio::task::block_in_place(|| {
-            ingest(&*store, std::io::BufReader::with_capacity(1 << 20, file), &params, &mut |_| {})
+            ingest(
+                &*store,
+                std::io::BufReader::with_capacity(1 << 20, file),
+                &params,
+                &mut |_| {},
+            )
         })
         .map_err(|e| format!("{}: {e}", image.display()))?;
         let index_bytes = report.index.encode().map_err(|e| e.to_string())?;
@@ -803,6 +863,7 @@ impl Daemon {
             "node_id": self.core.node_id().to_hex(),
             "hardware": self.node.config.hardware,
             "listen": self.listen.to_string(),
+            "metrics_listen": self.metrics.map(|a| a.to_string()),
             "peers": self.peers.len(),
             "peer_list": self.peers.values().map(|p| json!({
                 "node": p.node.to_hex(), "remote": p.remote.to_string(), "initiated": p.initiated,

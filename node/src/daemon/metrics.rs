@@ -1,0 +1,165 @@
+//! `GET /metrics` in the Prometheus text format, from the status object.
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Input;
+use super::control::Request;
+
+/// Largest request head read.
+const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Serves metrics until the daemon's input channel closes.
+pub(super) async fn serve(listener: TcpListener, tx: mpsc::Sender<Input>) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut head = vec![0u8; MAX_HEAD_BYTES];
+            let mut len = 0;
+            // Read until the end of the request head (bounded).
+            while len < head.len() {
+                match stream.read(&mut head[len..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => len += n,
+                }
+                if head[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let line = String::from_utf8_lossy(&head[..len]);
+            let response = if line.starts_with("GET /metrics ") {
+                let (reply, wait) = oneshot::channel();
+                if tx
+                    .send(Input::Control {
+                        req: Request::Status,
+                        reply,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let Ok(status) = wait.await else { return };
+                let body = render(&status);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+/// The Prometheus text exposition of a status object.
+pub(super) fn render(s: &Value) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    metric("meshota_peers", "gauge", "Connected peers.", n(&s["peers"]));
+    metric(
+        "meshota_bytes_received_total",
+        "counter",
+        "Message bytes received.",
+        n(&s["bytes_in"]),
+    );
+    metric(
+        "meshota_bytes_sent_total",
+        "counter",
+        "Message bytes sent.",
+        n(&s["bytes_out"]),
+    );
+    metric(
+        "meshota_messages_received_total",
+        "counter",
+        "Messages received.",
+        n(&s["messages_in"]),
+    );
+    metric(
+        "meshota_messages_sent_total",
+        "counter",
+        "Messages sent.",
+        n(&s["messages_out"]),
+    );
+    metric(
+        "meshota_chunks_fetched_total",
+        "counter",
+        "Chunks fetched and verified.",
+        n(&s["chunks_fetched"]),
+    );
+    metric(
+        "meshota_chunk_bytes_fetched_total",
+        "counter",
+        "Bytes of chunks fetched.",
+        n(&s["chunk_bytes_fetched"]),
+    );
+    metric(
+        "meshota_chunks_served_total",
+        "counter",
+        "Chunks served to peers.",
+        n(&s["chunks_served"]),
+    );
+    metric(
+        "meshota_peer_bans_total",
+        "counter",
+        "Peers banned for misbehaviour.",
+        n(&s["bans"]),
+    );
+    metric(
+        "meshota_installed_security_version",
+        "gauge",
+        "Confirmed anti-rollback security version.",
+        n(&s["installed"]["security_version"]),
+    );
+    metric(
+        "meshota_wanted_chunks_held",
+        "gauge",
+        "Chunks held of the release being fetched.",
+        n(&s["wanted"]["have_chunks"]),
+    );
+    metric(
+        "meshota_wanted_chunks_total",
+        "gauge",
+        "Chunks of the release being fetched.",
+        n(&s["wanted"]["total_chunks"]),
+    );
+    let state = s["state"].as_str().unwrap_or("unknown");
+    out.push_str("# HELP meshota_state The node's state (1 for the current one).\n# TYPE meshota_state gauge\n");
+    for st in ["idle", "fetching", "installing", "confirmed", "failed"] {
+        out.push_str(&format!(
+            "meshota_state{{state=\"{st}\"}} {}\n",
+            u8::from(st == state)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_the_current_state() {
+        let s = serde_json::json!({
+            "peers": 3, "bytes_in": 10, "state": "fetching",
+            "wanted": {"have_chunks": 4, "total_chunks": 9},
+            "installed": {"security_version": 7},
+        });
+        let text = render(&s);
+        assert!(text.contains("meshota_peers 3\n"));
+        assert!(text.contains("meshota_bytes_received_total 10\n"));
+        assert!(text.contains("meshota_wanted_chunks_total 9\n"));
+        assert!(text.contains("meshota_installed_security_version 7\n"));
+        assert!(text.contains("meshota_state{state=\"fetching\"} 1\n"));
+        assert!(text.contains("meshota_state{state=\"idle\"} 0\n"));
+    }
+}
