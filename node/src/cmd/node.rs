@@ -99,7 +99,10 @@ fn publish(a: &PublishArgs) -> CmdResult {
     };
     let answer = ask(&a.config, &req, Duration::from_secs(600))?;
     if answer["ok"] == true {
-        println!("published release {}", answer["release"].as_str().unwrap_or("?"));
+        println!(
+            "published release {}",
+            answer["release"].as_str().unwrap_or("?")
+        );
         Ok(())
     } else {
         Err(Failure::rejected(format!(
@@ -115,7 +118,8 @@ fn status(a: &StatusArgs) -> CmdResult {
         println!("{s}");
         return Ok(());
     }
-    let str_of = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
+    let str_of =
+        |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
     println!("node       {}", str_of(&s["node_id"]));
     println!("listen     {}   peers {}", str_of(&s["listen"]), s["peers"]);
     println!("state      {}", str_of(&s["state"]));
@@ -142,7 +146,11 @@ fn status(a: &StatusArgs) -> CmdResult {
     }
     println!(
         "traffic    in {} B, out {} B, chunks fetched {} ({} B), served {}",
-        s["bytes_in"], s["bytes_out"], s["chunks_fetched"], s["chunk_bytes_fetched"], s["chunks_served"]
+        s["bytes_in"],
+        s["bytes_out"],
+        s["chunks_fetched"],
+        s["chunk_bytes_fetched"],
+        s["chunks_served"]
     );
     Ok(())
 }

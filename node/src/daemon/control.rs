@@ -34,15 +34,21 @@ pub(crate) enum Request {
 ///
 /// # Errors
 /// A message naming the socket when the daemon does not answer.
-pub(crate) fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<serde_json::Value, String> {
+pub(crate) fn call(
+    socket: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         format!(
             "{}: no daemon answers ({e}); is `meshota node run` running with this config?",
             socket.display()
         )
     })?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
     line.push('\n');
     s.write_all(line.as_bytes())
