@@ -1,0 +1,246 @@
+//! `meshota testnet …` and `meshota demo` end to end: real daemon
+//! processes on loopback (free ports picked by the system), file slots and
+//! the simulated bootloader. Every wait is bounded by the commands' own
+//! timeouts; a guard stops the testnet if an assertion fails midway.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn meshota() -> &'static str {
+    env!("CARGO_BIN_EXE_meshota")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(meshota())
+        .args(args)
+        .env_remove("MESHOTA_PASSPHRASE")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed ({:?}): stdout {} stderr {}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .is_some_and(|st| st != "Z" && st != "X")
+    })
+}
+
+/// Runs `testnet down` on drop, so a failed assertion leaves no daemon.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = run(&["testnet", "down", "--dir", self.0.to_str().unwrap()]);
+    }
+}
+
+fn pids(dir: &Path) -> Vec<u64> {
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
+    s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["pid"].as_u64())
+        .collect()
+}
+
+#[test]
+fn the_demo_of_four_nodes_converges_on_v2_as_a_delta_and_reports_one_json_object() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("demo");
+    let o = run(&[
+        "demo",
+        "--nodes",
+        "4",
+        "--size",
+        "2",
+        "--json",
+        "--timeout",
+        "120",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let out = text(&o.stdout);
+    assert!(
+        o.status.success(),
+        "demo failed: stdout {out} stderr {}",
+        text(&o.stderr)
+    );
+    let j: Value = serde_json::from_str(out.trim()).expect("stdout is one JSON object");
+    assert_eq!(j["converged"], true, "{j:#}");
+    let seconds = j["seconds"].as_f64().unwrap();
+    assert!(seconds > 0.0 && seconds < 300.0, "{seconds}");
+    // v1 travels whole to the three nodes that fetch it, v2 as a delta.
+    let moved = j["bytes_moved"].as_u64().unwrap();
+    assert!(moved >= 3 * (2 << 20), "{moved}");
+    let savings = j["delta_savings"].as_f64().unwrap();
+    assert!(savings > 0.5 && savings < 1.0, "delta savings {savings}");
+    let nodes = j["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["id"], i);
+        assert_eq!(n["installed_version"], "2.0.0", "{n}");
+        assert_eq!(n["slot_state"], "confirmed", "{n}");
+    }
+    // The daemons are gone after the demo.
+    for pid in pids(&dir) {
+        assert!(!alive(pid), "daemon {pid} still running after the demo");
+    }
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
+    assert!(
+        state["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["pid"].is_null())
+    );
+}
+
+#[test]
+fn testnet_up_publish_status_down_round_trip_leaves_no_daemon_running() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    ok(&[
+        "testnet",
+        "up",
+        "--nodes",
+        "3",
+        "--dir",
+        ds,
+        "--base-port",
+        "0",
+        "--image-size",
+        "1",
+    ]);
+    let _guard = Down(dir.clone());
+    let started = pids(&dir);
+    assert_eq!(started.len(), 3);
+    assert!(started.iter().all(|&p| alive(p)), "{started:?}");
+
+    // A running testnet is not started twice.
+    let again = run(&["testnet", "up", "--dir", ds, "--base-port", "0"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("already up"));
+
+    // Every node booted the provisioned release, confirmed.
+    let s: Value =
+        serde_json::from_str(&ok(&["testnet", "status", "--dir", ds, "--json"])).unwrap();
+    assert_eq!(s["converged"], true, "{s:#}");
+    assert_eq!(s["target"]["version"], "0.1.0");
+
+    let img = d.path().join("v1.img");
+    let bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&img, bytes).unwrap();
+    let p = ok(&[
+        "testnet",
+        "publish",
+        "--dir",
+        ds,
+        img.to_str().unwrap(),
+        "--version",
+        "1.0.0",
+    ]);
+    assert!(p.contains("security version 2"), "{p}");
+    let w = ok(&[
+        "testnet",
+        "status",
+        "--dir",
+        ds,
+        "--watch",
+        "--timeout",
+        "120",
+    ]);
+    assert!(w.contains("all 3 nodes confirmed on 1.0.0"), "{w}");
+    let s: Value =
+        serde_json::from_str(&ok(&["testnet", "status", "--dir", ds, "--json"])).unwrap();
+    assert_eq!(s["converged"], true);
+    for n in s["nodes"].as_array().unwrap() {
+        assert_eq!(n["installed_version"], "1.0.0", "{n}");
+        assert_eq!(n["slot_state"], "confirmed", "{n}");
+    }
+
+    let out = ok(&["testnet", "down", "--dir", ds]);
+    assert!(out.contains("3 daemon(s) stopped"), "{out}");
+    for pid in started {
+        assert!(!alive(pid), "daemon {pid} still running after down");
+    }
+    assert!(pids(&dir).is_empty());
+    assert!(
+        dir.join("node-0/node.log").exists(),
+        "down keeps the directory"
+    );
+    ok(&["testnet", "down", "--dir", ds, "--clean"]);
+    assert!(!dir.exists());
+}
+
+#[test]
+fn testnet_up_refuses_a_non_empty_directory_that_is_not_a_testnet() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("precious.txt"), b"keep me").unwrap();
+    let o = run(&[
+        "testnet",
+        "up",
+        "--nodes",
+        "2",
+        "--dir",
+        d.path().to_str().unwrap(),
+        "--base-port",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("not empty"), "{}", text(&o.stderr));
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        1,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn testnet_commands_on_a_directory_that_is_not_a_testnet_exit_1() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = d.path().to_str().unwrap();
+    for args in [
+        vec!["testnet", "status", "--dir", ds],
+        vec!["testnet", "down", "--dir", ds],
+        vec![
+            "testnet",
+            "publish",
+            "--dir",
+            ds,
+            "x.img",
+            "--version",
+            "1.0.0",
+        ],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(text(&o.stderr).contains("not a testnet"), "{args:?}");
+    }
+}
