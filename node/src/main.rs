@@ -53,6 +53,8 @@ enum Command {
     /// Run the mesh daemon, and talk to a running one.
     #[command(subcommand)]
     Node(cmd::node::NodeCmd),
+    /// Deterministic simulation of a fleet from one seed (faults, attackers).
+    Sim(cmd::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Install(a) => cmd::install::run(&a),
         Command::Boot(c) => cmd::boot::run(c),
         Command::Node(c) => cmd::node::run(c),
+        Command::Sim(a) => cmd::sim::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
