@@ -60,6 +60,15 @@ pub enum Error {
         /// The directory given.
         path: PathBuf,
     },
+    /// Another process (or another handle in this one) has the store open;
+    /// a store is used by one process at a time.
+    #[error(
+        "{path} is in use by another process (a meshota daemon or command); stop it or use another store"
+    )]
+    StoreInUse {
+        /// The store directory.
+        path: PathBuf,
+    },
     /// The store marker names a format this build does not read.
     #[error(
         "{path} is a meshota store of an unsupported format ({found:?}); use a matching meshota version"

@@ -178,5 +178,8 @@ fn an_empty_image_has_an_empty_index_and_assembles_to_nothing() {
 fn a_second_process_cannot_open_a_store_in_use() {
     let d = tempfile::tempdir().unwrap();
     let _a = FsStore::open_or_create(d.path()).unwrap();
-    assert!(matches!(FsStore::open(d.path()), Err(Error::Db { .. })));
+    match FsStore::open(d.path()) {
+        Err(Error::StoreInUse { path }) => assert_eq!(path, d.path()),
+        other => panic!("{:?}", other.err()),
+    }
 }

@@ -18,7 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use meshota_manifest::{ChunkingParams, Hash};
 use redb::{
@@ -70,6 +70,9 @@ pub struct FsStore {
     db: Database,
     writer: Mutex<Writer>,
     files: Mutex<HashMap<u64, Arc<File>>>,
+    /// Readers hold it shared from looking a chunk up to reading its bytes;
+    /// pack deletion holds it exclusively, so a read never finds its pack gone.
+    gate: RwLock<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -111,8 +114,8 @@ impl FsStore {
     ///
     /// # Errors
     /// [`Error::NotAStore`] without the marker, [`Error::UnsupportedStore`]
-    /// with another marker, [`Error::Db`] when the store is locked by another
-    /// process or its metadata is damaged.
+    /// with another marker, [`Error::StoreInUse`] when another process has it
+    /// open, [`Error::Db`] when its metadata is damaged.
     pub fn open(dir: &Path) -> Result<Self> {
         let marker = dir.join(MARKER_FILE);
         let text = match fs::read(&marker) {
@@ -141,7 +144,12 @@ impl FsStore {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(Error::io("create directory", &p))?;
         }
-        let db = Database::create(dir.join("meta.redb"))?;
+        let db = Database::create(dir.join("meta.redb")).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::StoreInUse {
+                path: dir.to_path_buf(),
+            },
+            other => other.into(),
+        })?;
         {
             let tx = db.begin_write()?;
             tx.open_table(CHUNKS)?;
@@ -157,6 +165,7 @@ impl FsStore {
             db,
             writer: Mutex::new(Writer { pack: None }),
             files: Mutex::new(HashMap::new()),
+            gate: RwLock::new(()),
         };
         store.remove_unreferenced_packs()?;
         Ok(store)
@@ -317,6 +326,26 @@ impl FsStore {
         Ok(buf)
     }
 
+    /// The chunk's current location and its at-rest bytes (or why they could
+    /// not be read), looked up and read under the shared gate.
+    fn read_stored(&self, hash: &Hash) -> Result<Option<(Loc, Result<Vec<u8>>)>> {
+        let _g = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(self
+            .location(hash)?
+            .map(|loc| (loc, self.read_at_rest(loc))))
+    }
+
+    /// Deletes pack files under the exclusive gate.
+    fn delete_packs(&self, ids: &[u64]) -> Result<()> {
+        let _g = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        for id in ids {
+            let path = self.pack_path(*id);
+            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+            lock(&self.files).remove(id);
+        }
+        Ok(())
+    }
+
     fn location(&self, hash: &Hash) -> Result<Option<Loc>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(CHUNKS)?;
@@ -380,17 +409,18 @@ impl FsStore {
         }
         let live = self.live_per_pack()?;
         let mut rewrite = HashSet::new();
+        let mut empty = Vec::new();
         for (id, path) in self.pack_files()? {
             let size = fs::metadata(&path).map_err(Error::io("stat", &path))?.len();
             let l = live.get(&id).copied().unwrap_or(0);
             if l == 0 {
-                fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-                lock(&self.files).remove(&id);
-                report.packs_compacted += 1;
+                empty.push(id);
             } else if l * 100 < size * COMPACT_LIVE_PERCENT {
                 rewrite.insert(id);
             }
         }
+        self.delete_packs(&empty)?;
+        report.packs_compacted += empty.len() as u64;
         if rewrite.is_empty() {
             return fsync_dir(&self.packs_dir());
         }
@@ -423,12 +453,9 @@ impl FsStore {
             }
         }
         tx.commit()?;
-        for id in rewrite {
-            let path = self.pack_path(id);
-            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-            lock(&self.files).remove(&id);
-            report.packs_compacted += 1;
-        }
+        let ids: Vec<u64> = rewrite.into_iter().collect();
+        self.delete_packs(&ids)?;
+        report.packs_compacted += ids.len() as u64;
         fsync_dir(&self.packs_dir())
     }
 
@@ -483,8 +510,8 @@ impl ChunkStore for FsStore {
     }
 
     fn get(&self, hash: &Hash) -> Result<Vec<u8>> {
-        if let Some(loc) = self.location(hash)? {
-            let bytes = self.read_at_rest(loc).map_err(|e| Error::CorruptChunk {
+        if let Some((loc, bytes)) = self.read_stored(hash)? {
+            let bytes = bytes.map_err(|e| Error::CorruptChunk {
                 hash: *hash,
                 detail: e.to_string(),
             })?;
@@ -506,8 +533,8 @@ impl ChunkStore for FsStore {
     }
 
     fn get_sent(&self, hash: &Hash) -> Result<SentChunk> {
-        if let Some(loc) = self.location(hash)? {
-            let bytes = self.read_at_rest(loc).map_err(|e| Error::CorruptChunk {
+        if let Some((loc, bytes)) = self.read_stored(hash)? {
+            let bytes = bytes.map_err(|e| Error::CorruptChunk {
                 hash: *hash,
                 detail: e.to_string(),
             })?;
@@ -676,15 +703,22 @@ impl ChunkStore for FsStore {
             }
             v
         };
-        for (h, loc) in &all {
+        // Re-read each location at check time (a concurrent GC may have
+        // moved or removed the chunk since the listing) and remember it, so
+        // only a row still pointing at the bad bytes is removed below.
+        let mut bad_locs: Vec<(Hash, Loc)> = Vec::new();
+        for (h, _) in &all {
+            let Some((loc, bytes)) = self.read_stored(h)? else {
+                continue;
+            };
             report.chunks_checked += 1;
-            let ok = self
-                .read_at_rest(*loc)
+            if bytes
                 .and_then(|b| decode_at_rest(h, loc.4, &b, loc.3))
-                .is_ok();
-            if !ok {
-                self.quarantine(h, *loc);
+                .is_err()
+            {
+                self.quarantine(h, loc);
                 report.bad_chunks.push(*h);
+                bad_locs.push((*h, loc));
             }
         }
         let bad_indexes: Vec<Hash> = {
@@ -721,8 +755,11 @@ impl ChunkStore for FsStore {
             let tx = self.db.begin_write()?;
             {
                 let mut t = tx.open_table(CHUNKS)?;
-                for h in &report.bad_chunks {
-                    t.remove(h.as_bytes())?;
+                for (h, loc) in &bad_locs {
+                    let current = t.get(h.as_bytes())?.map(|v| v.value());
+                    if current == Some(*loc) {
+                        t.remove(h.as_bytes())?;
+                    }
                 }
                 let mut ix = tx.open_table(INDEXES)?;
                 for h in &report.bad_indexes {
