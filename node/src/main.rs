@@ -15,6 +15,7 @@ mod device;
 mod failure;
 mod image_reader;
 mod keyio;
+mod testnet;
 mod timefmt;
 
 /// meshota: signed software updates through air-gapped and edge fleets.
@@ -55,6 +56,11 @@ enum Command {
     Node(cmd::node::NodeCmd),
     /// Deterministic simulation of a fleet from one seed (faults, attackers).
     Sim(cmd::sim::SimArgs),
+    /// Developers' testnet of node daemons on loopback: up, publish, status, down.
+    #[command(subcommand)]
+    Testnet(cmd::testnet::TestnetCmd),
+    /// The whole story: a testnet, release v1, then v2 as a delta, a summary.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +76,8 @@ fn main() -> ExitCode {
         Command::Boot(c) => cmd::boot::run(c),
         Command::Node(c) => cmd::node::run(c),
         Command::Sim(a) => cmd::sim::run(&a),
+        Command::Testnet(c) => cmd::testnet::run(c),
+        Command::Demo(a) => cmd::demo::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

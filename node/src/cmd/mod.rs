@@ -3,6 +3,7 @@
 
 pub(crate) mod boot;
 pub(crate) mod delta;
+pub(crate) mod demo;
 pub(crate) mod install;
 pub(crate) mod keys;
 pub(crate) mod node;
@@ -10,4 +11,5 @@ pub(crate) mod release;
 pub(crate) mod sim;
 pub(crate) mod slots;
 pub(crate) mod store;
+pub(crate) mod testnet;
 pub(crate) mod trust;
