@@ -294,6 +294,10 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
     let mut flush = tokio::time::interval(FLUSH_INTERVAL);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::rejected(e.to_string()))?;
+    // Created once, like `sigterm`: a `ctrl_c()` future made afresh on each
+    // turn of the loop misses a SIGINT that arrives while the loop is busy.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Failure::rejected(e.to_string()))?;
     d.drain_actions();
     while !d.shutdown {
         let deadline = d
@@ -311,7 +315,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
                 d.core.handle(now, Event::Timeout);
             }
             _ = flush.tick() => d.flush(),
-            _ = tokio::signal::ctrl_c() => d.shutdown = true,
+            _ = sigint.recv() => d.shutdown = true,
             _ = sigterm.recv() => d.shutdown = true,
         }
         d.drain_actions();
