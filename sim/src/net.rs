@@ -816,7 +816,7 @@ impl Sim {
                         .encode()
                         .ok(),
                         _ => wire::Message::GetChunk {
-                            request: u32::try_from(k).unwrap_or(0),
+                            request: k,
                             hash: self.random_hash(),
                         }
                         .encode()
