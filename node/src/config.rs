@@ -172,7 +172,7 @@ impl NodeConfig {
             }
         }
         if let Some(m) = &self.mesh {
-            if m.open == !m.allow.is_empty() {
+            if m.open != m.allow.is_empty() {
                 return Err(
                     "in [mesh], give exactly one of `open = true` (testnets) or `allow = [key ids]`"
                         .to_string(),
@@ -275,6 +275,23 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// The control socket path of the daemon.
+    pub(crate) fn control_socket(&self) -> PathBuf {
+        self.mesh
+            .as_ref()
+            .and_then(|m| m.control_socket.clone())
+            .unwrap_or_else(|| self.data_dir.join("node.sock"))
+    }
+
+    /// The store directory (default `<data_dir>/store`).
+    pub(crate) fn store_dir_or_default(&self) -> PathBuf {
+        self.store_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("store"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -367,22 +384,5 @@ timeout_ms = 5000
         let text = FULL.replace("kind = \"simulated\"", "kind = \"lilo\"");
         let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
         assert!(e.contains("lilo"), "{e}");
-    }
-}
-
-impl NodeConfig {
-    /// The control socket path of the daemon.
-    pub(crate) fn control_socket(&self) -> PathBuf {
-        self.mesh
-            .as_ref()
-            .and_then(|m| m.control_socket.clone())
-            .unwrap_or_else(|| self.data_dir.join("node.sock"))
-    }
-
-    /// The store directory (default `<data_dir>/store`).
-    pub(crate) fn store_dir_or_default(&self) -> PathBuf {
-        self.store_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("store"))
     }
 }
