@@ -43,4 +43,13 @@ export MESHOTA_PYTHON="$venv/bin/python"
 "$MESHOTA_PYTHON" tests/python/selftest_verify_manifest.py
 
 # --- The Rust suite. -------------------------------------------------------
-cargo test --workspace --locked "$@"
+log="$(mktemp -t meshota-test.XXXXXX)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole workspace (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
