@@ -1,9 +1,10 @@
 //! The protocol core of one node: a state machine fed [`Event`]s with the
 //! current time, handing back [`Action`]s.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::ops::Bound;
 
 use meshota_blobstore::ChunkIndex;
@@ -1018,6 +1019,16 @@ impl Node {
         if ix.have.is_full() {
             return;
         }
+        let limit = self.config.limits.in_flight_per_peer;
+        let has_room =
+            |peers: &BTreeMap<PeerId, Peer>| peers.values().any(|p| p.in_flight.len() < limit);
+        if !has_room(&self.peers) {
+            // Every peer is at its in-flight limit: no request can be made.
+            // (Checked first: this runs after every event, and the work
+            // below is linear in the chunks of the release.)
+            self.download_blocked = None;
+            return;
+        }
         // Missing chunks, each once, with their first ordinal and length.
         let mut missing: Vec<(Hash, usize, u32)> = Vec::new();
         for (h, ords) in &ix.ordinals {
@@ -1040,9 +1051,11 @@ impl Node {
         } else {
             1
         };
-        // Rarity: how many peers advertise the chunk.
+        // Rarity: how many peers advertise the chunk. Taken in ascending
+        // order, lazily: the heap is built in linear time and the loop below
+        // usually stops after a few chunks, when every peer is full.
         let salt = self.config.seed;
-        let mut order: Vec<(usize, u64, Hash, usize, u32)> = missing
+        let mut order: BinaryHeap<_> = missing
             .iter()
             .map(|&(h, o, len)| {
                 let holders = self
@@ -1056,13 +1069,15 @@ impl Node {
                 (holders, tie, h, o, len)
             })
             .filter(|(holders, ..)| *holders > 0)
+            .map(Reverse)
             .collect();
-        order.sort_unstable();
         let now = self.now;
         self.download_blocked = None;
-        let limit = self.config.limits.in_flight_per_peer;
         let timeout = self.config.limits.request_timeout_ms;
-        for (_, _, hash, o, len) in order {
+        while let Some(Reverse((_, _, hash, o, len))) = order.pop() {
+            if !has_room(&self.peers) {
+                break;
+            }
             if self.retries.get(&hash).is_some_and(|r| r.not_before > now) {
                 continue;
             }
