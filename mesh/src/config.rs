@@ -42,6 +42,9 @@ pub struct Limits {
     /// Most manifest ids remembered as rejected, so that they are not
     /// fetched again. Default 1024.
     pub rejected_ids: usize,
+    /// Most manifest requests outstanding at once (over all peers); ids
+    /// beyond it are asked for on a later summary. Default 64.
+    pub pending_manifests: usize,
 }
 
 impl Limits {
@@ -61,6 +64,7 @@ impl Limits {
         releases: 64,
         reports: 4096,
         rejected_ids: 1024,
+        pending_manifests: 64,
     };
 }
 

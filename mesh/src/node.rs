@@ -252,6 +252,13 @@ impl Node {
         self.held.contains(hash)
     }
 
+    /// Manifest requests outstanding (bounded by
+    /// [`crate::Limits::pending_manifests`]).
+    #[must_use]
+    pub fn pending_manifest_requests(&self) -> usize {
+        self.pending_manifests.len()
+    }
+
     /// Number of connected peers.
     #[must_use]
     pub fn peer_count(&self) -> usize {
@@ -545,6 +552,11 @@ impl Node {
                 .get(id)
                 .is_none_or(|(_, at)| self.now.since(*at) > timeout);
             if stale {
+                let full = self.pending_manifests.len() >= self.config.limits.pending_manifests;
+                if full && !self.pending_manifests.contains_key(id) {
+                    // Bounded: the rest are asked for on a later summary.
+                    break;
+                }
                 self.pending_manifests.insert(*id, (peer, self.now));
                 self.send(peer, &Message::GetManifest { id: *id });
             }
@@ -1125,6 +1137,23 @@ impl Node {
 
     fn timeout(&mut self) {
         let now = self.now;
+        // Manifest requests that went unanswered: forget them and count a
+        // timeout against the peer that advertised the id.
+        let timeout_ms = self.config.limits.request_timeout_ms;
+        let stale: Vec<(Hash, PeerId)> = self
+            .pending_manifests
+            .iter()
+            .filter(|(_, (_, at))| now.since(*at) > timeout_ms)
+            .map(|(id, (p, _))| (*id, *p))
+            .collect();
+        let mut late_peers = BTreeSet::new();
+        for (id, peer) in stale {
+            self.pending_manifests.remove(&id);
+            late_peers.insert(peer);
+        }
+        for peer in late_peers {
+            self.penalise(peer, Offence::Timeout);
+        }
         // Anti-entropy.
         if now >= self.trickle.deadline() && self.trickle.on_timeout(now, &mut self.rng) {
             let s = self.summary();
@@ -1183,6 +1212,10 @@ impl Node {
         }
         if let Some(f) = self.have_flush_at {
             consider(f);
+        }
+        let timeout_ms = self.config.limits.request_timeout_ms;
+        for (_, at) in self.pending_manifests.values() {
+            consider(Timestamp(at.0 + timeout_ms + 1));
         }
         if let (Some(b), Some(&(_, _, _, len))) = (self.upload.as_ref(), self.serve_queue.front()) {
             consider(b.ready_at(u64::from(len)));

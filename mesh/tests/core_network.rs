@@ -271,3 +271,53 @@ fn index_is_asked_of_another_peer_when_the_first_only_carries_the_manifest() {
         p.image_hash
     );
 }
+
+#[test]
+fn summaries_listing_unknown_releases_cannot_grow_pending_requests_without_bound() {
+    use meshota_mesh::{Event, PeerId, Timestamp, wire::Message};
+    let k = keys();
+    let mut node = meshota_mesh::Node::new(
+        config(0, "rpi4", Limits::DEFAULT),
+        k.trust.clone(),
+        Installed::default(),
+        Timestamp(0),
+    );
+    let liar = PeerId(9);
+    node.handle(
+        Timestamp(0),
+        Event::LinkUp {
+            peer: liar,
+            node: node_key(9).id(),
+        },
+    );
+    // 20 summaries of 256 ids each, none of which the liar will deliver.
+    for round in 0u32..20 {
+        let releases = (0u32..256)
+            .map(|i| {
+                let mut h = [0u8; 32];
+                h[..4].copy_from_slice(&round.to_le_bytes());
+                h[4..8].copy_from_slice(&i.to_le_bytes());
+                meshota_manifest::Hash(h)
+            })
+            .collect();
+        let bytes = Message::Summary {
+            releases,
+            installed: None,
+        }
+        .encode()
+        .unwrap();
+        node.handle(
+            Timestamp(u64::from(round)),
+            Event::Message { peer: liar, bytes },
+        );
+        assert!(node.pending_manifest_requests() <= Limits::DEFAULT.pending_manifests);
+    }
+    assert_eq!(
+        node.pending_manifest_requests(),
+        Limits::DEFAULT.pending_manifests
+    );
+    // Unanswered, they are forgotten after the request timeout.
+    let later = Timestamp(Limits::DEFAULT.request_timeout_ms + 1_000);
+    node.handle(later, Event::Timeout);
+    assert_eq!(node.pending_manifest_requests(), 0);
+}
