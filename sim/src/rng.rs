@@ -1,16 +1,19 @@
 //! The simulator's only source of randomness.
 
-/// SplitMix64 (Steele, Lea, Flood 2014), seeded by the caller. Every random
-/// choice of a run comes from one of these, derived from the run's seed, so
-/// one seed replays one run. Not for secrets.
+use meshota_mesh::SeededRng;
+
+/// The mesh core's seeded SplitMix64 ([`SeededRng`]) with the draws the
+/// simulator needs. Every random choice of a run comes from one of these,
+/// derived from the run's seed, so one seed replays one run. Not for
+/// secrets.
 #[derive(Debug, Clone)]
-pub struct SimRng(u64);
+pub struct SimRng(SeededRng);
 
 impl SimRng {
     /// A generator for `seed`.
     #[must_use]
     pub const fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SeededRng::new(seed))
     }
 
     /// An independent stream for one purpose (`tag`) of a run's `seed`:
@@ -25,11 +28,7 @@ impl SimRng {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A value in `0..n` (0 when `n` is 0).
