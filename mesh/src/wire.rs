@@ -50,6 +50,7 @@ pub enum Message {
     /// A signed release manifest (its file bytes).
     Manifest {
         /// Encoded signed manifest.
+        #[serde(with = "byte_string")]
         bytes: Vec<u8>,
     },
     /// Asks for a chunk index blob by its hash.
@@ -60,6 +61,7 @@ pub enum Message {
     /// A chunk index blob.
     Index {
         /// Encoded chunk index.
+        #[serde(with = "byte_string")]
         bytes: Vec<u8>,
     },
     /// Asks for the sender's full availability bitmap of a release, and to
@@ -74,6 +76,7 @@ pub enum Message {
         /// The release.
         release: Hash,
         /// The bitmap.
+        #[serde(with = "byte_string")]
         bitmap: Vec<u8>,
     },
     /// Chunks of a release the sender gained since its last update.
@@ -97,6 +100,7 @@ pub enum Message {
         /// The chunk's id (the receiver re-hashes the bytes).
         hash: Hash,
         /// The bytes.
+        #[serde(with = "byte_string")]
         data: Vec<u8>,
     },
     /// The sender cannot serve the chunk (no longer has it, or is busy).
@@ -109,11 +113,13 @@ pub enum Message {
     /// A signed node report, relayed toward gateways.
     Report {
         /// Encoded signed node report.
+        #[serde(with = "byte_string")]
         bytes: Vec<u8>,
     },
     /// A signed rollout command.
     Rollout {
         /// Encoded signed rollout command.
+        #[serde(with = "byte_string")]
         bytes: Vec<u8>,
     },
 }
@@ -212,4 +218,38 @@ pub fn chunk_response(request: u32, hash: Hash, data: Vec<u8>) -> Result<Vec<u8>
         data,
     }
     .encode()
+}
+
+/// Serialises `Vec<u8>` fields as one byte string. In postcard this is the
+/// same wire form as a sequence of `u8` (a varint length, then the raw
+/// bytes), decoded in one copy instead of one visit per byte.
+mod byte_string {
+    use alloc::vec::Vec;
+    use core::fmt;
+
+    use serde::{Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
 }

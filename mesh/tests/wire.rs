@@ -73,3 +73,23 @@ fn rejects_summary_longer_than_its_limit() {
         Err(Error::LimitExceeded { .. })
     ));
 }
+
+/// Byte fields are encoded as postcard byte strings, which is exactly the
+/// wire form of a `u8` sequence: a varint length, then the raw bytes.
+#[test]
+fn chunk_message_wire_form_is_version_variant_request_hash_length_bytes() {
+    let data: Vec<u8> = (0..300u16).map(|i| i as u8).collect();
+    let m = Message::Chunk {
+        request: 5,
+        hash: Hash([7; 32]),
+        data: data.clone(),
+    };
+    let mut expected = vec![PROTOCOL_VERSION, 9, 5];
+    expected.extend_from_slice(&[7; 32]);
+    expected.extend_from_slice(&[0xac, 0x02]); // varint(300)
+    expected.extend_from_slice(&data);
+    assert_eq!(m.encode().unwrap(), expected);
+    // A plain sequence of u8 (the previous encoding) gives the same bytes.
+    let as_seq = postcard::to_allocvec(&(5u32, [7u8; 32], data)).unwrap();
+    assert_eq!(&expected[2..], &as_seq[..]);
+}
