@@ -7,20 +7,20 @@
 //! bytes [`ChunkIndex::encode`] produces for some valid index, so an index's
 //! content address ([`ChunkIndex::id`]) is unique.
 
-use meshota_manifest::{ChunkingParams, Hash};
+use meshota_manifest::{ChunkingParams, Hash, frame};
 use serde::{Deserialize, Serialize};
 
 use crate::chunking::check_params;
 use crate::error::{Error, Result};
 
 /// The four bytes every meshota document starts with.
-pub const MAGIC: [u8; 4] = *b"MOTA";
+pub const MAGIC: [u8; 4] = frame::MAGIC;
 /// The chunk-index format version this build writes and reads.
-pub const INDEX_VERSION: u8 = 1;
+pub const INDEX_VERSION: u8 = frame::FORMAT_VERSION;
 /// The document-kind byte of a chunk index.
-pub const KIND_CHUNK_INDEX: u8 = 32;
+pub const KIND_CHUNK_INDEX: u8 = frame::Kind::ChunkIndex as u8;
 /// Header length: magic, version byte, kind byte.
-pub const HEADER_LEN: usize = 6;
+pub const HEADER_LEN: usize = frame::HEADER_LEN;
 /// Most chunks one index may list (64 GiB at the default 64 KiB average).
 pub const MAX_INDEX_CHUNKS: usize = 1 << 20;
 /// Longest encoded index accepted, checked before anything is decoded:

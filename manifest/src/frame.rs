@@ -24,6 +24,19 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Length of the header before the payload.
 pub const HEADER_LEN: usize = 6;
 
+/// The header of a file of `kind`: magic, format version, kind byte.
+#[must_use]
+pub const fn header(kind: Kind) -> [u8; HEADER_LEN] {
+    [
+        MAGIC[0],
+        MAGIC[1],
+        MAGIC[2],
+        MAGIC[3],
+        FORMAT_VERSION,
+        kind as u8,
+    ]
+}
+
 /// What a meshota file holds; the sixth byte of every file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -42,6 +55,8 @@ pub enum Kind {
     SecretKey = 17,
     /// A chunk index (defined by the blobstore crate).
     ChunkIndex = 32,
+    /// A QUIC channel-binding hello (defined by the mesh crate).
+    ChannelBindingHello = 48,
 }
 
 impl Kind {
@@ -56,6 +71,7 @@ impl Kind {
             Self::PublicKey => "public-key",
             Self::SecretKey => "secret-key",
             Self::ChunkIndex => "chunk-index",
+            Self::ChannelBindingHello => "channel-binding-hello",
         }
     }
 
@@ -70,6 +86,7 @@ impl Kind {
             16 => Self::PublicKey,
             17 => Self::SecretKey,
             32 => Self::ChunkIndex,
+            48 => Self::ChannelBindingHello,
             _ => return None,
         })
     }
@@ -82,34 +99,35 @@ impl fmt::Display for Kind {
 }
 
 /// Reads the kind byte of `bytes` after checking magic and version, without
-/// decoding further: lets a tool tell which file it was handed.
+/// decoding further: lets a tool tell which file it was handed. A short
+/// input is reported as a truncated release manifest.
 ///
 /// # Errors
 /// [`Error::Truncated`], [`Error::BadMagic`], [`Error::UnsupportedFormatVersion`].
 pub fn peek_kind(bytes: &[u8]) -> Result<u8, Error> {
-    if bytes.len() < HEADER_LEN {
-        if bytes.len() >= 4 && bytes[..4] != MAGIC {
-            let mut found = [0u8; 4];
-            found.copy_from_slice(&bytes[..4]);
+    read_header(bytes, Kind::ReleaseManifest)
+}
+
+/// Checks magic and version and returns the kind byte; a short input is a
+/// truncated `kind` (unless what is there already is not the magic).
+fn read_header(bytes: &[u8], kind: Kind) -> Result<u8, Error> {
+    let mut found = [0u8; 4];
+    if let Some(m) = bytes.get(..4) {
+        found.copy_from_slice(m);
+        if found != MAGIC {
             return Err(Error::BadMagic { found });
         }
-        // Which kind is unknown yet; report the generic header kind.
-        return Err(Error::Truncated {
-            kind: Kind::ReleaseManifest,
-        });
     }
-    let mut found = [0u8; 4];
-    found.copy_from_slice(&bytes[..4]);
-    if found != MAGIC {
-        return Err(Error::BadMagic { found });
-    }
-    if bytes[4] != FORMAT_VERSION {
+    let (Some(&version), Some(&kind_byte)) = (bytes.get(4), bytes.get(5)) else {
+        return Err(Error::Truncated { kind });
+    };
+    if version != FORMAT_VERSION {
         return Err(Error::UnsupportedFormatVersion {
-            found: bytes[4],
+            found: version,
             supported: FORMAT_VERSION,
         });
     }
-    Ok(bytes[5])
+    Ok(kind_byte)
 }
 
 /// Checks size, magic, version and kind; returns the payload.
@@ -124,15 +142,7 @@ pub fn open(bytes: &[u8], kind: Kind, max: usize) -> Result<&[u8], Error> {
             max,
         });
     }
-    if bytes.len() < HEADER_LEN {
-        if bytes.len() >= 4 && bytes[..4] != MAGIC {
-            let mut found = [0u8; 4];
-            found.copy_from_slice(&bytes[..4]);
-            return Err(Error::BadMagic { found });
-        }
-        return Err(Error::Truncated { kind });
-    }
-    let found = peek_kind(bytes)?;
+    let found = read_header(bytes, kind)?;
     if found != kind as u8 {
         return Err(Error::WrongKind {
             expected: kind,
@@ -149,9 +159,7 @@ pub fn open(bytes: &[u8], kind: Kind, max: usize) -> Result<&[u8], Error> {
 /// does that; the error exists so that no encoder panics).
 pub fn seal<T: Serialize + ?Sized>(kind: Kind, payload: &T) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(HEADER_LEN + 64);
-    out.extend_from_slice(&MAGIC);
-    out.push(FORMAT_VERSION);
-    out.push(kind as u8);
+    out.extend_from_slice(&header(kind));
     postcard::to_extend(payload, out).map_err(|e| Error::Encoding {
         kind,
         reason: e.to_string(),

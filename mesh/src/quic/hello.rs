@@ -37,7 +37,8 @@ pub const EXPORTER_LEN: usize = 32;
 pub const CHANNEL_BINDING_CONTEXT: &[u8] = b"meshota/v1/channel-binding";
 
 /// The hello header: magic, format version, kind.
-pub const HELLO_HEADER: [u8; 6] = [b'M', b'O', b'T', b'A', 1, 48];
+pub const HELLO_HEADER: [u8; 6] =
+    meshota_manifest::frame::header(meshota_manifest::Kind::ChannelBindingHello);
 
 /// Largest encoded hello accepted: header, key, signature, the longest
 /// hardware string and varint lengths, rounded up.

@@ -41,11 +41,14 @@ pub(crate) fn run(cmd: DeltaCmd) -> CmdResult {
     }
 }
 
+/// Whether `path` starts with a release manifest's header (any other
+/// file is taken for an image).
 fn is_manifest(path: &Path) -> CmdResult<bool> {
-    let mut magic = [0u8; 4];
+    let mut header = [0u8; meshota_manifest::frame::HEADER_LEN];
     let mut f = std::fs::File::open(path).at(path)?;
-    let n = f.read(&mut magic).at(path)?;
-    Ok(n == 4 && &magic == b"MOTA")
+    let n = f.read(&mut header).at(path)?;
+    Ok(meshota_manifest::frame::peek_kind(&header[..n])
+        == Ok(meshota_manifest::Kind::ReleaseManifest as u8))
 }
 
 fn plan(a: &PlanArgs) -> CmdResult {
