@@ -217,18 +217,30 @@ impl TrustRoot {
     ///
     /// # Errors
     /// [`Error::InvalidSignature`], [`Error::RevokedKey`],
-    /// [`Error::ThresholdNotMet`], [`Error::ExpiredTrustRoot`].
+    /// [`Error::UnknownKey`], [`Error::ThresholdNotMet`],
+    /// [`Error::ExpiredTrustRoot`].
     pub fn verify_initial(
         doc: &SignedDocument<Self>,
         expiration: Expiration,
     ) -> Result<Verified<Self>, Error> {
         let root = doc.unverified_body();
-        let valid = count_root_signatures(doc, root, "new", root.version, root.version)?;
-        if valid < root.root_threshold as usize {
+        let signers = RootSigners::scan(doc, root)?;
+        let threshold = root.root_threshold as usize;
+        if signers.valid < threshold {
+            signers.revoked_error(root)?;
+            if signers.valid == 0 {
+                if let Some(key) = signers.first_unknown {
+                    return Err(Error::UnknownKey {
+                        key,
+                        role: Role::Root,
+                        trust_version: root.version,
+                    });
+                }
+            }
             return Err(Error::ThresholdNotMet {
                 role: Role::Root,
-                valid,
-                threshold: root.root_threshold as usize,
+                valid: signers.valid,
+                threshold,
             });
         }
         root.check_not_expired(expiration)?;
@@ -253,49 +265,47 @@ impl TrustRoot {
     }
 }
 
-/// Counts distinct valid signatures by `signer_root`'s root keys on `doc`.
-/// A failing signature by a listed key is an error (the document was
-/// altered); a signature by a revoked key is an error when it is the only
-/// kind present.
-fn count_root_signatures(
-    doc: &SignedDocument<TrustRoot>,
-    signer_root: &TrustRoot,
-    which: &'static str,
-    from_version: u64,
-    to_version: u64,
-) -> Result<usize, Error> {
-    let scan = doc.signers(|id| signer_root.root_key(id).map(|k| &k.key));
-    if let Some(key) = scan.invalid {
-        return Err(Error::InvalidSignature { key });
+/// The distinct keys of one trust root's root set that signed a document.
+struct RootSigners {
+    /// Distinct root keys with a valid signature.
+    valid: usize,
+    /// The first signer that the signing root lists as revoked.
+    revoked: Option<KeyId>,
+    /// The first signer that is not one of the root keys.
+    first_unknown: Option<KeyId>,
+}
+
+impl RootSigners {
+    /// Checks every distinct signature by a root key of `signer_root`. A
+    /// failing one means the document was altered: an error, whatever the
+    /// others say.
+    fn scan(doc: &SignedDocument<TrustRoot>, signer_root: &TrustRoot) -> Result<Self, Error> {
+        let scan = doc.signers(|id| signer_root.root_key(id).map(|k| &k.key));
+        if let Some(key) = scan.invalid {
+            return Err(Error::InvalidSignature { key });
+        }
+        Ok(Self {
+            valid: scan.valid.len(),
+            revoked: scan
+                .unmatched
+                .iter()
+                .copied()
+                .find(|id| signer_root.is_revoked(id)),
+            first_unknown: scan.unmatched.first().copied(),
+        })
     }
-    let valid = scan.valid.len();
-    if valid < signer_root.root_threshold as usize {
-        if let Some(key) = scan.unmatched.iter().find(|id| signer_root.is_revoked(id)) {
-            return Err(Error::RevokedKey {
-                key: *key,
+
+    /// Below the threshold, a signature by a revoked key is the reason to
+    /// name.
+    fn revoked_error(&self, signer_root: &TrustRoot) -> Result<(), Error> {
+        match self.revoked {
+            Some(key) => Err(Error::RevokedKey {
+                key,
                 trust_version: signer_root.version,
-            });
-        }
-        if from_version != to_version {
-            return Err(Error::RotationNotSigned {
-                from_version,
-                to_version,
-                signed_by: which,
-                valid,
-                threshold: signer_root.root_threshold as usize,
-            });
-        }
-        if valid == 0 {
-            if let Some(key) = scan.unmatched.first() {
-                return Err(Error::UnknownKey {
-                    key: *key,
-                    role: Role::Root,
-                    trust_version: signer_root.version,
-                });
-            }
+            }),
+            None => Ok(()),
         }
     }
-    Ok(valid)
 }
 
 impl Verified<TrustRoot> {
@@ -320,27 +330,20 @@ impl Verified<TrustRoot> {
             });
         }
         // Step 1: the previous version's root threshold vouches for it.
-        let by_old =
-            count_root_signatures(next, current, "previous", current.version, offered.version)?;
-        if by_old < current.root_threshold as usize {
-            return Err(Error::RotationNotSigned {
-                from_version: current.version,
-                to_version: offered.version,
-                signed_by: "previous",
-                valid: by_old,
-                threshold: current.root_threshold as usize,
-            });
-        }
         // Step 2: its own root threshold accepts the new role.
-        let by_new = count_root_signatures(next, offered, "new", current.version, offered.version)?;
-        if by_new < offered.root_threshold as usize {
-            return Err(Error::RotationNotSigned {
-                from_version: current.version,
-                to_version: offered.version,
-                signed_by: "new",
-                valid: by_new,
-                threshold: offered.root_threshold as usize,
-            });
+        for (signer_root, signed_by) in [(current, "previous"), (offered, "new")] {
+            let signers = RootSigners::scan(next, signer_root)?;
+            let threshold = signer_root.root_threshold as usize;
+            if signers.valid < threshold {
+                signers.revoked_error(signer_root)?;
+                return Err(Error::RotationNotSigned {
+                    from_version: current.version,
+                    to_version: offered.version,
+                    signed_by,
+                    valid: signers.valid,
+                    threshold,
+                });
+            }
         }
         // Step 3: freeze-attack protection.
         offered.check_not_expired(expiration)?;
