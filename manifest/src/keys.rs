@@ -135,9 +135,12 @@ impl<'de> Deserialize<'de> for PublicKey {
     }
 }
 
-/// An ML-DSA-65 secret key, held as its seed; zeroised when dropped.
+/// An ML-DSA-65 secret key: its seed and the signing key expanded from it
+/// once; both are zeroised when dropped.
+#[derive(Clone)]
 pub struct SecretKey {
     seed: Zeroizing<[u8; 32]>,
+    signing: ExpandedSigningKey<MlDsa65>,
     name: String,
     public: PublicKey,
 }
@@ -155,6 +158,7 @@ impl SecretKey {
         let vk: &VerifyingKey<MlDsa65> = sk.as_ref();
         let public = PublicKey::from_bytes(vk.encode().as_slice())?;
         Ok(Self {
+            signing: ExpandedSigningKey::<MlDsa65>::from_seed(&(*seed).into()),
             seed,
             name: name.into(),
             public,
@@ -185,8 +189,8 @@ impl SecretKey {
     /// # Errors
     /// [`Error::SigningFailed`] if `context` is longer than 255 bytes.
     pub fn sign(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>, Error> {
-        let esk = ExpandedSigningKey::<MlDsa65>::from_seed(&(*self.seed).into());
-        let sig = esk
+        let sig = self
+            .signing
             .sign_deterministic(message, context)
             .map_err(|_| Error::SigningFailed {
                 reason: "ML-DSA rejected the context string",

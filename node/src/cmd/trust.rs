@@ -200,14 +200,14 @@ fn load_signers(paths: &[PathBuf]) -> CmdResult<Vec<SecretKey>> {
     paths.iter().map(|p| load_secret(p)).collect()
 }
 
-fn sign_and_write(
+/// Signs `body` with every key in `signers` (errors name `out`).
+fn sign_trust_root(
     body: TrustRoot,
     signers: &[SecretKey],
     out: &Path,
 ) -> CmdResult<SignedDocument<TrustRoot>> {
     let refs: Vec<&SecretKey> = signers.iter().collect();
-    let doc = SignedDocument::sign(body, &refs).at(out)?;
-    Ok(doc)
+    SignedDocument::sign(body, &refs).at(out)
 }
 
 fn init(a: InitArgs) -> CmdResult {
@@ -230,7 +230,7 @@ fn init(a: InitArgs) -> CmdResult {
         revoked: vec![],
     };
     let signers = load_signers(&a.sign)?;
-    let doc = sign_and_write(body, &signers, &a.out)?;
+    let doc = sign_trust_root(body, &signers, &a.out)?;
     // Refuse to write a trust root that would not verify.
     TrustRoot::verify_initial(&doc, Expiration::Enforce { now: now() })
         .map_err(|e| Failure::file(&a.out, format!("not written: {e}")))?;
@@ -307,7 +307,7 @@ fn rotate(a: RotateArgs) -> CmdResult {
     next.revoked.sort_unstable();
     next.revoked.dedup();
     let signers = load_signers(&a.sign)?;
-    let doc = sign_and_write(next, &signers, &a.out)?;
+    let doc = sign_trust_root(next, &signers, &a.out)?;
     current
         .verify_rotation(&doc, Expiration::Enforce { now: now() })
         .map_err(|e| Failure::file(&a.out, format!("not written: {e}")))?;

@@ -213,7 +213,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
     let endpoint = Arc::new(
         QuicEndpoint::bind(
             mesh.listen,
-            load_secret(&mesh.device_key)?,
+            (*key).clone(),
             node.config.hardware.clone(),
             admission,
         )
@@ -743,13 +743,19 @@ impl Daemon {
 
     fn publish_report(&mut self, last_install: InstallOutcome) {
         let installed = self.core.running();
+        // The confirmed slot, as the device record has it.
+        let node = self.node.clone();
+        let slot = tokio::task::block_in_place(|| {
+            node.open_device().ok().and_then(|mut d| d.record().ok())
+        })
+        .map_or_else(|| "unknown".to_string(), |r| r.confirmed.name().to_string());
         let report = NodeReport {
             node_id: self.key.id(),
             hardware: self.node.config.hardware.clone(),
             installed_version: self.installed_version.clone(),
             installed_release: installed.release,
             security_version: installed.security_version.unwrap_or(0),
-            slot_state: SlotState::Confirmed { slot: "?".into() },
+            slot_state: SlotState::Confirmed { slot },
             last_install,
             counter: u64::try_from(
                 std::time::SystemTime::now()
