@@ -805,16 +805,8 @@ impl Node {
         if req.hash != hash || Hash::of(&data) != hash {
             self.stats.corrupt_chunks += 1;
             self.fail_chunk(req.hash);
-            if let Some(p) = self.peers.get_mut(&peer) {
-                // It does not really have it: stop asking it.
-                for b in p.have.values_mut() {
-                    for ix in self.releases.values().filter_map(|r| r.index.as_ref()) {
-                        for &o in ix.ordinals.get(&req.hash).into_iter().flatten() {
-                            b.clear(o as usize);
-                        }
-                    }
-                }
-            }
+            // It does not really have it: stop asking it.
+            self.forget_peer_has(peer, req.hash);
             return self.penalise(peer, Offence::CorruptChunk);
         }
         if self.held.contains(&hash) {
@@ -834,6 +826,16 @@ impl Node {
         if p.in_flight.remove(&request).is_none() {
             return;
         }
+        self.forget_peer_has(peer, hash);
+        self.fail_chunk(hash);
+    }
+
+    /// Clears `hash` from every availability bitmap `peer` sent, at the
+    /// chunk's ordinals in each bitmap's own release.
+    fn forget_peer_has(&mut self, peer: PeerId, hash: Hash) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
         for (rid, b) in &mut p.have {
             if let Some(ix) = self.releases.get(rid).and_then(|r| r.index.as_ref()) {
                 for &o in ix.ordinals.get(&hash).into_iter().flatten() {
@@ -841,7 +843,6 @@ impl Node {
                 }
             }
         }
-        self.fail_chunk(hash);
     }
 
     fn fail_chunk(&mut self, hash: Hash) {
