@@ -5,35 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod common;
+use common::*;
+
 /// Size of each slot.
 const SLOT: u64 = 256 * 1024;
-
-fn meshota() -> &'static str {
-    env!("CARGO_BIN_EXE_meshota")
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(meshota())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MESHOTA_PASSPHRASE")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = run(dir, args);
-    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Runs a command that must be rejected with `code`; returns its stderr.
 fn fails(dir: &Path, code: i32, args: &[&str]) -> String {

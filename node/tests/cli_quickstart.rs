@@ -1,38 +1,11 @@
 //! The README quickstart, run for real, plus the CLI's exit-code contract.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn meshota() -> &'static str {
-    env!("CARGO_BIN_EXE_meshota")
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(meshota())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MESHOTA_PASSPHRASE")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = run(dir, args);
-    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::*;
 
 #[test]
 fn readme_quickstart_script_succeeds_and_rejects_tampering_and_rollback() {

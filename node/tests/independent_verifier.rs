@@ -7,12 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
+use common::workspace_root;
 
 /// The Python with `cryptography` >= 50: `MESHOTA_PYTHON`, else the
 /// project's `.venv` made by the README's test command.
