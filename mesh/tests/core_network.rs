@@ -152,7 +152,7 @@ fn release_not_above_installed_security_version_is_carried_but_not_fetched() {
 }
 
 #[test]
-fn release_for_other_hardware_is_relayed_to_nodes_that_want_it() {
+fn release_for_other_hardware_is_relayed_as_a_manifest_without_its_chunks() {
     let k = keys();
     let p = publish(&k.release, &image(6, MIB), "imx8", 1);
     let mut net = Net::new(3, &k.trust, "rpi4", Limits::DEFAULT);
