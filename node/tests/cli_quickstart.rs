@@ -278,3 +278,51 @@ fn wrong_kind_of_file_is_named_in_the_error() {
         stderr(&o)
     );
 }
+
+/// Runs `meshota ARGS` on a pseudo-terminal (util-linux `script`), typing
+/// `lines` after a pause each, as a person at the prompt would.
+fn on_terminal(dir: &Path, args: &str, lines: &[&str]) -> Output {
+    let mut feed = String::from("sleep 1");
+    for l in lines {
+        feed.push_str(&format!("; printf '%s\\n' '{l}'; sleep 1"));
+    }
+    let cmd = format!(
+        "({feed}) | timeout 30 script -qec \"{} {args}\" /dev/null",
+        meshota()
+    );
+    Command::new("bash")
+        .args(["-c", &cmd])
+        .current_dir(dir)
+        .env_remove("MESHOTA_PASSPHRASE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn passphrase_is_asked_on_a_terminal_when_not_in_the_environment() {
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "util-linux `script` is needed to give the CLI a terminal"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = on_terminal(
+        d,
+        "keys generate --out k --name p --encrypt",
+        &["s3cret", "s3cret"],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("New passphrase"), "{out}");
+    assert!(out.contains("(passphrase-protected)"), "{out}");
+    let key = std::fs::read(d.join("k/p.key")).unwrap();
+    assert!(!key.windows(6).any(|w| w == b"s3cret"));
+    // Signing asks for it; the right one signs, a wrong one is refused.
+    let init = "trust init --root-key k/p.pub --threshold 1 --sign k/p.key --out t.mota";
+    let o = on_terminal(d, init, &["wrong"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("wrong passphrase"));
+    assert!(!d.join("t.mota").exists());
+    let o = on_terminal(d, init, &["s3cret"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Passphrase for key \"p\""), "{out}");
+    assert!(d.join("t.mota").exists(), "{out}");
+}
