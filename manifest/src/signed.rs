@@ -270,6 +270,19 @@ impl<T: Document> Verified<T> {
     }
 }
 
+impl<T: Document> Verified<T> {
+    /// The signed document this value was verified from, for APIs that
+    /// take one (they check it again: verification is not skipped).
+    #[must_use]
+    pub fn to_document(&self) -> SignedDocument<T> {
+        SignedDocument {
+            body: self.body.clone(),
+            body_bytes: self.document.clone(),
+            signatures: self.signatures.clone(),
+        }
+    }
+}
+
 impl<T> core::ops::Deref for Verified<T> {
     type Target = T;
     fn deref(&self) -> &T {

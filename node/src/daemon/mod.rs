@@ -692,12 +692,7 @@ impl Daemon {
         let Some(m) = self.core.manifest(&release) else {
             return;
         };
-        let Ok(bytes) = m.encode() else {
-            return;
-        };
-        let Ok(doc) = SignedDocument::<ReleaseManifest>::decode(&bytes) else {
-            return;
-        };
+        let doc = m.to_document();
         self.phase = Phase::Installing;
         tracing::info!(release = %release.short(), version = %m.version, "installing");
         let node = self.node.clone();
