@@ -112,6 +112,35 @@ pub(crate) struct MeshConfig {
     /// none when unset. Port 0 picks a free port (see the status object).
     #[serde(default)]
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// LAN discovery over mDNS/DNS-SD; off when the table is absent.
+    #[serde(default)]
+    pub(crate) mdns: Option<MdnsConfig>,
+}
+
+/// The `[mesh.mdns]` table. Its presence turns discovery on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MdnsConfig {
+    /// Fleet label in the TXT record: only nodes announcing the same label
+    /// are dialled. Default `"default"`.
+    #[serde(default = "default_fleet")]
+    pub(crate) fleet: String,
+    /// Interfaces (by name, e.g. `["eth0"]`) mDNS runs on; empty = every
+    /// interface, loopback included.
+    #[serde(default)]
+    pub(crate) interfaces: Vec<String>,
+    /// The mDNS UDP port: 5353 (RFC 6762) unless every node of the LAN is
+    /// configured alike (tests use another to stay apart from the host's).
+    #[serde(default = "default_mdns_port")]
+    pub(crate) port: u16,
+}
+
+fn default_fleet() -> String {
+    "default".to_string()
+}
+
+const fn default_mdns_port() -> u16 {
+    5353
 }
 
 /// `path` joined to `base` when relative.
@@ -184,6 +213,17 @@ impl NodeConfig {
                     return Err(format!(
                         "field `mesh.allow`: {id:?} is not a 64-hex-digit device key id"
                     ));
+                }
+            }
+            if let Some(d) = &m.mdns {
+                if d.fleet.is_empty() || d.fleet.len() > 63 || d.fleet.contains('=') {
+                    return Err(format!(
+                        "field `mesh.mdns.fleet`: {:?} must be 1 to 63 bytes without `=`",
+                        d.fleet
+                    ));
+                }
+                if d.port == 0 {
+                    return Err("field `mesh.mdns.port` is 0; use 5353 (the default)".to_string());
                 }
             }
             if m.upload_bytes_per_sec == Some(0) || m.download_bytes_per_sec == Some(0) {
@@ -384,5 +424,30 @@ timeout_ms = 5000
         let text = FULL.replace("kind = \"simulated\"", "kind = \"lilo\"");
         let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
         assert!(e.contains("lilo"), "{e}");
+    }
+
+    const MESH: &str = "\n[mesh]\ndevice_key = \"k\"\nlisten = \"127.0.0.1:0\"\nopen = true\n";
+
+    #[test]
+    fn an_mdns_table_turns_discovery_on_with_documented_defaults() {
+        let text = format!("{FULL}{MESH}[mesh.mdns]\n");
+        let c = NodeConfig::parse(&text, Path::new("/")).unwrap();
+        let m = c.mesh.unwrap().mdns.unwrap();
+        assert_eq!((m.fleet.as_str(), m.port), ("default", 5353));
+        assert!(m.interfaces.is_empty());
+        let c = NodeConfig::parse(&format!("{FULL}{MESH}"), Path::new("/")).unwrap();
+        assert_eq!(c.mesh.unwrap().mdns, None);
+    }
+
+    #[test]
+    fn an_mdns_fleet_label_that_cannot_be_a_txt_value_is_refused() {
+        for bad in ["", "a=b", &"x".repeat(64)] {
+            let text = format!("{FULL}{MESH}[mesh.mdns]\nfleet = \"{bad}\"\n");
+            let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+            assert!(e.contains("mesh.mdns.fleet"), "{bad:?}: {e}");
+        }
+        let text = format!("{FULL}{MESH}[mesh.mdns]\nport = 0\n");
+        let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("mesh.mdns.port"), "{e}");
     }
 }

@@ -244,3 +244,117 @@ fn testnet_commands_on_a_directory_that_is_not_a_testnet_exit_1() {
         assert!(text(&o.stderr).contains("not a testnet"), "{args:?}");
     }
 }
+
+/// A free UDP port on loopback (for the test's own mDNS port, apart from
+/// the host's 5353).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn nodes_without_static_peers_find_each_other_over_mdns_and_converge() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    ok(&[
+        "testnet",
+        "up",
+        "--nodes",
+        "3",
+        "--dir",
+        ds,
+        "--base-port",
+        "0",
+        "--image-size",
+        "1",
+    ]);
+    let _guard = Down(dir.clone());
+    ok(&["testnet", "down", "--dir", ds]);
+    // Forget the static peers; announce on loopback only, on a port and
+    // fleet of this test's own.
+    let port = free_udp_port();
+    let fleet = format!("test-{}", std::process::id());
+    for i in 0..3 {
+        let path = dir.join(format!("node-{i}/node.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut out: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("peers = ") {
+                    "peers = []"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(out.contains("peers = []"), "{text}");
+        out.push_str(&format!(
+            "\n\n[mesh.mdns]\nfleet = \"{fleet}\"\ninterfaces = [\"lo\"]\nport = {port}\n"
+        ));
+        std::fs::write(&path, out).unwrap();
+    }
+    ok(&["testnet", "up", "--dir", ds]);
+
+    // Every node finds the other two (the smaller id of each pair dials).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let peers: Vec<u64> = (0..3)
+            .map(|i| {
+                let cfg = dir.join(format!("node-{i}/node.toml"));
+                let s: Value = serde_json::from_str(&ok(&[
+                    "node",
+                    "status",
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "--json",
+                ]))
+                .unwrap();
+                assert!(
+                    s["mdns"]["instance"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("meshota-")),
+                    "{s:#}"
+                );
+                s["peers"].as_u64().unwrap()
+            })
+            .collect();
+        if peers.iter().all(|&p| p == 2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "peers per node after 30 s: {peers:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let img = d.path().join("v1.img");
+    let bytes: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(&img, bytes).unwrap();
+    ok(&[
+        "testnet",
+        "publish",
+        "--dir",
+        ds,
+        img.to_str().unwrap(),
+        "--version",
+        "1.0.0",
+    ]);
+    let w = ok(&[
+        "testnet",
+        "status",
+        "--dir",
+        ds,
+        "--watch",
+        "--timeout",
+        "120",
+    ]);
+    assert!(w.contains("all 3 nodes confirmed on 1.0.0"), "{w}");
+}

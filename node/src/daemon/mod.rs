@@ -10,6 +10,7 @@
 //! what the store holds, so verified chunks are never fetched twice.
 
 pub(crate) mod control;
+mod discovery;
 mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,6 +75,7 @@ enum Input {
         release: Hash,
         result: Result<InstallResult, String>,
     },
+    Discovered(discovery::Found),
 }
 
 enum InstallResult {
@@ -126,6 +128,18 @@ struct Daemon {
     listen: std::net::SocketAddr,
     metrics: Option<std::net::SocketAddr>,
     shutdown: bool,
+    endpoint: Arc<QuicEndpoint>,
+    /// Our mDNS instance name when discovery runs.
+    mdns_instance: Option<String>,
+    /// Peers found over mDNS that this node dials, by instance name.
+    discovered: BTreeMap<String, Dialled>,
+}
+
+/// A discovered peer and the dialer that keeps a connection to it.
+struct Dialled {
+    node: KeyId,
+    addr: std::net::SocketAddr,
+    dialer: tokio::task::JoinHandle<()>,
 }
 
 fn reboot_mode(node: &Node, mesh: &MeshConfig) -> RebootMode {
@@ -265,6 +279,9 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         listen,
         metrics: None,
         shutdown: false,
+        endpoint: endpoint.clone(),
+        mdns_instance: None,
+        discovered: BTreeMap::new(),
     };
     d.load_store()?;
 
@@ -285,6 +302,26 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
     for addr in &mesh.peers {
         tokio::spawn(dial_loop(endpoint.clone(), *addr, tx.clone()));
     }
+    // LAN discovery: kept alive (and unregistered on drop) until shutdown.
+    let _discovery = match &mesh.mdns {
+        Some(cfg) => {
+            let (found_tx, mut found_rx) = mpsc::channel(64);
+            let disc = discovery::Discovery::start(cfg, d.core.node_id(), listen, found_tx)
+                .map_err(|e| Failure::file(&node.path, e))?;
+            tracing::info!(instance = disc.fullname(), "mDNS discovery running");
+            d.mdns_instance = Some(disc.fullname().to_string());
+            let inputs = tx.clone();
+            tokio::spawn(async move {
+                while let Some(f) = found_rx.recv().await {
+                    if inputs.send(Input::Discovered(f)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(disc)
+        }
+        None => None,
+    };
     tracing::info!(node = %d.core.node_id().to_hex(), %listen, "meshota node running");
     println!(
         "meshota node {} listening on {listen}",
@@ -512,6 +549,46 @@ impl Daemon {
                 let _ = reply.send(answer);
             }
             Input::InstallDone { release, result } => self.install_done(release, result),
+            Input::Discovered(found) => self.discovered(found),
+        }
+    }
+
+    /// Starts (or stops) dialling a peer mDNS announced. Static peers and
+    /// already-dialled addresses are left alone.
+    fn discovered(&mut self, found: discovery::Found) {
+        match found {
+            discovery::Found::Up {
+                instance,
+                node,
+                addrs,
+            } => {
+                let Some(&addr) = addrs.first() else {
+                    return;
+                };
+                if self.mesh.peers.contains(&addr)
+                    || self
+                        .discovered
+                        .get(&instance)
+                        .is_some_and(|d| d.addr == addr)
+                {
+                    return;
+                }
+                tracing::info!(%instance, node = %node.short(), %addr, "discovered over mDNS");
+                let dialer =
+                    tokio::spawn(dial_loop(self.endpoint.clone(), addr, self.inputs.clone()));
+                if let Some(old) = self
+                    .discovered
+                    .insert(instance, Dialled { node, addr, dialer })
+                {
+                    old.dialer.abort();
+                }
+            }
+            discovery::Found::Down { instance } => {
+                if let Some(old) = self.discovered.remove(&instance) {
+                    tracing::info!(%instance, "mDNS instance gone: no longer dialled");
+                    old.dialer.abort();
+                }
+            }
         }
     }
 
@@ -873,6 +950,12 @@ impl Daemon {
             "peer_list": self.peers.values().map(|p| json!({
                 "node": p.node.to_hex(), "remote": p.remote.to_string(), "initiated": p.initiated,
             })).collect::<Vec<_>>(),
+            "mdns": self.mdns_instance.as_ref().map(|instance| json!({
+                "instance": instance,
+                "dialling": self.discovered.iter().map(|(name, d)| json!({
+                    "instance": name, "node": d.node.to_hex(), "addr": d.addr.to_string(),
+                })).collect::<Vec<_>>(),
+            })),
             "state": state,
             "wanted": wanted,
             "installed": {
