@@ -29,7 +29,7 @@ use redb::{
 use super::{
     ChunkInfo, ChunkSource, ChunkStore, GcReport, MAX_CHUNK_BYTES, PutReport, SeedEntry,
     SeedReport, SentChunk, StoreStats, VerifyReport, chunk_for_seed, decode_at_rest, encode_one,
-    live_set, read_seed,
+    live_set, read_seed, scan_region,
 };
 use crate::error::{Error, Result};
 use crate::index::ChunkIndex;
@@ -364,6 +364,38 @@ impl FsStore {
             offset,
             len,
         }))
+    }
+
+    /// In one commit: forgets every earlier seeding of `abs` and records
+    /// `entries` (chunk, offset, length) as read from it.
+    fn replace_seeds(&self, abs: &Path, entries: &[(Hash, u64, u32)]) -> Result<()> {
+        let abs_str = abs.to_string_lossy().into_owned();
+        let tx = self.db.begin_write()?;
+        {
+            let mut files = tx.open_table(SEED_FILES)?;
+            let old: Vec<u64> = files
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter(|(_, p)| p.value() == abs_str)
+                .map(|(k, _)| k.value())
+                .collect();
+            let mut seeded = tx.open_table(SEEDED)?;
+            if !old.is_empty() {
+                seeded.retain(|_, (f, _, _)| !old.contains(&f))?;
+                for id in &old {
+                    files.remove(id)?;
+                }
+            }
+            let mut meta = tx.open_table(META)?;
+            let id = meta.get("next_seed")?.map_or(1, |v| v.value());
+            meta.insert("next_seed", id + 1)?;
+            files.insert(id, abs_str.as_str())?;
+            for (h, offset, len) in entries {
+                seeded.insert(h.as_bytes(), (id, *offset, *len))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn drop_seed(&self, hash: &Hash) -> Result<()> {
@@ -778,34 +810,20 @@ impl ChunkStore for FsStore {
     fn seed_file(&self, path: &Path, params: &ChunkingParams) -> Result<SeedReport> {
         let (abs, index, entries) = chunk_for_seed(path, params)?;
         let index_id = self.put_index(&index)?;
-        let abs_str = abs.to_string_lossy().into_owned();
-        let tx = self.db.begin_write()?;
-        {
-            let mut files = tx.open_table(SEED_FILES)?;
-            let old: Vec<u64> = files
-                .iter()?
-                .filter_map(|r| r.ok())
-                .filter(|(_, p)| p.value() == abs_str)
-                .map(|(k, _)| k.value())
-                .collect();
-            let mut seeded = tx.open_table(SEEDED)?;
-            if !old.is_empty() {
-                seeded.retain(|_, (f, _, _)| !old.contains(&f))?;
-                for id in &old {
-                    files.remove(id)?;
-                }
-            }
-            let mut meta = tx.open_table(META)?;
-            let id = meta.get("next_seed")?.map_or(1, |v| v.value());
-            meta.insert("next_seed", id + 1)?;
-            files.insert(id, abs_str.as_str())?;
-            for (h, offset, len) in &entries {
-                seeded.insert(h.as_bytes(), (id, *offset, *len))?;
-            }
-        }
-        tx.commit()?;
+        self.replace_seeds(&abs, &entries)?;
         Ok(SeedReport {
             index,
+            index_id,
+            chunks: entries.len() as u64,
+        })
+    }
+
+    fn seed_region(&self, path: &Path, offset: u64, index: &ChunkIndex) -> Result<SeedReport> {
+        let (abs, entries) = scan_region(path, offset, index)?;
+        let index_id = self.put_index(index)?;
+        self.replace_seeds(&abs, &entries)?;
+        Ok(SeedReport {
+            index: index.clone(),
             index_id,
             chunks: entries.len() as u64,
         })

@@ -11,7 +11,7 @@ use meshota_manifest::{ChunkingParams, Hash};
 use super::{
     AtRest, ChunkInfo, ChunkSource, ChunkStore, GcReport, PutReport, SeedEntry, SeedReport,
     SentChunk, StoreStats, VerifyReport, chunk_for_seed, decode_at_rest, encode_one, live_set,
-    read_seed,
+    read_seed, scan_region,
 };
 use crate::error::{Error, Result};
 use crate::index::ChunkIndex;
@@ -53,6 +53,23 @@ impl MemStore {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets every earlier seeding of `abs` and records `entries`
+    /// (chunk, offset, length) as read from it.
+    fn replace_seeds(&self, abs: &Path, entries: &[(Hash, u64, u32)]) {
+        let mut inner = self.lock();
+        inner.seeds.retain(|_, e| e.path != abs);
+        for (h, offset, len) in entries {
+            inner.seeds.insert(
+                *h,
+                SeedEntry {
+                    path: abs.to_path_buf(),
+                    offset: *offset,
+                    len: *len,
+                },
+            );
+        }
     }
 
     /// Test hook: flips a byte of a stored chunk's at-rest form.
@@ -277,20 +294,20 @@ impl ChunkStore for MemStore {
     fn seed_file(&self, path: &Path, params: &ChunkingParams) -> Result<SeedReport> {
         let (abs, index, entries) = chunk_for_seed(path, params)?;
         let index_id = self.put_index(&index)?;
-        let mut inner = self.lock();
-        inner.seeds.retain(|_, e| e.path != abs);
-        for (h, offset, len) in &entries {
-            inner.seeds.insert(
-                *h,
-                SeedEntry {
-                    path: abs.clone(),
-                    offset: *offset,
-                    len: *len,
-                },
-            );
-        }
+        self.replace_seeds(&abs, &entries);
         Ok(SeedReport {
             index,
+            index_id,
+            chunks: entries.len() as u64,
+        })
+    }
+
+    fn seed_region(&self, path: &Path, offset: u64, index: &ChunkIndex) -> Result<SeedReport> {
+        let (abs, entries) = scan_region(path, offset, index)?;
+        let index_id = self.put_index(index)?;
+        self.replace_seeds(&abs, &entries);
+        Ok(SeedReport {
+            index: index.clone(),
             index_id,
             chunks: entries.len() as u64,
         })

@@ -257,6 +257,20 @@ pub trait ChunkStore: Send + Sync {
     /// [`Error::InvalidChunkingParams`], I/O on the file.
     fn seed_file(&self, path: &Path, params: &ChunkingParams) -> Result<SeedReport>;
 
+    /// Seeds the image that `index` describes, found at byte `offset` of
+    /// `path` (an installed A/B slot: a region of a file or block device,
+    /// usually followed by bytes that are not the image). Every chunk is
+    /// read and re-hashed now, one at a time; those that match count as
+    /// present and are served from the file (re-hashed on each read, like
+    /// any seed), the others are skipped. The index is stored too.
+    /// Replaces any earlier seeding of the same path, so seeding the newly
+    /// active slot of a file that holds both slots drops the old one.
+    ///
+    /// # Errors
+    /// I/O opening the file (a short file is not an error: the chunks past
+    /// its end are skipped).
+    fn seed_region(&self, path: &Path, offset: u64, index: &ChunkIndex) -> Result<SeedReport>;
+
     /// Every stored chunk with its info, sorted by hash.
     ///
     /// # Errors
@@ -471,6 +485,38 @@ pub(crate) fn chunk_for_seed(path: &Path, params: &ChunkingParams) -> Result<See
     let (image_hash, _) = chunker.image_hash();
     let index = ChunkIndex::new(*params, refs, image_hash)?;
     Ok((abs, index, entries))
+}
+
+/// Reads the image `index` describes at `offset` of `path`, one chunk at a
+/// time, and keeps, per distinct chunk, the first position whose bytes hash
+/// to it.
+pub(crate) fn scan_region(
+    path: &Path,
+    offset: u64,
+    index: &ChunkIndex,
+) -> Result<(PathBuf, Vec<(Hash, u64, u32)>)> {
+    let abs = std::fs::canonicalize(path).map_err(Error::io("open", path))?;
+    let f = File::open(&abs).map_err(Error::io("open", &abs))?;
+    let mut entries = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut buf = Vec::new();
+    let mut at = offset;
+    for c in index.chunks() {
+        let here = at;
+        at = at.saturating_add(u64::from(c.len));
+        if c.len as usize > MAX_CHUNK_BYTES || seen.contains(&c.hash) {
+            continue;
+        }
+        buf.resize(c.len as usize, 0);
+        if f.read_exact_at(&mut buf, here).is_err() {
+            break; // past the end of the file
+        }
+        if Hash::of(&buf) == c.hash {
+            seen.insert(c.hash);
+            entries.push((c.hash, here, c.len));
+        }
+    }
+    Ok((abs, entries))
 }
 
 /// The chunks and indexes that pins keep alive.

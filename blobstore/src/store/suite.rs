@@ -277,6 +277,54 @@ pub(crate) fn seeded_file_serves_chunks_in_place_and_drops_them_when_changed<B: 
     assert!(s.verify().unwrap().stale_seeds.is_empty());
 }
 
+pub(crate) fn seeded_region_serves_the_chunks_that_match_and_replaces_the_other_slot<B: Backend>() {
+    let (s, _d) = B::make();
+    let dir = tempfile::tempdir().unwrap();
+    // One file holding two slots of 400 kB: the image sits at the start of
+    // slot B, followed by other bytes.
+    let disk = dir.path().join("disk.img");
+    let img = bytes(42, 300_000);
+    let index = ingest_bytes(&MemStore::new(), &img).index;
+    let mut file = bytes(43, 800_000);
+    file[400_000..700_000].copy_from_slice(&img);
+    // Damage the second chunk in place: it must not be seeded.
+    let second = index.chunks()[1];
+    let at = 400_000 + index.chunks()[0].len as usize;
+    file[at] ^= 0xff;
+    std::fs::write(&disk, &file).unwrap();
+
+    let r = s.seed_region(&disk, 400_000, &index).unwrap();
+    assert_eq!(
+        s.stats().unwrap().chunks,
+        0,
+        "nothing copied into the store"
+    );
+    let distinct: std::collections::BTreeSet<_> = index.chunks().iter().map(|c| c.hash).collect();
+    assert_eq!(r.chunks as usize, distinct.len() - 1);
+    assert_eq!(s.missing(&index).unwrap(), vec![second]);
+    let first = index.chunks()[0];
+    assert_eq!(s.get(&first.hash).unwrap(), &img[..first.len as usize]);
+    assert_eq!(
+        s.info(&first.hash).unwrap().unwrap().source,
+        ChunkSource::Seeded
+    );
+    assert_eq!(s.get_index(&r.index_id).unwrap(), index);
+
+    // Seeding the same image at slot A's offset, where it is not, replaces
+    // slot B's seeds: nothing of it is held any more.
+    let r = s.seed_region(&disk, 0, &index).unwrap();
+    assert_eq!(r.chunks, 0);
+    assert!(!s.has(&first.hash).unwrap());
+
+    // A region past the end of the file is skipped, not an error.
+    let r = s.seed_region(&disk, 10_000_000, &index).unwrap();
+    assert_eq!(r.chunks, 0);
+    assert!(matches!(
+        s.seed_region(&dir.path().join("absent"), 0, &index),
+        Err(Error::Io { .. })
+    ));
+}
+
 pub(crate) fn stored_chunk_is_preferred_over_a_stale_seed<B: Backend>() {
     let (s, _d) = B::make();
     let dir = tempfile::tempdir().unwrap();
@@ -446,6 +494,12 @@ macro_rules! suite {
             #[test]
             fn seeded_file_serves_chunks_in_place_and_drops_them_when_changed() {
                 super::seeded_file_serves_chunks_in_place_and_drops_them_when_changed::<$backend>();
+            }
+            #[test]
+            fn seeded_region_serves_the_chunks_that_match_and_replaces_the_other_slot() {
+                super::seeded_region_serves_the_chunks_that_match_and_replaces_the_other_slot::<
+                    $backend,
+                >();
             }
             #[test]
             fn stored_chunk_is_preferred_over_a_stale_seed() {
