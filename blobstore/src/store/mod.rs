@@ -462,9 +462,11 @@ pub(crate) fn read_seed(hash: &Hash, e: &SeedEntry) -> Option<Vec<u8>> {
     (Hash::of(&buf) == *hash).then_some(buf)
 }
 
-/// A seeded file's absolute path, its index, and per distinct chunk
-/// (id, first offset, length).
-pub(crate) type SeedScan = (PathBuf, ChunkIndex, Vec<(Hash, u64, u32)>);
+/// Per distinct chunk of a seeded file: (id, first offset, length).
+pub(crate) type SeedEntries = Vec<(Hash, u64, u32)>;
+
+/// A seeded file's absolute path, its index, and its entries.
+pub(crate) type SeedScan = (PathBuf, ChunkIndex, SeedEntries);
 
 /// Chunks a file for seeding: its index and, per distinct chunk, the first
 /// offset it appears at.
@@ -494,7 +496,7 @@ pub(crate) fn scan_region(
     path: &Path,
     offset: u64,
     index: &ChunkIndex,
-) -> Result<(PathBuf, Vec<(Hash, u64, u32)>)> {
+) -> Result<(PathBuf, SeedEntries)> {
     let abs = std::fs::canonicalize(path).map_err(Error::io("open", path))?;
     let f = File::open(&abs).map_err(Error::io("open", &abs))?;
     let mut entries = Vec::new();
