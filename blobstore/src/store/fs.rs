@@ -386,12 +386,15 @@ impl FsStore {
                     files.remove(id)?;
                 }
             }
-            let mut meta = tx.open_table(META)?;
-            let id = meta.get("next_seed")?.map_or(1, |v| v.value());
-            meta.insert("next_seed", id + 1)?;
-            files.insert(id, abs_str.as_str())?;
-            for (h, offset, len) in entries {
-                seeded.insert(h.as_bytes(), (id, *offset, *len))?;
+            // With no entries the file is simply no longer seeded.
+            if !entries.is_empty() {
+                let mut meta = tx.open_table(META)?;
+                let id = meta.get("next_seed")?.map_or(1, |v| v.value());
+                meta.insert("next_seed", id + 1)?;
+                files.insert(id, abs_str.as_str())?;
+                for (h, offset, len) in entries {
+                    seeded.insert(h.as_bytes(), (id, *offset, *len))?;
+                }
             }
         }
         tx.commit()?;
@@ -816,6 +819,13 @@ impl ChunkStore for FsStore {
             index_id,
             chunks: entries.len() as u64,
         })
+    }
+
+    fn unseed(&self, path: &Path) -> Result<()> {
+        // A path that no longer resolves was seeded (if at all) under the
+        // name it had: compare as given then.
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        self.replace_seeds(&abs, &[])
     }
 
     fn seed_region(&self, path: &Path, offset: u64, index: &ChunkIndex) -> Result<SeedReport> {

@@ -302,6 +302,12 @@ impl ChunkStore for MemStore {
         })
     }
 
+    fn unseed(&self, path: &Path) -> Result<()> {
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        self.replace_seeds(&abs, &[]);
+        Ok(())
+    }
+
     fn seed_region(&self, path: &Path, offset: u64, index: &ChunkIndex) -> Result<SeedReport> {
         let (abs, entries) = scan_region(path, offset, index)?;
         let index_id = self.put_index(index)?;

@@ -271,6 +271,14 @@ pub trait ChunkStore: Send + Sync {
     /// its end are skipped).
     fn seed_region(&self, path: &Path, offset: u64, index: &ChunkIndex) -> Result<SeedReport>;
 
+    /// Forgets every seeding of `path`: its chunks are no longer served
+    /// from it. Call before overwriting a seeded file (an A/B slot about to
+    /// receive an install). A path never seeded is not an error.
+    ///
+    /// # Errors
+    /// I/O on the store's metadata.
+    fn unseed(&self, path: &Path) -> Result<()>;
+
     /// Every stored chunk with its info, sorted by hash.
     ///
     /// # Errors

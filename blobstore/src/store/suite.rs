@@ -316,6 +316,17 @@ pub(crate) fn seeded_region_serves_the_chunks_that_match_and_replaces_the_other_
     assert_eq!(r.chunks, 0);
     assert!(!s.has(&first.hash).unwrap());
 
+    // Unseeding a path forgets its chunks; one never seeded is no error.
+    s.seed_region(&disk, 400_000, &index).unwrap();
+    assert!(s.has(&first.hash).unwrap());
+    s.unseed(&disk).unwrap();
+    assert!(!s.has(&first.hash).unwrap());
+    assert!(matches!(
+        s.get(&first.hash),
+        Err(Error::ChunkNotFound { .. })
+    ));
+    s.unseed(&dir.path().join("never-seeded")).unwrap();
+
     // A region past the end of the file is skipped, not an error.
     let r = s.seed_region(&disk, 10_000_000, &index).unwrap();
     assert_eq!(r.chunks, 0);
