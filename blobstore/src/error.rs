@@ -160,6 +160,68 @@ pub enum Error {
         /// The hash of the bytes written.
         actual: Hash,
     },
+    /// An encoded patch index or piece is longer than its limit; checked
+    /// before anything is decoded.
+    #[error("{what} of {len} bytes exceeds the limit of {max} bytes")]
+    PatchTooLarge {
+        /// "patch index" or "patch piece".
+        what: &'static str,
+        /// The encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An encoded patch index or piece ended before its header or body did.
+    #[error("{what} truncated: {len} bytes")]
+    PatchTruncated {
+        /// "patch index" or "patch piece".
+        what: &'static str,
+        /// The encoded length.
+        len: usize,
+    },
+    /// A patch index or piece does not decode, is not canonical, breaks a
+    /// limit or an invariant, or does not fit the chunk index it claims to
+    /// rebuild. Nothing was produced from it.
+    #[error("malformed {what}: {reason}")]
+    PatchMalformed {
+        /// "patch index" or "patch piece".
+        what: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The base image is not the one the patch was made from: the patch
+    /// was refused before anything was applied. Fetch the chunks plainly.
+    #[error(
+        "patch is for base image {expected}, this base hashes to {actual}; refused before applying (fetch the chunks instead)"
+    )]
+    WrongBase {
+        /// The base image hash the patch names.
+        expected: Hash,
+        /// The hash of the base actually given.
+        actual: Hash,
+    },
+    /// The patch index rebuilds another chunk index than the one given.
+    #[error("patch index rebuilds chunk index {expected}, not {actual}")]
+    PatchTargetMismatch {
+        /// The target index the patch names.
+        expected: Hash,
+        /// The index it was applied for.
+        actual: Hash,
+    },
+    /// A piece produced a chunk that does not hash to the signed index's
+    /// entry (a damaged or forged piece, or a base that changed while it was
+    /// read). The piece's whole output was discarded.
+    #[error(
+        "patch piece produced chunk #{ordinal} hashing to {actual}, the signed index says {expected}; piece discarded"
+    )]
+    PieceOutputMismatch {
+        /// Ordinal of the chunk in the target index.
+        ordinal: u32,
+        /// The hash the signed index lists.
+        expected: Hash,
+        /// The hash of the bytes produced.
+        actual: Hash,
+    },
     /// A file or directory operation failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -40,6 +40,7 @@ mod error;
 pub mod index;
 pub mod ingest;
 pub mod ops;
+pub mod patch;
 pub mod store;
 
 pub use assemble::{AssembleReport, assemble};

@@ -55,6 +55,12 @@ pub enum Kind {
     SecretKey = 17,
     /// A chunk index (defined by the blobstore crate).
     ChunkIndex = 32,
+    /// A patch index: the pieces rebuilding one target from one base image
+    /// (defined by the blobstore crate, `blobstore/src/patch/format.rs`).
+    PatchIndex = 33,
+    /// One patch piece: compressed bsdiff-class streams producing a run of
+    /// whole chunks (defined by the blobstore crate, `blobstore/src/patch/piece.rs`).
+    PatchPiece = 34,
     /// A QUIC channel-binding hello (defined by the mesh crate).
     ChannelBindingHello = 48,
 }
@@ -71,6 +77,8 @@ impl Kind {
             Self::PublicKey => "public-key",
             Self::SecretKey => "secret-key",
             Self::ChunkIndex => "chunk-index",
+            Self::PatchIndex => "patch-index",
+            Self::PatchPiece => "patch-piece",
             Self::ChannelBindingHello => "channel-binding-hello",
         }
     }
@@ -86,6 +94,8 @@ impl Kind {
             16 => Self::PublicKey,
             17 => Self::SecretKey,
             32 => Self::ChunkIndex,
+            33 => Self::PatchIndex,
+            34 => Self::PatchPiece,
             48 => Self::ChannelBindingHello,
             _ => return None,
         })

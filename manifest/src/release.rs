@@ -30,7 +30,7 @@ pub struct ReleaseManifest {
     /// The images this release writes (at least one).
     pub components: Vec<Component>,
     /// Binary patches from earlier releases (filled by `release create
-    /// --previous`; empty until then).
+    /// --previous`), at most one per (component, base image).
     pub patches: Vec<PatchRef>,
     /// How the release is rolled out across the fleet.
     pub rollout: RolloutPolicy,
@@ -63,9 +63,12 @@ pub struct PatchRef {
     pub component: String,
     /// BLAKE3 of the base image the patch applies to.
     pub base_image_hash: Hash,
-    /// BLAKE3 of the encoded patch blob.
+    /// BLAKE3 of the encoded patch index blob (`MOTA` kind 33, defined in
+    /// `blobstore/src/patch/format.rs`), which lists the patch's pieces by
+    /// hash and size.
     pub patch: Hash,
-    /// Encoded patch blob size in bytes.
+    /// Size in bytes of the encoded patch index blob (a fetcher refuses a
+    /// longer one). Piece sizes are listed in the index itself.
     pub size: u64,
 }
 
