@@ -358,3 +358,110 @@ fn nodes_without_static_peers_find_each_other_over_mdns_and_converge() {
     ]);
     assert!(w.contains("all 3 nodes confirmed on 1.0.0"), "{w}");
 }
+
+fn node_status(dir: &Path, i: usize) -> Value {
+    let cfg = dir.join(format!("node-{i}/node.toml"));
+    serde_json::from_str(&ok(&[
+        "node",
+        "status",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap()
+}
+
+#[test]
+fn a_late_node_fetches_a_release_its_peers_hold_only_in_their_active_slots() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    ok(&[
+        "testnet",
+        "up",
+        "--nodes",
+        "3",
+        "--dir",
+        ds,
+        "--base-port",
+        "0",
+        "--image-size",
+        "1",
+    ]);
+    let _guard = Down(dir.clone());
+    // Node 2 is away while nodes 0 and 1 install 1.0.0.
+    let cfg2 = dir.join("node-2/node.toml");
+    ok(&["node", "stop", "--config", cfg2.to_str().unwrap()]);
+    let img = d.path().join("v1.img");
+    let bytes: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
+        .collect();
+    std::fs::write(&img, bytes).unwrap();
+    ok(&[
+        "testnet",
+        "publish",
+        "--dir",
+        ds,
+        img.to_str().unwrap(),
+        "--version",
+        "1.0.0",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !(0..2).all(|i| {
+        let s = node_status(&dir, i);
+        s["installed"]["version"] == "1.0.0" && s["slot"]["state"] == "confirmed"
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes 0 and 1 did not confirm 1.0.0"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ok(&["testnet", "down", "--dir", ds]);
+
+    // Destroy every stored chunk of nodes 0 and 1: `store verify`
+    // quarantines them all, leaving the indexes.
+    for i in 0..2 {
+        let store = dir.join(format!("node-{i}/store"));
+        for e in std::fs::read_dir(store.join("packs")).unwrap() {
+            let p = e.unwrap().path();
+            let len = std::fs::metadata(&p).unwrap().len();
+            std::fs::write(&p, vec![0u8; len as usize]).unwrap();
+        }
+        let v = run(&["store", "verify", "--store", store.to_str().unwrap()]);
+        assert_eq!(v.status.code(), Some(1), "{} {}", text(&v.stdout), text(&v.stderr));
+        let ls: Value = serde_json::from_str(&ok(&[
+            "store",
+            "ls",
+            "--store",
+            store.to_str().unwrap(),
+            "--json",
+        ]))
+        .unwrap();
+        assert_eq!(ls["chunks"], 0, "{ls:#}");
+    }
+
+    // Back up: nodes 0 and 1 serve 1.0.0 from their slots; node 2 gets it.
+    ok(&["testnet", "up", "--dir", ds]);
+    let w = ok(&[
+        "testnet",
+        "status",
+        "--dir",
+        ds,
+        "--watch",
+        "--timeout",
+        "120",
+    ]);
+    assert!(w.contains("all 3 nodes confirmed on 1.0.0"), "{w}");
+    for i in 0..2 {
+        let s = node_status(&dir, i);
+        assert_eq!(s["store"]["chunks"], 0, "node {i}: {s:#}");
+        assert!(
+            s["store"]["seeded_chunks"].as_u64().unwrap() > 0,
+            "node {i}: {s:#}"
+        );
+        assert_eq!(s["chunks_fetched"], 0, "node {i} fetched: {s:#}");
+    }
+    let s2 = node_status(&dir, 2);
+    assert!(s2["chunks_fetched"].as_u64().unwrap() > 0, "{s2:#}");
+}

@@ -284,6 +284,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         discovered: BTreeMap::new(),
     };
     d.load_store()?;
+    d.seed_active_slot();
 
     // Control socket.
     let sock = node.config.control_socket();
@@ -528,6 +529,71 @@ impl Daemon {
             .add_chunks(now, chunks.into_iter().map(|(h, _)| h));
         tracing::info!(releases = loaded, chunks = n, "loaded the store");
         Ok(())
+    }
+
+    /// Serves the confirmed slot's image in place: its chunks (checked
+    /// against the installed release's signed index) count as held without
+    /// a copy in the store. The other slot, which the next install
+    /// overwrites, is never a seed. Best effort: a slot that cannot be read
+    /// or whose index the store lacks is logged and skipped.
+    fn seed_active_slot(&mut self) {
+        let node = self.node.clone();
+        let store = self.store.clone();
+        let component = node.config.component.clone();
+        let result = tokio::task::block_in_place(
+            move || -> Result<Option<(String, Vec<Hash>, u64)>, String> {
+                let mut dev = node.open_device().map_err(|f| f.message)?;
+                let record = dev.record().map_err(|e| e.to_string())?;
+                let active = record.confirmed;
+                let cfg = &node.config.device;
+                let (slot, other) = match active {
+                    meshota_boot::SlotId::A => (&cfg.slot_a, &cfg.slot_b),
+                    meshota_boot::SlotId::B => (&cfg.slot_b, &cfg.slot_a),
+                };
+                // One file holding both slots is re-seeded as a whole below.
+                if other.path != slot.path {
+                    store.unseed(&other.path).map_err(|e| e.to_string())?;
+                }
+                let path = node.config.slot_manifest_path(active);
+                let Ok(bytes) = read_limited(&path, MAX_MANIFEST_BYTES) else {
+                    store.unseed(&slot.path).map_err(|e| e.to_string())?;
+                    return Ok(None); // nothing installed there by meshota
+                };
+                let doc =
+                    SignedDocument::<ReleaseManifest>::decode(&bytes).map_err(|e| e.to_string())?;
+                let body = doc.unverified_body();
+                let Some(c) = body
+                    .components
+                    .iter()
+                    .find(|c| c.name == component)
+                    .or_else(|| body.components.first())
+                else {
+                    return Ok(None);
+                };
+                let index = store
+                    .get_index(&c.chunk_index)
+                    .map_err(|e| format!("index of the installed release: {e}"))?;
+                let report = store
+                    .seed_region(&slot.path, slot.offset, &index)
+                    .map_err(|e| e.to_string())?;
+                let held: Vec<Hash> = index
+                    .chunks()
+                    .iter()
+                    .map(|c| c.hash)
+                    .filter(|h| store.has(h).unwrap_or(false))
+                    .collect();
+                Ok(Some((active.name().to_string(), held, report.chunks)))
+            },
+        );
+        match result {
+            Ok(Some((slot, held, seeded))) => {
+                tracing::info!(slot, seeded, "serving the active slot in place");
+                let now = self.now();
+                self.core.add_chunks(now, held);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("active slot not seeded: {e}"),
+        }
     }
 
     fn input(&mut self, input: Input) {
@@ -798,6 +864,7 @@ impl Daemon {
                 self.phase = Phase::Idle;
                 self.installed_version = Some(version);
                 self.core.installed(now, release, security_version);
+                self.seed_active_slot();
                 self.publish_report(InstallOutcome::Confirmed { release });
             }
             Ok(InstallResult::RebootDue) => {
@@ -914,6 +981,7 @@ impl Daemon {
         let slot = tokio::task::block_in_place(|| {
             node.open_device().ok().and_then(|mut d| d.status().ok())
         });
+        let store_stats = tokio::task::block_in_place(|| self.store.stats().ok());
         let (booted, slot_state, tries) = match &slot {
             Some(s) => {
                 let booted = s.booted.unwrap_or(s.record.confirmed);
@@ -966,6 +1034,11 @@ impl Daemon {
             "slot": {"booted": booted, "state": slot_state, "tries_left": tries},
             "last_failure": last_failure,
             "releases": self.core.releases().iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+            "store": store_stats.map(|st| json!({
+                "chunks": st.chunks,
+                "seeded_chunks": st.seeded_chunks,
+                "indexes": st.indexes,
+            })),
             "bytes_in": stats.bytes_received,
             "bytes_out": stats.bytes_sent,
             "chunk_bytes_fetched": stats.chunk_bytes_fetched,
