@@ -10,7 +10,7 @@ use crate::trickle::TrickleConfig;
 /// retry and rate has one, with the default documented here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Chunk requests outstanding to one peer at once. Default 16.
+    /// Chunk requests outstanding to one peer at once. Default 32.
     pub in_flight_per_peer: usize,
     /// Peers asked for the same chunk at once during the endgame. Default 2.
     pub requests_per_chunk_endgame: usize,
@@ -30,8 +30,15 @@ pub struct Limits {
     pub upload_bytes_per_sec: Option<u64>,
     /// Download rate cap in bytes per second; `None` = no cap.
     pub download_bytes_per_sec: Option<u64>,
-    /// Chunk requests waiting for upload budget; more are refused. Default 256.
+    /// Chunk requests waiting for upload budget; more are answered
+    /// [`crate::wire::Message::Busy`]. Default 256.
     pub serve_queue: usize,
+    /// Seed-side distribution ("super-seeding"): while requests wait for
+    /// upload budget, a request for a chunk this node uploaded to another
+    /// peer within this window is answered `Busy`, so a capped upload
+    /// carries chunks its peers do not have yet and they pass on the rest.
+    /// 0 turns it off. Default 30 s.
+    pub super_seed_ms: u64,
     /// New-chunk announcements are batched for this long. Default 50 ms.
     pub have_flush_ms: u64,
     /// Most release manifests kept (lowest security versions dropped first).
@@ -50,7 +57,7 @@ pub struct Limits {
 impl Limits {
     /// The defaults listed on each field.
     pub const DEFAULT: Self = Self {
-        in_flight_per_peer: 16,
+        in_flight_per_peer: 32,
         requests_per_chunk_endgame: 2,
         request_timeout_ms: 10_000,
         retry_base_ms: 250,
@@ -60,6 +67,7 @@ impl Limits {
         upload_bytes_per_sec: None,
         download_bytes_per_sec: None,
         serve_queue: 256,
+        super_seed_ms: 30_000,
         have_flush_ms: 50,
         releases: 64,
         reports: 4096,

@@ -49,6 +49,8 @@ pub struct Stats {
     pub chunk_bytes_fetched: u64,
     /// Chunks served (asked of the driver).
     pub chunks_served: u64,
+    /// Chunk requests answered `Busy` (upload backlogged).
+    pub busy_answers: u64,
     /// Chunks rejected for a bad hash.
     pub corrupt_chunks: u64,
     /// Manifests rejected.
@@ -132,6 +134,14 @@ pub struct Node {
     upload: Option<Bucket>,
     download: Option<Bucket>,
     serve_queue: VecDeque<(PeerId, u32, Hash, u32)>,
+    /// Per chunk: the last peer it was uploaded to, and when (for
+    /// `Limits::super_seed_ms`). Holds only chunks this node holds.
+    uploaded: BTreeMap<Hash, (PeerId, Timestamp)>,
+    /// The event being handled is a chunk arriving: scheduling may wait
+    /// until `freed_slots` makes a batch worth the scan.
+    chunk_event: bool,
+    /// Request slots freed by answers since the last full schedule.
+    freed_slots: usize,
     /// The chunk length the download budget last refused, if it did.
     download_blocked: Option<u32>,
     reports: BTreeMap<KeyId, (u64, Vec<u8>)>,
@@ -179,6 +189,9 @@ impl Node {
             upload,
             download,
             serve_queue: VecDeque::new(),
+            uploaded: BTreeMap::new(),
+            chunk_event: false,
+            freed_slots: 0,
             download_blocked: None,
             reports: BTreeMap::new(),
             actions: VecDeque::new(),
@@ -335,6 +348,7 @@ impl Node {
     /// Feeds one event at time `now`; actions queue up for [`Node::poll`].
     pub fn handle(&mut self, now: Timestamp, event: Event) {
         self.now = now;
+        self.chunk_event = false;
         match event {
             Event::LinkUp { peer, node } => self.link_up(peer, node),
             Event::LinkDown { peer } => self.drop_peer(peer),
@@ -474,6 +488,7 @@ impl Node {
             Ok(m) => m,
             Err(_) => return self.penalise(peer, Offence::MalformedMessage),
         };
+        self.chunk_event = matches!(msg, Message::Chunk { .. });
         match msg {
             Message::Summary { releases, .. } => self.on_summary(peer, releases),
             Message::GetManifest { id } => {
@@ -523,6 +538,7 @@ impl Node {
                 data,
             } => self.on_chunk(peer, request, hash, data),
             Message::NoChunk { request, hash } => self.on_no_chunk(peer, request, hash),
+            Message::Busy { request, hash } => self.on_busy(peer, request, hash),
             Message::Report { bytes } => self.accept_report(Some(peer), bytes),
             Message::Rollout { bytes } => {
                 if self.accept_rollout(Some(peer), &bytes).is_err() {
@@ -757,11 +773,50 @@ impl Node {
         let len = self.chunk_len(&hash).unwrap_or(0);
         if self.serve_queue.is_empty() && self.upload_allows(len) {
             self.serve(peer, request, hash);
-        } else if self.serve_queue.len() < self.config.limits.serve_queue {
-            self.serve_queue.push_back((peer, request, hash, len));
+        } else if self.sent_elsewhere_recently(peer, &hash) || self.serve_queue_full(len) {
+            self.stats.busy_answers += 1;
+            self.send(peer, &Message::Busy { request, hash });
         } else {
-            self.send(peer, &Message::NoChunk { request, hash });
+            self.serve_queue.push_back((peer, request, hash, len));
+            self.note_upload(peer, hash);
         }
+    }
+
+    /// Whether one more request of `len` bytes would wait too long: the
+    /// queue is at its count limit, or the upload cap would take more
+    /// than a quarter of the request timeout to reach it (a request the
+    /// peer abandons is upload budget wasted, and counts as a timeout
+    /// against us there).
+    fn serve_queue_full(&self, len: u32) -> bool {
+        let limits = &self.config.limits;
+        if self.serve_queue.len() >= limits.serve_queue {
+            return true;
+        }
+        let Some(rate) = limits.upload_bytes_per_sec else {
+            return false;
+        };
+        let queued: u64 =
+            self.serve_queue.iter().map(|q| u64::from(q.3)).sum::<u64>() + u64::from(len);
+        queued.saturating_mul(1000) / rate.max(1) > limits.request_timeout_ms / 4
+    }
+
+    /// Records that `hash` is going to `peer` (queued or sent).
+    fn note_upload(&mut self, peer: PeerId, hash: Hash) {
+        if self.config.limits.super_seed_ms > 0 {
+            self.uploaded.insert(hash, (peer, self.now));
+        }
+    }
+
+    /// Whether `hash` went (or is queued to go) to a peer other than
+    /// `peer` within `super_seed_ms` (only asked while uploads are
+    /// backlogged).
+    fn sent_elsewhere_recently(&self, peer: PeerId, hash: &Hash) -> bool {
+        let window = self.config.limits.super_seed_ms;
+        window > 0
+            && self
+                .uploaded
+                .get(hash)
+                .is_some_and(|(to, at)| *to != peer && self.now.since(*at) < window)
     }
 
     fn upload_allows(&mut self, len: u32) -> bool {
@@ -773,6 +828,7 @@ impl Node {
 
     fn serve(&mut self, peer: PeerId, request: u32, hash: Hash) {
         self.stats.chunks_served += 1;
+        self.note_upload(peer, hash);
         self.actions.push_back(Action::ServeChunk {
             peer,
             request,
@@ -802,6 +858,7 @@ impl Node {
         else {
             return; // late answer to an abandoned or endgame-duplicate request
         };
+        self.freed_slots += 1;
         if req.hash != hash || Hash::of(&data) != hash {
             self.stats.corrupt_chunks += 1;
             self.fail_chunk(req.hash);
@@ -828,6 +885,20 @@ impl Node {
         }
         self.forget_peer_has(peer, hash);
         self.fail_chunk(hash);
+    }
+
+    /// The peer holds the chunk but will not send it now: free the slot
+    /// and back off on the chunk, but keep believing the peer has it.
+    fn on_busy(&mut self, peer: PeerId, request: u32, hash: Hash) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.in_flight.remove(&request).is_none() {
+            return;
+        }
+        // Not a failure of the chunk: a short pause, no escalation.
+        let r = self.retries.entry(hash).or_default();
+        r.not_before = Timestamp(self.now.0 + self.config.limits.retry_base_ms);
     }
 
     /// Clears `hash` from every availability bitmap `peer` sent, at the
@@ -879,6 +950,7 @@ impl Node {
 
     fn lose_chunk(&mut self, hash: Hash) {
         self.held.remove(&hash);
+        self.uploaded.remove(&hash);
         for r in self.releases.values_mut() {
             if let Some(ix) = &mut r.index {
                 for &o in ix.ordinals.get(&hash).into_iter().flatten() {
@@ -1033,6 +1105,16 @@ impl Node {
             return;
         }
         let limit = self.config.limits.in_flight_per_peer;
+        // A chunk answer frees one slot: rescanning the release for each
+        // would be quadratic. Wait until a batch of slots is free, unless
+        // the release is nearly done (then every slot counts).
+        let batch = (limit / 4).max(1);
+        let remaining = ix.have.len() - ix.have.count();
+        let chunk_event = core::mem::take(&mut self.chunk_event);
+        if chunk_event && self.freed_slots < batch && remaining > limit * self.peers.len().max(1) {
+            return;
+        }
+        self.freed_slots = 0;
         let has_room =
             |peers: &BTreeMap<PeerId, Peer>| peers.values().any(|p| p.in_flight.len() < limit);
         if !has_room(&self.peers) {

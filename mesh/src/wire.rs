@@ -110,6 +110,16 @@ pub enum Message {
         /// The chunk.
         hash: Hash,
     },
+    /// The sender holds the chunk but will not send it now: its upload is
+    /// the bottleneck and the chunk recently went to another peer, which
+    /// can pass it on. Unlike [`Message::NoChunk`] the sender still
+    /// advertises the chunk: ask again later, or ask someone else.
+    Busy {
+        /// The request answered.
+        request: u32,
+        /// The chunk.
+        hash: Hash,
+    },
     /// A signed node report, relayed toward gateways.
     Report {
         /// Encoded signed node report.
@@ -200,6 +210,7 @@ impl Message {
             Self::GetChunk { .. } => "get-chunk",
             Self::Chunk { .. } => "chunk",
             Self::NoChunk { .. } => "no-chunk",
+            Self::Busy { .. } => "busy",
             Self::Report { .. } => "report",
             Self::Rollout { .. } => "rollout",
         }

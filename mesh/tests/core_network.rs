@@ -321,3 +321,67 @@ fn summaries_listing_unknown_releases_cannot_grow_pending_requests_without_bound
     node.handle(later, Event::Timeout);
     assert_eq!(node.pending_manifest_requests(), 0);
 }
+
+/// Six nodes, every upload capped, the release seeded at node 0, linked in
+/// a ring or a star around node 0: (node 0's chunk uploads, chunks in the
+/// image, virtual ms to converge).
+fn capped_six(super_seed_ms: u64, star: bool) -> (u64, usize, u64) {
+    let k = keys();
+    let p = publish(&k.release, &image(11, 2 * MIB), "rpi4", 1);
+    let limits = Limits {
+        upload_bytes_per_sec: Some(256 * 1024),
+        super_seed_ms,
+        ..Limits::DEFAULT
+    };
+    let mut net = Net::new(6, &k.trust, "rpi4", limits);
+    for i in 0..6 {
+        if star {
+            if i > 0 {
+                net.connect(0, i);
+            }
+        } else {
+            net.connect(i, (i + 1) % 6);
+        }
+    }
+    net.seed_release(0, &p);
+    assert!(
+        net.run_until(3_000_000, 600_000, |n| n.all_installed(p.id)),
+        "not converged by {} ms (super_seed_ms {super_seed_ms}, star {star}); served {}",
+        net.now.0,
+        net.nodes[0].core.stats().chunks_served
+    );
+    let chunks = p.chunks.len();
+    (net.nodes[0].core.stats().chunks_served, chunks, net.now.0)
+}
+
+#[test]
+fn a_capped_seed_uploads_each_chunk_about_once_and_its_ring_converges_sooner() {
+    let (served, chunks, ms) = capped_six(Limits::DEFAULT.super_seed_ms, false);
+    let (served_off, _, ms_off) = capped_six(0, false);
+    eprintln!(
+        "super-seeding: {served} uploads in {ms} ms; off: {served_off} in {ms_off} ms; {chunks} chunks"
+    );
+    // Both neighbours of the seed need every chunk; without seed-side
+    // distribution the seed sends many chunks to both.
+    assert!(
+        served_off as f64 >= 1.3 * chunks as f64,
+        "{served_off} / {chunks}"
+    );
+    assert!(
+        (served as f64) <= 1.1 * chunks as f64,
+        "{served} / {chunks}"
+    );
+    assert!(ms < ms_off, "{ms} ms vs {ms_off} ms");
+}
+
+#[test]
+fn a_capped_seed_of_a_star_is_not_slowed_by_seed_side_distribution() {
+    // Every leaf can only get chunks from the seed: each chunk must go out
+    // five times whatever the policy, and refusing duplicates must not
+    // leave the upload idle.
+    let (served_off, _, ms_off) = capped_six(0, true);
+    let (served, chunks, ms) = capped_six(Limits::DEFAULT.super_seed_ms, true);
+    eprintln!("star, super-seeding: {served} uploads in {ms} ms; off: {served_off} in {ms_off} ms");
+    assert!(served >= 5 * chunks as u64);
+    assert!((ms as f64) <= 1.1 * ms_off as f64, "{ms} ms vs {ms_off} ms");
+}

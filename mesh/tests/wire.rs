@@ -27,6 +27,8 @@ proptest! {
         for m in [
             Message::Summary { releases: vec![hash], installed: Some(hash) },
             Message::GetChunk { request, hash },
+            Message::NoChunk { request, hash },
+            Message::Busy { request, hash },
             Message::Chunk { request, hash, data: data.clone() },
             Message::HaveMore { release: hash, ordinals: vec![request] },
             Message::Have { release: hash, bitmap: data.clone() },
