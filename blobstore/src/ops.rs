@@ -7,11 +7,12 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use meshota_manifest::{ChunkingParams, Hash};
+use meshota_manifest::{ChunkingParams, Hash, PatchRef};
 
-use crate::delta::{DeltaPlan, plan_delta};
+use crate::delta::{DeltaPlan, plan_delta, plan_delta_with_patch};
 use crate::error::{Error, Result};
-use crate::ingest::{IngestReport, ingest};
+use crate::ingest::{IngestReport, index_reader, ingest};
+use crate::patch::{PatchBuild, PatchIndex, PatchOptions, create_patch};
 use crate::store::{ChunkInfo, ChunkStore, FsStore, GcReport, MemStore, StoreStats, VerifyReport};
 
 /// Serves `meshota store ingest --store DIR FILE`: opens (or creates) the
@@ -125,12 +126,91 @@ pub fn delta_plan_index(
     plan_delta(&[&seeds], &origin, &target)
 }
 
+/// Serves `meshota delta plan --from OLD --to MANIFEST --store DIR` for a
+/// release that lists patches: as [`delta_plan_index`], and when one of the
+/// `from` images is the base of one of `patches` (by image hash; the
+/// caller passes the patches of the target's component), the patch plan is
+/// priced too and the cheaper plan chosen. `store_dir` must hold the patch
+/// index blob and its pieces (`release create --previous` puts them there).
+///
+/// # Errors
+/// As [`delta_plan_index`]; [`Error::ChunkNotFound`] when the store lacks
+/// the patch index; patch decode errors.
+pub fn delta_plan_release(
+    from: &[PathBuf],
+    target_index: &Hash,
+    patches: &[PatchRef],
+    store_dir: &Path,
+) -> Result<DeltaPlan> {
+    let origin = FsStore::open(store_dir)?;
+    let target = origin.get_index(target_index)?;
+    let (seeds, bases) = seed_all_hashed(from, &target)?;
+    let Some(p) = patches.iter().find(|p| bases.contains(&p.base_image_hash)) else {
+        return plan_delta(&[&seeds], &origin, &target);
+    };
+    let patch = PatchIndex::load(&origin, &p.patch, p.size)?;
+    plan_delta_with_patch(&[&seeds], &origin, &target, &patch, p.patch, p.size)
+}
+
+/// Serves `meshota delta plan --from OLD --to NEW_IMAGE --make-patch`: as
+/// [`delta_plan_image`] (without a node store), plus a patch made from the
+/// first `from` image to `to_image` with `opts`, priced as a release
+/// would carry it. Returns the plan and the patch (`None` when it would not
+/// beat the chunks).
+///
+/// # Errors
+/// As [`delta_plan_image`]; [`Error::Read`] on the images.
+pub fn delta_plan_image_patched(
+    from: &[PathBuf],
+    to_image: &Path,
+    params: &ChunkingParams,
+    opts: &PatchOptions,
+) -> Result<(DeltaPlan, Option<PatchBuild>)> {
+    let origin = MemStore::new();
+    let new_file = File::open(to_image).map_err(Error::io("open", to_image))?;
+    let target = ingest(
+        &origin,
+        BufReader::with_capacity(1 << 20, &new_file),
+        params,
+        &mut |_| {},
+    )?
+    .index;
+    let (seeds, _) = seed_all_hashed(from, &target)?;
+    let Some(base_path) = from.first() else {
+        return Ok((plan_delta(&[&seeds], &origin, &target)?, None));
+    };
+    let base = File::open(base_path).map_err(Error::io("open", base_path))?;
+    let base_index = index_reader(BufReader::with_capacity(1 << 20, &base), params)?;
+    let build = create_patch(&origin, &base, &base_index, &new_file, &target, opts)?;
+    let plan = match &build {
+        Some(b) => plan_delta_with_patch(
+            &[&seeds],
+            &origin,
+            &target,
+            &b.index,
+            b.id,
+            b.encoded.len() as u64,
+        )?,
+        None => plan_delta(&[&seeds], &origin, &target)?,
+    };
+    Ok((plan, build))
+}
+
 fn seed_all(from: &[PathBuf], target: &crate::index::ChunkIndex) -> Result<MemStore> {
+    Ok(seed_all_hashed(from, target)?.0)
+}
+
+/// Seeds every `from` image in memory; also returns their image hashes.
+fn seed_all_hashed(
+    from: &[PathBuf],
+    target: &crate::index::ChunkIndex,
+) -> Result<(MemStore, Vec<Hash>)> {
     let seeds = MemStore::new();
+    let mut hashes = Vec::with_capacity(from.len());
     for p in from {
-        seeds.seed_file(p, target.params())?;
+        hashes.push(seeds.seed_file(p, target.params())?.index.image_hash());
     }
-    Ok(seeds)
+    Ok((seeds, hashes))
 }
 
 fn plan_against(

@@ -4,6 +4,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use meshota_blobstore::patch::PatchOptions;
 use meshota_blobstore::{DEFAULT_PARAMS, DeltaPlan, ops};
 
 use crate::cmd::release::read_manifest;
@@ -30,7 +31,12 @@ pub(crate) struct PlanArgs {
     /// (for a manifest target).
     #[arg(long)]
     store: Option<PathBuf>,
-    /// Print JSON (`fetch_bytes`, `full_bytes`, `chunks_to_fetch`, …).
+    /// For an image target: also make a patch from the first --from image
+    /// (as `release create --previous` would) and price it.
+    #[arg(long)]
+    make_patch: bool,
+    /// Print JSON (`fetch_bytes`, `full_bytes`, `chunks_to_fetch`, `plan`,
+    /// `chunk_plan_bytes`, `patch`, …).
     #[arg(long)]
     json: bool,
 }
@@ -66,7 +72,23 @@ fn plan(a: &PlanArgs) -> CmdResult {
                 a.to.display()
             )));
         };
-        ops::delta_plan_index(&a.from, &c.chunk_index, store).at(store)?
+        let patches: Vec<_> = doc
+            .unverified_body()
+            .patches
+            .iter()
+            .filter(|p| p.component == c.name)
+            .cloned()
+            .collect();
+        ops::delta_plan_release(&a.from, &c.chunk_index, &patches, store).at(store)?
+    } else if a.make_patch {
+        if a.store.is_some() {
+            return Err(Failure::usage(
+                "--make-patch plans for a node holding only the --from images: drop --store",
+            ));
+        }
+        ops::delta_plan_image_patched(&a.from, &a.to, &DEFAULT_PARAMS, &PatchOptions::default())
+            .at(&a.to)?
+            .0
     } else {
         ops::delta_plan_image(&a.from, &a.to, a.store.as_deref(), &DEFAULT_PARAMS).at(&a.to)?
     };
@@ -87,10 +109,37 @@ fn plan(a: &PlanArgs) -> CmdResult {
             plan.target_chunks
         );
         println!(
-            "fetch        {} chunks, {} bytes ({:.1}% of full)",
-            plan.chunks_to_fetch.len(),
+            "fetch        {} bytes ({:.1}% of full) by {}",
             plan.fetch_bytes,
-            pct(plan.fetch_bytes)
+            pct(plan.fetch_bytes),
+            if plan.uses_patch { "patch" } else { "chunks" }
+        );
+        println!(
+            "  chunks     {} bytes for every missing chunk",
+            plan.chunk_plan_bytes
+        );
+        match &plan.patch {
+            Some(p) => println!(
+                "  patch      {} bytes: index {} + {} pieces {} + {} chunks {}",
+                p.total_bytes(),
+                p.index_bytes,
+                p.pieces_to_fetch.len(),
+                p.piece_bytes,
+                p.chunks_to_fetch.len(),
+                p.chunk_bytes
+            ),
+            None => println!("  patch      none for this base"),
+        }
+        println!(
+            "to fetch     {} chunks{}",
+            plan.chunks_to_fetch.len(),
+            plan.patch
+                .as_ref()
+                .filter(|_| plan.uses_patch)
+                .map_or(String::new(), |p| format!(
+                    ", {} pieces",
+                    p.pieces_to_fetch.len()
+                ))
         );
         println!("full         {} bytes as sent", plan.full_bytes);
         println!("reused       {} bytes already present", plan.reused_bytes);

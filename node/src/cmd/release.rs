@@ -5,12 +5,15 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use meshota_blobstore::{ChunkStore, DEFAULT_PARAMS, FsStore, index_reader, ops};
+use meshota_blobstore::patch::{PatchOptions, create_patch};
+use meshota_blobstore::{
+    ChunkIndex, ChunkStore, DEFAULT_PARAMS, FsStore, assemble, index_reader, ops,
+};
 use meshota_manifest::fs::{read_limited, write_atomic};
 use meshota_manifest::limits::MAX_MANIFEST_BYTES;
 use meshota_manifest::{
-    Component, InstallPolicy, ReleaseManifest, RolloutPolicy, RolloutStage, SecretKey,
-    SignedDocument, UnixTime,
+    Component, Hash, InstallPolicy, PatchRef, ReleaseManifest, RolloutPolicy, RolloutStage,
+    SecretKey, SignedDocument, UnixTime,
 };
 
 use crate::cmd::trust::{expiration_from, load_trust};
@@ -22,7 +25,7 @@ use crate::timefmt::{now, parse_time};
 #[derive(Debug, Subcommand)]
 pub(crate) enum ReleaseCmd {
     /// Chunk an image and write a signed release manifest for it.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Check a manifest against a trust root (exit 0 valid, 1 rejected).
     Verify(VerifyArgs),
     /// Print a manifest's contents (without trusting it).
@@ -69,6 +72,12 @@ pub(crate) struct CreateArgs {
     /// the release.
     #[arg(long)]
     store: Option<PathBuf>,
+    /// Earlier releases to ship binary patches from (needs --store, which
+    /// must hold each one's chunk index and chunks, as `release create
+    /// --store` left them). A patch is recorded only when it is smaller than
+    /// fetching the chunks it rebuilds.
+    #[arg(long = "previous", num_args = 1.., requires = "store")]
+    previous: Vec<PathBuf>,
     /// Creation time to record (default: now).
     #[arg(long)]
     created: Option<String>,
@@ -192,6 +201,10 @@ fn create(a: &CreateArgs) -> CmdResult {
             (index, id)
         }
     };
+    let patches = match &a.store {
+        Some(store) if !a.previous.is_empty() => make_patches(a, store, &index)?,
+        _ => Vec::new(),
+    };
     let body = ReleaseManifest {
         product: a.product.clone(),
         hardware: a.hardware.clone(),
@@ -207,7 +220,7 @@ fn create(a: &CreateArgs) -> CmdResult {
             chunk_index: index_id,
             chunking: *index.params(),
         }],
-        patches: vec![],
+        patches: patches.iter().map(|(r, _, _)| r.clone()).collect(),
         rollout,
     };
     let refs: Vec<&SecretKey> = keys.iter().collect();
@@ -222,10 +235,11 @@ fn create(a: &CreateArgs) -> CmdResult {
         .verify_manifest(&doc, &policy)
         .map_err(|e| Failure::file(&a.out, format!("not written: {e}")))?;
     if let Some(store) = &a.store {
-        FsStore::open(store)
-            .at(store)?
-            .pin(doc.id(), index_id)
-            .at(store)?;
+        let s = FsStore::open(store).at(store)?;
+        s.pin(doc.id(), index_id).at(store)?;
+        for (_, pin, _) in &patches {
+            s.pin(doc.id(), *pin).at(store)?;
+        }
     }
     write_atomic(&a.out, &doc.encode().at(&a.out)?, 0o644)?;
     println!(
@@ -244,7 +258,131 @@ fn create(a: &CreateArgs) -> CmdResult {
         index_id,
         index.chunks().len()
     );
+    for (p, _, from) in &patches {
+        println!(
+            "patch        from {} ({} bytes index, {})",
+            p.base_image_hash.short(),
+            p.size,
+            from
+        );
+    }
     Ok(())
+}
+
+/// A patch recorded in the manifest, the id of its pin index, and a line
+/// saying what it saves.
+type MadePatch = (PatchRef, Hash, String);
+
+/// Makes a patch from each `--previous` release to the new image (already
+/// ingested into `store`). The old image is assembled from the store by the
+/// previous release's chunk index into a temporary file beside the store
+/// (checked against its image hash on the way), then diffed. Patch blobs
+/// go into the store; their pin indexes are returned for pinning under
+/// the new release.
+fn make_patches(a: &CreateArgs, store: &Path, index: &ChunkIndex) -> CmdResult<Vec<MadePatch>> {
+    let s = FsStore::open(store).at(store)?;
+    let new_file = File::open(&a.image).at(&a.image)?;
+    let mut out: Vec<MadePatch> = Vec::new();
+    for prev in &a.previous {
+        let doc = read_manifest(prev)?;
+        let m = doc.unverified_body();
+        let Some(c) = m.components.iter().find(|c| c.name == a.component) else {
+            return Err(Failure::file(
+                prev,
+                format!("has no component {:?} to patch from", a.component),
+            ));
+        };
+        if out
+            .iter()
+            .any(|(p, _, _)| p.base_image_hash == c.image_hash)
+            || c.image_hash == index.image_hash()
+        {
+            continue;
+        }
+        let old_index = s.get_index(&c.chunk_index).map_err(|e| {
+            Failure::file(
+                prev,
+                format!(
+                    "{e}; the store {} must hold this release's chunks (create it with `release create --store` into the same store)",
+                    store.display()
+                ),
+            )
+        })?;
+        let tmp = TempFile::new(store, &c.image_hash)?;
+        {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.create()?);
+            assemble(&s, &old_index, &mut w, &mut |_| {}).map_err(|e| {
+                Failure::file(
+                    prev,
+                    format!("assembling its image from {}: {e}", store.display()),
+                )
+            })?;
+        }
+        let old_file = File::open(&tmp.path).at(&tmp.path)?;
+        let build = create_patch(
+            &s,
+            &old_file,
+            &old_index,
+            &new_file,
+            index,
+            &PatchOptions::default(),
+        )
+        .at(store)?;
+        let Some(b) = build else {
+            println!(
+                "no patch     from {} {}: not smaller than fetching its chunks",
+                m.version,
+                c.image_hash.short()
+            );
+            continue;
+        };
+        let pin = s.put_index(&b.pin).at(store)?;
+        let saving = format!(
+            "{} {}: {} pieces, {} bytes instead of {} as chunks",
+            m.version,
+            prev.display(),
+            b.index.pieces().len(),
+            b.patch_bytes,
+            b.replaced_bytes
+        );
+        out.push((
+            PatchRef {
+                component: a.component.clone(),
+                base_image_hash: c.image_hash,
+                patch: b.id,
+                size: b.encoded.len() as u64,
+            },
+            pin,
+            saving,
+        ));
+    }
+    Ok(out)
+}
+
+/// A scratch file beside the store, removed when dropped.
+struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(store: &Path, image: &Hash) -> CmdResult<Self> {
+        let path = store.join(format!(
+            ".base-{}-{}.tmp",
+            std::process::id(),
+            image.short()
+        ));
+        Ok(Self { path })
+    }
+
+    fn create(&self) -> CmdResult<File> {
+        File::create(&self.path).at(&self.path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 fn verify(a: &VerifyArgs) -> CmdResult {
