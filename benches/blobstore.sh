@@ -4,10 +4,16 @@
 #   2. assembly throughput and peak RSS for a 1 GiB image (goal < 64 MiB)
 #   3. delta bytes for esbuild linux-x64 0.23.0->0.23.1 and 0.23.1->0.24.0
 #      vs bsdiff, xdelta3 -e -9, zstd -19 --long=27 --patch-from, zstd -19
+#   4. patches on the same pairs: fetch_bytes vs the bsdiff 4.3 patch (goal
+#      <= 0.9x), creation time and peak RSS vs bsdiff, apply time and peak
+#      RSS vs bspatch; then creation and apply on a synthetic image of
+#      PATCH_MIB MiB (apply goal: peak RSS <= 16 MiB for 1 GiB)
 # Figures go to stdout as markdown (paste under "## Blobstore" in
 # BENCHMARKS.md). Inputs and scratch live in $MESHOTA_BENCH_CACHE
 # (default /var/cache/meshota-bench), outside the repository.
-# Usage: benches/blobstore.sh [--quick]   (--quick: 64 MiB / 256 MiB images)
+# Usage: benches/blobstore.sh [--quick] [--patches]
+#   --quick: 64 MiB / 256 MiB images (and a 256 MiB synthetic patch image)
+#   --patches: run section 4 only
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,14 +21,22 @@ CACHE=${MESHOTA_BENCH_CACHE:-/var/cache/meshota-bench}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 INGEST_MIB=256
 ASSEMBLE_MIB=1024
-if [[ ${1:-} == --quick ]]; then INGEST_MIB=64; ASSEMBLE_MIB=256; fi
+PATCH_MIB=1024
+ONLY_PATCHES=0
+for arg in "$@"; do
+    case $arg in
+        --quick) INGEST_MIB=64; ASSEMBLE_MIB=256; PATCH_MIB=256 ;;
+        --patches) ONLY_PATCHES=1 ;;
+        *) echo "usage: $0 [--quick] [--patches]" >&2; exit 2 ;;
+    esac
+done
 RUNS=3
 
 log() { echo "[blobstore.sh] $*" >&2; }
 
 # --- tools -----------------------------------------------------------------
 missing=()
-for pair in casync:casync bsdiff:bsdiff xdelta3:xdelta3 zstd:zstd /usr/bin/time:time npm:npm; do
+for pair in casync:casync bsdiff:bsdiff bspatch:bsdiff xdelta3:xdelta3 zstd:zstd /usr/bin/time:time npm:npm; do
     cmd=${pair%%:*} pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
@@ -57,8 +71,10 @@ make_image() { # NAME MIB: the first MIB MiB of a name-sorted tar of /usr (real 
     fi
     [[ $(stat -c %s "$out") -eq $bytes ]] || { log "could not build $out"; exit 1; }
 }
+if ((!ONLY_PATCHES)); then
 make_image img-ingest "$INGEST_MIB"
 make_image img-assemble "$ASSEMBLE_MIB"
+fi
 
 # --- build -----------------------------------------------------------------
 log "building blobstore-bench (release)"
@@ -69,6 +85,7 @@ secs_of() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -1; }
 best() { sort -g | head -1; }
 mibs() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1048576 / s }'; }
 
+if ((!ONLY_PATCHES)); then
 echo "## Blobstore"
 echo
 echo "Measured by \`benches/blobstore.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(casync --version | head -1), $(zstd --version | sed 's/.*v/zstd v/; s/,.*//'). Best of $RUNS runs; inputs read from the page cache."
@@ -164,3 +181,66 @@ for pair in 0.23.0:0.23.1 0.23.1:0.24.0; do
 done
 echo
 echo "Percentages are of the zstd -19 full image. Commands: \`blobstore-bench delta OLD NEW\`, \`bsdiff OLD NEW P\`, \`xdelta3 -e -9 -s OLD NEW P\`, \`zstd -19 --long=27 --patch-from=OLD NEW -o P\`, \`zstd -19 NEW\`."
+fi # ONLY_PATCHES
+
+# --- 4. patches ---------------------------------------------------------------
+# Ours: `blobstore-bench patch OLD NEW` makes the patch in memory exactly as
+# `meshota delta plan --make-patch` does (ingest NEW, index OLD, create, plan
+# for a node holding OLD) and prints fetch_bytes; creation time and peak RSS
+# are of that whole process. Apply: `patch-make` into an origin store,
+# `patch-fetch` copies the patch into a fresh node store, and `patch-apply`
+# (the install path, rebuild_from_patch) is timed alone.
+tv() { # FILE CMD...: run CMD under /usr/bin/time -v, stdout to FILE; print "secs kib"
+    local f=$1; shift
+    local t
+    t=$( { /usr/bin/time -v "$@" >"$f"; } 2>&1 )
+    local e k
+    e=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' <<<"$t" | awk -F: '{ if (NF == 3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+    k=$(sed -n 's/.*Maximum resident set size (kbytes): //p' <<<"$t")
+    echo "$e $k"
+}
+field() { sed -n "s/.*\"$1\":\"\{0,1\}\([0-9a-f.]*\).*/\1/p" | head -1; }
+mib_of() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+echo "### Patches, esbuild linux-x64 (goal: fetch_bytes <= 0.9x the bsdiff 4.3 patch)"
+echo
+echo "Measured by \`benches/blobstore.sh --patches\` on $(date -u +%Y-%m-%d), $(nproc) cores, load average at the start $(cut -d' ' -f1 /proc/loadavg). Creation and apply times are one run each (wall clock)."
+echo
+echo "| pair | chunk plan bytes | patch plan fetch_bytes | bsdiff 4.3 patch | fetch_bytes / bsdiff | pieces | creation s / peak RSS (ours) | creation s / peak RSS (bsdiff) | apply s / peak RSS (ours) | apply s / peak RSS (bspatch) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for pair in 0.23.0:0.23.1 0.23.1:0.24.0; do
+    old=$ESB/esbuild-${pair%%:*} new=$ESB/esbuild-${pair##*:}
+    read -r cs ck < <(tv "$W/patch.json" "$BENCH" patch "$old" "$new")
+    read -r bs bk < <(tv /dev/null bsdiff "$old" "$new" "$W/p.bsdiff")
+    rm -rf "$W/pt-origin" "$W/pt-node"
+    "$BENCH" patch-make "$W/pt-origin" "$old" "$new" >"$W/make.json"
+    pid=$(field patch <"$W/make.json") idx=$(field index <"$W/make.json")
+    "$BENCH" patch-fetch "$W/pt-origin" "$W/pt-node" "$pid" "$idx" >/dev/null
+    read -r as ak < <(tv "$W/apply.json" "$BENCH" patch-apply "$W/pt-node" "$old" "$pid" "$idx")
+    read -r ps pk < <(tv /dev/null bspatch "$old" "$W/p.out" "$W/p.bsdiff")
+    cmp -s "$W/p.out" "$new" || { log "bspatch output differs"; exit 1; }
+    fetch=$(field fetch_bytes <"$W/patch.json")
+    bsd=$(stat -c %s "$W/p.bsdiff")
+    echo "| ${pair/:/ → } | $(field chunk_plan_bytes <"$W/patch.json") | $fetch | $bsd | $(awk -v a="$fetch" -v b="$bsd" 'BEGIN{printf "%.3fx", a/b}') | $(field pieces <"$W/patch.json") | $cs s / $(mib_of "$ck") MiB | $bs s / $(mib_of "$bk") MiB | $as s / $(mib_of "$ak") MiB | $ps s / $(mib_of "$pk") MiB |"
+done
+echo
+echo "Commands: \`blobstore-bench patch OLD NEW\` (= \`meshota delta plan --from OLD --to NEW --make-patch\`), \`bsdiff OLD NEW P\`, \`blobstore-bench patch-make ORIGIN OLD NEW\` + \`patch-fetch ORIGIN NODE PATCH INDEX\` + \`patch-apply NODE OLD PATCH INDEX\` (timed), \`bspatch OLD OUT P\`, each under \`/usr/bin/time -v\`."
+echo
+
+# Synthetic large image: code-like bytes, an operand changed every 3 KiB
+# (so every chunk is new and every piece applies), same length.
+SYN_OLD=$W/syn-$PATCH_MIB-old SYN_NEW=$W/syn-$PATCH_MIB-new
+[[ -f $SYN_NEW && $(stat -c %s "$SYN_NEW") -eq $((PATCH_MIB << 20)) ]] || "$BENCH" synth "$SYN_OLD" "$SYN_NEW" "$PATCH_MIB"
+rm -rf "$W/ps-origin" "$W/ps-node"
+read -r ms mk < <(tv "$W/make.json" "$BENCH" patch-make "$W/ps-origin" "$SYN_OLD" "$SYN_NEW")
+pid=$(field patch <"$W/make.json") idx=$(field index <"$W/make.json")
+"$BENCH" patch-fetch "$W/ps-origin" "$W/ps-node" "$pid" "$idx" >/dev/null
+cat "$SYN_OLD" >/dev/null
+read -r as ak < <(tv "$W/apply.json" "$BENCH" patch-apply "$W/ps-node" "$SYN_OLD" "$pid" "$idx")
+echo "### Patches, synthetic ${PATCH_MIB} MiB image (\`blobstore-bench synth OLD NEW $PATCH_MIB\`)"
+echo
+echo "| measure | value |"
+echo "| --- | --- |"
+echo "| patch | $(field pieces <"$W/make.json") pieces, $(field patch_bytes <"$W/make.json") bytes replacing $(field replaced_bytes <"$W/make.json") bytes of chunks |"
+echo "| creation (\`patch-make\`: ingest NEW into a store, index OLD, create; create alone $(field secs <"$W/make.json") s) | $ms s, peak RSS $(mib_of "$mk") MiB |"
+echo "| apply (\`patch-apply\`: hash the base, apply every piece, store $(field chunks_produced <"$W/apply.json") chunks in the node store) | $as s, peak RSS $(mib_of "$ak") MiB ($ak KiB); goal <= 16 MiB |"
+echo

@@ -21,15 +21,18 @@
 //!   accepts only canonical encodings, never panicking.
 //! - Assembly holds one chunk in memory at a time and checks the
 //!   whole-image hash at the end.
+//! - A patch piece's output is accepted only chunk by chunk, each hashing to
+//!   the signed chunk index; a wrong base is refused before applying;
+//!   applying holds one piece whatever the image size.
 //!
 //! **What it does not do.** It does not check signatures (the manifest
 //! crate does) nor decide which releases to keep (callers pin and unpin);
-//! it does not talk to the network; it does not build binary patches
-//! (a later issue); [`FsStore`] is one process at a time (redb's lock).
+//! it does not talk to the network (pieces are stored and served like
+//! chunks, by the caller); [`FsStore`] is one process at a time (redb's lock).
 //!
 //! **Where to start reading.** [`store`] (the trait and its invariants), then
 //! [`store::fs`] (the commit protocol), [`index`] (the wire format),
-//! [`ops`] (what each CLI command calls).
+//! [`patch`] (binary patches), [`ops`] (what each CLI command calls).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
