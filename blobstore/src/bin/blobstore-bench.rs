@@ -11,8 +11,11 @@
 //!   of it (operands shifted every 3 KiB, as relinked code), streaming.
 //! - `patch-make STORE OLD NEW`: ingest NEW into STORE, make and pin a
 //!   patch from OLD; prints the patch and target index ids.
-//! - `patch-apply STORE BASE PATCH_HEX INDEX_HEX`: rebuild the target's
-//!   chunks into STORE from BASE and the patch's pieces (the install path).
+//! - `patch-fetch ORIGIN NODE PATCH_HEX INDEX_HEX`: copy the target index,
+//!   the patch index and its pieces from ORIGIN into a new store NODE (what
+//!   the mesh would deliver), so the next step is measured alone.
+//! - `patch-apply NODE BASE PATCH_HEX INDEX_HEX`: rebuild the target's
+//!   chunks into NODE from BASE and the patch's pieces (the install path).
 //!
 //! Patch creation and application print `peak_rss_kib` (getrusage of this
 //! process) as well as their time.
@@ -205,6 +208,27 @@ fn cmd_patch_make(store: &Path, old: &Path, new: &Path) -> Res {
     Ok(())
 }
 
+fn cmd_patch_fetch(origin: &Path, node: &Path, patch: &str, index: &str) -> Res {
+    let o = FsStore::open(origin)?;
+    let n = FsStore::open_or_create(node)?;
+    let target = o.get_index(&Hash::from_hex(index)?)?;
+    let pid = Hash::from_hex(patch)?;
+    let p = PatchIndex::load(&o, &pid, u64::MAX)?;
+    n.put_index(&target)?;
+    n.put(pid, &o.get(&pid)?)?;
+    let mut bytes = 0u64;
+    for piece in p.pieces() {
+        let b = o.get(&piece.hash)?;
+        bytes += b.len() as u64;
+        n.put(piece.hash, &b)?;
+    }
+    println!(
+        "{{\"op\":\"patch-fetch\",\"pieces\":{},\"piece_bytes\":{bytes}}}",
+        p.pieces().len()
+    );
+    Ok(())
+}
+
 fn cmd_patch_apply(store: &Path, base: &Path, patch: &str, index: &str) -> Res {
     let t = Instant::now();
     let s = FsStore::open(store)?;
@@ -255,9 +279,12 @@ fn main() -> Res {
         ["patch-make", store, old, new] => {
             cmd_patch_make(Path::new(store), Path::new(old), Path::new(new))
         }
+        ["patch-fetch", origin, node, patch, index] => {
+            cmd_patch_fetch(Path::new(origin), Path::new(node), patch, index)
+        }
         ["patch-apply", store, base, patch, index] => {
             cmd_patch_apply(Path::new(store), Path::new(base), patch, index)
         }
-        _ => Err("usage: blobstore-bench ingest STORE FILE | assemble STORE INDEX OUT | delta OLD NEW [AVG_KIB] | params OLD NEW | patch OLD NEW [PIECE_KIB [LEVEL]] | synth OLD NEW MIB | patch-make STORE OLD NEW | patch-apply STORE BASE PATCH INDEX".into()),
+        _ => Err("usage: blobstore-bench ingest STORE FILE | assemble STORE INDEX OUT | delta OLD NEW [AVG_KIB] | params OLD NEW | patch OLD NEW [PIECE_KIB [LEVEL]] | synth OLD NEW MIB | patch-make STORE OLD NEW | patch-fetch ORIGIN NODE PATCH INDEX | patch-apply NODE BASE PATCH INDEX".into()),
     }
 }
