@@ -449,3 +449,66 @@ proptest! {
         prop_assert!(apply_piece(base.as_slice(), &bytes, &piece, &patch, &target).is_err());
     }
 }
+
+#[test]
+fn plan_prices_patch_and_chunks_separately_and_picks_the_cheaper() {
+    let r = release();
+    let build = make_patch(&r);
+    let node = node_on_base(&r);
+    let size = build.encoded.len() as u64;
+    let plan = crate::delta::plan_delta_with_patch(
+        &[&node],
+        &r.origin,
+        &r.new_index,
+        &build.index,
+        build.id,
+        size,
+    )
+    .unwrap();
+    let p = plan.patch.as_ref().unwrap();
+    assert!(plan.uses_patch);
+    assert_eq!(plan.fetch_bytes, p.total_bytes());
+    assert_eq!(p.index_bytes, size);
+    assert!(plan.fetch_bytes < plan.chunk_plan_bytes);
+    assert_eq!(plan.chunks_to_fetch, p.chunks_to_fetch);
+    // A node that already holds every target chunk fetches nothing.
+    let full = MemStore::new();
+    ingest(&full, r.new.as_slice(), &DEFAULT_PARAMS, &mut |_| {}).unwrap();
+    let plan = crate::delta::plan_delta_with_patch(
+        &[&full],
+        &r.origin,
+        &r.new_index,
+        &build.index,
+        build.id,
+        size,
+    )
+    .unwrap();
+    assert_eq!((plan.fetch_bytes, plan.uses_patch), (0, false));
+}
+
+#[test]
+fn plan_counts_pieces_already_held_as_free() {
+    let r = release();
+    let build = make_patch(&r);
+    let node = node_on_base(&r);
+    deliver(&r.origin, &node, [build.id, build.index.pieces()[0].hash]);
+    let plan = crate::delta::plan_delta_with_patch(
+        &[&node],
+        &r.origin,
+        &r.new_index,
+        &build.index,
+        build.id,
+        build.encoded.len() as u64,
+    )
+    .unwrap();
+    let p = plan.patch.unwrap();
+    assert_eq!(p.index_bytes, 0);
+    assert_eq!(p.pieces_to_fetch.len(), build.index.pieces().len() - 1);
+    assert_eq!(
+        p.piece_bytes,
+        build.index.pieces()[1..]
+            .iter()
+            .map(|x| u64::from(x.size))
+            .sum::<u64>()
+    );
+}
