@@ -61,6 +61,9 @@ enum Command {
     Testnet(cmd::testnet::TestnetCmd),
     /// The whole story: a testnet, release v1, then v2 as a delta, a summary.
     Demo(cmd::demo::DemoArgs),
+    /// Private CA, device identities and certificates, revocation, batches, registry.
+    #[command(subcommand)]
+    Provision(cmd::provision::ProvisionCmd),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Sim(a) => cmd::sim::run(&a),
         Command::Testnet(c) => cmd::testnet::run(c),
         Command::Demo(a) => cmd::demo::run(&a),
+        Command::Provision(c) => cmd::provision::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -388,24 +388,22 @@ pub fn run_batch(
     for chunk in planned.chunks(opts.chunk.max(1)) {
         // Keys (or CSR checks), signing and files, on `threads` threads.
         let per = chunk.len().div_ceil(threads);
-        let results: Vec<Result<Vec<core::result::Result<Made, (usize, String, Duration)>>>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = chunk
-                    .chunks(per.max(1))
-                    .map(|part| {
-                        let issuer_pem = &issuer_pem;
-                        s.spawn(move || make_part(ca, part, rows, out, issuer_pem, opts.days, now))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(Error::build("batch", "a worker thread panicked"))
-                        })
-                    })
-                    .collect()
-            });
+        let results: Vec<PartResult> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .chunks(per.max(1))
+                .map(|part| {
+                    let issuer_pem = &issuer_pem;
+                    s.spawn(move || make_part(ca, part, rows, out, issuer_pem, opts.days, now))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::build("batch", "a worker thread panicked")))
+                })
+                .collect()
+        });
         let mut issued = Vec::new();
         let mut made_ok = Vec::new();
         for part in results {
@@ -449,6 +447,7 @@ pub fn run_batch(
     })
 }
 
+/// A device made, or (row index, reason, time spent) — per device of a part.
 type PartResult = Result<Vec<core::result::Result<Made, (usize, String, Duration)>>>;
 
 /// One thread's share of a chunk: keys or CSR, one signing call (one audit

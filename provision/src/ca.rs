@@ -21,18 +21,20 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use der::Encode;
+use der::referenced::OwnedToRef;
 use meshota_manifest::fs::{read_limited, read_secret, write_atomic};
 use meshota_manifest::limits::MAX_SECRET_KEY_FILE_BYTES;
 use meshota_manifest::{PublicKey, SecretKey, UnixTime};
 use serde::Serialize;
 use x509_cert::Certificate;
-use x509_cert::builder::Builder;
-use x509_cert::crl::{CertificateList, RevokedCert};
-use x509_cert::ext::pkix::CrlNumber;
+use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::ext::ToExtension;
+use x509_cert::ext::pkix::{AuthorityKeyIdentifier, CrlNumber, SubjectKeyIdentifier};
 use x509_cert::serial_number::SerialNumber;
 use zeroize::Zeroizing;
 
-use crate::alg::{X509Signature, X509Signer};
+use crate::alg::ml_dsa_65_algorithm;
 use crate::cert::{
     CertRequest, DeviceSubject, Period, Role, ca_name, display_name, issue, parse_pem, rfc3339,
     serial_hex, to_pem, x509_time,
@@ -456,17 +458,49 @@ impl Ca {
             });
         }
         let next = Period::days_from(now, next_update_days, None).not_after;
-        let builder = x509_cert::builder::CrlBuilder::new_with_this_update(
-            &self.cert,
-            crl_number,
-            x509_time(now)?,
+        // Built by hand rather than with x509-cert 0.3's `CrlBuilder`, which
+        // copies the issuer certificate's own authorityKeyIdentifier (the
+        // root's key id, for an intermediate) into the CRL. RFC 5280 §5.2.1:
+        // a CRL's AKI names the key that signed it, the issuer's SKI.
+        let issuer = self.cert.tbs_certificate().subject().clone();
+        let ski = SubjectKeyIdentifier::try_from(
+            self.cert
+                .tbs_certificate()
+                .subject_public_key_info()
+                .owned_to_ref(),
         )
-        .map_err(|e| Error::build("CRL", e))?
-        .with_next_update(Some(x509_time(next)?))
-        .with_certificates(entries.into_iter());
-        let crl = builder
-            .build::<_, X509Signature>(&X509Signer::new(&self.key))
+        .map_err(|e| Error::build("CRL", e))?;
+        let aki = AuthorityKeyIdentifier {
+            key_identifier: Some(ski.0),
+            ..Default::default()
+        };
+        let number_ext = crl_number
+            .to_extension(&issuer, &[])
             .map_err(|e| Error::build("CRL", e))?;
+        let aki_ext = aki
+            .to_extension(&issuer, core::slice::from_ref(&number_ext))
+            .map_err(|e| Error::build("CRL", e))?;
+        let extensions = vec![number_ext, aki_ext];
+        let tbs = TbsCertList {
+            version: x509_cert::Version::V2,
+            signature: ml_dsa_65_algorithm(),
+            issuer,
+            this_update: x509_time(now)?,
+            next_update: Some(x509_time(next)?),
+            revoked_certificates: (!entries.is_empty()).then_some(entries),
+            crl_extensions: Some(extensions),
+        };
+        let signed = tbs.to_der().map_err(|e| Error::build("CRL", e))?;
+        let signature = self
+            .key
+            .sign(&signed, b"")
+            .map_err(|e| Error::build("CRL", e))?;
+        let crl = CertificateList {
+            tbs_cert_list: tbs,
+            signature_algorithm: ml_dsa_65_algorithm(),
+            signature: der::asn1::BitString::new(0, signature)
+                .map_err(|e| Error::build("CRL", e))?,
+        };
         append_audit(
             &self.dir,
             &[AuditEntry {
@@ -502,4 +536,28 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(Error::io(dir))
+}
+
+/// A revocation list as PEM (`X509 CRL`).
+///
+/// # Errors
+/// [`Error::Build`], never expected.
+pub fn crl_to_pem(crl: &CertificateList) -> Result<String> {
+    use der::EncodePem;
+    crl.to_pem(der::pem::LineEnding::LF)
+        .map_err(|e| Error::build("CRL PEM", e))
+}
+
+/// Parses a revocation list, PEM (`X509 CRL`) or DER.
+///
+/// # Errors
+/// [`Error::Malformed`].
+pub fn parse_crl(bytes: &[u8]) -> Result<CertificateList> {
+    use der::{Decode, DecodePem};
+    if bytes.starts_with(b"-----BEGIN") {
+        CertificateList::from_pem(bytes)
+    } else {
+        CertificateList::from_der(bytes)
+    }
+    .map_err(|e| Error::malformed("revocation list", e))
 }

@@ -320,29 +320,29 @@ impl BuilderProfile for Profile {
             ca,
             path_len_constraint: path_len,
         };
-        let mut bc = bc.to_extension(&tbs.subject(), &ext)?;
+        let mut bc = bc.to_extension(tbs.subject(), &ext)?;
         bc.critical = true;
         ext.push(bc);
-        ext.push(KeyUsage(usage).to_extension(&tbs.subject(), &ext)?);
+        ext.push(KeyUsage(usage).to_extension(tbs.subject(), &ext)?);
         let ski = SubjectKeyIdentifier::try_from(spk)?;
         let aki_id = match self.role {
             Role::Root { .. } => ski.0.clone(),
             _ => SubjectKeyIdentifier::try_from(issuer_spk)?.0,
         };
-        ext.push(ski.to_extension(&tbs.subject(), &ext)?);
+        ext.push(ski.to_extension(tbs.subject(), &ext)?);
         ext.push(
             AuthorityKeyIdentifier {
                 key_identifier: Some(aki_id),
                 ..Default::default()
             }
-            .to_extension(&tbs.subject(), &ext)?,
+            .to_extension(tbs.subject(), &ext)?,
         );
         if self.role == Role::Device {
             let id = display_name(&self.subject);
             let uri = Ia5String::new(&format!("{DEVICE_URI_PREFIX}{id}"))?;
             ext.push(
                 SubjectAltName(vec![GeneralName::UniformResourceIdentifier(uri)])
-                    .to_extension(&tbs.subject(), &ext)?,
+                    .to_extension(tbs.subject(), &ext)?,
             );
         }
         Ok(ext)

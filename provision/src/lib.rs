@@ -53,3 +53,5 @@ pub mod serial;
 pub mod verify;
 
 pub use error::{Error, Result};
+/// The X.509 types of this crate's API (x509-cert 0.3).
+pub use x509_cert;

@@ -256,8 +256,7 @@ pub fn verify_device(
     // 3. The path, device first, by issuer names.
     let mut path: Vec<&Certificate> = vec![device];
     let root_subject = root.tbs_certificate().subject();
-    loop {
-        let Some(last) = path.last() else { break };
+    while let Some(last) = path.last() {
         let issuer = last.tbs_certificate().issuer();
         if issuer == root_subject {
             break;
@@ -381,6 +380,29 @@ pub fn check_crl(crl: &CertificateList, issuer: &Certificate, at: UnixTime) -> R
         "revocation list",
         "the issuer's key",
     )?;
+    // RFC 5280 §5.2.1: the CRL's authorityKeyIdentifier names the signing key.
+    let aki = tbs
+        .crl_extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER)
+        .map(|e| {
+            <AuthorityKeyIdentifier as der::Decode>::from_der(e.extn_value.as_bytes())
+                .map_err(|err| Error::malformed("revocation list", err))
+        })
+        .transpose()?;
+    let ski: Option<SubjectKeyIdentifier> = extension(issuer)?;
+    if let (Some(a), Some(s)) = (aki.and_then(|a| a.key_identifier), ski) {
+        if a != s.0 {
+            return Err(Error::StaleCrl {
+                reason: format!(
+                    "its authorityKeyIdentifier {} is not the issuer's key identifier {}",
+                    hex::encode(a.as_bytes()),
+                    hex::encode(s.0.as_bytes())
+                ),
+            });
+        }
+    }
     let this_update = unix_time(&tbs.this_update);
     if at.0 < this_update.0 {
         return Err(Error::StaleCrl {

@@ -340,3 +340,36 @@ fn a_ca_directory_with_a_sealed_key_opens_only_with_its_passphrase() {
     .unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
 }
+
+#[test]
+fn a_crl_names_the_key_that_signed_it_not_the_issuers_issuer() {
+    // RFC 5280 §5.2.1. x509-cert 0.3's CrlBuilder copies the intermediate's
+    // own AKI (the root's key id); Python's cryptography caught it.
+    use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectKeyIdentifier};
+    let d = tempfile::tempdir().unwrap();
+    let (root, inter) = new_ca(d.path(), 10, "Acme", NOW);
+    let crl = inter.issue_crl(&[], 1, NOW, 30).unwrap();
+    let aki = crl
+        .tbs_cert_list
+        .crl_extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER)
+        .map(|e| {
+            <AuthorityKeyIdentifier as der::Decode>::from_der(e.extn_value.as_bytes()).unwrap()
+        })
+        .unwrap()
+        .key_identifier
+        .unwrap();
+    let ski = |c: &Ca| {
+        c.certificate()
+            .tbs_certificate()
+            .get_extension::<SubjectKeyIdentifier>()
+            .unwrap()
+            .unwrap()
+            .1
+            .0
+    };
+    assert_eq!(aki, ski(&inter));
+    assert_ne!(aki, ski(&root));
+}

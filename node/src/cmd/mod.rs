@@ -7,6 +7,7 @@ pub(crate) mod demo;
 pub(crate) mod install;
 pub(crate) mod keys;
 pub(crate) mod node;
+pub(crate) mod provision;
 pub(crate) mod release;
 pub(crate) mod sim;
 pub(crate) mod slots;
