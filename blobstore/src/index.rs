@@ -198,12 +198,56 @@ impl ChunkIndex {
             });
         }
         index.check()?;
-        if index.encode()? != bytes {
+        if !is_canonical(&index, body) {
             return Err(Error::IndexMalformed {
                 reason: "not in canonical encoding".into(),
             });
         }
         Ok(index)
+    }
+}
+
+/// Whether `value` encodes (postcard) to exactly `bytes`, compared byte by
+/// byte as it is serialised, without allocating the encoding (a 1 GiB
+/// image's index is ~2 MiB; a patch install loads it on a small device).
+pub(crate) fn is_canonical<T: Serialize + ?Sized>(value: &T, bytes: &[u8]) -> bool {
+    postcard::serialize_with_flavor(
+        value,
+        Compare {
+            rest: bytes,
+            equal: true,
+        },
+    )
+    .unwrap_or(false)
+}
+
+/// A postcard output that compares instead of storing.
+struct Compare<'a> {
+    rest: &'a [u8],
+    equal: bool,
+}
+
+impl postcard::ser_flavors::Flavor for Compare<'_> {
+    type Output = bool;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        match self.rest.split_first() {
+            Some((&b, rest)) if self.equal && b == data => self.rest = rest,
+            _ => self.equal = false,
+        }
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        match self.rest.split_at_checked(data.len()) {
+            Some((head, rest)) if self.equal && head == data => self.rest = rest,
+            _ => self.equal = false,
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<bool> {
+        Ok(self.equal && self.rest.is_empty())
     }
 }
 
@@ -300,6 +344,20 @@ mod tests {
             ChunkIndex::decode(&bytes),
             Err(Error::IndexMalformed { .. })
         ));
+    }
+
+    #[test]
+    fn canonical_check_compares_without_allocating_and_rejects_padding() {
+        let i = sample();
+        let body = &i.encode().unwrap()[HEADER_LEN..];
+        assert!(is_canonical(&i, body));
+        assert!(!is_canonical(&i, &body[..body.len() - 1]));
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert!(!is_canonical(&i, &longer));
+        let mut changed = body.to_vec();
+        changed[0] ^= 1;
+        assert!(!is_canonical(&i, &changed));
     }
 
     #[test]

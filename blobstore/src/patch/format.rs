@@ -256,11 +256,7 @@ pub(crate) fn decode_canonical<T: Serialize + DeserializeOwned>(
             reason: format!("{} trailing bytes", rest.len()),
         });
     }
-    let again = postcard::to_allocvec(&value).map_err(|e| Error::PatchMalformed {
-        what,
-        reason: e.to_string(),
-    })?;
-    if again != body {
+    if !crate::index::is_canonical(&value, body) {
         return Err(Error::PatchMalformed {
             what,
             reason: "not in canonical encoding".into(),

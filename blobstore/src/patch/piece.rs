@@ -103,7 +103,7 @@ impl<'a> Piece<'a> {
             return Err(malformed(format!("{} trailing bytes", rest.len())));
         }
         piece.check()?;
-        if piece.encode()? != bytes {
+        if !crate::index::is_canonical(&piece, body) {
             return Err(malformed("not in canonical encoding".into()));
         }
         Ok(piece)

@@ -45,6 +45,13 @@ pub const COMPACT_LIVE_PERCENT: u64 = 50;
 
 /// (pack id, offset, stored length, raw length, compressed)
 type Loc = (u64, u64, u32, u32, bool);
+/// redb's page cache for `meta.redb` (redb's default grows to 1 GiB).
+/// Pages beyond it are re-read from the file (the OS page cache). Measured
+/// on a 1 GiB image (53,687 chunks): ingest time unchanged within noise,
+/// peak RSS of a patch install 12.6 MiB instead of 17.3 MiB, of assembly
+/// 9.9 MiB instead of 13 MiB.
+pub const META_CACHE_BYTES: usize = 2 << 20;
+
 const CHUNKS: TableDefinition<&[u8; 32], Loc> = TableDefinition::new("chunks");
 const INDEXES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("indexes");
 const PINS: MultimapTableDefinition<&[u8; 32], &[u8; 32]> = MultimapTableDefinition::new("pins");
@@ -144,12 +151,15 @@ impl FsStore {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(Error::io("create directory", &p))?;
         }
-        let db = Database::create(dir.join("meta.redb")).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::StoreInUse {
-                path: dir.to_path_buf(),
-            },
-            other => other.into(),
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(META_CACHE_BYTES)
+            .create(dir.join("meta.redb"))
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::StoreInUse {
+                    path: dir.to_path_buf(),
+                },
+                other => other.into(),
+            })?;
         {
             let tx = db.begin_write()?;
             tx.open_table(CHUNKS)?;

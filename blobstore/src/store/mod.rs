@@ -380,6 +380,13 @@ impl Codec {
 /// Most threads one batch is checked and compressed on.
 pub const MAX_ENCODE_THREADS: usize = 4;
 
+/// Smallest batch checked and compressed on several threads. Smaller
+/// batches (a patch piece's chunks, ~1 MiB) run on the caller's thread:
+/// spawning costs more than it saves there, and each worker thread leaves a
+/// malloc arena behind (measured: +4 MiB peak RSS over a 1 GiB patch
+/// install in 1 MiB batches).
+pub const MIN_PARALLEL_BATCH_BYTES: usize = 4 << 20;
+
 /// Checks every chunk of a batch (size, then hash) and encodes for rest the
 /// ones flagged in `fresh`, on up to [`MAX_ENCODE_THREADS`] threads, keeping
 /// order. Returns an error, and nothing else, unless every chunk checks.
@@ -400,7 +407,8 @@ pub(crate) fn check_and_encode(
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(MAX_ENCODE_THREADS);
-    if threads <= 1 || chunks.len() < 8 {
+    let bytes: usize = chunks.iter().map(|(_, b)| b.len()).sum();
+    if threads <= 1 || chunks.len() < 8 || bytes < MIN_PARALLEL_BATCH_BYTES {
         return work(chunks, fresh);
     }
     let per = chunks.len().div_ceil(threads);
