@@ -713,7 +713,7 @@ impl Node {
                 id: index_id,
                 bytes: bytes.to_vec(),
             });
-            let indexed = Indexed::new(index, bytes.to_vec(), index_id, &self.held);
+            let indexed = Indexed::new(index, bytes.to_vec(), index_id, &self.held, &self.uploaded);
             if let Some(r) = self.releases.get_mut(&id) {
                 r.index = Some(indexed);
             }
@@ -771,15 +771,46 @@ impl Node {
             return;
         }
         let len = self.chunk_len(&hash).unwrap_or(0);
-        if self.serve_queue.is_empty() && self.upload_allows(len) {
+        if self.defer_duplicate(peer, &hash) {
+            self.stats.busy_answers += 1;
+            self.send(peer, &Message::Busy { request, hash });
+        } else if self.serve_queue.is_empty() && self.upload_allows(len) {
             self.serve(peer, request, hash);
-        } else if self.sent_elsewhere_recently(peer, &hash) || self.serve_queue_full(len) {
+        } else if self.serve_queue_full(len) {
             self.stats.busy_answers += 1;
             self.send(peer, &Message::Busy { request, hash });
         } else {
             self.serve_queue.push_back((peer, request, hash, len));
             self.note_upload(peer, hash);
         }
+    }
+
+    /// Seed-side distribution: at a capped origin of a release (it holds
+    /// every chunk and fetched none), a chunk that went (or is queued to
+    /// go) to another peer within `super_seed_ms` waits while the release
+    /// still has chunks this node never uploaded, so the capped upload
+    /// carries chunks its peers lack and they pass on the rest. Once every
+    /// chunk went out, duplicates are served (a star's leaves can only get
+    /// them from here). Relays never defer: a chunk they pass on is needed
+    /// on every side.
+    fn defer_duplicate(&self, peer: PeerId, hash: &Hash) -> bool {
+        let window = self.config.limits.super_seed_ms;
+        if self.upload.is_none() || window == 0 {
+            return false;
+        }
+        let recent = self
+            .uploaded
+            .get(hash)
+            .is_some_and(|(to, at)| *to != peer && self.now.since(*at) < window);
+        recent
+            && self.releases.values().any(|r| {
+                r.index.as_ref().is_some_and(|ix| {
+                    ix.unsent > 0
+                        && ix.fetched == 0
+                        && ix.have.is_full()
+                        && ix.ordinals.contains_key(hash)
+                })
+            })
     }
 
     /// Whether one more request of `len` bytes would wait too long: the
@@ -800,23 +831,23 @@ impl Node {
         queued.saturating_mul(1000) / rate.max(1) > limits.request_timeout_ms / 4
     }
 
-    /// Records that `hash` is going to `peer` (queued or sent).
+    /// Records that `hash` is going to `peer` (queued or sent); its first
+    /// upload makes it sent in every release that lists it.
     fn note_upload(&mut self, peer: PeerId, hash: Hash) {
-        if self.config.limits.super_seed_ms > 0 {
-            self.uploaded.insert(hash, (peer, self.now));
+        if self.config.limits.super_seed_ms == 0 {
+            return;
         }
-    }
-
-    /// Whether `hash` went (or is queued to go) to a peer other than
-    /// `peer` within `super_seed_ms` (only asked while uploads are
-    /// backlogged).
-    fn sent_elsewhere_recently(&self, peer: PeerId, hash: &Hash) -> bool {
-        let window = self.config.limits.super_seed_ms;
-        window > 0
-            && self
-                .uploaded
-                .get(hash)
-                .is_some_and(|(to, at)| *to != peer && self.now.since(*at) < window)
+        if self.uploaded.insert(hash, (peer, self.now)).is_none() {
+            for r in self.releases.values_mut() {
+                if let Some(ix) = r
+                    .index
+                    .as_mut()
+                    .filter(|ix| ix.ordinals.contains_key(&hash))
+                {
+                    ix.unsent = ix.unsent.saturating_sub(1);
+                }
+            }
+        }
     }
 
     fn upload_allows(&mut self, len: u32) -> bool {
@@ -871,6 +902,15 @@ impl Node {
         }
         self.stats.chunks_fetched += 1;
         self.stats.chunk_bytes_fetched += data.len() as u64;
+        for r in self.releases.values_mut() {
+            if let Some(ix) = r
+                .index
+                .as_mut()
+                .filter(|ix| ix.ordinals.contains_key(&hash))
+            {
+                ix.fetched += 1;
+            }
+        }
         self.retries.remove(&hash);
         self.actions.push_back(Action::StoreChunk { hash, data });
         self.gain_chunk(hash);
@@ -929,10 +969,14 @@ impl Node {
     }
 
     fn gain_chunk(&mut self, hash: Hash) {
-        self.held.insert(hash);
+        let new = self.held.insert(hash);
+        let unsent = new && !self.uploaded.contains_key(&hash);
         let mut gained = false;
         for r in self.releases.values_mut() {
             if let Some(ix) = &mut r.index {
+                if unsent && ix.ordinals.contains_key(&hash) {
+                    ix.unsent += 1;
+                }
                 if let Some(ords) = ix.ordinals.get(&hash) {
                     for &o in ords {
                         if ix.have.set(o as usize) {
@@ -949,10 +993,13 @@ impl Node {
     }
 
     fn lose_chunk(&mut self, hash: Hash) {
-        self.held.remove(&hash);
-        self.uploaded.remove(&hash);
+        let was_held = self.held.remove(&hash);
+        let was_unsent = was_held && self.uploaded.remove(&hash).is_none();
         for r in self.releases.values_mut() {
             if let Some(ix) = &mut r.index {
+                if was_unsent && ix.ordinals.contains_key(&hash) {
+                    ix.unsent = ix.unsent.saturating_sub(1);
+                }
                 for &o in ix.ordinals.get(&hash).into_iter().flatten() {
                     ix.have.clear(o as usize);
                 }

@@ -41,10 +41,23 @@ pub(crate) struct Indexed {
     /// Chunk id -> its ordinals (a chunk may repeat within an image).
     pub(crate) ordinals: BTreeMap<Hash, Vec<u32>>,
     pub(crate) have: Bitmap,
+    /// Distinct chunks held and never uploaded (seed-side distribution:
+    /// while some remain, duplicates wait).
+    pub(crate) unsent: usize,
+    /// Chunks of this release fetched from peers: a node that fetched none
+    /// and holds them all is the release's origin here (a publisher, a
+    /// gateway, a USB import), the only node that distributes seed-side.
+    pub(crate) fetched: usize,
 }
 
 impl Indexed {
-    pub(crate) fn new(index: ChunkIndex, bytes: Vec<u8>, id: Hash, held: &BTreeSet<Hash>) -> Self {
+    pub(crate) fn new(
+        index: ChunkIndex,
+        bytes: Vec<u8>,
+        id: Hash,
+        held: &BTreeSet<Hash>,
+        uploaded: &BTreeMap<Hash, (PeerId, crate::Timestamp)>,
+    ) -> Self {
         let mut ordinals: BTreeMap<Hash, Vec<u32>> = BTreeMap::new();
         let mut have = Bitmap::new(index.chunks().len());
         for (i, c) in index.chunks().iter().enumerate() {
@@ -54,12 +67,18 @@ impl Indexed {
                 have.set(i);
             }
         }
+        let unsent = ordinals
+            .keys()
+            .filter(|h| held.contains(h) && !uploaded.contains_key(h))
+            .count();
         Self {
             index,
             bytes,
             id,
             ordinals,
             have,
+            unsent,
+            fetched: 0,
         }
     }
 
