@@ -1,11 +1,15 @@
-//! The testnet's peer graph: a ring plus a few chords, so releases travel
-//! several hops (not a full mesh) and the graph stays connected when one
-//! link is down.
+//! The testnet's peer graph: a ring plus chords, so releases travel
+//! several hops (not a full mesh), the graph stays connected when a link
+//! is down, and every node has four peers once the testnet has six nodes
+//! or more. Four, not two: on a ring the seed's neighbours share no link,
+//! and relays must each upload about the whole image, which kept a capped
+//! swarm of 16 at 1.4-3.5 S/U (BENCHMARKS.md, Mesh).
 
 /// The undirected links of an `n`-node testnet as `(dialler, listener)`
-/// pairs: the ring `i -> i+1` and chords `i -> i + n/2` for every
-/// `max(2, n/4)`-th node once `n >= 6`. Each link appears once, so exactly
-/// one side dials it; no self-links.
+/// pairs: the ring `i -> i+1` and, once `n >= 6`, chords `i -> i + s` for
+/// every node with `s = max(2, floor(sqrt(n)))` (the circulant graph
+/// C_n(1, s): four peers each, diameter about sqrt(n)/2 + 1). Each link
+/// appears once, so exactly one side dials it; no self-links.
 pub(crate) fn links(n: usize) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
     let mut add = |a: usize, b: usize| {
@@ -24,9 +28,9 @@ pub(crate) fn links(n: usize) -> Vec<(usize, usize)> {
         add(i, (i + 1) % n);
     }
     if n >= 6 {
-        let step = (n / 4).max(2);
-        for i in (0..n).step_by(step) {
-            add(i, (i + n / 2) % n);
+        let s = (n.isqrt()).max(2);
+        for i in 0..n {
+            add(i, (i + s) % n);
         }
     }
     out
@@ -101,7 +105,7 @@ mod tests {
     #[test]
     fn eight_nodes_form_a_multi_hop_ring_with_chords_not_a_full_mesh() {
         let l = links(8);
-        assert_eq!(l.len(), 8 + 2, "{l:?}");
+        assert_eq!(l.len(), 8 + 8, "{l:?}");
         let d = diameter(8, &l).unwrap();
         assert!(
             d >= 2,
@@ -111,11 +115,21 @@ mod tests {
     }
 
     #[test]
+    fn sixteen_nodes_have_four_peers_each_and_stay_multi_hop() {
+        let l = links(16);
+        for i in 0..16 {
+            let degree = l.iter().filter(|&&(a, b)| a == i || b == i).count();
+            assert_eq!(degree, 4, "node {i}: {l:?}");
+        }
+        assert_eq!(diameter(16, &l), Some(3));
+    }
+
+    #[test]
     fn every_link_is_dialled_by_exactly_one_side() {
         let l = links(8);
         let total: usize = (0..8).map(|i| dials(&l, i).len()).sum();
         assert_eq!(total, l.len());
-        assert_eq!(dials(&l, 0), vec![1, 4]);
+        assert_eq!(dials(&l, 0), vec![1, 2]);
         assert_eq!(links(2), vec![(0, 1)]);
         assert!(links(1).is_empty());
     }
