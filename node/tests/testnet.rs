@@ -429,7 +429,13 @@ fn a_late_node_fetches_a_release_its_peers_hold_only_in_their_active_slots() {
             std::fs::write(&p, vec![0u8; len as usize]).unwrap();
         }
         let v = run(&["store", "verify", "--store", store.to_str().unwrap()]);
-        assert_eq!(v.status.code(), Some(1), "{} {}", text(&v.stdout), text(&v.stderr));
+        assert_eq!(
+            v.status.code(),
+            Some(1),
+            "{} {}",
+            text(&v.stdout),
+            text(&v.stderr)
+        );
         let ls: Value = serde_json::from_str(&ok(&[
             "store",
             "ls",

@@ -45,6 +45,10 @@ use control::Request;
 
 /// Chunks held in memory before a batch is written.
 const FLUSH_BYTES: usize = 8 << 20;
+/// Chunks held in memory while a batch is being written, before the
+/// central task waits for that write (bounds memory when the disk is
+/// slower than the network).
+const PENDING_MAX_BYTES: usize = 4 * FLUSH_BYTES;
 /// Longest a stored chunk waits in memory before its batch is written.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Messages queued toward one peer before further ones are dropped (the
@@ -52,6 +56,9 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 const PEER_QUEUE: usize = 4096;
 /// Inputs queued toward the central task.
 const INPUT_QUEUE: usize = 8192;
+
+/// Fetched chunks on their way to the store, by id.
+type Batch = Arc<BTreeMap<Hash, Vec<u8>>>;
 
 /// What the central task is told.
 enum Input {
@@ -76,6 +83,11 @@ enum Input {
         result: Result<InstallResult, String>,
     },
     Discovered(discovery::Found),
+    /// The background write of batch `seq` finished.
+    Flushed {
+        seq: u64,
+        result: Result<(), String>,
+    },
 }
 
 enum InstallResult {
@@ -122,6 +134,11 @@ struct Daemon {
     next_peer: u64,
     pending: BTreeMap<Hash, Vec<u8>>,
     pending_bytes: usize,
+    /// The batch being written on a blocking thread (at most one), still
+    /// served from memory until its commit returns.
+    flushing: Option<(u64, Batch, tokio::task::JoinHandle<()>)>,
+    /// Sequence number of the last background write started.
+    flush_seq: u64,
     phase: Phase,
     installed_version: Option<String>,
     inputs: mpsc::Sender<Input>,
@@ -273,6 +290,8 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         next_peer: 0,
         pending: BTreeMap::new(),
         pending_bytes: 0,
+        flushing: None,
+        flush_seq: 0,
         phase: Phase::Idle,
         installed_version,
         inputs: tx.clone(),
@@ -352,7 +371,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
                 let now = d.now();
                 d.core.handle(now, Event::Timeout);
             }
-            _ = flush.tick() => d.flush(),
+            _ = flush.tick() => d.flush_in_background(),
             _ = sigint.recv() => d.shutdown = true,
             _ = sigterm.recv() => d.shutdown = true,
         }
@@ -616,6 +635,7 @@ impl Daemon {
             }
             Input::InstallDone { release, result } => self.install_done(release, result),
             Input::Discovered(found) => self.discovered(found),
+            Input::Flushed { seq, result } => self.flushed(seq, result),
         }
     }
 
@@ -757,8 +777,10 @@ impl Daemon {
             Action::StoreChunk { hash, data } => {
                 self.pending_bytes += data.len();
                 self.pending.insert(hash, data);
-                if self.pending_bytes >= FLUSH_BYTES {
+                if self.pending_bytes >= PENDING_MAX_BYTES {
                     self.flush();
+                } else if self.pending_bytes >= FLUSH_BYTES {
+                    self.flush_in_background();
                 }
             }
             Action::ServeChunk {
@@ -766,7 +788,12 @@ impl Daemon {
                 request,
                 hash,
             } => {
-                let data = match self.pending.get(&hash) {
+                let in_memory = self.pending.get(&hash).or_else(|| {
+                    self.flushing
+                        .as_ref()
+                        .and_then(|(_, batch, _)| batch.get(&hash))
+                });
+                let data = match in_memory {
                     Some(d) => Ok(d.clone()),
                     None => self.store.get(&hash),
                 };
@@ -801,8 +828,74 @@ impl Daemon {
         }
     }
 
-    /// Writes the chunks held in memory in one durable batch.
+    /// Starts writing the chunks held in memory as one durable batch on a
+    /// blocking thread, unless a write is already running (the next batch
+    /// then waits for it). The central task keeps serving them from memory
+    /// meanwhile; [`Input::Flushed`] reports the commit.
+    fn flush_in_background(&mut self) {
+        if self.pending.is_empty() || self.flushing.is_some() {
+            return;
+        }
+        let batch = Arc::new(std::mem::take(&mut self.pending));
+        self.pending_bytes = 0;
+        let store = self.store.clone();
+        let inputs = self.inputs.clone();
+        let writing = batch.clone();
+        self.flush_seq += 1;
+        let seq = self.flush_seq;
+        let task = tokio::task::spawn_blocking(move || {
+            let items: Vec<(Hash, &[u8])> =
+                writing.iter().map(|(h, d)| (*h, d.as_slice())).collect();
+            let result = store
+                .put_batch(&items)
+                .map(|_| ())
+                .map_err(|e| format!("writing {} chunks: {e}", items.len()));
+            let _ = inputs.blocking_send(Input::Flushed { seq, result });
+        });
+        self.flushing = Some((seq, batch, task));
+    }
+
+    /// A background write finished: on failure the core forgets its chunks
+    /// (they are fetched again).
+    fn flushed(&mut self, seq: u64, result: Result<(), String>) {
+        // A write `flush` already waited for and settled reports late.
+        if self.flushing.as_ref().is_none_or(|f| f.0 != seq) {
+            return;
+        }
+        let Some((_, batch, _)) = self.flushing.take() else {
+            return;
+        };
+        if let Err(e) = result {
+            tracing::error!("{e}");
+            let now = self.now();
+            for hash in batch.keys() {
+                if !self.pending.contains_key(hash) {
+                    self.core.handle(now, Event::StoreFailed { hash: *hash });
+                }
+            }
+        }
+        if self.pending_bytes >= FLUSH_BYTES {
+            self.flush_in_background();
+        }
+    }
+
+    /// Writes every chunk held in memory and returns once it is durable:
+    /// waits for a background write, then writes the rest here.
     fn flush(&mut self) {
+        if let Some((_, _, task)) = self.flushing.as_mut() {
+            let handle = tokio::runtime::Handle::current();
+            let _ = tokio::task::block_in_place(|| handle.block_on(task));
+            // Its `Flushed` input is still queued; handle the outcome now
+            // by re-checking the store (the input then finds nothing).
+            if let Some((_, batch, _)) = self.flushing.take() {
+                let now = self.now();
+                for hash in batch.keys() {
+                    if !self.pending.contains_key(hash) && !self.store.has(hash).unwrap_or(false) {
+                        self.core.handle(now, Event::StoreFailed { hash: *hash });
+                    }
+                }
+            }
+        }
         if self.pending.is_empty() {
             return;
         }
