@@ -14,7 +14,7 @@
 # progress goes to stderr. Every process the script starts is killed on
 # every exit path (trap). Bounded: each wait has a timeout; the whole run
 # takes a few minutes.
-# Usage: benches/mesh.sh [--nodes N] [--size MIB] [--upload BYTES_PER_SEC] [--runs R] [--swarm-only]
+# Usage: benches/mesh.sh [--nodes N] [--size MIB] [--upload BYTES_PER_SEC] [--runs R] [--swarm-only | --pair-only]
 # Env: MESHOTA_BIN (default: build $CARGO_TARGET_DIR/release/meshota),
 #      CARGO_TARGET_DIR (default /work/target-bench if writable, else REPO/target).
 set -euo pipefail
@@ -35,13 +35,16 @@ while (($#)); do
     --upload) UPLOAD=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --swarm-only) ONLY=swarm; shift ;;
-    *) echo "usage: $0 [--nodes N] [--size MIB] [--upload BYTES_PER_SEC] [--runs R] [--swarm-only]" >&2; exit 2 ;;
+    --pair-only) ONLY=pair; shift ;;
+    *) echo "usage: $0 [--nodes N] [--size MIB] [--upload BYTES_PER_SEC] [--runs R] [--swarm-only | --pair-only]" >&2; exit 2 ;;
     esac
 done
 
 log() { echo "[mesh.sh] $*" >&2; }
 now() { date +%s.%N; }
-calc() { awk "BEGIN { print ($1) }"; }  # parenthesised: a bare `>` would redirect to a file
+# parenthesised: a bare `>` would redirect to a file; %.6f, not awk's
+# default %.6g, which rounds epoch seconds to 10,000 s
+calc() { awk "BEGIN { printf \"%.6f\\n\", ($1) }"; }
 
 # --- cleanup: every process started here, on every exit path --------------
 W=$(mktemp -d /tmp/meshota-bench.XXXXXX)
@@ -172,7 +175,7 @@ swarm() {
         for idx in "${!CONF[@]}"; do [[ ${CONF[$idx]} == pending ]] && CONF[$idx]=$t; done
         echo "$t ${#HOLD[@]} ${#CONF[@]}" >>"$W/swarm-progress"
         ((${#HOLD[@]} == NODES && ${#CONF[@]} == NODES)) && break
-        if [[ $(calc "$t0 + $t > $deadline") == 1 ]]; then
+        if [[ $(calc "$t0 + $t > $deadline") != 0.000000 ]]; then
             log "swarm: timed out after ${SWARM_TIMEOUT}s: ${#HOLD[@]} hold, ${#CONF[@]} confirmed"
             break
         fi
@@ -270,8 +273,10 @@ EOF
 
 # --- run ---------------------------------------------------------------------
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-swarm
-log "swarm: all hold at ${SW_HOLD}s, all confirmed at ${SW_CONF}s; per node: $SW_PER_NODE; $SW_TRAFFIC"
+if [[ $ONLY != pair ]]; then
+    swarm
+    log "swarm: all hold at ${SW_HOLD}s, all confirmed at ${SW_CONF}s; per node: $SW_PER_NODE; $SW_TRAFFIC"
+fi
 [[ $ONLY == swarm ]] && exit 0
 
 LOAD_PAIR=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -305,6 +310,9 @@ cat <<EOF
 Command: \`benches/mesh.sh\` (release build; loopback; $(nproc) cores;
 load average $LOAD_START at the start, $LOAD_PAIR before part 2, $LOAD_END at the end).
 Image: $MIB MiB of random bytes (no duplicate chunks).
+EOF
+if [[ $ONLY != pair ]]; then
+cat <<EOF
 
 ### 1. Swarm: $NODES daemons, each upload capped at U = $(f "$UPLOAD/1048576" .0f) MiB/s
 
@@ -323,6 +331,9 @@ ingests the image into node 0's store, took $(f "$SW_PUBLISH" .2f) s).
 (With N = $NODES clients instead of N-1, the central server takes $(f "$central_n" .0f) s.)
 Per node, seconds until it holds the image: $SW_PER_NODE
 Traffic: ${SW_TRAFFIC%%; peers:*}.
+EOF
+fi
+cat <<EOF
 
 ### 2. Two nodes, no caps, vs nginx on loopback
 
