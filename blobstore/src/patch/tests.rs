@@ -334,7 +334,6 @@ fn refuses_a_patch_for_another_target_index() {
 
 #[test]
 fn records_no_patch_when_no_piece_beats_fetching_the_chunks() {
-    let r = release();
     let unrelated = old_image(300_000, 77);
     let idx = crate::ingest::index_reader(unrelated.as_slice(), &DEFAULT_PARAMS).unwrap();
     let random: Vec<u8> = {
@@ -362,7 +361,6 @@ fn records_no_patch_when_no_piece_beats_fetching_the_chunks() {
     )
     .unwrap();
     assert!(built.is_none());
-    drop(r);
 }
 
 #[test]
@@ -511,4 +509,26 @@ fn plan_counts_pieces_already_held_as_free() {
             .map(|x| u64::from(x.size))
             .sum::<u64>()
     );
+}
+
+#[test]
+fn corrupt_patch_index_is_refused_and_the_install_completes_plainly() {
+    let r = release();
+    let build = make_patch(&r);
+    let node = node_on_base(&r);
+    deliver(&r.origin, &node, [build.id]);
+    node.corrupt_for_test(&build.id);
+    let size = build.encoded.len() as u64;
+    assert!(matches!(
+        PatchIndex::load(&node, &build.id, size),
+        Err(Error::CorruptChunk { .. })
+    ));
+    // A patch index longer than the manifest's size is refused unread.
+    let fresh = MemStore::new();
+    deliver(&r.origin, &fresh, [build.id]);
+    assert!(matches!(
+        PatchIndex::load(&fresh, &build.id, size - 1),
+        Err(Error::PatchTooLarge { .. })
+    ));
+    finish_plainly(&r, &node);
 }
