@@ -165,7 +165,8 @@ pub fn plan_delta_with_patch<O: ChunkStore + ?Sized>(
     for piece in patch.pieces() {
         let mut gain = 0u64;
         let mut hashes = Vec::new();
-        for c in &target.chunks()[piece.ordinals()] {
+        // In range: check_target checked every piece against the target.
+        for c in target.chunks().get(piece.ordinals()).unwrap_or_default() {
             if !produced.contains(&c.hash) && !hashes.contains(&c.hash) {
                 if let Some(sent) = lacking.get(&c.hash) {
                     gain += sent;

@@ -95,7 +95,10 @@ where
     let total = patch.pieces().len() as u64;
     for (i, piece) in patch.pieces().iter().enumerate() {
         progress(i as u64, total);
-        let refs = &target.chunks()[piece.ordinals()];
+        // In range: check_target checked every piece against the target.
+        let Some(refs) = target.chunks().get(piece.ordinals()) else {
+            continue;
+        };
         if all_held(store, refs)? {
             report.pieces_not_needed += 1;
             continue;
