@@ -309,9 +309,12 @@ fn encode_piece(
     .encode()
 }
 
-/// The base window matched against: the whole base when it fits, else a
-/// window around the span's proportional position, moved (and its suffix
-/// array rebuilt) only when the span drifts a quarter window away.
+/// The base window matched against: the whole base when it fits, else one
+/// of the tiles `[k * size/2, k * size/2 + size)` (the last one ending at
+/// the base's end), the one whose centre is nearest the span's proportional
+/// position, so that position lies at least a quarter window from either
+/// edge. Spans come in order, so each tile's suffix array is built once:
+/// the suffix-sorting work is twice the base, whatever the window size.
 struct WindowCache<'a, B: ReadAt + ?Sized> {
     base: &'a B,
     base_len: u64,
@@ -325,28 +328,32 @@ impl<'a, B: ReadAt + ?Sized> WindowCache<'a, B> {
         Self {
             base,
             base_len,
-            size: (window_bytes.max(1) as u64).min(cap),
+            size: (window_bytes.max(2) as u64).min(cap),
             current: None,
         }
     }
 
+    /// The start of the tile for a span at target `offset`.
+    fn tile_start(&self, offset: u64, target_len: u64) -> u64 {
+        if self.base_len <= self.size {
+            return 0;
+        }
+        let p = u64::try_from(
+            u128::from(offset) * u128::from(self.base_len) / u128::from(target_len.max(1)),
+        )
+        .unwrap_or(u64::MAX);
+        let step = self.size / 2;
+        let k = (p.saturating_sub(self.size / 2) + step / 2) / step;
+        k.saturating_mul(step).min(self.base_len - self.size)
+    }
+
     fn for_span(&mut self, offset: u64, target_len: u64) -> Result<&(Window, u64)> {
-        let want = if self.base_len <= self.size {
-            0
-        } else {
-            let center = u64::try_from(
-                u128::from(offset) * u128::from(self.base_len) / u128::from(target_len.max(1)),
-            )
-            .unwrap_or(u64::MAX);
-            center
-                .saturating_sub(self.size / 2)
-                .min(self.base_len - self.size)
-        };
-        let stale = match &self.current {
-            None => true,
-            Some((_, start)) => start.abs_diff(want) > self.size / 4,
-        };
-        if stale {
+        let want = self.tile_start(offset, target_len);
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(_, start)| *start != want)
+        {
             self.current = None;
             let n = usize::try_from(self.size.min(self.base_len)).unwrap_or(0);
             let mut old = vec![0u8; n];
@@ -369,6 +376,28 @@ mod tests {
 
     fn index_of(bytes: &[u8]) -> ChunkIndex {
         crate::ingest::index_reader(bytes, &DEFAULT_PARAMS).unwrap()
+    }
+
+    #[test]
+    fn window_tiles_keep_the_span_a_quarter_window_from_either_edge() {
+        let base = vec![0u8; 10];
+        let w = WindowCache {
+            base: base.as_slice(),
+            base_len: 1000,
+            size: 200,
+            current: None,
+        };
+        let mut starts = std::collections::BTreeSet::new();
+        for p in (0..1000).step_by(7) {
+            let start = w.tile_start(p, 1000);
+            assert_eq!(start % 100, 0);
+            assert!(start + 200 <= 1000);
+            if (50..=950).contains(&p) {
+                assert!(p >= start + 50 && p <= start + 150, "p {p} start {start}");
+            }
+            starts.insert(start);
+        }
+        assert_eq!(starts.len(), 9);
     }
 
     #[test]
