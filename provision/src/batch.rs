@@ -14,10 +14,11 @@
 //! is the trust anchor.
 //!
 //! Devices go through in chunks: the chunk's keys are made and its
-//! certificates signed on several threads; the audit log is appended and
-//! fsynced; every device's files are written (temporary files, fsync,
-//! rename, directory fsync); then the chunk is recorded in the registry in
-//! one transaction. A crash leaves at most files of devices the registry
+//! certificates signed on `threads` threads (each appends to the audit log
+//! and fsyncs it before handing its certificates on); every device's files
+//! are written on `io_threads` threads (temporary files, fsync, rename,
+//! directory fsync; the output directory is fsynced after the chunk); then
+//! the chunk is recorded in the registry in one transaction. A crash leaves at most files of devices the registry
 //! does not know; running the batch again gives them the same device ids
 //! and new keys.
 
@@ -118,8 +119,11 @@ pub fn parse_devices_csv(text: &str, base: &Path) -> Result<Vec<BatchRow>> {
 pub struct BatchOptions {
     /// Device certificate validity in days.
     pub days: u32,
-    /// Worker threads (at least 1).
+    /// Threads making keys and signing (at least 1; the CPU count is right).
     pub threads: usize,
+    /// Threads writing device directories (at least 1; more than CPUs pays,
+    /// they mostly wait for fsync).
+    pub io_threads: usize,
     /// Devices per chunk (one audit fsync and one registry commit each).
     pub chunk: usize,
 }
@@ -386,15 +390,12 @@ pub fn run_batch(
 
     let threads = opts.threads.max(1);
     for chunk in planned.chunks(opts.chunk.max(1)) {
-        // Keys (or CSR checks), signing and files, on `threads` threads.
+        // Keys (or CSR checks) and signing, on `threads` threads.
         let per = chunk.len().div_ceil(threads);
         let results: Vec<PartResult> = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .chunks(per.max(1))
-                .map(|part| {
-                    let issuer_pem = &issuer_pem;
-                    s.spawn(move || make_part(ca, part, rows, out, issuer_pem, opts.days, now))
-                })
+                .map(|part| s.spawn(move || make_part(ca, part, rows, opts.days, now)))
                 .collect();
             handles
                 .into_iter()
@@ -404,27 +405,77 @@ pub fn run_batch(
                 })
                 .collect()
         });
-        let mut issued = Vec::new();
-        let mut made_ok = Vec::new();
+        let mut made = Vec::new();
         for part in results {
             for r in part? {
                 match r {
-                    Ok(m) => {
-                        issued.push(Issued {
-                            device_id: m.subject.device_id.clone(),
-                            serial: m.subject.serial,
-                            hardware_id: Some(m.hardware_id.clone()),
-                            hardware_class: m.subject.hardware.clone(),
-                            cert_serial: serial_hex(&m.cert),
-                            period: Period::of(&m.cert),
-                        });
-                        made_ok.push(m);
-                    }
+                    Ok(m) => made.push(m),
                     Err((index, reason, time)) => {
                         let o = fail(&rows[index], reason, time);
                         progress(&o);
                         outcomes[index] = Some(o);
                     }
+                }
+            }
+        }
+        // Files, on `io_threads` threads: fsync waits overlap (and the file
+        // system can commit them together); CPU is not the limit here.
+        let io_per = made.len().div_ceil(opts.io_threads.max(1)).max(1);
+        let write_results: Vec<Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = made
+                .chunks_mut(io_per)
+                .map(|part| {
+                    let issuer_pem = &issuer_pem;
+                    s.spawn(move || {
+                        part.iter_mut()
+                            .map(|m| {
+                                let t = Instant::now();
+                                let r = write_device_dir(
+                                    &out.join(&m.subject.device_id),
+                                    m.keys.as_ref(),
+                                    &m.cert,
+                                    issuer_pem,
+                                );
+                                m.time += t.elapsed();
+                                r
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(Error::build("batch", "a writer thread panicked"))]
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
+        // The new device directories' entries.
+        sync_dir(out)?;
+        let mut issued = Vec::new();
+        let mut made_ok = Vec::new();
+        if write_results.len() != made.len() {
+            return Err(Error::build("batch", "a writer thread panicked"));
+        }
+        for (m, r) in made.into_iter().zip(write_results) {
+            match r {
+                Ok(()) => {
+                    issued.push(Issued {
+                        device_id: m.subject.device_id.clone(),
+                        serial: m.subject.serial,
+                        hardware_id: Some(m.hardware_id.clone()),
+                        hardware_class: m.subject.hardware.clone(),
+                        cert_serial: serial_hex(&m.cert),
+                        period: Period::of(&m.cert),
+                    });
+                    made_ok.push(m);
+                }
+                Err(e) => {
+                    let o = fail(&rows[m.index], e.to_string(), m.time);
+                    progress(&o);
+                    outcomes[m.index] = Some(o);
                 }
             }
         }
@@ -450,17 +501,9 @@ pub fn run_batch(
 /// A device made, or (row index, reason, time spent) — per device of a part.
 type PartResult = Result<Vec<core::result::Result<Made, (usize, String, Duration)>>>;
 
-/// One thread's share of a chunk: keys or CSR, one signing call (one audit
-/// append), files.
-fn make_part(
-    ca: &Ca,
-    part: &[Planned],
-    rows: &[BatchRow],
-    out: &Path,
-    issuer_pem: &str,
-    days: u32,
-    now: UnixTime,
-) -> PartResult {
+/// One thread's share of a chunk: keys or CSR, then one signing call (one
+/// audit append).
+fn make_part(ca: &Ca, part: &[Planned], rows: &[BatchRow], days: u32, now: UnixTime) -> PartResult {
     let mut prepared: Vec<(
         usize,
         DeviceSubject,
@@ -498,18 +541,8 @@ fn make_part(
     let sign_share = sign_start.elapsed() / u32::try_from(requests.len().max(1)).unwrap_or(1);
     let hw: BTreeMap<usize, &Planned> = part.iter().map(|p| (p.index, p)).collect();
     for ((index, subject, _, keys, _, before), cert) in prepared.into_iter().zip(certs) {
-        let t1 = Instant::now();
-        let r = cert.and_then(|cert| {
-            write_device_dir(
-                &out.join(&subject.device_id),
-                keys.as_ref(),
-                &cert,
-                issuer_pem,
-            )?;
-            Ok(cert)
-        });
-        let time = before + sign_share + t1.elapsed();
-        match (r, hw.get(&index)) {
+        let time = before + sign_share;
+        match (cert, hw.get(&index)) {
             (Ok(cert), Some(p)) => results.push(Ok(Made {
                 index,
                 subject,

@@ -211,10 +211,13 @@ pub(crate) struct BatchArgs {
     /// Device certificate validity in days.
     #[arg(long, default_value_t = cert::DEVICE_VALIDITY_DAYS)]
     validity_days: u32,
-    /// Worker threads (default: the number of CPUs).
+    /// Threads making keys and signing (default: the number of CPUs).
     #[arg(long)]
     threads: Option<usize>,
-    /// Devices per chunk (one audit fsync and one registry commit each).
+    /// Threads writing device directories (they mostly wait for fsync).
+    #[arg(long, default_value_t = 16)]
+    io_threads: usize,
+    /// Devices per chunk (one registry commit each).
     #[arg(long, default_value_t = 64)]
     chunk: usize,
     /// Print the statistics as JSON (no progress bar).
@@ -693,6 +696,7 @@ fn batch(a: &BatchArgs) -> CmdResult {
         BatchOptions {
             days: a.validity_days,
             threads,
+            io_threads: a.io_threads,
             chunk: a.chunk,
         },
         now(),
