@@ -102,8 +102,7 @@ pub(crate) fn verify_x509_signature(
         what: what.to_owned(),
         key: whose,
     };
-    let what_static: &'static str = "signature algorithm";
-    check_algorithm(alg, what_static)?;
+    check_algorithm(alg, "signature algorithm")?;
     let sig = signature.as_bytes().ok_or_else(bad)?;
     if key.verify(signed, X509_CONTEXT, sig) {
         Ok(())
