@@ -749,3 +749,104 @@ fn a_passphrase_protected_ca_signs_only_with_its_passphrase() {
     assert_eq!(log.lines().count(), 2, "{log}");
     assert!(log.contains("\"action\":\"issue-intermediate\""), "{log}");
 }
+
+#[test]
+fn batch_signs_csrs_collected_from_devices_and_refuses_one_for_other_hardware() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    make_cas(d, "Acme");
+    // Two devices make their own keys; their hardware ids come from files
+    // as the devices report them (cpuinfo text, a device-tree string).
+    std::fs::write(
+        d.join("cpuinfo"),
+        "processor\t: 0\nSerial\t\t: 10000000AAAA0001\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("dt-serial"), "10000000aaaa0002\0").unwrap();
+    for (id, file) in [("gw-1", "cpuinfo"), ("gw-2", "dt-serial")] {
+        ok(
+            d,
+            &[
+                "provision",
+                "keygen",
+                "--device-id",
+                id,
+                "--hardware",
+                "gw",
+                "--hwid-file",
+                file,
+                "--out",
+                id,
+            ],
+        );
+    }
+    // gw-2's CSR is listed on gw-1's row too: its serial does not match.
+    std::fs::write(
+        d.join("devices.csv"),
+        "hardware_id,hardware_class,device_id,csr\n\
+         10000000aaaa0001,gw,gw-1,gw-1/device.csr\n\
+         10000000aaaa0002,gw,gw-2,gw-2/device.csr\n\
+         10000000aaaa0003,gw,gw-3,gw-2/device.csr\n",
+    )
+    .unwrap();
+    let o = run(
+        d,
+        &[
+            "provision",
+            "batch",
+            "--ca",
+            "factory",
+            "--devices",
+            "devices.csv",
+            "--out",
+            "out",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("provisioned 2 of 3 devices"), "{out}");
+    assert!(
+        out.contains("line 4 (10000000aaaa0003)") && out.contains("asks for device gw-2"),
+        "{out}"
+    );
+    // Only a certificate is written for a CSR row: the keys stay on the device.
+    assert!(d.join("out/gw-1/device.crt").exists());
+    assert!(!d.join("out/gw-1/identity.key").exists());
+    // The certificate carries the device's own key: its node id.
+    let keygen_pub = std::fs::read(d.join("gw-1/identity.pub")).unwrap();
+    std::fs::write(d.join("gw1.pub"), keygen_pub).unwrap();
+    let key_id = ok(d, &["keys", "show", "gw1.pub", "--json"]);
+    let key_id: serde_json::Value = serde_json::from_str(&key_id).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        d,
+        &[
+            "provision",
+            "verify",
+            "--root",
+            "factory/root.crt",
+            "out/gw-1/device.crt",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(v["node_id"], key_id["key_id"]);
+    assert_eq!(v["hardware_class"], "gw");
+    // Python checks the CSR-issued certificate and the device's key files.
+    py_ok(
+        d,
+        &[
+            "--root",
+            "factory/root.crt",
+            "--device",
+            "out/gw-2/device.crt",
+            "--device-id",
+            "gw-2",
+            "--csr",
+            "gw-2/device.csr",
+            "--kem-key",
+            "gw-2/kem.key",
+            "--kem-pub",
+            "gw-2/kem.pub",
+        ],
+    );
+}
