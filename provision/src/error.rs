@@ -70,7 +70,7 @@ pub enum Error {
     /// The chain does not link: a certificate's issuer is not the next
     /// certificate's subject (typically a certificate from another CA).
     #[error(
-        "{child} was issued by {issuer:?}, not by {parent:?}: it does not chain to this root (a certificate from another CA?)"
+        "{child} was issued by {issuer:?}, not by {parent:?}: it does not chain to this root (a certificate from another CA, or its intermediate certificate not supplied?)"
     )]
     NotIssuedBy {
         /// The certificate being checked.
