@@ -59,7 +59,7 @@ pub struct PatchIndex {
     base_image_hash: Hash,
     base_size: u64,
     target_index: Hash,
-    pieces: Vec<PieceRef>,
+    pub(crate) pieces: Vec<PieceRef>,
 }
 
 impl PatchIndex {

@@ -179,6 +179,29 @@ fn store_new<S: ChunkStore + ?Sized>(
 }
 
 impl PatchIndex {
+    /// The pieces a node should fetch before [`rebuild_from_patch`]: those
+    /// it does not hold that produce at least one chunk `store` lacks, in
+    /// index order. (Creation kept only pieces smaller than the chunks they
+    /// produce as sent, so fetching these beats fetching their chunks.) Call
+    /// [`PatchIndex::check_target`] first.
+    ///
+    /// # Errors
+    /// Store metadata I/O.
+    pub fn needed_pieces<S: ChunkStore + ?Sized>(
+        &self,
+        store: &S,
+        target: &ChunkIndex,
+    ) -> Result<Vec<PieceRef>> {
+        let mut out = Vec::new();
+        for piece in &self.pieces {
+            let refs = target.chunks().get(piece.ordinals()).unwrap_or_default();
+            if !store.has(&piece.hash)? && !all_held(store, refs)? {
+                out.push(*piece);
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads and decodes the patch index blob `id` from `store` (stored like
     /// a chunk, hash-checked on read), refusing one longer than
     /// `max_size` (the manifest's `PatchRef.size`).

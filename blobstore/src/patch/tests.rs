@@ -152,6 +152,27 @@ fn patch_rebuilds_every_missing_chunk_and_the_image_assembles() {
 }
 
 #[test]
+fn needed_pieces_are_those_not_held_that_make_a_missing_chunk() {
+    let r = release();
+    let build = make_patch(&r);
+    let node = node_on_base(&r);
+    let all = build.index.needed_pieces(&node, &r.new_index).unwrap();
+    assert_eq!(all, build.index.pieces());
+    // Holding a piece, or every chunk a piece makes, drops it from the list.
+    let pieces = build.index.pieces();
+    deliver(&r.origin, &node, [pieces[0].hash]);
+    let made_by_1: Vec<Hash> = r.new_index.chunks()[pieces[1].ordinals()]
+        .iter()
+        .map(|c| c.hash)
+        .collect();
+    deliver(&r.origin, &node, made_by_1);
+    assert_eq!(
+        build.index.needed_pieces(&node, &r.new_index).unwrap(),
+        &pieces[2..]
+    );
+}
+
+#[test]
 fn rejects_patch_for_another_base_before_applying() {
     let r = release();
     let build = make_patch(&r);
