@@ -296,3 +296,55 @@ async fn open_mode_admits_anyone() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_sending_floods_at_once_through_their_senders_deliver_everything() {
+    // More messages than the stream limit and the read budget hold at
+    // once, sent by both sides at the same time: each side's sends wait
+    // for credit the other returns only by reading, so sending and
+    // receiving must run apart (the daemon's peer task does the same).
+    const N: usize = 600;
+    const LEN: usize = 64 * 1024;
+    let (a, b) = (key(41), key(42));
+    let ids = [a.id(), b.id()];
+    let ea = bind(a, "rpi4", allow(&ids));
+    let eb = bind(b, "rpi4", allow(&ids));
+    let (ca, cb) = bounded(pair(&ea, &eb)).await;
+    let (mut ca, mut cb) = (ca.unwrap(), cb.unwrap().unwrap());
+    let flood = |s: meshota_mesh::quic::PeerSender, tag: u8| {
+        tokio::spawn(async move {
+            for i in 0..N {
+                let mut m = vec![tag; LEN];
+                m[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                s.send(&m).await.unwrap();
+            }
+        })
+    };
+    let (sa, sb) = (flood(ca.sender(), 0xa), flood(cb.sender(), 0xb));
+    let (got_b, got_a) = bounded(async {
+        tokio::join!(
+            async {
+                let mut n = 0;
+                while n < N {
+                    let m = cb.recv().await.unwrap().unwrap();
+                    assert_eq!((m.len(), m[LEN - 1]), (LEN, 0xa));
+                    n += 1;
+                }
+                n
+            },
+            async {
+                let mut n = 0;
+                while n < N {
+                    let m = ca.recv().await.unwrap().unwrap();
+                    assert_eq!((m.len(), m[LEN - 1]), (LEN, 0xb));
+                    n += 1;
+                }
+                n
+            }
+        )
+    })
+    .await;
+    assert_eq!((got_a, got_b), (N, N));
+    sa.await.unwrap();
+    sb.await.unwrap();
+}

@@ -27,6 +27,12 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// further connection attempts are refused until one finishes.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
+/// Bytes of message bodies one connection may be assembling at once
+/// (shared by its streams): with [`tls::MAX_CONCURRENT_UNI_STREAMS`]
+/// streams of up to [`MAX_MESSAGE_BYTES`] each, this, not the stream count,
+/// bounds what a peer can make us buffer.
+pub const READ_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+
 /// Authenticated connections waiting for [`QuicEndpoint::accept`]; the
 /// acceptor stops taking new connections while this many are queued.
 const ACCEPT_QUEUE: usize = 16;
@@ -341,16 +347,19 @@ impl PeerConn {
     /// [`QuicError::MessageTooLarge`] (nothing sent) when longer than
     /// [`MAX_MESSAGE_BYTES`]; connection and stream errors.
     pub async fn send(&self, message: &[u8]) -> Result<(), QuicError> {
-        if message.len() > MAX_MESSAGE_BYTES {
-            return Err(QuicError::MessageTooLarge {
-                len: message.len() as u64,
-                max: MAX_MESSAGE_BYTES as u64,
-            });
+        send_message(&self.conn, message).await
+    }
+
+    /// A handle that sends on this connection from another task. Sending
+    /// can wait for the peer's stream credit, which comes back only as the
+    /// peer reads; a driver that sends and receives in one task can
+    /// deadlock with a peer doing the same (each waiting to send, neither
+    /// reading). Send from one task and [`Self::recv`] in another.
+    #[must_use]
+    pub fn sender(&self) -> PeerSender {
+        PeerSender {
+            conn: self.conn.clone(),
         }
-        let mut stream = self.conn.open_uni().await?;
-        frame::write_frame(&mut stream, message).await?;
-        stream.finish()?;
-        Ok(())
     }
 
     /// The next message. `Ok(None)` once the connection ended in an
@@ -380,6 +389,49 @@ impl PeerConn {
     }
 }
 
+/// Sends messages on a [`PeerConn`]'s connection (see [`PeerConn::sender`]).
+#[derive(Clone)]
+pub struct PeerSender {
+    conn: Connection,
+}
+
+impl PeerSender {
+    /// As [`PeerConn::send`].
+    ///
+    /// # Errors
+    /// As [`PeerConn::send`].
+    pub async fn send(&self, message: &[u8]) -> Result<(), QuicError> {
+        send_message(&self.conn, message).await
+    }
+
+    /// As [`PeerConn::close`].
+    pub fn close(&self, reason: &str) {
+        self.conn
+            .close(CloseCode::Normal.varint(), reason.as_bytes());
+    }
+}
+
+impl std::fmt::Debug for PeerSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSender")
+            .field("remote_addr", &self.conn.remote_address())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn send_message(conn: &Connection, message: &[u8]) -> Result<(), QuicError> {
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(QuicError::MessageTooLarge {
+            len: message.len() as u64,
+            max: MAX_MESSAGE_BYTES as u64,
+        });
+    }
+    let mut stream = conn.open_uni().await?;
+    frame::write_frame(&mut stream, message).await?;
+    stream.finish()?;
+    Ok(())
+}
+
 impl Drop for PeerConn {
     fn drop(&mut self) {
         self.reader.abort();
@@ -398,23 +450,38 @@ impl std::fmt::Debug for PeerConn {
 
 /// Accepts the peer's message streams and reads them concurrently (at most
 /// `MAX_CONCURRENT_UNI_STREAMS`, enforced by QUIC), queueing each whole
-/// message. Stops at the first failure, closing the connection when the
-/// peer broke the framing.
+/// message. Message bodies being assembled share [`READ_BUDGET_BYTES`]: a
+/// stream whose announced length does not fit waits (and QUIC flow control
+/// stops its sender) until earlier messages are handed on. Stops at the
+/// first failure, closing the connection when the peer broke the framing.
 async fn read_loop(conn: Connection, tx: mpsc::Sender<Result<Bytes, QuicError>>) {
+    let budget = Arc::new(Semaphore::new(READ_BUDGET_BYTES / 1024));
     let mut reads = JoinSet::new();
     let failure = loop {
         tokio::select! {
             accepted = conn.accept_uni() => match accepted {
                 Ok(mut stream) => {
-                    reads.spawn(async move { frame::read_message(&mut stream).await });
+                    let budget = budget.clone();
+                    reads.spawn(async move {
+                        let len = frame::read_len(&mut stream, MAX_MESSAGE_BYTES).await?;
+                        let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+                        let permit = budget
+                            .acquire_many_owned(kib)
+                            .await
+                            .map_err(|_| QuicError::Stream { reason: "read budget closed".into() })?;
+                        let body = frame::read_body(&mut stream, len).await?;
+                        frame::expect_end(&mut stream).await?;
+                        Ok::<_, QuicError>((body, permit))
+                    });
                 }
                 Err(e) => break QuicError::from(e),
             },
             Some(done) = reads.join_next() => match done {
-                Ok(Ok(message)) => {
+                Ok(Ok((message, permit))) => {
                     if tx.send(Ok(Bytes::from(message))).await.is_err() {
                         return; // the PeerConn is gone
                     }
+                    drop(permit);
                 }
                 Ok(Err(e)) => break e,
                 Err(_) => break QuicError::Stream { reason: "message reader task failed".into() },

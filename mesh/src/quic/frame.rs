@@ -42,6 +42,15 @@ pub async fn write_frame(stream: &mut SendStream, payload: &[u8]) -> Result<(), 
 /// [`QuicError::MalformedFrame`] when the stream ends inside the frame;
 /// stream and connection errors from quinn.
 pub async fn read_frame(stream: &mut RecvStream, max: usize) -> Result<Vec<u8>, QuicError> {
+    let len = read_len(stream, max).await?;
+    read_body(stream, len).await
+}
+
+/// Reads a frame header and checks the announced length against `max`.
+///
+/// # Errors
+/// As [`read_frame`].
+pub async fn read_len(stream: &mut RecvStream, max: usize) -> Result<usize, QuicError> {
     let mut header = [0u8; 4];
     stream.read_exact(&mut header).await?;
     let announced = u32::from_be_bytes(header);
@@ -52,6 +61,16 @@ pub async fn read_frame(stream: &mut RecvStream, max: usize) -> Result<Vec<u8>, 
             len: u64::from(announced),
             max: max as u64,
         })?;
+    Ok(len)
+}
+
+/// Reads a frame body of exactly `len` bytes (announced by [`read_len`]);
+/// the buffer grows only as bytes arrive.
+///
+/// # Errors
+/// [`QuicError::MalformedFrame`] when the stream ends inside the body;
+/// stream and connection errors from quinn.
+pub async fn read_body(stream: &mut RecvStream, len: usize) -> Result<Vec<u8>, QuicError> {
     let mut body = Vec::with_capacity(len.min(INITIAL_CAPACITY));
     while body.len() < len {
         match stream.read_chunk(len - body.len(), true).await? {

@@ -45,6 +45,9 @@ pub mod frame;
 pub mod hello;
 pub mod tls;
 
-pub use endpoint::{Admission, HELLO_TIMEOUT, MAX_PENDING_HANDSHAKES, PeerConn, QuicEndpoint};
+pub use endpoint::{
+    Admission, HELLO_TIMEOUT, MAX_PENDING_HANDSHAKES, PeerConn, PeerSender, QuicEndpoint,
+    READ_BUDGET_BYTES,
+};
 pub use error::{CloseCode, QuicError};
 pub use frame::MAX_MESSAGE_BYTES;

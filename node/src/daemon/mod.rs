@@ -441,12 +441,34 @@ async fn dial_loop(ep: Arc<QuicEndpoint>, addr: std::net::SocketAddr, tx: mpsc::
     }
 }
 
+/// One peer connection: a reader that hands messages to the central task,
+/// and a writer that sends what the central task queues. They run apart:
+/// a send can wait for the peer's stream credit, which comes back only as
+/// the peer reads, so one task doing both could deadlock with a peer doing
+/// the same.
 async fn peer_task(
     peer: PeerId,
     mut conn: PeerConn,
     mut rx: mpsc::Receiver<Out>,
     tx: mpsc::Sender<Input>,
 ) {
+    let sender = conn.sender();
+    let mut writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Out::Msg(b) => {
+                    if let Err(e) = sender.send(&b).await {
+                        tracing::debug!("send to peer {} failed: {e}", peer.0);
+                        break;
+                    }
+                }
+                Out::Close(reason) => {
+                    sender.close(&reason);
+                    break;
+                }
+            }
+        }
+    });
     loop {
         tokio::select! {
             m = conn.recv() => match m {
@@ -461,21 +483,10 @@ async fn peer_task(
                     break;
                 }
             },
-            o = rx.recv() => match o {
-                Some(Out::Msg(b)) => {
-                    if let Err(e) = conn.send(&b).await {
-                        tracing::debug!("send to peer {} failed: {e}", peer.0);
-                        break;
-                    }
-                }
-                Some(Out::Close(reason)) => {
-                    conn.close(&reason);
-                    break;
-                }
-                None => break,
-            },
+            _ = &mut writer => break,
         }
     }
+    writer.abort();
     let _ = tx.send(Input::PeerDown { peer }).await;
 }
 
