@@ -63,18 +63,24 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# --- binary ------------------------------------------------------------------
+# --- binaries ------------------------------------------------------------------
+if [[ -z ${CARGO_TARGET_DIR:-} ]]; then
+    if [[ -w /work ]]; then CARGO_TARGET_DIR=/work/target-bench; else CARGO_TARGET_DIR=$REPO/target; fi
+fi
+export CARGO_TARGET_DIR
 if [[ -z ${MESHOTA_BIN:-} ]]; then
-    if [[ -z ${CARGO_TARGET_DIR:-} ]]; then
-        if [[ -w /work ]]; then CARGO_TARGET_DIR=/work/target-bench; else CARGO_TARGET_DIR=$REPO/target; fi
-    fi
-    export CARGO_TARGET_DIR
     log "cargo build --release -p meshota-node (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     (cd "$REPO" && cargo build --release -q -p meshota-node)
     MESHOTA_BIN=$CARGO_TARGET_DIR/release/meshota
 fi
 M=$MESHOTA_BIN
 [[ -x $M ]] || { log "no binary at $M"; exit 1; }
+# The QUIC transport alone (tests/src/bin/quic_bench.rs): part 2's ceiling.
+if [[ -z ${MESHOTA_QUIC_BENCH:-} && $ONLY != swarm ]]; then
+    log "cargo build --release -p meshota-tests --bin meshota-quic-bench"
+    (cd "$REPO" && cargo build --release -q -p meshota-tests --bin meshota-quic-bench)
+    MESHOTA_QUIC_BENCH=$CARGO_TARGET_DIR/release/meshota-quic-bench
+fi
 
 # --- nginx (baseline of part 2) ---------------------------------------------
 if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
@@ -287,6 +293,11 @@ for ((r = 0; r < RUNS; r++)); do
 done
 nginx_run
 log "nginx: ${NGX[*]} s"
+QUIC=()
+for ((r = 0; r < RUNS; r++)); do
+    QUIC+=("$("$MESHOTA_QUIC_BENCH" "$SIZE_MIB" 20 | jq -r .seconds)")
+done
+log "quic alone: ${QUIC[*]} s"
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report ------------------------------------------------------------------
@@ -304,6 +315,8 @@ pair_xfer_best=$(printf '%s\n' "${PAIR[@]}" | cut -d' ' -f4 | sort -g | head -1)
 pair_disc=$(printf '%s\n' "${PAIR[@]}" | cut -d' ' -f5 | med "$RUNS")
 ngx_med=$(printf '%s\n' "${NGX[@]}" | med "$RUNS")
 ngx_best=$(printf '%s\n' "${NGX[@]}" | sort -g | head -1)
+quic_med=$(printf '%s\n' "${QUIC[@]}" | med "$RUNS")
+quic_best=$(printf '%s\n' "${QUIC[@]}" | sort -g | head -1)
 f() { python3 -c "print(f'{$1:$2}')"; }
 
 cat <<EOF
@@ -344,9 +357,13 @@ cat <<EOF
 | mesh, node 1's first chunk to its last (the transfer itself) | $(f "$pair_xfer" .2f) s | $(f "$MIB/$pair_xfer" .0f) | $(f "$MIB/$pair_xfer_best" .0f) MiB/s |
 | mesh, from \`node publish\` starting (adds node 0's ingest, $(f "$pair_pub" .2f) s) | $(f "$pair_start" .2f) s | $(f "$MIB/$pair_start" .0f) | |
 | nginx $($NGINX -v 2>&1 | sed 's/.*nginx\///') + \`curl -o /dev/null\` | $(f "$ngx_med" .3f) s | $(f "$MIB/$ngx_med" .0f) | $(f "$MIB/$ngx_best" .0f) MiB/s |
+| the QUIC transport alone (\`meshota-quic-bench $MIB 20\`: one connection, 20 KiB messages, no store, no hashing) | $(f "$quic_med" .3f) s | $(f "$MIB/$quic_med" .0f) | $(f "$MIB/$quic_best" .0f) MiB/s |
 
 Ratio mesh/nginx (median throughput): **$(f "$ngx_med/$pair_ret" .3f)×** from publish return,
 $(f "$ngx_med/$pair_xfer" .3f)× for the transfer phase alone, $(f "$ngx_med/$pair_start" .3f)× from publish start.
+QUIC alone / nginx: $(f "$ngx_med/$quic_med" .3f)× (the ceiling of any transfer over this transport);
+mesh transfer phase / QUIC alone: $(f "$quic_med/$pair_xfer" .3f)×.
 Raw runs (from publish start, from publish return, publish, first→last chunk, discovery): $(printf '[%s] ' "${PAIR[@]}")
 nginx runs (s): ${NGX[*]}
+QUIC-alone runs (s): ${QUIC[*]}
 EOF
