@@ -55,6 +55,33 @@ impl Drop for Down {
     }
 }
 
+/// `testnet up` of `nodes` nodes on free ports with 1 MiB slots; the
+/// guard stops it when the test ends.
+fn up_small(dir: &Path, nodes: usize) -> Down {
+    let n = nodes.to_string();
+    ok(&[
+        "testnet",
+        "up",
+        "--nodes",
+        &n,
+        "--dir",
+        dir.to_str().unwrap(),
+        "--base-port",
+        "0",
+        "--image-size",
+        "1",
+    ]);
+    Down(dir.to_path_buf())
+}
+
+/// Writes `len` bytes of a fixed pseudo-random pattern (`mul` varies it).
+fn write_image(path: &Path, len: u32, mul: u32) {
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(mul) >> 11) as u8)
+        .collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
 fn pids(dir: &Path) -> Vec<u64> {
     let s: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
@@ -124,19 +151,7 @@ fn testnet_up_publish_status_down_round_trip_leaves_no_daemon_running() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("tn");
     let ds = dir.to_str().unwrap();
-    ok(&[
-        "testnet",
-        "up",
-        "--nodes",
-        "3",
-        "--dir",
-        ds,
-        "--base-port",
-        "0",
-        "--image-size",
-        "1",
-    ]);
-    let _guard = Down(dir.clone());
+    let _guard = up_small(&dir, 3);
     let started = pids(&dir);
     assert_eq!(started.len(), 3);
     assert!(started.iter().all(|&p| alive(p)), "{started:?}");
@@ -260,19 +275,7 @@ fn nodes_without_static_peers_find_each_other_over_mdns_and_converge() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("tn");
     let ds = dir.to_str().unwrap();
-    ok(&[
-        "testnet",
-        "up",
-        "--nodes",
-        "3",
-        "--dir",
-        ds,
-        "--base-port",
-        "0",
-        "--image-size",
-        "1",
-    ]);
-    let _guard = Down(dir.clone());
+    let _guard = up_small(&dir, 3);
     ok(&["testnet", "down", "--dir", ds]);
     // Forget the static peers; announce on loopback only, on a port and
     // fleet of this test's own.
@@ -334,10 +337,7 @@ fn nodes_without_static_peers_find_each_other_over_mdns_and_converge() {
     }
 
     let img = d.path().join("v1.img");
-    let bytes: Vec<u8> = (0..200_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
-    std::fs::write(&img, bytes).unwrap();
+    write_image(&img, 200_000, 2_654_435_761);
     ok(&[
         "testnet",
         "publish",
@@ -376,27 +376,12 @@ fn a_late_node_fetches_a_release_its_peers_hold_only_in_their_active_slots() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("tn");
     let ds = dir.to_str().unwrap();
-    ok(&[
-        "testnet",
-        "up",
-        "--nodes",
-        "3",
-        "--dir",
-        ds,
-        "--base-port",
-        "0",
-        "--image-size",
-        "1",
-    ]);
-    let _guard = Down(dir.clone());
+    let _guard = up_small(&dir, 3);
     // Node 2 is away while nodes 0 and 1 install 1.0.0.
     let cfg2 = dir.join("node-2/node.toml");
     ok(&["node", "stop", "--config", cfg2.to_str().unwrap()]);
     let img = d.path().join("v1.img");
-    let bytes: Vec<u8> = (0..400_000u32)
-        .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
-        .collect();
-    std::fs::write(&img, bytes).unwrap();
+    write_image(&img, 400_000, 2_246_822_519);
     ok(&[
         "testnet",
         "publish",
