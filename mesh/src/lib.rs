@@ -63,7 +63,7 @@ pub use bitmap::Bitmap;
 pub use config::{Config, Limits};
 pub use error::Error;
 pub use event::{Action, Event, Offence, PeerId};
-pub use node::{Installed, Node, Stats};
+pub use node::{FRESH_DEMAND_MS, Installed, Node, Stats};
 pub use release::cohort;
 pub use rng::SeededRng;
 pub use time::Timestamp;

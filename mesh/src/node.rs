@@ -110,6 +110,10 @@ struct Retry {
     not_before: Timestamp,
 }
 
+/// Seed-side distribution defers duplicates only while some chunk went out
+/// for the first time within this many milliseconds.
+pub const FRESH_DEMAND_MS: u64 = 1_000;
+
 /// The protocol core of one node. See the crate docs for the contract.
 #[derive(Debug)]
 pub struct Node {
@@ -137,6 +141,9 @@ pub struct Node {
     /// Per chunk: the last peer it was uploaded to, and when (for
     /// `Limits::super_seed_ms`). Holds only chunks this node holds.
     uploaded: BTreeMap<Hash, (PeerId, Timestamp)>,
+    /// When this node last uploaded a chunk for the first time: while that
+    /// is recent, peers are still asking for chunks nobody has yet.
+    first_upload_at: Option<Timestamp>,
     /// The event being handled is a chunk arriving: scheduling may wait
     /// until `freed_slots` makes a batch worth the scan.
     chunk_event: bool,
@@ -190,6 +197,7 @@ impl Node {
             download,
             serve_queue: VecDeque::new(),
             uploaded: BTreeMap::new(),
+            first_upload_at: None,
             chunk_event: false,
             freed_slots: 0,
             download_blocked: None,
@@ -792,7 +800,8 @@ impl Node {
     /// carries chunks its peers lack and they pass on the rest. Once every
     /// chunk went out, duplicates are served (a star's leaves can only get
     /// them from here). Relays never defer: a chunk they pass on is needed
-    /// on every side.
+    /// on every side. Nor does the origin once no chunk went out for the
+    /// first time within [`FRESH_DEMAND_MS`].
     fn defer_duplicate(&self, peer: PeerId, hash: &Hash) -> bool {
         let window = self.config.limits.super_seed_ms;
         if self.upload.is_none() || window == 0 {
@@ -802,7 +811,14 @@ impl Node {
             .uploaded
             .get(hash)
             .is_some_and(|(to, at)| *to != peer && self.now.since(*at) < window);
+        // Peers still ask for chunks that never went out. Without that
+        // demand, deferring only idles the upload: a release can hold
+        // chunks no peer will ask for (they have them from an older one).
+        let fresh_demand = self
+            .first_upload_at
+            .is_some_and(|t| self.now.since(t) < FRESH_DEMAND_MS);
         recent
+            && fresh_demand
             && self.releases.values().any(|r| {
                 r.index.as_ref().is_some_and(|ix| {
                     ix.unsent > 0
@@ -838,6 +854,7 @@ impl Node {
             return;
         }
         if self.uploaded.insert(hash, (peer, self.now)).is_none() {
+            self.first_upload_at = Some(self.now);
             for r in self.releases.values_mut() {
                 if let Some(ix) = r
                     .index

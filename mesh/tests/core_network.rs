@@ -385,3 +385,47 @@ fn a_capped_seed_of_a_star_is_not_slowed_by_seed_side_distribution() {
     assert!(served >= 5 * chunks as u64);
     assert!((ms as f64) <= 1.1 * ms_off as f64, "{ms} ms vs {ms_off} ms");
 }
+
+/// A capped star whose leaves already hold release 1; the origin holds
+/// release 2, which changes a tenth of it: (virtual ms until every leaf
+/// holds release 2, the origin's chunk uploads).
+fn capped_star_delta(super_seed_ms: u64) -> (u64, u64) {
+    let k = keys();
+    let old = image(12, 2 * MIB);
+    let mut new = old.clone();
+    for b in &mut new[MIB..MIB + 200_000] {
+        *b ^= 0x3c;
+    }
+    let p1 = publish(&k.release, &old, "rpi4", 1);
+    let p2 = publish(&k.release, &new, "rpi4", 2);
+    let limits = Limits {
+        upload_bytes_per_sec: Some(256 * 1024),
+        super_seed_ms,
+        ..Limits::DEFAULT
+    };
+    let mut net = Net::new(6, &k.trust, "rpi4", limits);
+    for i in 1..6 {
+        net.connect(0, i);
+        net.seed_release(i, &p1);
+    }
+    net.seed_release(0, &p2);
+    assert!(
+        net.run_until(3_000_000, 600_000, |n| n.all_installed(p2.id)),
+        "not converged by {} ms (super_seed_ms {super_seed_ms})",
+        net.now.0
+    );
+    (net.now.0, net.nodes[0].core.stats().chunks_served)
+}
+
+#[test]
+fn seed_side_distribution_does_not_stall_leaves_that_need_only_a_delta() {
+    // The origin holds chunks of release 2 that no leaf will ever ask for
+    // (they have them from release 1): it must not wait for those to "go
+    // out" before serving the leaves the same changed chunks.
+    let (ms, served) = capped_star_delta(Limits::DEFAULT.super_seed_ms);
+    let (ms_off, served_off) = capped_star_delta(0);
+    eprintln!(
+        "star delta, super-seeding: {served} uploads in {ms} ms; off: {served_off} in {ms_off} ms"
+    );
+    assert!((ms as f64) <= 1.1 * ms_off as f64, "{ms} ms vs {ms_off} ms");
+}
