@@ -332,6 +332,10 @@ fn metrics_endpoint_serves_prometheus_text() {
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("# TYPE meshota_peers gauge"), "{body}");
     assert!(
+        body.contains("\nmeshota_chunk_requests_deferred_total 0\n"),
+        "{body}"
+    );
+    assert!(
         body.contains("meshota_state{state=\"confirmed\"} 1"),
         "{body}"
     );

@@ -109,6 +109,12 @@ pub(super) fn render(s: &Value) -> String {
         n(&s["chunks_served"]),
     );
     metric(
+        "meshota_chunk_requests_deferred_total",
+        "counter",
+        "Chunk requests answered Busy (upload backlogged, or a duplicate the origin deferred).",
+        n(&s["busy_answers"]),
+    );
+    metric(
         "meshota_peer_bans_total",
         "counter",
         "Peers banned for misbehaviour.",

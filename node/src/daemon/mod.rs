@@ -1148,6 +1148,7 @@ impl Daemon {
             "chunk_bytes_fetched": stats.chunk_bytes_fetched,
             "chunks_fetched": stats.chunks_fetched,
             "chunks_served": stats.chunks_served,
+            "busy_answers": stats.busy_answers,
             "messages_in": stats.messages_received,
             "messages_out": stats.messages_sent,
             "bans": stats.bans,
