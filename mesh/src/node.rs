@@ -110,8 +110,8 @@ struct Retry {
     not_before: Timestamp,
 }
 
-/// Seed-side distribution defers duplicates only while some chunk went out
-/// for the first time within this many milliseconds.
+/// Seed-side distribution defers duplicates of a release only while some
+/// chunk of it went out for the first time within this many milliseconds.
 pub const FRESH_DEMAND_MS: u64 = 1_000;
 
 /// The protocol core of one node. See the crate docs for the contract.
@@ -141,9 +141,6 @@ pub struct Node {
     /// Per chunk: the last peer it was uploaded to, and when (for
     /// `Limits::super_seed_ms`). Holds only chunks this node holds.
     uploaded: BTreeMap<Hash, (PeerId, Timestamp)>,
-    /// When this node last uploaded a chunk for the first time: while that
-    /// is recent, peers are still asking for chunks nobody has yet.
-    first_upload_at: Option<Timestamp>,
     /// The event being handled is a chunk arriving: scheduling may wait
     /// until `freed_slots` makes a batch worth the scan.
     chunk_event: bool,
@@ -197,7 +194,6 @@ impl Node {
             download,
             serve_queue: VecDeque::new(),
             uploaded: BTreeMap::new(),
-            first_upload_at: None,
             chunk_event: false,
             freed_slots: 0,
             download_blocked: None,
@@ -721,7 +717,7 @@ impl Node {
                 id: index_id,
                 bytes: bytes.to_vec(),
             });
-            let indexed = Indexed::new(index, bytes.to_vec(), index_id, &self.held, &self.uploaded);
+            let indexed = Indexed::new(index, bytes.to_vec(), index_id, &self.held);
             if let Some(r) = self.releases.get_mut(&id) {
                 r.index = Some(indexed);
             }
@@ -779,12 +775,10 @@ impl Node {
             return;
         }
         let len = self.chunk_len(&hash).unwrap_or(0);
-        if self.defer_duplicate(peer, &hash) {
-            self.stats.busy_answers += 1;
-            self.send(peer, &Message::Busy { request, hash });
-        } else if self.serve_queue.is_empty() && self.upload_allows(len) {
+        let defer = self.defer_duplicate(peer, &hash);
+        if !defer && self.serve_queue.is_empty() && self.upload_allows(len) {
             self.serve(peer, request, hash);
-        } else if self.serve_queue_full(len) {
+        } else if defer || self.serve_queue_full(len) {
             self.stats.busy_answers += 1;
             self.send(peer, &Message::Busy { request, hash });
         } else {
@@ -795,13 +789,14 @@ impl Node {
 
     /// Seed-side distribution: at a capped origin of a release (it holds
     /// every chunk and fetched none), a chunk that went (or is queued to
-    /// go) to another peer within `super_seed_ms` waits while the release
-    /// still has chunks this node never uploaded, so the capped upload
-    /// carries chunks its peers lack and they pass on the rest. Once every
-    /// chunk went out, duplicates are served (a star's leaves can only get
-    /// them from here). Relays never defer: a chunk they pass on is needed
-    /// on every side. Nor does the origin once no chunk went out for the
-    /// first time within [`FRESH_DEMAND_MS`].
+    /// go) to another peer within `super_seed_ms` waits while peers still
+    /// ask for chunks of the release that never went out (one did within
+    /// [`FRESH_DEMAND_MS`]), so the capped upload carries chunks its peers
+    /// lack and they pass on the rest. Without that demand duplicates are
+    /// served: a star's leaves can only get them from here, and a release
+    /// can hold chunks no peer will ask for (they have them from an older
+    /// one). Relays never defer: a chunk they pass on is needed on every
+    /// side.
     fn defer_duplicate(&self, peer: PeerId, hash: &Hash) -> bool {
         let window = self.config.limits.super_seed_ms;
         if self.upload.is_none() || window == 0 {
@@ -811,20 +806,15 @@ impl Node {
             .uploaded
             .get(hash)
             .is_some_and(|(to, at)| *to != peer && self.now.since(*at) < window);
-        // Peers still ask for chunks that never went out. Without that
-        // demand, deferring only idles the upload: a release can hold
-        // chunks no peer will ask for (they have them from an older one).
-        let fresh_demand = self
-            .first_upload_at
-            .is_some_and(|t| self.now.since(t) < FRESH_DEMAND_MS);
         recent
-            && fresh_demand
             && self.releases.values().any(|r| {
                 r.index.as_ref().is_some_and(|ix| {
-                    ix.unsent > 0
-                        && ix.fetched == 0
+                    !ix.fetched_any
                         && ix.have.is_full()
                         && ix.ordinals.contains_key(hash)
+                        && ix
+                            .first_upload_at
+                            .is_some_and(|t| self.now.since(t) < FRESH_DEMAND_MS)
                 })
             })
     }
@@ -847,21 +837,21 @@ impl Node {
         queued.saturating_mul(1000) / rate.max(1) > limits.request_timeout_ms / 4
     }
 
-    /// Records that `hash` is going to `peer` (queued or sent); its first
-    /// upload makes it sent in every release that lists it.
+    /// Records that `hash` is going to `peer` (queued or sent), and its
+    /// first upload in every release that lists it.
     fn note_upload(&mut self, peer: PeerId, hash: Hash) {
         if self.config.limits.super_seed_ms == 0 {
             return;
         }
         if self.uploaded.insert(hash, (peer, self.now)).is_none() {
-            self.first_upload_at = Some(self.now);
+            let now = self.now;
             for r in self.releases.values_mut() {
                 if let Some(ix) = r
                     .index
                     .as_mut()
                     .filter(|ix| ix.ordinals.contains_key(&hash))
                 {
-                    ix.unsent = ix.unsent.saturating_sub(1);
+                    ix.first_upload_at = Some(now);
                 }
             }
         }
@@ -925,7 +915,7 @@ impl Node {
                 .as_mut()
                 .filter(|ix| ix.ordinals.contains_key(&hash))
             {
-                ix.fetched += 1;
+                ix.fetched_any = true;
             }
         }
         self.retries.remove(&hash);
@@ -986,14 +976,10 @@ impl Node {
     }
 
     fn gain_chunk(&mut self, hash: Hash) {
-        let new = self.held.insert(hash);
-        let unsent = new && !self.uploaded.contains_key(&hash);
+        self.held.insert(hash);
         let mut gained = false;
         for r in self.releases.values_mut() {
             if let Some(ix) = &mut r.index {
-                if unsent && ix.ordinals.contains_key(&hash) {
-                    ix.unsent += 1;
-                }
                 if let Some(ords) = ix.ordinals.get(&hash) {
                     for &o in ords {
                         if ix.have.set(o as usize) {
@@ -1010,13 +996,10 @@ impl Node {
     }
 
     fn lose_chunk(&mut self, hash: Hash) {
-        let was_held = self.held.remove(&hash);
-        let was_unsent = was_held && self.uploaded.remove(&hash).is_none();
+        self.held.remove(&hash);
+        self.uploaded.remove(&hash);
         for r in self.releases.values_mut() {
             if let Some(ix) = &mut r.index {
-                if was_unsent && ix.ordinals.contains_key(&hash) {
-                    ix.unsent = ix.unsent.saturating_sub(1);
-                }
                 for &o in ix.ordinals.get(&hash).into_iter().flatten() {
                     ix.have.clear(o as usize);
                 }

@@ -41,23 +41,19 @@ pub(crate) struct Indexed {
     /// Chunk id -> its ordinals (a chunk may repeat within an image).
     pub(crate) ordinals: BTreeMap<Hash, Vec<u32>>,
     pub(crate) have: Bitmap,
-    /// Distinct chunks held and never uploaded (seed-side distribution:
-    /// while some remain, duplicates wait).
-    pub(crate) unsent: usize,
-    /// Chunks of this release fetched from peers: a node that fetched none
-    /// and holds them all is the release's origin here (a publisher, a
-    /// gateway, a USB import), the only node that distributes seed-side.
-    pub(crate) fetched: usize,
+    /// A chunk of this release was fetched from a peer: a node that
+    /// fetched none and holds them all is the release's origin here (a
+    /// publisher, a gateway, a USB import), the only node that distributes
+    /// seed-side.
+    pub(crate) fetched_any: bool,
+    /// When one of its chunks last went to a peer for the first time
+    /// (seed-side distribution: while recent, peers still ask for chunks
+    /// nobody else has).
+    pub(crate) first_upload_at: Option<crate::Timestamp>,
 }
 
 impl Indexed {
-    pub(crate) fn new(
-        index: ChunkIndex,
-        bytes: Vec<u8>,
-        id: Hash,
-        held: &BTreeSet<Hash>,
-        uploaded: &BTreeMap<Hash, (PeerId, crate::Timestamp)>,
-    ) -> Self {
+    pub(crate) fn new(index: ChunkIndex, bytes: Vec<u8>, id: Hash, held: &BTreeSet<Hash>) -> Self {
         let mut ordinals: BTreeMap<Hash, Vec<u32>> = BTreeMap::new();
         let mut have = Bitmap::new(index.chunks().len());
         for (i, c) in index.chunks().iter().enumerate() {
@@ -67,18 +63,14 @@ impl Indexed {
                 have.set(i);
             }
         }
-        let unsent = ordinals
-            .keys()
-            .filter(|h| held.contains(h) && !uploaded.contains_key(h))
-            .count();
         Self {
             index,
             bytes,
             id,
             ordinals,
             have,
-            unsent,
-            fetched: 0,
+            fetched_any: false,
+            first_upload_at: None,
         }
     }
 
