@@ -59,6 +59,8 @@ const INPUT_QUEUE: usize = 8192;
 
 /// Fetched chunks on their way to the store, by id.
 type Batch = Arc<BTreeMap<Hash, Vec<u8>>>;
+/// The blocking task writing a batch, and its outcome.
+type Writer = tokio::task::JoinHandle<Result<(), String>>;
 
 /// What the central task is told.
 enum Input {
@@ -136,7 +138,7 @@ struct Daemon {
     pending_bytes: usize,
     /// The batch being written on a blocking thread (at most one), still
     /// served from memory until its commit returns.
-    flushing: Option<(u64, Batch, tokio::task::JoinHandle<()>)>,
+    flushing: Option<(u64, Batch, Writer)>,
     /// Sequence number of the last background write started.
     flush_seq: u64,
     phase: Phase,
@@ -861,21 +863,32 @@ impl Daemon {
                 .put_batch(&items)
                 .map(|_| ())
                 .map_err(|e| format!("writing {} chunks: {e}", items.len()));
-            let _ = inputs.blocking_send(Input::Flushed { seq, result });
+            let _ = inputs.blocking_send(Input::Flushed {
+                seq,
+                result: result.clone(),
+            });
+            result
         });
         self.flushing = Some((seq, batch, task));
     }
 
-    /// A background write finished: on failure the core forgets its chunks
-    /// (they are fetched again).
+    /// A background write finished (its `Flushed` input).
     fn flushed(&mut self, seq: u64, result: Result<(), String>) {
         // A write `flush` already waited for and settled reports late.
         if self.flushing.as_ref().is_none_or(|f| f.0 != seq) {
             return;
         }
-        let Some((_, batch, _)) = self.flushing.take() else {
-            return;
-        };
+        if let Some((_, batch, _)) = self.flushing.take() {
+            self.settle(&batch, result);
+        }
+        if self.pending_bytes >= FLUSH_BYTES {
+            self.flush_in_background();
+        }
+    }
+
+    /// On a failed write the core forgets the batch's chunks (they are
+    /// fetched again), except those fetched anew since.
+    fn settle(&mut self, batch: &Batch, result: Result<(), String>) {
         if let Err(e) = result {
             tracing::error!("{e}");
             let now = self.now();
@@ -885,52 +898,22 @@ impl Daemon {
                 }
             }
         }
-        if self.pending_bytes >= FLUSH_BYTES {
-            self.flush_in_background();
-        }
     }
 
     /// Writes every chunk held in memory and returns once it is durable:
-    /// waits for a background write, then writes the rest here.
+    /// the same background writes, waited for here.
     fn flush(&mut self) {
-        if let Some((_, _, task)) = self.flushing.as_mut() {
-            let handle = tokio::runtime::Handle::current();
-            let _ = tokio::task::block_in_place(|| handle.block_on(task));
-            // Its `Flushed` input is still queued; handle the outcome now
-            // by re-checking the store (the input then finds nothing).
-            if let Some((_, batch, _)) = self.flushing.take() {
-                let now = self.now();
-                for hash in batch.keys() {
-                    if !self.pending.contains_key(hash) && !self.store.has(hash).unwrap_or(false) {
-                        self.core.handle(now, Event::StoreFailed { hash: *hash });
-                    }
-                }
+        loop {
+            if let Some((_, batch, task)) = self.flushing.take() {
+                let handle = tokio::runtime::Handle::current();
+                let result = tokio::task::block_in_place(|| handle.block_on(task))
+                    .unwrap_or_else(|e| Err(format!("chunk writer failed: {e}")));
+                self.settle(&batch, result);
             }
-        }
-        if self.pending.is_empty() {
-            return;
-        }
-        let batch: Vec<(Hash, &[u8])> = self
-            .pending
-            .iter()
-            .map(|(h, d)| (*h, d.as_slice()))
-            .collect();
-        let result = tokio::task::block_in_place(|| self.store.put_batch(&batch));
-        match result {
-            Ok(_) => {
-                self.pending.clear();
-                self.pending_bytes = 0;
+            if self.pending.is_empty() {
+                return;
             }
-            Err(e) => {
-                tracing::error!("writing {} chunks: {e}", batch.len());
-                let now = self.now();
-                let lost: Vec<Hash> = self.pending.keys().copied().collect();
-                self.pending.clear();
-                self.pending_bytes = 0;
-                for hash in lost {
-                    self.core.handle(now, Event::StoreFailed { hash });
-                }
-            }
+            self.flush_in_background();
         }
     }
 
