@@ -608,11 +608,19 @@ impl Daemon {
                 let report = store
                     .seed_region(&slot.path, slot.offset, &index)
                     .map_err(|e| e.to_string())?;
+                // The store's own `missing`: each distinct chunk looked up once,
+                // and a metadata error reported rather than read as "absent".
+                let missing: std::collections::BTreeSet<Hash> = store
+                    .missing(&index)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|c| c.hash)
+                    .collect();
                 let held: Vec<Hash> = index
                     .chunks()
                     .iter()
                     .map(|c| c.hash)
-                    .filter(|h| store.has(h).unwrap_or(false))
+                    .filter(|h| !missing.contains(h))
                     .collect();
                 Ok(Some((active.name().to_string(), held, report.chunks)))
             },
