@@ -462,17 +462,7 @@ async fn read_loop(conn: Connection, tx: mpsc::Sender<Result<Bytes, QuicError>>)
             accepted = conn.accept_uni() => match accepted {
                 Ok(mut stream) => {
                     let budget = budget.clone();
-                    reads.spawn(async move {
-                        let len = frame::read_len(&mut stream, MAX_MESSAGE_BYTES).await?;
-                        let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-                        let permit = budget
-                            .acquire_many_owned(kib)
-                            .await
-                            .map_err(|_| QuicError::Stream { reason: "read budget closed".into() })?;
-                        let body = frame::read_body(&mut stream, len).await?;
-                        frame::expect_end(&mut stream).await?;
-                        Ok::<_, QuicError>((body, permit))
-                    });
+                    reads.spawn(async move { frame::read_message(&mut stream, budget).await });
                 }
                 Err(e) => break QuicError::from(e),
             },

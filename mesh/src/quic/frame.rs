@@ -6,7 +6,10 @@
 //! buffer is reserved, and the buffer then grows only as bytes arrive, so a
 //! peer cannot make us allocate more than it actually sends.
 
+use std::sync::Arc;
+
 use quinn::{RecvStream, SendStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::QuicError;
 
@@ -100,12 +103,27 @@ pub async fn expect_end(stream: &mut RecvStream) -> Result<(), QuicError> {
 }
 
 /// Reads one whole message stream: a single frame of at most
-/// [`MAX_MESSAGE_BYTES`], then the end of the stream.
+/// [`MAX_MESSAGE_BYTES`], then the end of the stream. The body is read
+/// only once `budget` grants its length (in KiB); the returned permit
+/// holds that share until the caller drops it, after handing the message
+/// on.
 ///
 /// # Errors
-/// As [`read_frame`] and [`expect_end`].
-pub async fn read_message(stream: &mut RecvStream) -> Result<Vec<u8>, QuicError> {
-    let message = read_frame(stream, MAX_MESSAGE_BYTES).await?;
+/// As [`read_frame`] and [`expect_end`]; [`QuicError::Stream`] if the
+/// budget was closed.
+pub async fn read_message(
+    stream: &mut RecvStream,
+    budget: Arc<Semaphore>,
+) -> Result<(Vec<u8>, OwnedSemaphorePermit), QuicError> {
+    let len = read_len(stream, MAX_MESSAGE_BYTES).await?;
+    let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    let permit = budget
+        .acquire_many_owned(kib)
+        .await
+        .map_err(|_| QuicError::Stream {
+            reason: "read budget closed".into(),
+        })?;
+    let body = read_body(stream, len).await?;
     expect_end(stream).await?;
-    Ok(message)
+    Ok((body, permit))
 }
