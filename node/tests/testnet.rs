@@ -82,6 +82,35 @@ fn write_image(path: &Path, len: u32, mul: u32) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// `testnet publish` of `img` as `version`; its output.
+fn publish(ds: &str, img: &Path, version: &str) -> String {
+    ok(&[
+        "testnet",
+        "publish",
+        "--dir",
+        ds,
+        img.to_str().unwrap(),
+        "--version",
+        version,
+    ])
+}
+
+/// `testnet status --watch` until all `nodes` run `version` confirmed
+/// (the command fails after 120 s).
+fn watch_until_confirmed(ds: &str, nodes: usize, version: &str) {
+    let w = ok(&[
+        "testnet",
+        "status",
+        "--dir",
+        ds,
+        "--watch",
+        "--timeout",
+        "120",
+    ]);
+    let want = format!("all {nodes} nodes confirmed on {version}");
+    assert!(w.contains(&want), "{w}");
+}
+
 fn pids(dir: &Path) -> Vec<u64> {
     let s: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
@@ -172,26 +201,9 @@ fn testnet_up_publish_status_down_round_trip_leaves_no_daemon_running() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&img, bytes).unwrap();
-    let p = ok(&[
-        "testnet",
-        "publish",
-        "--dir",
-        ds,
-        img.to_str().unwrap(),
-        "--version",
-        "1.0.0",
-    ]);
+    let p = publish(ds, &img, "1.0.0");
     assert!(p.contains("security version 2"), "{p}");
-    let w = ok(&[
-        "testnet",
-        "status",
-        "--dir",
-        ds,
-        "--watch",
-        "--timeout",
-        "120",
-    ]);
-    assert!(w.contains("all 3 nodes confirmed on 1.0.0"), "{w}");
+    watch_until_confirmed(ds, 3, "1.0.0");
     let s: Value =
         serde_json::from_str(&ok(&["testnet", "status", "--dir", ds, "--json"])).unwrap();
     assert_eq!(s["converged"], true);
@@ -338,25 +350,8 @@ fn nodes_without_static_peers_find_each_other_over_mdns_and_converge() {
 
     let img = d.path().join("v1.img");
     write_image(&img, 200_000, 2_654_435_761);
-    ok(&[
-        "testnet",
-        "publish",
-        "--dir",
-        ds,
-        img.to_str().unwrap(),
-        "--version",
-        "1.0.0",
-    ]);
-    let w = ok(&[
-        "testnet",
-        "status",
-        "--dir",
-        ds,
-        "--watch",
-        "--timeout",
-        "120",
-    ]);
-    assert!(w.contains("all 3 nodes confirmed on 1.0.0"), "{w}");
+    publish(ds, &img, "1.0.0");
+    watch_until_confirmed(ds, 3, "1.0.0");
 }
 
 fn node_status(dir: &Path, i: usize) -> Value {
@@ -382,15 +377,7 @@ fn a_late_node_fetches_a_release_its_peers_hold_only_in_their_active_slots() {
     ok(&["node", "stop", "--config", cfg2.to_str().unwrap()]);
     let img = d.path().join("v1.img");
     write_image(&img, 400_000, 2_246_822_519);
-    ok(&[
-        "testnet",
-        "publish",
-        "--dir",
-        ds,
-        img.to_str().unwrap(),
-        "--version",
-        "1.0.0",
-    ]);
+    publish(ds, &img, "1.0.0");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !(0..2).all(|i| {
         let s = node_status(&dir, i);
@@ -434,16 +421,7 @@ fn a_late_node_fetches_a_release_its_peers_hold_only_in_their_active_slots() {
 
     // Back up: nodes 0 and 1 serve 1.0.0 from their slots; node 2 gets it.
     ok(&["testnet", "up", "--dir", ds]);
-    let w = ok(&[
-        "testnet",
-        "status",
-        "--dir",
-        ds,
-        "--watch",
-        "--timeout",
-        "120",
-    ]);
-    assert!(w.contains("all 3 nodes confirmed on 1.0.0"), "{w}");
+    watch_until_confirmed(ds, 3, "1.0.0");
     for i in 0..2 {
         let s = node_status(&dir, i);
         assert_eq!(s["store"]["chunks"], 0, "node {i}: {s:#}");
