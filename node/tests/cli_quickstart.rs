@@ -36,25 +36,7 @@ fn readme_quickstart_script_succeeds_and_rejects_tampering_and_rollback() {
 
 /// Generates root and release keys and a trust root in `dir`.
 fn setup(dir: &Path) {
-    ok(dir, &["keys", "generate", "--out", "k", "--name", "root"]);
-    ok(dir, &["keys", "generate", "--out", "k", "--name", "rel"]);
-    ok(
-        dir,
-        &[
-            "trust",
-            "init",
-            "--root-key",
-            "k/root.pub",
-            "--threshold",
-            "1",
-            "--release-key",
-            "k/rel.pub",
-            "--sign",
-            "k/root.key",
-            "--out",
-            "trust.mota",
-        ],
-    );
+    init_trust(dir, "k/rel.pub");
     std::fs::write(dir.join("img"), vec![7u8; 100_000]).unwrap();
 }
 

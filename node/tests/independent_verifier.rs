@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::workspace_root;
+use common::{init_trust, workspace_root};
 
 /// The Python with `cryptography` >= 50: `MESHOTA_PYTHON`, else the
 /// project's `.venv` made by the README's test command.
@@ -59,25 +59,7 @@ fn py_verify(dir: &Path, file: &str, key: &str) -> (bool, String) {
 fn python_cryptography_verifies_meshota_manifest_and_trust_root_signatures() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    meshota(d, &["keys", "generate", "--out", "k", "--name", "root"]);
-    meshota(d, &["keys", "generate", "--out", "k", "--name", "rel"]);
-    meshota(
-        d,
-        &[
-            "trust",
-            "init",
-            "--root-key",
-            "k/root.pub",
-            "--threshold",
-            "1",
-            "--release-key",
-            "k/rel.pub",
-            "--sign",
-            "k/root.key",
-            "--out",
-            "trust.mota",
-        ],
-    );
+    init_trust(d, "k/rel.pub");
     std::fs::write(d.join("img"), b"an image").unwrap();
     meshota(
         d,

@@ -34,25 +34,7 @@ fn next(old: &[u8]) -> Vec<u8> {
 }
 
 fn setup(dir: &Path) {
-    ok(dir, &["keys", "generate", "--out", "k", "--name", "root"]);
-    ok(dir, &["keys", "generate", "--out", "k", "--name", "rel"]);
-    ok(
-        dir,
-        &[
-            "trust",
-            "init",
-            "--root-key",
-            "k/root.pub",
-            "--threshold",
-            "1",
-            "--release-key",
-            "k/rel.pub",
-            "--sign",
-            "k/root.key",
-            "--out",
-            "trust.mota",
-        ],
-    );
+    init_trust(dir, "k/rel.pub");
 }
 
 fn create(dir: &Path, image: &str, version: &str, sv: &str, out: &str, extra: &[&str]) -> String {

@@ -39,3 +39,28 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Generates root and release keys in `dir/k` and a trust root
+/// `dir/trust.mota` (threshold 1). `release_key` is the `--release-key`
+/// argument: `k/rel.pub`, optionally scoped (`k/rel.pub;hardware=rpi4`).
+pub fn init_trust(dir: &Path, release_key: &str) {
+    ok(dir, &["keys", "generate", "--out", "k", "--name", "root"]);
+    ok(dir, &["keys", "generate", "--out", "k", "--name", "rel"]);
+    ok(
+        dir,
+        &[
+            "trust",
+            "init",
+            "--root-key",
+            "k/root.pub",
+            "--threshold",
+            "1",
+            "--release-key",
+            release_key,
+            "--sign",
+            "k/root.key",
+            "--out",
+            "trust.mota",
+        ],
+    );
+}
