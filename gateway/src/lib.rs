@@ -1,8 +1,34 @@
-//! The meshota gateway.
+//! The meshota gateway: the bridge between a mesh and the cloud.
 //!
-//! **Not built yet.** A gateway is a mesh node that also syncs releases from
-//! an HTTP origin (static files), publishes fleet status to and takes
-//! triggers from an MQTT broker, runs a USB station, and serves a web
-//! console.
+//! **Purpose.** A gateway is a mesh node that also pulls releases from an
+//! HTTP(S) origin of static files and injects them into the mesh. This
+//! crate holds the origin side of that: the static layout
+//! ([`origin::layout`]), writing it ([`origin::publish()`], for
+//! `meshota publish`), and syncing from it over HTTP with resumable Range
+//! requests ([`origin::sync()`], driven by `meshota gateway run`).
 //!
-//! Until it is built it exports nothing.
+//! **Promises.**
+//! - Nothing enters the store unverified: the catalog and every manifest
+//!   are checked against the node's trust root, every index, patch blob and
+//!   chunk against its BLAKE3 id, before any put. A bad object is refused
+//!   with a typed [`Error`] and leaves no trace but a deleted partial file.
+//! - A gateway never goes back to an older catalog: the last accepted one
+//!   is kept, and a lower sequence is refused ([`Error::Catalog`]).
+//! - Publishing is atomic per file (temp + fsync + rename), idempotent and
+//!   incremental: objects already on the origin are not written again, and
+//!   the catalog is written last, so a reader never sees a catalog naming
+//!   an object that is not there yet.
+//!
+//! **What it does not do.** It runs no mesh itself (the `meshota` binary's
+//! daemon does, and calls [`origin::sync()`] on a blocking thread); it does
+//! not serve HTTP (any static server does).
+//!
+//! **Where to start reading.** [`origin::layout`] (the paths), then
+//! [`origin::publish()`], then [`origin::sync()`] and [`origin::http`].
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod error;
+pub mod origin;
+
+pub use error::{Error, Result};

@@ -240,6 +240,26 @@ pub enum Error {
         /// The offered one.
         offered: u64,
     },
+    /// An origin catalog older than the one already held: a replay or a
+    /// stale mirror (freeze/rollback attack on the catalog).
+    #[error(
+        "catalog sequence {offered} is older than the held sequence {held}: refusing a replayed or stale catalog"
+    )]
+    OlderCatalog {
+        /// The sequence of the catalog held.
+        held: u64,
+        /// The sequence offered.
+        offered: u64,
+    },
+    /// A catalog with the held sequence number but different contents: the
+    /// signer reused a sequence, or the catalog was forged by a key holder.
+    #[error(
+        "catalog sequence {sequence} is already held with other contents: sequences must not be reused"
+    )]
+    CatalogSequenceReused {
+        /// The reused sequence.
+        sequence: u64,
+    },
     /// A node report claims to be from another node than the key that
     /// signed it.
     #[error("node report names node {claimed} but is checked against device key {key}")]

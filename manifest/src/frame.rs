@@ -49,6 +49,9 @@ pub enum Kind {
     RolloutCommand = 3,
     /// A signed node report.
     NodeReport = 4,
+    /// A signed origin catalog: the releases an HTTP origin offers
+    /// (defined in [`crate::catalog`]).
+    Catalog = 5,
     /// A public key file.
     PublicKey = 16,
     /// A secret key file.
@@ -74,6 +77,7 @@ impl Kind {
             Self::ReleaseManifest => "release-manifest",
             Self::RolloutCommand => "rollout-command",
             Self::NodeReport => "node-report",
+            Self::Catalog => "catalog",
             Self::PublicKey => "public-key",
             Self::SecretKey => "secret-key",
             Self::ChunkIndex => "chunk-index",
@@ -91,6 +95,7 @@ impl Kind {
             2 => Self::ReleaseManifest,
             3 => Self::RolloutCommand,
             4 => Self::NodeReport,
+            5 => Self::Catalog,
             16 => Self::PublicKey,
             17 => Self::SecretKey,
             32 => Self::ChunkIndex,

@@ -1,7 +1,7 @@
 //! meshota's formats and trust.
 //!
 //! This crate defines every signed document meshota moves — trust roots,
-//! release manifests, rollout commands, node reports — and the key files
+//! release manifests, rollout commands, node reports, origin catalogs — and the key files
 //! that sign them, and it holds every rule for trusting one.
 //!
 //! # What it promises
@@ -33,6 +33,7 @@
 
 extern crate alloc;
 
+pub mod catalog;
 mod error;
 pub mod frame;
 #[cfg(feature = "std")]
@@ -47,6 +48,7 @@ pub mod signed;
 mod time;
 pub mod trust;
 
+pub use catalog::{Catalog, CatalogEntry};
 pub use error::{Error, Role};
 pub use frame::Kind;
 pub use hash::{ChunkingAlgorithm, ChunkingParams, Hash, ParseHashError};

@@ -14,6 +14,11 @@ pub const MAX_MANIFEST_BYTES: usize = 256 * 1024;
 pub const MAX_ROLLOUT_COMMAND_BYTES: usize = 64 * 1024;
 /// Largest encoded node report accepted.
 pub const MAX_NODE_REPORT_BYTES: usize = 16 * 1024;
+/// Largest encoded origin catalog accepted (1,024 entries of about 220
+/// bytes plus 16 signatures).
+pub const MAX_CATALOG_BYTES: usize = 512 * 1024;
+/// Most releases one origin catalog may list.
+pub const MAX_CATALOG_RELEASES: usize = 1024;
 /// Largest public key file accepted.
 pub const MAX_PUBLIC_KEY_FILE_BYTES: usize = 4 * 1024;
 /// Largest secret key file accepted.

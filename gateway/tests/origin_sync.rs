@@ -1,0 +1,289 @@
+//! A gateway syncing from a real nginx on loopback: fresh sync, nothing
+//! refetched, resume with Range, corrupt objects refused, older catalogs
+//! refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Keys, Nginx, image, keys, release};
+use meshota_blobstore::{ChunkIndex, ChunkStore, FsStore};
+use meshota_gateway::Error;
+use meshota_gateway::origin::http::{Origin, OriginConfig};
+use meshota_gateway::origin::{SyncOptions, layout, publish, sync};
+use meshota_manifest::{Expiration, Hash, ReleaseManifest, SignedDocument, UnixTime};
+
+const IGNORE: Expiration = Expiration::dangerous_ignore();
+
+/// A publisher's store and origin directory, and a gateway's store and
+/// state directory, in one temporary directory.
+struct World {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    publisher: FsStore,
+    gateway: FsStore,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let publisher = FsStore::open_or_create(&dir.path().join("pub-store")).unwrap();
+        let gateway = FsStore::open_or_create(&dir.path().join("gw-store")).unwrap();
+        Self {
+            dir,
+            keys: keys(),
+            publisher,
+            gateway,
+        }
+    }
+    fn origin(&self) -> std::path::PathBuf {
+        self.dir.path().join("origin")
+    }
+    fn state(&self) -> std::path::PathBuf {
+        self.dir.path().join("gw-state")
+    }
+    /// Creates and publishes a release; returns its manifest.
+    fn publish(&self, img: &[u8], version: &str, sv: u64) -> Vec<u8> {
+        let m = release(&self.publisher, &self.keys, img, version, sv);
+        publish(
+            &self.publisher,
+            &m,
+            &self.keys.trust,
+            &self.keys.release,
+            &self.origin(),
+            UnixTime(2_000),
+            IGNORE,
+        )
+        .unwrap();
+        m
+    }
+    fn client(&self, nginx: &Nginx, timeout: Duration) -> Origin {
+        let cfg = OriginConfig {
+            base_url: nginx.url(),
+            ca_file: None,
+            request_timeout: timeout,
+            connect_timeout: Duration::from_secs(5),
+        };
+        Origin::new(&cfg, &self.state().join("partial")).unwrap()
+    }
+    fn sync(
+        &self,
+        origin: &mut Origin,
+    ) -> meshota_gateway::Result<meshota_gateway::origin::SyncReport> {
+        let state = self.state();
+        let opts = SyncOptions {
+            trust: &self.keys.trust,
+            expiration: IGNORE,
+            state_dir: &state,
+        };
+        sync(origin, &self.gateway, &opts)
+    }
+}
+
+fn index_of(store: &FsStore, manifest: &[u8]) -> (Hash, ChunkIndex) {
+    let doc = SignedDocument::<ReleaseManifest>::decode(manifest).unwrap();
+    let id = doc.unverified_body().components[0].chunk_index;
+    (doc.id(), store.get_index(&id).unwrap())
+}
+
+#[test]
+fn a_fresh_gateway_syncs_a_release_and_a_second_sync_fetches_nothing() {
+    let w = World::new();
+    let m = w.publish(&image(500_000, 11), "1.0.0", 1);
+    let nginx = Nginx::start(&w.origin(), "");
+    let mut o = w.client(&nginx, Duration::from_secs(30));
+
+    let r = w.sync(&mut o).unwrap();
+    let (id, index) = index_of(&w.publisher, &m);
+    assert_eq!(r.catalog_sequence, 1);
+    assert_eq!(r.new_releases.len(), 1);
+    assert_eq!(r.new_releases[0].release, id);
+    assert_eq!(r.new_releases[0].manifest, m);
+    assert!(w.gateway.missing(&index).unwrap().is_empty());
+    assert!(w.gateway.pins().unwrap().iter().any(|(rel, _)| *rel == id));
+    let distinct: std::collections::BTreeSet<_> = index.chunks().iter().map(|c| c.hash).collect();
+    assert_eq!(r.chunks_fetched as usize, distinct.len());
+
+    let log_before = nginx.access_log().len();
+    let again = w.sync(&mut o).unwrap();
+    assert!(again.new_releases.is_empty());
+    assert_eq!(again.chunks_fetched, 0);
+    assert_eq!(again.fetch.requests, 1, "only the catalog is asked for");
+    let log = nginx.access_log();
+    assert_eq!(log.len() - log_before, 1, "{:?}", &log[log_before..]);
+    assert!(
+        log[log_before].starts_with("/catalog.mota 200"),
+        "{}",
+        log[log_before]
+    );
+}
+
+#[test]
+fn a_second_release_fetches_only_the_chunks_the_gateway_lacks() {
+    let w = World::new();
+    let v1 = image(600_000, 12);
+    let mut v2 = v1.clone();
+    v2[300_000..320_000].copy_from_slice(&image(20_000, 13));
+    w.publish(&v1, "1.0.0", 1);
+    let nginx = Nginx::start(&w.origin(), "");
+    let mut o = w.client(&nginx, Duration::from_secs(30));
+    let first = w.sync(&mut o).unwrap();
+    let m2 = w.publish(&v2, "2.0.0", 2);
+    let second = w.sync(&mut o).unwrap();
+    assert_eq!(second.catalog_sequence, 2);
+    assert_eq!(second.new_releases.len(), 1);
+    assert_eq!(second.new_releases[0].version, "2.0.0");
+    let (_, index) = index_of(&w.publisher, &m2);
+    assert!(w.gateway.missing(&index).unwrap().is_empty());
+    assert!(
+        second.chunks_fetched > 0 && second.chunks_fetched * 4 < first.chunks_fetched,
+        "{first:?} {second:?}"
+    );
+}
+
+#[test]
+fn an_interrupted_download_resumes_with_a_range_request() {
+    let w = World::new();
+    let m = w.publish(&image(400_000, 14), "1.0.0", 1);
+    let (_, index) = index_of(&w.publisher, &m);
+    let big = *index.chunks().iter().max_by_key(|c| c.len).unwrap();
+    assert!(big.len > 24_000, "a chunk large enough to cut: {}", big.len);
+    // That chunk trickles out at 8 KiB/s: a 1 s request timeout cuts it.
+    let path = layout::chunk(&big.hash);
+    let nginx = Nginx::start(
+        &w.origin(),
+        &format!("location = /{path} {{ limit_rate 8k; }}"),
+    );
+
+    let mut short = w.client(&nginx, Duration::from_secs(1));
+    let e = w.sync(&mut short).unwrap_err();
+    assert!(
+        matches!(e, Error::Http { ref url, .. } if url.ends_with(&path)),
+        "{e:?}"
+    );
+    assert!(!w.gateway.has(&big.hash).unwrap());
+    let part = w
+        .state()
+        .join("partial")
+        .join(format!("{}.part", path.replace('/', "_")));
+    let kept = std::fs::metadata(&part).unwrap().len();
+    assert!(
+        kept > 0 && kept < u64::from(big.len),
+        "partial file holds {kept} of {}",
+        big.len
+    );
+
+    let mut patient = w.client(&nginx, Duration::from_secs(60));
+    let r = w.sync(&mut patient).unwrap();
+    assert_eq!(r.fetch.resumed, 1);
+    assert!(w.gateway.has(&big.hash).unwrap());
+    assert!(w.gateway.missing(&index).unwrap().is_empty());
+    assert!(!part.exists());
+    // nginx saw the resumed request: a 206 for exactly the rest.
+    let line = nginx
+        .access_log()
+        .into_iter()
+        .find(|l| l.starts_with(&format!("/{path} 206")))
+        .expect("a 206 for the cut chunk");
+    assert_eq!(
+        line,
+        format!(
+            "/{path} 206 \"bytes={kept}-\" {}",
+            u64::from(big.len) - kept
+        )
+    );
+}
+
+fn corrupt(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    b[10] ^= 0xff;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_corrupted_chunk_on_the_origin_is_refused_and_nothing_of_it_is_stored() {
+    let w = World::new();
+    let m = w.publish(&image(300_000, 15), "1.0.0", 1);
+    let (id, index) = index_of(&w.publisher, &m);
+    let victim = index.chunks()[2].hash;
+    corrupt(&w.origin().join(layout::chunk(&victim)));
+    let nginx = Nginx::start(&w.origin(), "");
+    let mut o = w.client(&nginx, Duration::from_secs(30));
+    let e = w.sync(&mut o).unwrap_err();
+    match e {
+        Error::ObjectHashMismatch { expected, url, .. } => {
+            assert_eq!(expected, victim);
+            assert!(url.ends_with(&layout::chunk(&victim)));
+        }
+        other => panic!("expected a hash mismatch, got {other:?}"),
+    }
+    assert!(!w.gateway.has(&victim).unwrap());
+    assert!(
+        w.gateway.pins().unwrap().iter().all(|(r, _)| *r != id),
+        "an incomplete release is not pinned"
+    );
+    assert!(
+        !w.state().join("catalog.mota").exists(),
+        "the catalog is not recorded as held"
+    );
+    let partial = w.state().join("partial");
+    assert_eq!(
+        std::fs::read_dir(&partial).unwrap().count(),
+        0,
+        "no partial file kept"
+    );
+}
+
+#[test]
+fn a_manifest_altered_on_the_origin_is_refused_before_any_chunk_is_fetched() {
+    let w = World::new();
+    let m = w.publish(&image(200_000, 16), "1.0.0", 1);
+    let doc = SignedDocument::<ReleaseManifest>::decode(&m).unwrap();
+    corrupt(&w.origin().join(layout::manifest(&doc.id())));
+    let nginx = Nginx::start(&w.origin(), "");
+    let mut o = w.client(&nginx, Duration::from_secs(30));
+    let e = w.sync(&mut o).unwrap_err();
+    assert!(
+        matches!(e, Error::Document { .. } | Error::ObjectInvalid { .. }),
+        "{e:?}"
+    );
+    assert_eq!(w.gateway.stats().unwrap().chunks, 0);
+    assert!(
+        nginx
+            .access_log()
+            .iter()
+            .all(|l| !l.starts_with("/chunks/"))
+    );
+}
+
+#[test]
+fn gateway_refuses_catalog_older_than_the_one_it_holds() {
+    let w = World::new();
+    w.publish(&image(100_000, 17), "1.0.0", 1);
+    let old_catalog = std::fs::read(w.origin().join(layout::CATALOG)).unwrap();
+    w.publish(&image(100_000, 18), "2.0.0", 2);
+    let nginx = Nginx::start(&w.origin(), "");
+    let mut o = w.client(&nginx, Duration::from_secs(30));
+    assert_eq!(w.sync(&mut o).unwrap().catalog_sequence, 2);
+
+    // A stale mirror (or an attacker) serves the signed catalog of sequence 1.
+    std::fs::write(w.origin().join(layout::CATALOG), &old_catalog).unwrap();
+    let e = w.sync(&mut o).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Catalog {
+                source: meshota_manifest::Error::OlderCatalog {
+                    held: 2,
+                    offered: 1
+                },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let held = std::fs::read(w.state().join("catalog.mota")).unwrap();
+    assert_ne!(held, old_catalog, "the newer catalog stays held");
+}
