@@ -13,14 +13,19 @@ cd "$root"
 #   fw_printenv / fw_setenv   libubootenv-tool   U-Boot environment interop
 #   grub-editenv              grub-common        GRUB environment interop
 #   python3 -m venv           python3-venv       the independent verifier
+#   nginx                     nginx              the gateway's HTTP origin
+#   mosquitto                 mosquitto          the gateway's MQTT broker
 declare -A tool_pkg=(
     [fw_printenv]=libubootenv-tool
     [fw_setenv]=libubootenv-tool
     [grub-editenv]=grub-common
+    [nginx]=nginx
+    [mosquitto]=mosquitto
 )
 missing=()
 for tool in "${!tool_pkg[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("${tool_pkg[$tool]}")
+    # nginx and mosquitto live in /usr/sbin, not on every user's PATH.
+    command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || missing+=("${tool_pkg[$tool]}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then

@@ -28,7 +28,9 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod config;
 mod error;
 pub mod origin;
 
+pub use config::GatewayConfig;
 pub use error::{Error, Result};

@@ -61,6 +61,10 @@ pub(crate) struct NodeConfig {
     /// The mesh daemon's settings (`meshota node run`); see docs/daemon.md.
     #[serde(default)]
     pub(crate) mesh: Option<MeshConfig>,
+    /// Gateway duties (`meshota gateway run`): the HTTP origin to poll;
+    /// see docs/gateway.md. Ignored by `meshota node run`.
+    #[serde(default)]
+    pub(crate) gateway: Option<meshota_gateway::GatewayConfig>,
 }
 
 /// What the daemon does after an install has switched the slot.
@@ -232,6 +236,9 @@ impl NodeConfig {
                 );
             }
         }
+        if let Some(g) = &self.gateway {
+            g.validate()?;
+        }
         if self.device.trial_boots == 0 {
             return Err("field `device.trial_boots` is 0; it must be 1 to 255".to_string());
         }
@@ -259,6 +266,11 @@ impl NodeConfig {
             resolve(base, &mut m.device_key);
             if let Some(c) = &mut m.control_socket {
                 resolve(base, c);
+            }
+        }
+        if let Some(g) = &mut self.gateway {
+            if let Some(ca) = &mut g.ca_file {
+                resolve(base, ca);
             }
         }
         resolve(base, &mut self.trust_root);
@@ -437,6 +449,28 @@ timeout_ms = 5000
         assert!(m.interfaces.is_empty());
         let c = NodeConfig::parse(&format!("{FULL}{MESH}"), Path::new("/")).unwrap();
         assert_eq!(c.mesh.unwrap().mdns, None);
+    }
+
+    #[test]
+    fn a_gateway_table_is_read_with_defaults_and_a_relative_ca_file_resolves() {
+        let text = format!(
+            "{FULL}{MESH}[gateway]\norigin = \"https://o.example/fleet/\"\nca_file = \"ca.pem\"\n"
+        );
+        let c = NodeConfig::parse(&text, Path::new("/etc/meshota")).unwrap();
+        let g = c.gateway.unwrap();
+        assert_eq!(g.poll_interval_secs, 300);
+        assert_eq!(g.ca_file.as_deref(), Some(Path::new("/etc/meshota/ca.pem")));
+    }
+
+    #[test]
+    fn a_gateway_origin_that_is_not_http_or_a_zero_interval_is_refused_by_field() {
+        let text = format!("{FULL}{MESH}[gateway]\norigin = \"ftp://o\"\n");
+        let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("gateway.origin"), "{e}");
+        let text =
+            format!("{FULL}{MESH}[gateway]\norigin = \"http://o/\"\npoll_interval_secs = 0\n");
+        let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("gateway.poll_interval_secs"), "{e}");
     }
 
     #[test]

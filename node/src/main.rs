@@ -61,6 +61,11 @@ enum Command {
     Testnet(cmd::testnet::TestnetCmd),
     /// The whole story: a testnet, release v1, then v2 as a delta, a summary.
     Demo(cmd::demo::DemoArgs),
+    /// A mesh node that also syncs releases from an HTTP origin.
+    #[command(subcommand)]
+    Gateway(cmd::gateway::GatewayCmd),
+    /// Write a release into a static origin directory (any web server, S3 or CDN hosts it).
+    Publish(cmd::publish::PublishArgs),
     /// Private CA, device identities and certificates, revocation, batches, registry.
     #[command(subcommand)]
     Provision(cmd::provision::ProvisionCmd),
@@ -81,6 +86,8 @@ fn main() -> ExitCode {
         Command::Sim(a) => cmd::sim::run(&a),
         Command::Testnet(c) => cmd::testnet::run(c),
         Command::Demo(a) => cmd::demo::run(&a),
+        Command::Gateway(c) => cmd::gateway::run(c),
+        Command::Publish(a) => cmd::publish::run(&a),
         Command::Provision(c) => cmd::provision::run(c),
     };
     match result {

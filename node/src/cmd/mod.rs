@@ -4,10 +4,12 @@
 pub(crate) mod boot;
 pub(crate) mod delta;
 pub(crate) mod demo;
+pub(crate) mod gateway;
 pub(crate) mod install;
 pub(crate) mod keys;
 pub(crate) mod node;
 pub(crate) mod provision;
+pub(crate) mod publish;
 pub(crate) mod release;
 pub(crate) mod sim;
 pub(crate) mod slots;

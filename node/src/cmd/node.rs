@@ -28,7 +28,7 @@ pub(crate) enum NodeCmd {
 pub(crate) struct ConfigArg {
     /// The node config file (TOML, with a [mesh] table).
     #[arg(long)]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 /// Arguments of `node status`.
@@ -60,7 +60,7 @@ pub(crate) fn run(cmd: NodeCmd) -> CmdResult {
     match cmd {
         NodeCmd::Run(a) => {
             init_logging();
-            crate::daemon::run(&a.config)
+            crate::daemon::run(&a.config, false)
         }
         NodeCmd::Status(a) => status(&a),
         NodeCmd::Publish(a) => publish(&a),
@@ -72,7 +72,7 @@ pub(crate) fn run(cmd: NodeCmd) -> CmdResult {
     }
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let level = std::env::var("MESHOTA_LOG")
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())

@@ -28,6 +28,8 @@ pub(crate) enum Request {
     },
     /// Graceful exit.
     Shutdown,
+    /// Gateway only: poll the origin now instead of at the next interval.
+    Sync,
 }
 
 /// Sends one request to the daemon at `socket` and returns its answer.

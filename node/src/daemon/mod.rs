@@ -11,6 +11,7 @@
 
 pub(crate) mod control;
 mod discovery;
+mod gateway;
 mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -90,6 +91,8 @@ enum Input {
         seq: u64,
         result: Result<(), String>,
     },
+    /// An origin sync finished (gateway only).
+    OriginSynced(Result<meshota_gateway::origin::SyncReport, String>),
 }
 
 enum InstallResult {
@@ -152,6 +155,8 @@ struct Daemon {
     mdns_instance: Option<String>,
     /// Peers found over mDNS that this node dials, by instance name.
     discovered: BTreeMap<String, Dialled>,
+    /// Gateway duties (`meshota gateway run`), none for a plain node.
+    gateway: Option<gateway::GatewayState>,
 }
 
 /// A discovered peer and the dialer that keeps a connection to it.
@@ -170,9 +175,16 @@ fn reboot_mode(node: &Node, mesh: &MeshConfig) -> RebootMode {
         })
 }
 
-/// Runs the daemon until `shutdown` or a signal.
-pub(crate) fn run(config_path: &std::path::Path) -> CmdResult {
+/// Runs the daemon until `shutdown` or a signal; with `as_gateway`, also
+/// the gateway duties of the config's `[gateway]` table (required then).
+pub(crate) fn run(config_path: &std::path::Path, as_gateway: bool) -> CmdResult {
     let node = Arc::new(Node::load(config_path)?);
+    if as_gateway && node.config.gateway.is_none() {
+        return Err(Failure::file(
+            config_path,
+            "has no [gateway] table; `gateway run` needs one (see docs/gateway.md)",
+        ));
+    }
     let mesh = node.config.mesh.clone().ok_or_else(|| {
         Failure::file(
             config_path,
@@ -184,7 +196,7 @@ pub(crate) fn run(config_path: &std::path::Path) -> CmdResult {
         .enable_all()
         .build()
         .map_err(|e| Failure::rejected(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(run_async(node, mesh))
+    rt.block_on(run_async(node, mesh, as_gateway))
 }
 
 fn load_state(node: &Node) -> CmdResult<(Installed, Option<String>)> {
@@ -208,7 +220,7 @@ fn load_state(node: &Node) -> CmdResult<(Installed, Option<String>)> {
     ))
 }
 
-async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
+async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdResult {
     let trust = node.trust()?;
     let key = Arc::new(load_secret(&mesh.device_key)?);
     let store_dir = node.config.store_dir_or_default();
@@ -303,6 +315,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         endpoint: endpoint.clone(),
         mdns_instance: None,
         discovered: BTreeMap::new(),
+        gateway: None,
     };
     d.load_store()?;
     d.seed_active_slot();
@@ -318,6 +331,23 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         })?;
         d.metrics = l.local_addr().ok();
         tokio::spawn(metrics::serve(l, tx.clone()));
+    }
+    // Gateway: the origin loop.
+    if let Some(cfg) = node.config.gateway.clone().filter(|_| as_gateway) {
+        let (trigger, triggers) = mpsc::channel(gateway::TRIGGER_QUEUE);
+        d.gateway = Some(gateway::GatewayState {
+            origin: cfg.origin.clone(),
+            trigger: Some(trigger),
+            ..gateway::GatewayState::default()
+        });
+        let job = gateway::OriginLoop {
+            cfg,
+            store: d.store.clone(),
+            trust: d.trust.clone(),
+            expiration: node.config.expiration(),
+            state_dir: node.config.data_dir.join("gateway"),
+        };
+        tokio::spawn(job.run(tx.clone(), triggers));
     }
     // Acceptor and dialers.
     tokio::spawn(accept_loop(endpoint.clone(), tx.clone()));
@@ -657,7 +687,55 @@ impl Daemon {
             Input::InstallDone { release, result } => self.install_done(release, result),
             Input::Discovered(found) => self.discovered(found),
             Input::Flushed { seq, result } => self.flushed(seq, result),
+            Input::OriginSynced(result) => self.origin_synced(result),
         }
+    }
+
+    /// Injects the releases an origin sync completed: their chunks are in
+    /// the store (verified and pinned by the sync), so the core learns the
+    /// manifest, the index and the chunks, and announces the release.
+    fn origin_synced(&mut self, result: Result<meshota_gateway::origin::SyncReport, String>) {
+        let mut injected = 0;
+        if let Ok(report) = &result {
+            for r in &report.new_releases {
+                match self.inject(&r.manifest, &r.indexes) {
+                    Ok(()) => {
+                        injected += 1;
+                        tracing::info!(release = %r.release.short(), version = %r.version, "injected from the origin");
+                    }
+                    Err(e) => tracing::error!(release = %r.release.short(), "not injected: {e}"),
+                }
+            }
+        }
+        if let Some(g) = &mut self.gateway {
+            g.record(&result);
+            g.injected += injected;
+        }
+    }
+
+    /// Hands a verified release whose chunks the store holds to the core.
+    fn inject(&mut self, manifest: &[u8], indexes: &[Hash]) -> Result<(), String> {
+        let store = self.store.clone();
+        let loaded: Vec<ChunkIndex> = tokio::task::block_in_place(|| {
+            indexes
+                .iter()
+                .map(|id| store.get_index(id).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()
+        })?;
+        let first = loaded
+            .first()
+            .map(ChunkIndex::encode)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let now = self.now();
+        self.core
+            .add_release(now, manifest, first.as_deref())
+            .map_err(|e| e.to_string())?;
+        for ix in &loaded {
+            self.core
+                .add_chunks(now, ix.chunks().iter().map(|c| c.hash));
+        }
+        Ok(())
     }
 
     /// Starts (or stops) dialling a peer mDNS announced. Static peers and
@@ -1014,6 +1092,14 @@ impl Daemon {
                 self.shutdown = true;
                 json!({"ok": true})
             }
+            Request::Sync => match self.gateway.as_ref().and_then(|g| g.trigger.as_ref()) {
+                Some(t) => {
+                    // A full queue means a poll is already due: same effect.
+                    let _ = t.try_send(());
+                    json!({"ok": true})
+                }
+                None => json!({"ok": false, "error": "not a gateway (run `meshota gateway run`)"}),
+            },
             Request::Publish { manifest, image } => match self.publish(&manifest, &image) {
                 Ok(id) => json!({"ok": true, "release": id.to_hex()}),
                 Err(e) => json!({"ok": false, "error": e}),
@@ -1143,6 +1229,7 @@ impl Daemon {
             "messages_in": stats.messages_received,
             "messages_out": stats.messages_sent,
             "bans": stats.bans,
+            "gateway": self.gateway.as_ref().map(gateway::GatewayState::status),
             "time": UnixTime(now().0).to_string(),
         })
     }

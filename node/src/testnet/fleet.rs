@@ -199,8 +199,14 @@ fn spawn_one(exe: &Path, node: &NodeRecord, own_group: bool) -> CmdResult<Child>
         .open(&node.log)
         .at(&node.log)?;
     let err = log.try_clone().at(&node.log)?;
+    // A node whose config has a [gateway] table runs as a gateway.
+    let role = if crate::config::NodeConfig::load(&node.config).is_ok_and(|c| c.gateway.is_some()) {
+        "gateway"
+    } else {
+        "node"
+    };
     let mut cmd = Command::new(exe);
-    cmd.arg("node")
+    cmd.arg(role)
         .arg("run")
         .arg("--config")
         .arg(&node.config)
@@ -213,7 +219,7 @@ fn spawn_one(exe: &Path, node: &NodeRecord, own_group: bool) -> CmdResult<Child>
     }
     cmd.spawn().map_err(|e| {
         Failure::rejected(format!(
-            "cannot start node {} ({} node run): {e}",
+            "cannot start node {} ({} {role} run): {e}",
             node.id,
             exe.display()
         ))

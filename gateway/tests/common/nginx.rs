@@ -1,0 +1,111 @@
+//! A real nginx on loopback for tests: a free port, its own config, access
+//! log and pid file in a temporary directory, stopped on drop. Shared by
+//! the gateway's and the node's tests (`#[path]` include).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nginx_binary() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("nginx is not installed: run scripts/test.sh, which installs it");
+}
+
+/// A real nginx serving `root` on a free loopback port, with its own
+/// config, logs and pid file in a temporary directory; stopped on drop.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx serving `root`; `extra` is added inside the `server`
+    /// block (e.g. a `location` with `limit_rate`).
+    pub fn start(root: &Path, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let n = dir.path();
+        std::fs::create_dir_all(n.join("tmp")).unwrap();
+        let port = free_port();
+        // As root, workers would switch to `nobody`, who cannot read the
+        // test's private temporary directories.
+        let user = if is_root() { "user root;" } else { "" };
+        let conf = format!(
+            "daemon off;\nmaster_process off;\n{user}\npid {n}/nginx.pid;\nerror_log {n}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n\
+               log_format origin '$request_uri $status \"$http_range\" $body_bytes_sent';\n\
+               access_log {n}/access.log origin;\n\
+               client_body_temp_path {n}/tmp; proxy_temp_path {n}/tmp; fastcgi_temp_path {n}/tmp;\n\
+               uwsgi_temp_path {n}/tmp; scgi_temp_path {n}/tmp;\n\
+               server {{ listen 127.0.0.1:{port}; root {root}; {extra} }}\n\
+             }}\n",
+            n = n.display(),
+            root = root.display(),
+        );
+        std::fs::write(n.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx_binary())
+            .arg("-c")
+            .arg(n.join("nginx.conf"))
+            .arg("-p")
+            .arg(n)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let me = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen on {port}: {}",
+                std::fs::read_to_string(me.dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        me
+    }
+
+    /// The origin's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// The access log lines so far: `URI STATUS "RANGE" BODY_BYTES`.
+    pub fn access_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
