@@ -45,6 +45,10 @@ pub struct GatewayConfig {
     /// bundle). Relative to the config file.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The MQTT broker for reports, the summary and release notifications
+    /// (`[gateway.mqtt]`); none when absent.
+    #[serde(default)]
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
 impl GatewayConfig {
@@ -67,6 +71,9 @@ impl GatewayConfig {
             if v < MIN_POLL_INTERVAL_SECS {
                 return Err(format!("field `{field}` is {v}; it must be at least 1"));
             }
+        }
+        if let Some(m) = &self.mqtt {
+            m.validate()?;
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! The meshota gateway: the bridge between a mesh and the cloud.
 //!
 //! **Purpose.** A gateway is a mesh node that also pulls releases from an
-//! HTTP(S) origin of static files and injects them into the mesh. This
-//! crate holds the origin side of that: the static layout
+//! HTTP(S) origin of static files and injects them into the mesh, and
+//! that reports the fleet to an MQTT broker ([`mqtt`]). This crate holds
+//! the origin side: the static layout
 //! ([`origin::layout`]), writing it ([`origin::publish()`], for
 //! `meshota publish`), and syncing from it over HTTP with resumable Range
 //! requests ([`origin::sync()`], driven by `meshota gateway run`).
@@ -19,6 +20,10 @@
 //!   the catalog is written last, so a reader never sees a catalog naming
 //!   an object that is not there yet.
 //!
+//! - MQTT reports are delivered at least once: queued on disk
+//!   ([`mqtt::Outbox`]) before they are sent, removed only on the broker's
+//!   PUBACK, so a broker outage or a gateway restart loses none.
+//!
 //! **What it does not do.** It runs no mesh itself (the `meshota` binary's
 //! daemon does, and calls [`origin::sync()`] on a blocking thread); it does
 //! not serve HTTP (any static server does).
@@ -30,6 +35,7 @@
 
 pub mod config;
 mod error;
+pub mod mqtt;
 pub mod origin;
 
 pub use config::GatewayConfig;

@@ -111,6 +111,12 @@ fn a_fresh_gateway_syncs_a_release_and_a_second_sync_fetches_nothing() {
     assert!(again.new_releases.is_empty());
     assert_eq!(again.chunks_fetched, 0);
     assert_eq!(again.fetch.requests, 1, "only the catalog is asked for");
+    // nginx logs a request when it finalises it, which may be just after
+    // the client has the body: wait (bounded) for the line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while nginx.access_log().len() == log_before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = nginx.access_log();
     assert_eq!(log.len() - log_before, 1, "{:?}", &log[log_before..]);
     assert!(
@@ -181,12 +187,22 @@ fn an_interrupted_download_resumes_with_a_range_request() {
     assert!(w.gateway.has(&big.hash).unwrap());
     assert!(w.gateway.missing(&index).unwrap().is_empty());
     assert!(!part.exists());
-    // nginx saw the resumed request: a 206 for exactly the rest.
-    let line = nginx
-        .access_log()
-        .into_iter()
-        .find(|l| l.starts_with(&format!("/{path} 206")))
-        .expect("a 206 for the cut chunk");
+    // nginx saw the resumed request: a 206 for exactly the rest (logged
+    // when nginx finalises it: wait, bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let found = nginx
+            .access_log()
+            .into_iter()
+            .find(|l| l.starts_with(&format!("/{path} 206")));
+        match found {
+            Some(l) => break l,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None => panic!("no 206 for the cut chunk: {:?}", nginx.access_log()),
+        }
+    };
     assert_eq!(
         line,
         format!(

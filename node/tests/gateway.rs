@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+#[path = "../../gateway/tests/common/mosquitto.rs"]
+mod mosquitto;
 #[path = "../../gateway/tests/common/nginx.rs"]
 mod nginx;
 
@@ -11,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{init_trust, meshota, ok, run, stderr};
+use mosquitto::{Mosquitto, free_port};
 use nginx::Nginx;
 use serde_json::Value;
 
@@ -124,8 +127,89 @@ fn status(cfg: &Path) -> Option<Value> {
         .then(|| serde_json::from_slice(&o.stdout).unwrap())
 }
 
+/// Every node of the testnet in `tn` runs `version` confirmed (bounded:
+/// 120 s). `testnet status --watch` follows `testnet publish`, not the
+/// origin, so this polls each node's status.
+fn wait_all_confirmed(tn: &Path, nodes: usize, version: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let states: Vec<(String, String)> = (0..nodes)
+            .map(|i| {
+                let s = status(&tn.join(format!("node-{i}/node.toml"))).unwrap_or_default();
+                (
+                    s["installed"]["version"]
+                        .as_str()
+                        .unwrap_or("-")
+                        .to_string(),
+                    s["state"].as_str().unwrap_or("-").to_string(),
+                )
+            })
+            .collect();
+        if states
+            .iter()
+            .all(|(v, st)| v == version && st == "confirmed")
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after 120 s: {states:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A subscriber to `meshota/<fleet>/#` on its own thread and runtime;
+/// returns (topic, payload) pairs on a channel once subscribed.
+fn subscribe(port: u16, fleet: &str) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let topic = format!("meshota/{fleet}/#");
+    std::thread::spawn(move || {
+        let mut opts = MqttOptions::new("dashboard", "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut conn) = Client::new(opts, 16);
+        client.subscribe(topic, QoS::AtLeastOnce).unwrap();
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    ready
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed within 10 s");
+    rx
+}
+
+/// Publishes one QoS 1 message and waits for its PUBACK (bounded).
+fn notify(port: u16, topic: &str, payload: &[u8]) {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new("release-engineer", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(opts, 4);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for ev in conn.iter() {
+        if matches!(ev, Ok(Event::Incoming(Packet::PubAck(_)))) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no PUBACK for the notification");
+    }
+}
+
 #[test]
-fn a_gateway_node_syncs_a_release_from_nginx_and_the_four_node_mesh_confirms_it() {
+fn nginx_origin_to_gateway_to_a_four_node_mesh_all_confirmed_with_reports_on_mosquitto() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     let tn = root.join("tn");
@@ -149,111 +233,148 @@ fn a_gateway_node_syncs_a_release_from_nginx_and_the_four_node_mesh_confirms_it(
     ok(root, &["testnet", "down", "--dir", ds]);
 
     // The release engineer's side: create, publish, serve with nginx.
+    let create = |img: &str, version: &str, sv: &str, out: &str| {
+        ok(
+            root,
+            &[
+                "release",
+                "create",
+                "--trust",
+                "tn/trust.mota",
+                "--key",
+                "tn/keys/release.key",
+                "--image",
+                img,
+                "--hardware",
+                "testnet",
+                "--version",
+                version,
+                "--security-version",
+                sv,
+                "--store",
+                "pub-store",
+                "--out",
+                out,
+            ],
+        );
+        ok(
+            root,
+            &[
+                "publish",
+                "--store",
+                "pub-store",
+                "--release",
+                out,
+                "--to",
+                "origin",
+                "--trust",
+                "tn/trust.mota",
+                "--key",
+                "tn/keys/release.key",
+            ],
+        );
+    };
     write_image(&root.join("v1.img"), 400_000, 2_246_822_519);
-    ok(
-        root,
-        &[
-            "release",
-            "create",
-            "--trust",
-            "tn/trust.mota",
-            "--key",
-            "tn/keys/release.key",
-            "--image",
-            "v1.img",
-            "--hardware",
-            "testnet",
-            "--version",
-            "1.0.0",
-            "--security-version",
-            "10",
-            "--store",
-            "pub-store",
-            "--out",
-            "v1.mota",
-        ],
-    );
-    ok(
-        root,
-        &[
-            "publish",
-            "--store",
-            "pub-store",
-            "--release",
-            "v1.mota",
-            "--to",
-            "origin",
-            "--trust",
-            "tn/trust.mota",
-            "--key",
-            "tn/keys/release.key",
-        ],
-    );
+    create("v1.img", "1.0.0", "10", "v1.mota");
     let nginx = Nginx::start(&root.join("origin"), "");
+    let broker = Mosquitto::start(free_port());
+    let fleet = "north";
+    let dashboard = subscribe(broker.port, fleet);
 
-    // Node 0 becomes the gateway: a [gateway] table in its config.
+    // Node 0 becomes the gateway: [gateway] and [gateway.mqtt] in its
+    // config. The poll interval is an hour: after the first poll at start,
+    // only an MQTT notification makes it look again.
     let cfg0 = tn.join("node-0/node.toml");
     let mut text = std::fs::read_to_string(&cfg0).unwrap();
     text.push_str(&format!(
-        "\n[gateway]\norigin = \"{}\"\npoll_interval_secs = 1\n",
-        nginx.url()
+        "\n[gateway]\norigin = \"{}\"\npoll_interval_secs = 3600\n\n[gateway.mqtt]\nbroker = \"{}\"\nfleet = \"{fleet}\"\n",
+        nginx.url(),
+        broker.addr(),
     ));
     std::fs::write(&cfg0, text).unwrap();
     ok(root, &["testnet", "up", "--dir", ds]);
-
-    // Every node runs 1.0.0 confirmed (`testnet status --watch` follows
-    // `testnet publish`, not the origin, so poll each node's status).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let states: Vec<(String, String)> = (0..4)
-            .map(|i| {
-                let s = status(&tn.join(format!("node-{i}/node.toml"))).unwrap_or_default();
-                (
-                    s["installed"]["version"]
-                        .as_str()
-                        .unwrap_or("-")
-                        .to_string(),
-                    s["state"].as_str().unwrap_or("-").to_string(),
-                )
-            })
-            .collect();
-        if states
-            .iter()
-            .all(|(v, st)| v == "1.0.0" && st == "confirmed")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "after 120 s: {states:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_all_confirmed(&tn, 4, "1.0.0");
 
     let s = status(&cfg0).unwrap();
     let g = &s["gateway"];
     assert_eq!(g["releases_injected"], 1, "{s:#}");
     assert_eq!(g["last_sync"]["ok"], true, "{s:#}");
     assert_eq!(g["last_sync"]["catalog_sequence"], 1, "{s:#}");
-    // Chunks came from nginx once; later polls asked only for the catalog.
+    // Chunks came from nginx once each.
     let log = nginx.access_log();
-    let chunk_gets = log.iter().filter(|l| l.starts_with("/chunks/")).count();
-    let distinct: std::collections::BTreeSet<_> = log
+    let chunk_gets: Vec<&str> = log
         .iter()
         .filter(|l| l.starts_with("/chunks/"))
         .map(|l| l.split(' ').next().unwrap())
         .collect();
+    let distinct: std::collections::BTreeSet<_> = chunk_gets.iter().collect();
+    assert!(!chunk_gets.is_empty());
     assert_eq!(
-        chunk_gets,
+        chunk_gets.len(),
         distinct.len(),
         "no chunk fetched twice: {log:?}"
     );
-    assert!(log.iter().all(|l| l.contains(" 200 ")), "{log:?}");
+
+    // The dashboard sees a report from every node on 1.0.0, and a summary
+    // counting four nodes on it.
+    let node_ids: Vec<String> = (0..4)
+        .map(|i| {
+            status(&tn.join(format!("node-{i}/node.toml"))).unwrap()["node_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut on_v1 = std::collections::BTreeSet::new();
+    let mut summary_ok = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while on_v1.len() < 4 || !summary_ok {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((topic, payload)) = dashboard.recv_timeout(left) else {
+            panic!(
+                "after 60 s: reports on 1.0.0 from {on_v1:?}, summary ok {summary_ok}; gateway {:#}",
+                status(&cfg0).unwrap()["gateway"]
+            );
+        };
+        let v: Value = serde_json::from_slice(&payload).unwrap();
+        if topic == format!("meshota/{fleet}/summary") {
+            summary_ok = v["versions"]["1.0.0"] == 4;
+        } else if v["installed_version"] == "1.0.0" {
+            let node = v["node"].as_str().unwrap().to_string();
+            assert_eq!(topic, format!("meshota/{fleet}/{node}/report"));
+            assert!(node_ids.contains(&node), "{node}");
+            assert!(
+                v["document"].as_str().unwrap().starts_with("4d4f544101"),
+                "MOTA v1 header"
+            );
+            on_v1.insert(node);
+        }
+    }
+
+    // Release 2.0.0: published to the origin, announced on MQTT; the
+    // gateway syncs at once (its next poll is an hour away).
+    let mut v2 = std::fs::read(root.join("v1.img")).unwrap();
+    v2[100_000..140_000].fill(7);
+    std::fs::write(root.join("v2.img"), v2).unwrap();
+    create("v2.img", "2.0.0", "11", "v2.mota");
+    notify(
+        broker.port,
+        &format!("meshota/{fleet}/releases"),
+        b"{\"version\":\"2.0.0\"}",
+    );
+    wait_all_confirmed(&tn, 4, "2.0.0");
+    let s = status(&cfg0).unwrap();
+    assert_eq!(s["gateway"]["releases_injected"], 2, "{s:#}");
+    assert_eq!(s["gateway"]["mqtt"]["notifications"], 1, "{s:#}");
+    assert_eq!(s["gateway"]["last_sync"]["catalog_sequence"], 2, "{s:#}");
 
     // `gateway sync` asks for a poll now; a plain node refuses it.
+    let before = s["gateway"]["syncs"].as_u64().unwrap();
     ok(
         root,
         &["gateway", "sync", "--config", cfg0.to_str().unwrap()],
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    let before = g["syncs"].as_u64().unwrap();
     while status(&cfg0).unwrap()["gateway"]["syncs"].as_u64().unwrap() <= before {
         assert!(Instant::now() < deadline, "no poll after `gateway sync`");
         std::thread::sleep(Duration::from_millis(100));

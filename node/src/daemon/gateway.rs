@@ -10,12 +10,18 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use meshota_blobstore::FsStore;
 use meshota_gateway::GatewayConfig;
+use meshota_gateway::mqtt::{LinkStatus, Outbox, payload, topics};
 use meshota_gateway::origin::http::Origin;
 use meshota_gateway::origin::{SyncOptions, SyncReport, sync};
 use meshota_manifest::{Expiration, TrustRoot, Verified};
+use meshota_manifest::{KeyId, NodeReport, SignedDocument};
 use serde_json::json;
+use tokio::sync::Notify;
 use tokio::sync::mpsc;
 
 use super::Input;
@@ -38,6 +44,78 @@ pub(crate) struct GatewayState {
     pub(crate) last: Option<serde_json::Value>,
     /// Asks the origin loop to poll now.
     pub(crate) trigger: Option<mpsc::Sender<()>>,
+    /// Sequence of the catalog last synced.
+    pub(crate) catalog_sequence: Option<u64>,
+    /// The MQTT side, when `[gateway.mqtt]` is set.
+    pub(crate) mqtt: Option<MqttSide>,
+}
+
+/// The daemon's end of the MQTT link: the outbox it fills, and the newest
+/// report per node for the summary.
+pub(crate) struct MqttSide {
+    pub(crate) fleet: String,
+    pub(crate) gateway: KeyId,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) link: Arc<Mutex<LinkStatus>>,
+    /// Newest report per node (bounded by the core's own report limit:
+    /// only reports the core accepted arrive here).
+    pub(crate) reports: BTreeMap<KeyId, NodeReport>,
+}
+
+impl std::fmt::Debug for MqttSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSide")
+            .field("fleet", &self.fleet)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttSide {
+    /// Queues a report the core accepted (its own or a peer's) and the new
+    /// summary, durably, and wakes the link.
+    pub(crate) fn report(&mut self, bytes: &[u8], catalog_sequence: Option<u64>) {
+        let Ok(doc) = SignedDocument::<NodeReport>::decode(bytes) else {
+            return;
+        };
+        let r = doc.unverified_body().clone();
+        if self
+            .reports
+            .get(&r.node_id)
+            .is_some_and(|old| old.counter >= r.counter)
+        {
+            return;
+        }
+        let topic = topics::report(&self.fleet, &r.node_id.to_hex());
+        if let Err(e) = self.outbox.push(&topic, &payload::report(&r, bytes)) {
+            tracing::error!("MQTT outbox: {e}");
+        }
+        self.reports.insert(r.node_id, r);
+        self.summary(catalog_sequence);
+    }
+
+    /// Replaces the queued summary with the current one.
+    pub(crate) fn summary(&self, catalog_sequence: Option<u64>) {
+        let body = payload::summary(&self.gateway, now().0, &self.reports, catalog_sequence);
+        if let Err(e) = self.outbox.set_latest(&topics::summary(&self.fleet), &body) {
+            tracing::error!("MQTT outbox: {e}");
+        }
+        self.wake.notify_one();
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let link = self.link.lock().map(|l| l.clone()).unwrap_or_default();
+        json!({
+            "fleet": self.fleet,
+            "connected": link.connected,
+            "delivered": link.delivered,
+            "notifications": link.notifications,
+            "queued": self.outbox.len().ok(),
+            "dropped": self.outbox.dropped().ok(),
+            "last_error": link.last_error,
+            "nodes_reported": self.reports.len(),
+        })
+    }
 }
 
 impl GatewayState {
@@ -48,6 +126,7 @@ impl GatewayState {
             "syncs": self.syncs,
             "releases_injected": self.injected,
             "last_sync": self.last,
+            "mqtt": self.mqtt.as_ref().map(MqttSide::status),
         })
     }
 
@@ -55,6 +134,14 @@ impl GatewayState {
     pub(crate) fn record(&mut self, result: &Result<SyncReport, String>) {
         self.syncs += 1;
         let time = meshota_manifest::UnixTime(now().0).to_string();
+        if let Ok(r) = result {
+            if self.catalog_sequence != Some(r.catalog_sequence) {
+                self.catalog_sequence = Some(r.catalog_sequence);
+                if let Some(m) = &self.mqtt {
+                    m.summary(self.catalog_sequence);
+                }
+            }
+        }
         self.last = Some(match result {
             Ok(r) => json!({
                 "ok": true,

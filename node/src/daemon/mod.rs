@@ -335,9 +335,39 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
     // Gateway: the origin loop.
     if let Some(cfg) = node.config.gateway.clone().filter(|_| as_gateway) {
         let (trigger, triggers) = mpsc::channel(gateway::TRIGGER_QUEUE);
+        let state_dir = node.config.data_dir.join("gateway");
+        let mqtt = match &cfg.mqtt {
+            Some(m) => {
+                let path = state_dir.join("mqtt-outbox.redb");
+                let outbox =
+                    Arc::new(meshota_gateway::mqtt::Outbox::open(&path, m.queue_max).at(&path)?);
+                let wake = Arc::new(tokio::sync::Notify::new());
+                let link = meshota_gateway::mqtt::Link::new(
+                    m.clone(),
+                    &d.key.id().to_hex(),
+                    outbox.clone(),
+                    wake.clone(),
+                    trigger.clone(),
+                );
+                let status = link.status();
+                tokio::spawn(link.run());
+                // Whatever a previous run left queued goes out first.
+                wake.notify_one();
+                Some(gateway::MqttSide {
+                    fleet: m.fleet.clone(),
+                    gateway: d.key.id(),
+                    outbox,
+                    wake,
+                    link: status,
+                    reports: BTreeMap::new(),
+                })
+            }
+            None => None,
+        };
         d.gateway = Some(gateway::GatewayState {
             origin: cfg.origin.clone(),
             trigger: Some(trigger),
+            mqtt,
             ..gateway::GatewayState::default()
         });
         let job = gateway::OriginLoop {
@@ -345,7 +375,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
             store: d.store.clone(),
             trust: d.trust.clone(),
             expiration: node.config.expiration(),
-            state_dir: node.config.data_dir.join("gateway"),
+            state_dir,
         };
         tokio::spawn(job.run(tx.clone(), triggers));
     }
@@ -920,6 +950,12 @@ impl Daemon {
                 if let Ok(doc) = SignedDocument::<NodeReport>::decode(&bytes) {
                     let r = doc.unverified_body();
                     tracing::info!(node = %r.node_id.short(), counter = r.counter, "node report");
+                }
+                if let Some(g) = &mut self.gateway {
+                    let seq = g.catalog_sequence;
+                    if let Some(m) = &mut g.mqtt {
+                        tokio::task::block_in_place(|| m.report(&bytes, seq));
+                    }
                 }
             }
             Action::ArmTimer { .. } => {}
