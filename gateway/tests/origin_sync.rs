@@ -303,3 +303,18 @@ fn gateway_refuses_catalog_older_than_the_one_it_holds() {
     let held = std::fs::read(w.state().join("catalog.mota")).unwrap();
     assert_ne!(held, old_catalog, "the newer catalog stays held");
 }
+
+#[test]
+fn a_release_the_mesh_pinned_before_its_chunks_arrived_is_still_fetched() {
+    let w = World::new();
+    let m = w.publish(&image(200_000, 19), "1.0.0", 1);
+    let (id, index) = index_of(&w.publisher, &m);
+    // The mesh stored and pinned the index, but no chunk yet.
+    let ix = w.gateway.put_index(&index).unwrap();
+    w.gateway.pin(id, ix).unwrap();
+    let nginx = Nginx::start(&w.origin(), "");
+    let mut o = w.client(&nginx, Duration::from_secs(30));
+    let r = w.sync(&mut o).unwrap();
+    assert_eq!(r.new_releases.len(), 1);
+    assert!(w.gateway.missing(&index).unwrap().is_empty());
+}

@@ -95,8 +95,17 @@ pub fn sync(
             url: url.clone(),
             source,
         })?;
-    let pinned: std::collections::BTreeSet<Hash> =
-        store.pins()?.into_iter().map(|(r, _)| r).collect();
+    // A release counts as held when it is pinned and none of its pinned
+    // indexes misses a chunk (the mesh may have pinned one half-fetched).
+    let mut pinned: std::collections::BTreeMap<Hash, bool> = std::collections::BTreeMap::new();
+    for (r, ix) in store.pins()? {
+        let complete = store
+            .get_index(&ix)
+            .and_then(|i| store.missing(&i))
+            .is_ok_and(|m| m.is_empty());
+        let e = pinned.entry(r).or_insert(true);
+        *e = *e && complete;
+    }
     let mut report = SyncReport {
         catalog_sequence: catalog.body().sequence,
         releases_listed: catalog.body().releases.len(),
@@ -105,7 +114,7 @@ pub fn sync(
         fetch: FetchStats::default(),
     };
     for entry in &catalog.body().releases {
-        if pinned.contains(&entry.release) {
+        if pinned.get(&entry.release) == Some(&true) {
             continue;
         }
         let synced = sync_release(origin, store, opts, entry, &mut report.chunks_fetched)?;
