@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use meshota_manifest::{
-    NodeReport, ReleaseManifest, RolloutCommand, SecretKey, SignedDocument, TrustRoot,
-    keys::decode_public_key_file,
+    Catalog, CatalogEntry, Expiration, Hash, NodeReport, ReleaseManifest, RolloutCommand,
+    SecretKey, SignedDocument, TrustRoot, UnixTime, keys::decode_public_key_file,
 };
 use proptest::prelude::*;
 
@@ -16,6 +16,7 @@ fn decode_everything(bytes: &[u8]) {
     let _ = SignedDocument::<TrustRoot>::decode(bytes);
     let _ = SignedDocument::<RolloutCommand>::decode(bytes);
     let _ = SignedDocument::<NodeReport>::decode(bytes);
+    let _ = SignedDocument::<Catalog>::decode(bytes);
     let _ = decode_public_key_file(bytes);
     let _ = SecretKey::from_secret_key_file(bytes, |_| None);
 }
@@ -37,7 +38,7 @@ proptest! {
 
     #[test]
     fn decoding_random_payloads_behind_a_valid_header_never_panics(
-        kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(16), Just(17)],
+        kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(16), Just(17)],
         bytes in proptest::collection::vec(any::<u8>(), 0..4096),
     ) {
         decode_everything(&with_header(kind, &bytes));
@@ -90,6 +91,46 @@ fn flipping_any_single_byte_of_a_signed_manifest_fails_verification() {
             tampered[i] ^= mask;
             let accepted = SignedDocument::<ReleaseManifest>::decode(&tampered)
                 .and_then(|doc| w.trust.verify_manifest(&doc, &policy("rpi4", None)))
+                .is_ok();
+            assert!(!accepted, "byte {i} xor {mask:#04x} was accepted");
+        }
+    }
+}
+
+/// The same for a signed origin catalog: no byte of it can change and
+/// still verify (so a mirror cannot edit the sequence or the list).
+#[test]
+fn flipping_any_single_byte_of_a_signed_catalog_fails_verification() {
+    let w = World::new();
+    let body = Catalog {
+        sequence: 7,
+        issued: UnixTime(1_000),
+        expires: None,
+        releases: vec![CatalogEntry {
+            release: Hash::of(b"release"),
+            hardware: "rpi4".into(),
+            channel: "stable".into(),
+            version: "1.0.0".into(),
+            security_version: 5,
+            manifest_size: 9_000,
+        }],
+    };
+    let bytes = SignedDocument::sign(body, &[&w.releases[0]])
+        .unwrap()
+        .encode()
+        .unwrap();
+    let ignore = Expiration::dangerous_ignore();
+    assert!(
+        w.trust
+            .verify_catalog(&SignedDocument::decode(&bytes).unwrap(), None, ignore)
+            .is_ok()
+    );
+    for i in 0..bytes.len() {
+        for mask in [0x01u8, 0x80] {
+            let mut tampered = bytes.clone();
+            tampered[i] ^= mask;
+            let accepted = SignedDocument::<Catalog>::decode(&tampered)
+                .and_then(|doc| w.trust.verify_catalog(&doc, None, ignore))
                 .is_ok();
             assert!(!accepted, "byte {i} xor {mask:#04x} was accepted");
         }
