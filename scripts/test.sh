@@ -15,12 +15,14 @@ cd "$root"
 #   python3 -m venv           python3-venv       the independent verifier
 #   nginx                     nginx              the gateway's HTTP origin
 #   mosquitto                 mosquitto          the gateway's MQTT broker
+#   openssl                   openssl            a certificate for the HTTPS origin test
 declare -A tool_pkg=(
     [fw_printenv]=libubootenv-tool
     [fw_setenv]=libubootenv-tool
     [grub-editenv]=grub-common
     [nginx]=nginx
     [mosquitto]=mosquitto
+    [openssl]=openssl
 )
 missing=()
 for tool in "${!tool_pkg[@]}"; do

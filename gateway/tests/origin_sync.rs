@@ -60,9 +60,17 @@ impl World {
         m
     }
     fn client(&self, nginx: &Nginx, timeout: Duration) -> Origin {
+        self.client_at(nginx.url(), None, timeout)
+    }
+    fn client_at(
+        &self,
+        base_url: String,
+        ca_file: Option<std::path::PathBuf>,
+        timeout: Duration,
+    ) -> Origin {
         let cfg = OriginConfig {
-            base_url: nginx.url(),
-            ca_file: None,
+            base_url,
+            ca_file,
             request_timeout: timeout,
             connect_timeout: Duration::from_secs(5),
         };
@@ -316,5 +324,100 @@ fn a_release_the_mesh_pinned_before_its_chunks_arrived_is_still_fetched() {
     let mut o = w.client(&nginx, Duration::from_secs(30));
     let r = w.sync(&mut o).unwrap();
     assert_eq!(r.new_releases.len(), 1);
+    assert!(w.gateway.missing(&index).unwrap().is_empty());
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA `NAME-ca.crt` and a server certificate for 127.0.0.1 it
+/// signed (`NAME.crt`, `NAME.key`), made with the openssl tool in `dir`.
+/// Returns (CA certificate, server certificate, server key).
+fn private_ca(
+    dir: &Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca_crt, ca_key) = (format!("{name}-ca.crt"), format!("{name}-ca.key"));
+    let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+    let (ext, crt) = (format!("{name}.ext"), format!("{name}.crt"));
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-subj",
+        "/CN=test-ca",
+        "-days",
+        "2",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_crt,
+    ]);
+    openssl(dir, &a);
+    let mut b = vec!["req"];
+    b.extend(ec);
+    b.extend(["-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]);
+    openssl(dir, &b);
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ],
+    );
+    (dir.join(ca_crt), dir.join(crt), dir.join(key))
+}
+
+#[test]
+fn an_https_origin_syncs_with_the_configured_ca_and_is_refused_with_another() {
+    let w = World::new();
+    let m = w.publish(&image(150_000, 20), "1.0.0", 1);
+    let (ca, cert, key) = private_ca(w.dir.path(), "origin");
+    let (other_ca, _, _) = private_ca(w.dir.path(), "other");
+    let nginx = Nginx::start_with(&w.origin(), "", Some((&cert, &key)));
+
+    let mut wrong = w.client_at(nginx.https_url(), Some(other_ca), Duration::from_secs(30));
+    let e = w.sync(&mut wrong).unwrap_err();
+    assert!(matches!(e, Error::Http { .. }), "{e:?}");
+    assert_eq!(w.gateway.stats().unwrap().chunks, 0);
+
+    let mut right = w.client_at(nginx.https_url(), Some(ca), Duration::from_secs(30));
+    let r = w.sync(&mut right).unwrap();
+    assert_eq!(r.new_releases.len(), 1);
+    let (_, index) = index_of(&w.publisher, &m);
     assert!(w.gateway.missing(&index).unwrap().is_empty());
 }

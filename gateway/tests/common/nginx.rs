@@ -38,6 +38,12 @@ impl Nginx {
     /// Starts nginx serving `root`; `extra` is added inside the `server`
     /// block (e.g. a `location` with `limit_rate`).
     pub fn start(root: &Path, extra: &str) -> Self {
+        Self::start_with(root, extra, None)
+    }
+
+    /// Like [`Nginx::start`], serving HTTPS with `tls` = (certificate,
+    /// key) PEM files when given.
+    pub fn start_with(root: &Path, extra: &str, tls: Option<(&Path, &Path)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let n = dir.path();
         std::fs::create_dir_all(n.join("tmp")).unwrap();
@@ -45,6 +51,17 @@ impl Nginx {
         // As root, workers would switch to `nobody`, who cannot read the
         // test's private temporary directories.
         let user = if is_root() { "user root;" } else { "" };
+        let (ssl, certs) = match tls {
+            Some((cert, key)) => (
+                " ssl",
+                format!(
+                    "ssl_certificate {}; ssl_certificate_key {};",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
         let conf = format!(
             "daemon off;\nmaster_process off;\n{user}\npid {n}/nginx.pid;\nerror_log {n}/error.log;\n\
              events {{ worker_connections 64; }}\n\
@@ -53,7 +70,7 @@ impl Nginx {
                access_log {n}/access.log origin;\n\
                client_body_temp_path {n}/tmp; proxy_temp_path {n}/tmp; fastcgi_temp_path {n}/tmp;\n\
                uwsgi_temp_path {n}/tmp; scgi_temp_path {n}/tmp;\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; {extra} }}\n\
+               server {{ listen 127.0.0.1:{port}{ssl}; {certs} root {root}; {extra} }}\n\
              }}\n",
             n = n.display(),
             root = root.display(),
@@ -84,6 +101,11 @@ impl Nginx {
     /// The origin's base URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// The origin's base URL over TLS.
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}/", self.port)
     }
 
     /// The access log lines so far: `URI STATUS "RANGE" BODY_BYTES`.
