@@ -387,3 +387,49 @@ fn nginx_origin_to_gateway_to_a_four_node_mesh_all_confirmed_with_reports_on_mos
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not a gateway"), "{}", stderr(&o));
 }
+
+#[test]
+fn gateway_run_refuses_a_config_without_a_gateway_table_or_with_an_unreadable_ca_file() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let tn = root.join("tn");
+    let ds = tn.to_str().unwrap();
+    ok(
+        root,
+        &[
+            "testnet",
+            "up",
+            "--nodes",
+            "1",
+            "--dir",
+            ds,
+            "--base-port",
+            "0",
+            "--image-size",
+            "1",
+        ],
+    );
+    let _guard = Down(tn.clone());
+    ok(root, &["testnet", "down", "--dir", ds]);
+    let cfg = tn.join("node-0/node.toml");
+    let cfgs = cfg.to_str().unwrap();
+
+    let o = run(root, &["gateway", "run", "--config", cfgs]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has no [gateway] table"),
+        "{}",
+        stderr(&o)
+    );
+
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[gateway]\norigin = \"https://127.0.0.1:9/\"\nca_file = \"missing-ca.pem\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run(root, &["gateway", "run", "--config", cfgs]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("node.toml") && e.contains("missing-ca.pem"),
+        "{e}"
+    );
+}

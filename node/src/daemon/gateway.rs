@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use meshota_blobstore::FsStore;
-use meshota_gateway::GatewayConfig;
 use meshota_gateway::mqtt::{LinkStatus, Outbox, payload, topics};
 use meshota_gateway::origin::http::Origin;
 use meshota_gateway::origin::{SyncOptions, SyncReport, sync};
@@ -162,9 +161,12 @@ impl GatewayState {
     }
 }
 
-/// What the origin loop needs.
+/// What the origin loop needs. The HTTP client is made at start (by the
+/// caller), so an unusable setting (bad URL, unreadable CA file) stops the
+/// daemon with a message naming the config instead of failing every poll.
 pub(crate) struct OriginLoop {
-    pub(crate) cfg: GatewayConfig,
+    pub(crate) interval: std::time::Duration,
+    pub(crate) origin: Origin,
     pub(crate) store: Arc<FsStore>,
     pub(crate) trust: Verified<TrustRoot>,
     pub(crate) expiration: Expiration,
@@ -172,30 +174,31 @@ pub(crate) struct OriginLoop {
 }
 
 impl OriginLoop {
-    /// Polls the origin now, then every `poll_interval`, or sooner on a
+    /// Polls the origin now, then every `interval`, or sooner on a
     /// trigger; each result goes to the central task. Ends when the
     /// daemon's input channel closes.
     pub(crate) async fn run(self, inputs: mpsc::Sender<Input>, mut trigger: mpsc::Receiver<()>) {
-        let interval = self.cfg.poll_interval();
-        let mut origin =
-            match Origin::new(&self.cfg.origin_config(), &self.state_dir.join("partial")) {
-                Ok(o) => Some(o),
-                Err(e) => {
-                    let _ = inputs.send(Input::OriginSynced(Err(e.to_string()))).await;
-                    None
-                }
-            };
-        let me = Arc::new(self);
+        let Self {
+            interval,
+            origin,
+            store,
+            trust,
+            expiration,
+            state_dir,
+        } = self;
+        let shared = Arc::new((store, trust, state_dir));
+        let mut origin = Some(origin);
         while let Some(o) = origin.take() {
-            let job = me.clone();
+            let job = shared.clone();
             let done = tokio::task::spawn_blocking(move || {
                 let mut o = o;
+                let (store, trust, state_dir) = &*job;
                 let opts = SyncOptions {
-                    trust: &job.trust,
-                    expiration: job.expiration,
-                    state_dir: &job.state_dir,
+                    trust,
+                    expiration,
+                    state_dir,
                 };
-                let r = sync(&mut o, &*job.store, &opts).map_err(|e| e.to_string());
+                let r = sync(&mut o, &**store, &opts).map_err(|e| e.to_string());
                 (o, r)
             })
             .await;

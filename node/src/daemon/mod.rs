@@ -370,8 +370,14 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
             mqtt,
             ..gateway::GatewayState::default()
         });
+        let origin = meshota_gateway::origin::http::Origin::new(
+            &cfg.origin_config(),
+            &state_dir.join("partial"),
+        )
+        .map_err(|e| Failure::file(&node.path, e))?;
         let job = gateway::OriginLoop {
-            cfg,
+            interval: cfg.poll_interval(),
+            origin,
             store: d.store.clone(),
             trust: d.trust.clone(),
             expiration: node.config.expiration(),
