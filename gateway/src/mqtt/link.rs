@@ -6,7 +6,7 @@
 //! outbox is the only record of what is unacknowledged: after a broken
 //! session, everything still queued is sent again, in order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -249,7 +249,7 @@ impl Link {
             match self.outbox.latest() {
                 Ok(l) => next.extend(
                     l.into_iter()
-                        .filter(|m| !session.sent.contains_key(&m.key))
+                        .filter(|m| !session.sent.contains(&m.key))
                         .take(room - next.len()),
                 ),
                 Err(e) => tracing::error!("outbox: {e}"),
@@ -266,7 +266,7 @@ impl Link {
             if let Key::Seq(s) = m.key {
                 session.last_seq = s;
             }
-            session.sent.insert(m.key.clone(), ());
+            session.sent.insert(m.key.clone());
             session.handed.push_back(m.key);
         }
     }
@@ -279,7 +279,7 @@ struct Session {
     /// Highest queued sequence handed to the client.
     last_seq: u64,
     /// Keys handed to the client, not yet acknowledged.
-    sent: HashMap<Key, ()>,
+    sent: HashSet<Key>,
     /// Keys handed, waiting for their packet id (`Outgoing::Publish`), in order.
     handed: VecDeque<Key>,
     /// Packet id → key, waiting for PUBACK.
