@@ -19,17 +19,19 @@
 //!   incremental: objects already on the origin are not written again, and
 //!   the catalog is written last, so a reader never sees a catalog naming
 //!   an object that is not there yet.
-//!
 //! - MQTT reports are delivered at least once: queued on disk
 //!   ([`mqtt::Outbox`]) before they are sent, removed only on the broker's
 //!   PUBACK, so a broker outage or a gateway restart loses none.
 //!
 //! **What it does not do.** It runs no mesh itself (the `meshota` binary's
 //! daemon does, and calls [`origin::sync()`] on a blocking thread); it does
-//! not serve HTTP (any static server does).
+//! not serve HTTP (any static server does); MQTT runs over plain TCP only
+//! (no TLS yet); USB station mode and the web console are not built.
 //!
 //! **Where to start reading.** [`origin::layout`] (the paths), then
-//! [`origin::publish()`], then [`origin::sync()`] and [`origin::http`].
+//! [`origin::publish()`], then [`origin::sync()`] and [`origin::http`];
+//! for MQTT, [`mqtt`] (topics, at-least-once semantics), then
+//! [`mqtt::Outbox`] and [`mqtt::Link`].
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
