@@ -61,6 +61,38 @@ pub(crate) struct NodeConfig {
     /// The mesh daemon's settings (`meshota node run`); see docs/daemon.md.
     #[serde(default)]
     pub(crate) mesh: Option<MeshConfig>,
+    /// Sneakernet bundles (`meshota bundle import|want`): size limit and
+    /// the key encrypted bundles are opened with.
+    #[serde(default)]
+    pub(crate) bundle: BundleConfig,
+}
+
+/// The `[bundle]` table. Every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BundleConfig {
+    /// Largest bundle file import reads (default 8 GiB); a larger one is
+    /// refused before it is read.
+    #[serde(default = "default_bundle_max_bytes")]
+    pub(crate) max_bytes: u64,
+    /// This node's ML-KEM-768 private key (PEM, from `meshota keys
+    /// generate --kem` or `meshota provision keygen`), to open bundles
+    /// encrypted to it.
+    #[serde(default)]
+    pub(crate) kem_key: Option<PathBuf>,
+}
+
+impl Default for BundleConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_bundle_max_bytes(),
+            kem_key: None,
+        }
+    }
+}
+
+const fn default_bundle_max_bytes() -> u64 {
+    8 << 30
 }
 
 /// What the daemon does after an install has switched the slot.
@@ -263,6 +295,9 @@ impl NodeConfig {
         }
         resolve(base, &mut self.trust_root);
         resolve(base, &mut self.data_dir);
+        if let Some(k) = &mut self.bundle.kem_key {
+            resolve(base, k);
+        }
         if let Some(s) = &mut self.store_dir {
             resolve(base, s);
         }

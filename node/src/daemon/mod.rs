@@ -90,6 +90,11 @@ enum Input {
         seq: u64,
         result: Result<(), String>,
     },
+    /// A bundle import (on a blocking thread) finished.
+    BundleImported {
+        result: Result<meshota_sneakernet::Imported, String>,
+        reply: oneshot::Sender<serde_json::Value>,
+    },
 }
 
 enum InstallResult {
@@ -650,10 +655,15 @@ impl Daemon {
                     self.core.handle(now, Event::LinkDown { peer });
                 }
             }
+            Input::Control {
+                req: Request::ImportBundle { bundle, kem_key },
+                reply,
+            } => self.import_bundle(bundle, kem_key, reply),
             Input::Control { req, reply } => {
                 let answer = self.control(req);
                 let _ = reply.send(answer);
             }
+            Input::BundleImported { result, reply } => self.bundle_imported(result, reply),
             Input::InstallDone { release, result } => self.install_done(release, result),
             Input::Discovered(found) => self.discovered(found),
             Input::Flushed { seq, result } => self.flushed(seq, result),
@@ -1014,11 +1024,131 @@ impl Daemon {
                 self.shutdown = true;
                 json!({"ok": true})
             }
+            Request::ImportBundle { .. } => {
+                json!({"ok": false, "error": "bundle imports are handled by import_bundle"})
+            }
+            Request::Want { out } => match self.write_want(&out) {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
             Request::Publish { manifest, image } => match self.publish(&manifest, &image) {
                 Ok(id) => json!({"ok": true, "release": id.to_hex()}),
                 Err(e) => json!({"ok": false, "error": e}),
             },
         }
+    }
+
+    /// Imports a bundle on a blocking thread (the central task keeps
+    /// serving peers meanwhile); [`Daemon::bundle_imported`] announces it.
+    fn import_bundle(
+        &mut self,
+        bundle: PathBuf,
+        kem_key: Option<PathBuf>,
+        reply: oneshot::Sender<serde_json::Value>,
+    ) {
+        let node = self.node.clone();
+        let trust = self.trust.clone();
+        let store = self.store.clone();
+        let sv = self.core.running().security_version.unwrap_or(0);
+        let tx = self.inputs.clone();
+        tracing::info!(bundle = %bundle.display(), "importing a bundle");
+        tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let key = match &kem_key {
+                    Some(p) => Some(crate::cmd::bundle::load_kem_key(p).map_err(|f| f.message)?),
+                    None => None,
+                };
+                crate::cmd::bundle::import_into(
+                    &node.config,
+                    &trust,
+                    sv,
+                    key.as_ref(),
+                    &*store,
+                    &bundle,
+                    &mut |_, _, _| {},
+                )
+                .map_err(|e| e.to_string())
+            })();
+            let _ = tx.blocking_send(Input::BundleImported { result, reply });
+        });
+    }
+
+    /// Feeds an import's releases and chunks to the core (which announces
+    /// them to peers and, for a wanted release, starts the install).
+    fn bundle_imported(
+        &mut self,
+        result: Result<meshota_sneakernet::Imported, String>,
+        reply: oneshot::Sender<serde_json::Value>,
+    ) {
+        let answer = match result {
+            Ok(imported) => {
+                let now = self.now();
+                for r in &imported.releases {
+                    let index = (!r.index.is_empty()).then_some(r.index.as_slice());
+                    if let Err(e) = self.core.add_release(now, &r.manifest, index) {
+                        tracing::warn!(release = %r.id.short(), "imported but not taken by the mesh: {e}");
+                    }
+                }
+                self.core.add_chunks(now, imported.chunks.iter().copied());
+                tracing::info!(
+                    releases = imported.releases.len(),
+                    new_chunks = imported.new_chunks,
+                    "bundle imported"
+                );
+                crate::cmd::bundle::imported_json(&imported)
+            }
+            Err(e) => {
+                tracing::warn!("bundle rejected: {e}");
+                json!({"ok": false, "error": e})
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Writes what this node and its peers hold, with the reports it
+    /// heard, to `out` (atomically).
+    fn write_want(&mut self, out: &std::path::Path) -> Result<(), String> {
+        let installed = self.core.running();
+        let mut releases = Vec::new();
+        let mut installed_image = None;
+        for id in self.core.releases() {
+            let Some(m) = self.core.manifest(&id) else {
+                continue;
+            };
+            if Some(id) == installed.release {
+                installed_image = m
+                    .components
+                    .iter()
+                    .find(|c| c.name == self.node.config.component)
+                    .or_else(|| m.components.first())
+                    .map(|c| c.image_hash);
+            }
+            let (Some(c), Some(held)) = (m.components.first(), self.core.mesh_holdings(&id)) else {
+                continue;
+            };
+            let n = u32::try_from(held.len()).unwrap_or(u32::MAX);
+            let mut r = meshota_sneakernet::WantRelease::new(id, c.chunk_index, n);
+            for i in 0..held.len() {
+                if held.get(i) {
+                    r.set(i);
+                }
+            }
+            releases.push(r);
+        }
+        let w = crate::cmd::bundle::want_list(
+            &self.node.config,
+            crate::cmd::bundle::WantHead {
+                node: self.key.id().to_hex(),
+                trust_version: self.trust.body().version,
+                installed_release: installed.release,
+                installed_image,
+                security_version: installed.security_version.unwrap_or(0),
+            },
+            releases,
+            self.core.reports().map(<[u8]>::to_vec).collect(),
+        );
+        let bytes = w.encode().map_err(|e| e.to_string())?;
+        write_atomic(out, &bytes, 0o644).map_err(|e| e.to_string())
     }
 
     fn publish(
