@@ -65,6 +65,27 @@ pub(crate) struct NodeConfig {
     /// the key encrypted bundles are opened with.
     #[serde(default)]
     pub(crate) bundle: BundleConfig,
+    /// USB station mode (`[station]`): the daemon watches a directory (a
+    /// removable medium's mount point) for bundles and want lists.
+    #[serde(default)]
+    pub(crate) station: Option<StationConfig>,
+}
+
+/// The `[station]` table (docs/daemon.md, "USB station").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StationConfig {
+    /// The directory to watch (the stick's mount point).
+    pub(crate) dir: PathBuf,
+    /// How often to look, in milliseconds (default 1000). A file is taken
+    /// only once its size and time stayed the same for one interval, so a
+    /// copy still in progress is not read.
+    #[serde(default = "default_station_poll_ms")]
+    pub(crate) poll_ms: u64,
+}
+
+const fn default_station_poll_ms() -> u64 {
+    1000
 }
 
 /// The `[bundle]` table. Every field is optional.
@@ -232,6 +253,14 @@ impl NodeConfig {
                 return Err(format!("field `{field}` is empty"));
             }
         }
+        if let Some(st) = &self.station {
+            if !(10..=3_600_000).contains(&st.poll_ms) {
+                return Err("station.poll_ms must be within 10..=3600000".into());
+            }
+            if self.mesh.is_none() {
+                return Err("a [station] needs the [mesh] table: the daemon runs it".into());
+            }
+        }
         if let Some(m) = &self.mesh {
             if m.open != m.allow.is_empty() {
                 return Err(
@@ -297,6 +326,9 @@ impl NodeConfig {
         resolve(base, &mut self.data_dir);
         if let Some(k) = &mut self.bundle.kem_key {
             resolve(base, k);
+        }
+        if let Some(st) = &mut self.station {
+            resolve(base, &mut st.dir);
         }
         if let Some(s) = &mut self.store_dir {
             resolve(base, s);

@@ -73,15 +73,23 @@ fn release(
 
 /// A node config with file slots and the simulated bootloader, no mesh.
 fn offline_node(d: &Path) {
-    let node = d.join("node");
+    field_node(d, "node", "rpi4", "../trust.mota", "v0.mota");
+}
+
+/// A node at `d/NAME` with file slots, the simulated bootloader and no
+/// mesh, trusting `trust` (relative to it), provisioned with `factory`
+/// from the operator's store `d/ops`.
+fn field_node(d: &Path, name: &str, hardware: &str, trust: &str, factory: &str) {
+    let node = d.join(name);
     std::fs::create_dir_all(node.join("state")).unwrap();
     let disk = std::fs::File::create(node.join("disk.img")).unwrap();
-    disk.set_len(2 * 512 * 1024).unwrap();
+    disk.set_len(2 * 1024 * 1024).unwrap();
     std::fs::write(
         node.join("node.toml"),
-        r#"hardware = "rpi4"
+        format!(
+            r#"hardware = "{hardware}"
 channel = "stable"
-trust_root = "../trust.mota"
+trust_root = "{trust}"
 data_dir = "state"
 store_dir = "store"
 
@@ -91,28 +99,30 @@ trial_boots = 2
 
 [device.slot_a]
 path = "disk.img"
-size = 524288
+size = 1048576
 
 [device.slot_b]
 path = "disk.img"
-offset = 524288
+offset = 1048576
 
 [device.boot]
 kind = "simulated"
 records = "state/boot.rec"
-"#,
+"#
+        ),
     )
     .unwrap();
-    // The factory image: 0.9.0 from the operator's store.
+    let cfg = format!("{name}/node.toml");
+    // The factory image, from the operator's store.
     ok(
         d,
         &[
             "slots",
             "provision",
             "--config",
-            "node/node.toml",
+            &cfg,
             "--manifest",
-            "v0.mota",
+            factory,
             "--store",
             "ops",
         ],
@@ -555,4 +565,141 @@ fn an_air_gapped_mesh_converges_from_one_stick_and_the_want_list_trims_the_next(
     assert_eq!(c, Some(1), "{err}");
     assert!(err.contains("replayed"), "{err}");
     assert_eq!(node_status(&tn, 2)["installed"]["version"], "3.0.0");
+}
+
+/// Waits (bounded) for `file` to appear; returns its JSON.
+fn wait_for_json(file: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
+#[test]
+fn a_usb_station_imports_a_bundle_from_the_stick_and_answers_a_want_list() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let tn = d.join("tn");
+    let tns = tn.to_str().unwrap();
+    ok(
+        d,
+        &[
+            "testnet",
+            "up",
+            "--nodes",
+            "2",
+            "--dir",
+            tns,
+            "--base-port",
+            "0",
+            "--image-size",
+            "1",
+        ],
+    );
+    let _guard = Down(tn.clone());
+    // Node 0 becomes a station watching the stick's mount point.
+    let stick = d.join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    let cfg0 = tn.join("node-0/node.toml");
+    ok(d, &["testnet", "down", "--dir", tns]);
+    let mut text = std::fs::read_to_string(&cfg0).unwrap();
+    text.push_str(&format!(
+        "\n[station]\ndir = \"{}\"\npoll_ms = 100\n",
+        stick.display()
+    ));
+    std::fs::write(&cfg0, text).unwrap();
+    ok(d, &["testnet", "up", "--dir", tns]);
+
+    let trust = tn.join("trust.mota");
+    let key = tn.join("keys/release.key");
+    let (trust, key) = (trust.to_str().unwrap(), key.to_str().unwrap());
+    let v1 = image(500_000, 21);
+    let mut v2 = v1.clone();
+    v2[100_000..150_000].copy_from_slice(&image(50_000, 22));
+    std::fs::write(d.join("v1.img"), &v1).unwrap();
+    std::fs::write(d.join("v2.img"), &v2).unwrap();
+    release(
+        d, trust, key, "v1.img", "testnet", "1.0.0", "2", "ops", "v1.mota",
+    );
+    release(
+        d, trust, key, "v2.img", "testnet", "2.0.0", "3", "ops", "v2.mota",
+    );
+
+    // The operator drops v1 and v2 on the stick; the station imports them
+    // and the mesh converges on v2.
+    ok(
+        d,
+        &[
+            "bundle",
+            "export",
+            "--store",
+            "ops",
+            "--release",
+            "v1.mota",
+            "v2.mota",
+            "--trust",
+            trust,
+            "--out",
+            "stick/home.bundle",
+        ],
+    );
+    let r = wait_for_json(&stick.join("home.bundle.result.json"));
+    assert_eq!(r["ok"], true, "{r:#}");
+    wait_all_confirmed(&tn, 2, "2.0.0");
+
+    // A field node on 1.0.0 writes its want list onto the stick; the
+    // station answers with v2 minus what the field holds.
+    field_node(d, "field", "testnet", "../tn/trust.mota", "v1.mota");
+    ok(
+        d,
+        &[
+            "bundle",
+            "want",
+            "--config",
+            "field/node.toml",
+            "--out",
+            "stick/field.want",
+        ],
+    );
+    let r = wait_for_json(&stick.join("field.want.result.json"));
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["reply"], "field.reply.bundle");
+    assert_eq!(r["version"], "2.0.0");
+    assert!(r["export"]["chunks_skipped"].as_u64().unwrap() > 0, "{r:#}");
+    // Back in the field, the reply installs.
+    ok(
+        d,
+        &[
+            "bundle",
+            "import",
+            "--config",
+            "field/node.toml",
+            "stick/field.reply.bundle",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "install",
+            "--config",
+            "field/node.toml",
+            "--manifest",
+            "v2.mota",
+        ],
+    );
+    // A corrupt bundle on the stick is refused with a reason, and the
+    // station does not take it again.
+    let mut bad = std::fs::read(stick.join("home.bundle")).unwrap();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(stick.join("bad.bundle"), &bad).unwrap();
+    let r = wait_for_json(&stick.join("bad.bundle.result.json"));
+    assert_eq!(r["ok"], false, "{r:#}");
+    assert!(!r["error"].as_str().unwrap().is_empty());
 }

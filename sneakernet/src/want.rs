@@ -37,6 +37,9 @@ pub struct WantList {
     pub installed_release: Option<Hash>,
     /// The image hash of that slot (a patch base).
     pub installed_image: Option<Hash>,
+    /// The chunk index of that release: every chunk of it is held (the
+    /// confirmed slot serves them), whether or not `releases` lists it.
+    pub installed_index: Option<Hash>,
     /// Its installed security version.
     pub security_version: u64,
     /// Releases the node knows, with the chunks it or its peers hold.
@@ -169,6 +172,13 @@ impl WantList {
     /// Store I/O other than a missing index.
     pub fn held_hashes<S: ChunkStore + ?Sized>(&self, store: &S) -> Result<HashSet<Hash>> {
         let mut out = HashSet::new();
+        if let Some(id) = &self.installed_index {
+            match store.get_index(id) {
+                Ok(ix) => out.extend(ix.chunks().iter().map(|c| c.hash)),
+                Err(meshota_blobstore::Error::IndexNotFound { .. }) => {}
+                Err(e) => return Err(Error::Store(e)),
+            }
+        }
         for r in &self.releases {
             let index = match store.get_index(&r.index) {
                 Ok(ix) => ix,
@@ -204,6 +214,7 @@ mod tests {
             trust_version: 1,
             installed_release: Some(Hash::of(b"r")),
             installed_image: None,
+            installed_index: None,
             security_version: 3,
             releases: vec![r],
             reports: vec![vec![1, 2, 3]],

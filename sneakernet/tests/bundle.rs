@@ -488,6 +488,7 @@ fn want_list_makes_the_next_bundle_carry_only_what_the_field_lacks() {
         trust_version: 1,
         installed_release: Some(v1.id()),
         installed_image: Some(c.image_hash),
+        installed_index: None,
         security_version: 1,
         releases: vec![held],
         reports: vec![],

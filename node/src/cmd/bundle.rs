@@ -281,9 +281,15 @@ fn export(a: &ExportArgs) -> CmdResult {
     Ok(())
 }
 
-/// The node's installed release and security version, from its device
-/// record and saved slot manifest.
-fn installed_state(node: &Node) -> CmdResult<(u64, Option<Hash>, Option<Hash>)> {
+/// What the node runs, from its device record and saved slot manifest.
+struct InstalledState {
+    security_version: u64,
+    release: Option<Hash>,
+    /// The installed component's image hash and chunk index.
+    component: Option<(Hash, Hash)>,
+}
+
+fn installed_state(node: &Node) -> CmdResult<InstalledState> {
     let mut dev = node.open_device()?;
     let record = dev
         .record()
@@ -299,9 +305,13 @@ fn installed_state(node: &Node) -> CmdResult<(u64, Option<Hash>, Option<Hash>)> 
             .iter()
             .find(|c| c.name == node.config.component)
             .or_else(|| body.components.first())
-            .map(|c| c.image_hash)
+            .map(|c| (c.image_hash, c.chunk_index))
     });
-    Ok((record.security_counter, release, image))
+    Ok(InstalledState {
+        security_version: record.security_counter,
+        release,
+        component: image,
+    })
 }
 
 /// Imports `bundle` into `store`: what both the daemon and the offline
@@ -375,7 +385,7 @@ fn import(a: &ImportArgs) -> CmdResult {
         }
     }
     let trust = node.trust()?;
-    let (sv, _, _) = installed_state(&node)?;
+    let sv = installed_state(&node)?.security_version;
     let key = kem_key.as_deref().map(load_kem_key).transpose()?;
     let store_dir = node.config.store_dir_or_default();
     let store = FsStore::open_or_create(&store_dir).at(&store_dir)?;
@@ -400,11 +410,74 @@ fn import(a: &ImportArgs) -> CmdResult {
         },
     );
     b.finish_and_clear();
-    let answer = match result {
+    let mut answer = match result {
         Ok(i) => imported_json(&i),
         Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
+    if answer["ok"] == true {
+        // A lean bundle (made from this node's want list) leaves out what
+        // the confirmed slot holds: serve it from there, as the daemon does.
+        answer["seeded_chunks"] = json!(seed_confirmed_slot(&node, &store).unwrap_or_else(|e| {
+            eprintln!("note: the confirmed slot was not seeded: {}", e.message);
+            0
+        }));
+    }
     print_import(a.json, &answer, "import")
+}
+
+/// Seeds the confirmed slot's image into `store` (its chunks served in
+/// place), rebuilding its chunk index from the slot when the store lacks
+/// it: the index must hash to the one the slot's signed manifest names,
+/// so nothing unsigned becomes a source. Returns the chunks seeded.
+fn seed_confirmed_slot(node: &Node, store: &FsStore) -> CmdResult<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut dev = node.open_device()?;
+    let record = dev
+        .record()
+        .map_err(|e| node.device_failure("read the install record", &e))?;
+    let path = node.config.slot_manifest_path(record.confirmed);
+    let Ok(bytes) = read_limited(&path, MAX_MANIFEST_BYTES) else {
+        return Ok(0); // nothing meshota installed there
+    };
+    let doc = SignedDocument::<ReleaseManifest>::decode(&bytes).at(&path)?;
+    let body = doc.unverified_body();
+    let Some(c) = body
+        .components
+        .iter()
+        .find(|c| c.name == node.config.component)
+        .or_else(|| body.components.first())
+    else {
+        return Ok(0);
+    };
+    let cfg = &node.config.device;
+    let slot = match record.confirmed {
+        meshota_boot::SlotId::A => &cfg.slot_a,
+        meshota_boot::SlotId::B => &cfg.slot_b,
+    };
+    let index = match store.get_index(&c.chunk_index) {
+        Ok(ix) => ix,
+        Err(_) => {
+            let mut f = std::fs::File::open(&slot.path).at(&slot.path)?;
+            f.seek(SeekFrom::Start(slot.offset)).at(&slot.path)?;
+            let ix = meshota_blobstore::index_reader(
+                std::io::BufReader::with_capacity(1 << 20, f.take(c.size)),
+                &c.chunking,
+            )
+            .at(&slot.path)?;
+            if ix.id().at(&slot.path)? != c.chunk_index {
+                return Err(Failure::file(
+                    &slot.path,
+                    "the confirmed slot does not hold the image its manifest names",
+                ));
+            }
+            store.put_index(&ix).at(&slot.path)?;
+            ix
+        }
+    };
+    let report = store
+        .seed_region(&slot.path, slot.offset, &index)
+        .at(&slot.path)?;
+    Ok(report.chunks)
 }
 
 fn print_import(as_json: bool, answer: &serde_json::Value, who: &str) -> CmdResult {
@@ -662,6 +735,7 @@ pub(crate) struct WantHead {
     pub(crate) trust_version: u64,
     pub(crate) installed_release: Option<Hash>,
     pub(crate) installed_image: Option<Hash>,
+    pub(crate) installed_index: Option<Hash>,
     pub(crate) security_version: u64,
 }
 
@@ -680,6 +754,7 @@ pub(crate) fn want_list(
         trust_version: head.trust_version,
         installed_release: head.installed_release,
         installed_image: head.installed_image,
+        installed_index: head.installed_index,
         security_version: head.security_version,
         releases,
         reports,
@@ -707,7 +782,11 @@ fn want(a: &WantArgs) -> CmdResult {
     }
     // Offline: what this node's own store holds (no peers, no reports).
     let trust = node.trust()?;
-    let (sv, installed_release, installed_image) = installed_state(&node)?;
+    let InstalledState {
+        security_version: sv,
+        release: installed_release,
+        component: installed,
+    } = installed_state(&node)?;
     let store_dir = node.config.store_dir_or_default();
     let store = FsStore::open_or_create(&store_dir).at(&store_dir)?;
     let manifests_dir = node.config.data_dir.join("manifests");
@@ -750,7 +829,8 @@ fn want(a: &WantArgs) -> CmdResult {
             node: node_id,
             trust_version: trust.body().version,
             installed_release,
-            installed_image,
+            installed_image: installed.map(|(image, _)| image),
+            installed_index: installed.map(|(_, index)| index),
             security_version: sv,
         },
         releases,

@@ -12,6 +12,7 @@
 pub(crate) mod control;
 mod discovery;
 mod metrics;
+mod station;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -90,6 +91,8 @@ enum Input {
         seq: u64,
         result: Result<(), String>,
     },
+    /// The USB station found a file to handle.
+    Station(station::Found),
     /// A bundle import (on a blocking thread) finished.
     BundleImported {
         result: Result<meshota_sneakernet::Imported, String>,
@@ -328,6 +331,20 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
     tokio::spawn(accept_loop(endpoint.clone(), tx.clone()));
     for addr in &mesh.peers {
         tokio::spawn(dial_loop(endpoint.clone(), *addr, tx.clone()));
+    }
+    // USB station: files on the stick become inputs.
+    if let Some(cfg) = node.config.station.clone() {
+        let (found_tx, mut found_rx) = mpsc::channel(16);
+        tracing::info!(dir = %cfg.dir.display(), "USB station watching");
+        tokio::spawn(station::watch(cfg, found_tx));
+        let inputs = tx.clone();
+        tokio::spawn(async move {
+            while let Some(f) = found_rx.recv().await {
+                if inputs.send(Input::Station(f)).await.is_err() {
+                    break;
+                }
+            }
+        });
     }
     // LAN discovery: kept alive (and unregistered on drop) until shutdown.
     let _discovery = match &mesh.mdns {
@@ -664,6 +681,18 @@ impl Daemon {
                 let _ = reply.send(answer);
             }
             Input::BundleImported { result, reply } => self.bundle_imported(result, reply),
+            Input::Station(station::Found::Bundle(path)) => {
+                let (reply, answer) = oneshot::channel();
+                let key = self.node.config.bundle.kem_key.clone();
+                self.import_bundle(path.clone(), key, reply);
+                tokio::spawn(async move {
+                    let outcome = answer.await.unwrap_or_else(
+                        |_| json!({"ok": false, "error": "the daemon stopped mid-import"}),
+                    );
+                    station::write_result(&path, &outcome);
+                });
+            }
+            Input::Station(station::Found::Want(path)) => self.station_want(path),
             Input::InstallDone { release, result } => self.install_done(release, result),
             Input::Discovered(found) => self.discovered(found),
             Input::Flushed { seq, result } => self.flushed(seq, result),
@@ -1105,23 +1134,97 @@ impl Daemon {
         let _ = reply.send(answer);
     }
 
+    /// Answers a want list found by the USB station: its reports enter
+    /// the mesh, and the newest complete release newer than the field's
+    /// is written back as `NAME.reply.bundle`, minus what the field holds
+    /// (station.rs has the rules).
+    fn station_want(&mut self, path: PathBuf) {
+        let want = match read_limited(&path, meshota_sneakernet::want::MAX_WANT_BYTES)
+            .map_err(|e| e.to_string())
+            .and_then(|b| meshota_sneakernet::WantList::decode(&b).map_err(|e| e.to_string()))
+        {
+            Ok(w) => w,
+            Err(e) => {
+                station::write_result(&path, &json!({"ok": false, "error": e}));
+                return;
+            }
+        };
+        let now = self.now();
+        for r in &want.reports {
+            self.core.publish_report(now, r.clone());
+        }
+        let newest = self
+            .core
+            .releases()
+            .into_iter()
+            .filter_map(|id| {
+                let m = self.core.manifest(&id)?;
+                let (have, total) = self.core.progress(&id)?;
+                (m.hardware == want.hardware
+                    && m.channel == want.channel
+                    && m.security_version > want.security_version
+                    && have == total)
+                    .then_some((m.security_version, m.clone()))
+            })
+            .max_by_key(|(sv, _)| *sv);
+        let Some((_, manifest)) = newest else {
+            station::write_result(
+                &path,
+                &json!({"ok": true, "reports": want.reports.len(), "reply": null,
+                        "reason": "no complete release newer than the field's"}),
+            );
+            return;
+        };
+        self.flush();
+        let store = self.store.clone();
+        let trust_file = self.node.config.trust_root.clone();
+        tracing::info!(version = %manifest.version, want = %path.display(), "station: writing a reply bundle");
+        tokio::task::spawn_blocking(move || {
+            let out = station::reply_path(&path);
+            let outcome = (|| -> Result<serde_json::Value, String> {
+                let trust =
+                    read_limited(&trust_file, meshota_manifest::limits::MAX_TRUST_ROOT_BYTES)
+                        .map_err(|e| e.to_string())?;
+                let spec = meshota_sneakernet::ExportSpec {
+                    trust_root: Some(&trust),
+                    manifests: vec![manifest.encode().map_err(|e| e.to_string())?],
+                    want: Some(&want),
+                    recipients: Vec::new(),
+                };
+                let report = meshota_sneakernet::export(&*store, &spec, &out, &mut |_| {})
+                    .map_err(|e| e.to_string())?;
+                Ok(json!({
+                    "ok": true,
+                    "reports": want.reports.len(),
+                    "reply": out.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    "version": manifest.version,
+                    "export": report,
+                }))
+            })();
+            let outcome = outcome.unwrap_or_else(|e| json!({"ok": false, "error": e}));
+            station::write_result(&path, &outcome);
+        });
+    }
+
     /// Writes what this node and its peers hold, with the reports it
     /// heard, to `out` (atomically).
     fn write_want(&mut self, out: &std::path::Path) -> Result<(), String> {
         let installed = self.core.running();
         let mut releases = Vec::new();
         let mut installed_image = None;
+        let mut installed_index = None;
         for id in self.core.releases() {
             let Some(m) = self.core.manifest(&id) else {
                 continue;
             };
             if Some(id) == installed.release {
-                installed_image = m
+                let c = m
                     .components
                     .iter()
                     .find(|c| c.name == self.node.config.component)
-                    .or_else(|| m.components.first())
-                    .map(|c| c.image_hash);
+                    .or_else(|| m.components.first());
+                installed_image = c.map(|c| c.image_hash);
+                installed_index = c.map(|c| c.chunk_index);
             }
             let (Some(c), Some(held)) = (m.components.first(), self.core.mesh_holdings(&id)) else {
                 continue;
@@ -1142,6 +1245,7 @@ impl Daemon {
                 trust_version: self.trust.body().version,
                 installed_release: installed.release,
                 installed_image,
+                installed_index,
                 security_version: installed.security_version.unwrap_or(0),
             },
             releases,
