@@ -129,6 +129,14 @@ records = "state/boot.rec"
     );
 }
 
+/// `bundle export ARGS --json`: its report.
+fn export(d: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["bundle", "export"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    serde_json::from_str(&ok(d, &all)).unwrap()
+}
+
 fn setup(d: &Path) {
     init_trust(d, "k/rel.pub");
     std::fs::write(d.join("v0.img"), image(200_000, 3)).unwrap();
@@ -162,11 +170,9 @@ fn a_bundle_carries_a_release_to_a_node_with_no_network_which_installs_it() {
     let d = tempfile::tempdir().unwrap();
     let d = d.path();
     setup(d);
-    ok(
+    export(
         d,
         &[
-            "bundle",
-            "export",
             "--store",
             "ops",
             "--release",
@@ -243,19 +249,7 @@ fn bundle_verify_exits_1_for_a_foreign_trust_root_and_a_truncated_file() {
     let d = tempfile::tempdir().unwrap();
     let d = d.path();
     setup(d);
-    ok(
-        d,
-        &[
-            "bundle",
-            "export",
-            "--store",
-            "ops",
-            "--release",
-            "v1.mota",
-            "--out",
-            "b",
-        ],
-    );
+    export(d, &["--store", "ops", "--release", "v1.mota", "--out", "b"]);
     // Another fleet's trust root.
     std::fs::create_dir_all(d.join("other")).unwrap();
     init_trust(&d.join("other"), "k/rel.pub");
@@ -310,11 +304,9 @@ fn an_encrypted_bundle_opens_with_the_key_named_in_the_node_config() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    ok(
+    export(
         d,
         &[
-            "bundle",
-            "export",
             "--store",
             "ops",
             "--release",
@@ -433,11 +425,9 @@ fn an_air_gapped_mesh_converges_from_one_stick_and_the_want_list_trims_the_next(
     release(
         d, trust, key, "v2.img", "testnet", "2.0.0", "2", "ops", "v2.mota",
     );
-    ok(
+    export(
         d,
         &[
-            "bundle",
-            "export",
             "--store",
             "ops",
             "--release",
@@ -499,26 +489,20 @@ fn an_air_gapped_mesh_converges_from_one_stick_and_the_want_list_trims_the_next(
     release(
         d, trust, key, "v3.img", "testnet", "3.0.0", "3", "ops", "v3.mota",
     );
-    let full: Value = serde_json::from_str(&ok(
+    let full = export(
         d,
         &[
-            "bundle",
-            "export",
             "--store",
             "ops",
             "--release",
             "v3.mota",
             "--out",
             "full.bundle",
-            "--json",
         ],
-    ))
-    .unwrap();
-    let lean: Value = serde_json::from_str(&ok(
+    );
+    let lean = export(
         d,
         &[
-            "bundle",
-            "export",
             "--store",
             "ops",
             "--release",
@@ -529,10 +513,8 @@ fn an_air_gapped_mesh_converges_from_one_stick_and_the_want_list_trims_the_next(
             "want.bin",
             "--out",
             "trip2.bundle",
-            "--json",
         ],
-    ))
-    .unwrap();
+    );
     assert!(lean["chunks_skipped"].as_u64().unwrap() > 0, "{lean:#}");
     assert!(
         lean["bytes"].as_u64().unwrap() * 3 < full["bytes"].as_u64().unwrap(),
@@ -633,11 +615,9 @@ fn a_usb_station_imports_a_bundle_from_the_stick_and_answers_a_want_list() {
 
     // The operator drops v1 and v2 on the stick; the station imports them
     // and the mesh converges on v2.
-    ok(
+    export(
         d,
         &[
-            "bundle",
-            "export",
             "--store",
             "ops",
             "--release",

@@ -417,67 +417,13 @@ fn import(a: &ImportArgs) -> CmdResult {
     if answer["ok"] == true {
         // A lean bundle (made from this node's want list) leaves out what
         // the confirmed slot holds: serve it from there, as the daemon does.
-        answer["seeded_chunks"] = json!(seed_confirmed_slot(&node, &store).unwrap_or_else(|e| {
+        let seeded = node.seed_confirmed_slot(&store).unwrap_or_else(|e| {
             eprintln!("note: the confirmed slot was not seeded: {}", e.message);
-            0
-        }));
+            None
+        });
+        answer["seeded_chunks"] = json!(seeded.map_or(0, |s| s.chunks));
     }
     print_import(a.json, &answer, "import")
-}
-
-/// Seeds the confirmed slot's image into `store` (its chunks served in
-/// place), rebuilding its chunk index from the slot when the store lacks
-/// it: the index must hash to the one the slot's signed manifest names,
-/// so nothing unsigned becomes a source. Returns the chunks seeded.
-fn seed_confirmed_slot(node: &Node, store: &FsStore) -> CmdResult<u64> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut dev = node.open_device()?;
-    let record = dev
-        .record()
-        .map_err(|e| node.device_failure("read the install record", &e))?;
-    let path = node.config.slot_manifest_path(record.confirmed);
-    let Ok(bytes) = read_limited(&path, MAX_MANIFEST_BYTES) else {
-        return Ok(0); // nothing meshota installed there
-    };
-    let doc = SignedDocument::<ReleaseManifest>::decode(&bytes).at(&path)?;
-    let body = doc.unverified_body();
-    let Some(c) = body
-        .components
-        .iter()
-        .find(|c| c.name == node.config.component)
-        .or_else(|| body.components.first())
-    else {
-        return Ok(0);
-    };
-    let cfg = &node.config.device;
-    let slot = match record.confirmed {
-        meshota_boot::SlotId::A => &cfg.slot_a,
-        meshota_boot::SlotId::B => &cfg.slot_b,
-    };
-    let index = match store.get_index(&c.chunk_index) {
-        Ok(ix) => ix,
-        Err(_) => {
-            let mut f = std::fs::File::open(&slot.path).at(&slot.path)?;
-            f.seek(SeekFrom::Start(slot.offset)).at(&slot.path)?;
-            let ix = meshota_blobstore::index_reader(
-                std::io::BufReader::with_capacity(1 << 20, f.take(c.size)),
-                &c.chunking,
-            )
-            .at(&slot.path)?;
-            if ix.id().at(&slot.path)? != c.chunk_index {
-                return Err(Failure::file(
-                    &slot.path,
-                    "the confirmed slot does not hold the image its manifest names",
-                ));
-            }
-            store.put_index(&ix).at(&slot.path)?;
-            ix
-        }
-    };
-    let report = store
-        .seed_region(&slot.path, slot.offset, &index)
-        .at(&slot.path)?;
-    Ok(report.chunks)
 }
 
 fn print_import(as_json: bool, answer: &serde_json::Value, who: &str) -> CmdResult {

@@ -585,66 +585,33 @@ impl Daemon {
         Ok(())
     }
 
-    /// Serves the confirmed slot's image in place: its chunks (checked
-    /// against the installed release's signed index) count as held without
-    /// a copy in the store. The other slot, which the next install
-    /// overwrites, is never a seed. Best effort: a slot that cannot be read
-    /// or whose index the store lacks is logged and skipped.
+    /// Serves the confirmed slot's image in place (`Node::seed_confirmed_slot`):
+    /// its chunks count as held without a copy in the store. Best effort: a
+    /// slot that cannot be read is logged and skipped.
     fn seed_active_slot(&mut self) {
         let node = self.node.clone();
         let store = self.store.clone();
-        let component = node.config.component.clone();
         let result = tokio::task::block_in_place(
             move || -> Result<Option<(String, Vec<Hash>, u64)>, String> {
-                let mut dev = node.open_device().map_err(|f| f.message)?;
-                let record = dev.record().map_err(|e| e.to_string())?;
-                let active = record.confirmed;
-                let cfg = &node.config.device;
-                let (slot, other) = match active {
-                    meshota_boot::SlotId::A => (&cfg.slot_a, &cfg.slot_b),
-                    meshota_boot::SlotId::B => (&cfg.slot_b, &cfg.slot_a),
-                };
-                // One file holding both slots is re-seeded as a whole below.
-                if other.path != slot.path {
-                    store.unseed(&other.path).map_err(|e| e.to_string())?;
-                }
-                let path = node.config.slot_manifest_path(active);
-                let Ok(bytes) = read_limited(&path, MAX_MANIFEST_BYTES) else {
-                    store.unseed(&slot.path).map_err(|e| e.to_string())?;
+                let Some(seeded) = node.seed_confirmed_slot(&store).map_err(|f| f.message)? else {
                     return Ok(None); // nothing installed there by meshota
                 };
-                let doc =
-                    SignedDocument::<ReleaseManifest>::decode(&bytes).map_err(|e| e.to_string())?;
-                let body = doc.unverified_body();
-                let Some(c) = body
-                    .components
-                    .iter()
-                    .find(|c| c.name == component)
-                    .or_else(|| body.components.first())
-                else {
-                    return Ok(None);
-                };
-                let index = store
-                    .get_index(&c.chunk_index)
-                    .map_err(|e| format!("index of the installed release: {e}"))?;
-                let report = store
-                    .seed_region(&slot.path, slot.offset, &index)
-                    .map_err(|e| e.to_string())?;
                 // The store's own `missing`: each distinct chunk looked up once,
                 // and a metadata error reported rather than read as "absent".
                 let missing: std::collections::BTreeSet<Hash> = store
-                    .missing(&index)
+                    .missing(&seeded.index)
                     .map_err(|e| e.to_string())?
                     .into_iter()
                     .map(|c| c.hash)
                     .collect();
-                let held: Vec<Hash> = index
+                let held: Vec<Hash> = seeded
+                    .index
                     .chunks()
                     .iter()
                     .map(|c| c.hash)
                     .filter(|h| !missing.contains(h))
                     .collect();
-                Ok(Some((active.name().to_string(), held, report.chunks)))
+                Ok(Some((seeded.slot.name().to_string(), held, seeded.chunks)))
             },
         );
         match result {
