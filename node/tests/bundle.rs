@@ -360,6 +360,29 @@ impl Drop for Down {
     }
 }
 
+/// `testnet up` of `nodes` nodes in `d/tn` on free ports with 1 MiB
+/// slots; the guard stops it when the test ends.
+fn testnet_up(d: &Path, nodes: usize) -> (PathBuf, Down) {
+    let tn = d.join("tn");
+    let n = nodes.to_string();
+    ok(
+        d,
+        &[
+            "testnet",
+            "up",
+            "--nodes",
+            &n,
+            "--dir",
+            tn.to_str().unwrap(),
+            "--base-port",
+            "0",
+            "--image-size",
+            "1",
+        ],
+    );
+    (tn.clone(), Down(tn))
+}
+
 fn node_status(dir: &Path, i: usize) -> Value {
     let cfg = dir.join(format!("node-{i}/node.toml"));
     serde_json::from_str(&ok(
@@ -397,24 +420,7 @@ fn wait_all_confirmed(dir: &Path, nodes: usize, version: &str) {
 fn an_air_gapped_mesh_converges_from_one_stick_and_the_want_list_trims_the_next() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let tn = d.join("tn");
-    let tns = tn.to_str().unwrap();
-    ok(
-        d,
-        &[
-            "testnet",
-            "up",
-            "--nodes",
-            "3",
-            "--dir",
-            tns,
-            "--base-port",
-            "0",
-            "--image-size",
-            "1",
-        ],
-    );
-    let _guard = Down(tn.clone());
+    let (tn, _guard) = testnet_up(d, 3);
     let trust = tn.join("trust.mota");
     let key = tn.join("keys/release.key");
     let (trust, key) = (trust.to_str().unwrap(), key.to_str().unwrap());
@@ -567,24 +573,8 @@ fn wait_for_json(file: &Path) -> Value {
 fn a_usb_station_imports_a_bundle_from_the_stick_and_answers_a_want_list() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let tn = d.join("tn");
+    let (tn, _guard) = testnet_up(d, 2);
     let tns = tn.to_str().unwrap();
-    ok(
-        d,
-        &[
-            "testnet",
-            "up",
-            "--nodes",
-            "2",
-            "--dir",
-            tns,
-            "--base-port",
-            "0",
-            "--image-size",
-            "1",
-        ],
-    );
-    let _guard = Down(tn.clone());
     // Node 0 becomes a station watching the stick's mount point.
     let stick = d.join("stick");
     std::fs::create_dir_all(&stick).unwrap();
