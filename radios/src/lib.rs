@@ -23,7 +23,8 @@
 //!
 //! # What it does not do
 //! It depends on no other meshota crate and knows nothing of manifests or
-//! chunks.
+//! chunks; the protocol that uses these pieces (announcements, fetches,
+//! multi-hop) belongs to the mesh core and is not built yet.
 //!
 //! # Where to start reading
 //! [`lora`], then [`region`] and [`dutycycle`].
