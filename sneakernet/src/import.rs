@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use meshota_blobstore::{ChunkIndex, ChunkStore};
+use meshota_blobstore::{ChunkIndex, ChunkStore, SentChunk};
 use meshota_manifest::fs::write_atomic;
 use meshota_manifest::{Hash, ReleaseManifest, SignedDocument};
 use serde::Serialize;
@@ -147,12 +147,13 @@ pub fn import<S: ChunkStore + ?Sized>(
     let mut manifests: Vec<(Hash, Vec<u8>)> = Vec::new();
     let mut indexes: Vec<(Hash, Vec<u8>)> = Vec::new();
     let mut chunks = Vec::new();
-    let mut batch: Vec<(Hash, Vec<u8>)> = Vec::new();
+    let mut batch: Vec<SentChunk> = Vec::new();
     let mut batch_bytes = 0usize;
     let mut new_chunks = 0u64;
-    let mut commit = |batch: &mut Vec<(Hash, Vec<u8>)>| -> Result<()> {
-        let refs: Vec<(Hash, &[u8])> = batch.iter().map(|(h, b)| (*h, b.as_slice())).collect();
-        let report = target.store.put_batch(&refs).map_err(Error::Store)?;
+    // Chunks are kept in the form they travelled in (no second compression);
+    // the store checks each again before it keeps it.
+    let mut commit = |batch: &mut Vec<SentChunk>| -> Result<()> {
+        let report = target.store.put_sent_batch(batch).map_err(Error::Store)?;
         new_chunks += report.new_chunks;
         batch.clear();
         Ok(())
@@ -163,10 +164,10 @@ pub fn import<S: ChunkStore + ?Sized>(
             Item::TrustRoot(_) => {}
             Item::Manifest(bytes) => manifests.push((record.id, bytes)),
             Item::Index(bytes) => indexes.push((record.id, bytes)),
-            Item::Chunk(raw) => {
+            Item::Chunk { sent, .. } => {
                 chunks.push(record.id);
-                batch_bytes += raw.len();
-                batch.push((record.id, raw));
+                batch_bytes += sent.bytes.len();
+                batch.push(sent);
                 if batch_bytes >= BATCH_BYTES {
                     commit(&mut batch)?;
                     batch_bytes = 0;

@@ -1,12 +1,10 @@
 //! Joining bundles: every record of every input, each id once, in kind
-//! order. Each input is read (and checked by the reader) once per record
+//! order, chunks in the form they were carried. Each input is read (and checked by the reader) once per record
 //! kind, so memory stays one record plus the set of ids written.
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
-
-use meshota_blobstore::SentChunk;
 
 use crate::crypt::{DecryptionKey, RecipientKey};
 use crate::error::{Error, Result};
@@ -46,7 +44,7 @@ pub fn merge(
                     Item::TrustRoot(b) => w.trust_root(b)?,
                     Item::Manifest(b) => w.manifest(b)?,
                     Item::Index(b) => w.index(b)?,
-                    Item::Chunk(raw) => w.chunk(&SentChunk::encode(rec.id, raw))?,
+                    Item::Chunk { sent, .. } => w.chunk(sent)?,
                 };
                 written += u64::from(new);
             }

@@ -37,8 +37,14 @@ pub enum Item {
     Manifest(Vec<u8>),
     /// An encoded chunk index.
     Index(Vec<u8>),
-    /// A chunk's raw content (hashes to the record id).
-    Chunk(Vec<u8>),
+    /// A chunk: its raw content (hashes to the record id) and the form it
+    /// travelled in (what a store keeps at rest).
+    Chunk {
+        /// The content.
+        raw: Vec<u8>,
+        /// As carried: maybe zstd, with its id and length.
+        sent: SentChunk,
+    },
 }
 
 /// One record read from a bundle.
@@ -64,7 +70,7 @@ impl Record {
             Item::TrustRoot(_) => RecordKind::TrustRoot,
             Item::Manifest(_) => RecordKind::Manifest,
             Item::Index(_) => RecordKind::ChunkIndex,
-            Item::Chunk(_) => RecordKind::Chunk,
+            Item::Chunk { .. } => RecordKind::Chunk,
         }
     }
 }
@@ -275,13 +281,13 @@ impl<R: Read> BundleReader<R> {
             return Err(self.malformed(start, format!("{kind} {} appears twice", id.short())));
         }
         let item = match kind {
-            RecordKind::Chunk => Item::Chunk(open_chunk(&id, &payload).ok_or_else(|| {
-                if payload.len() < CHUNK_PREFIX_LEN || payload[0] > 1 {
-                    self.malformed(start, "chunk record prefix is malformed")
-                } else {
-                    Error::corrupt(kind, &id)
-                }
-            })?),
+            RecordKind::Chunk => {
+                let Some(sent) = sent_chunk(&id, &payload) else {
+                    return Err(self.malformed(start, "chunk record prefix is malformed"));
+                };
+                let raw = sent.open().map_err(|_| Error::corrupt(kind, &id))?;
+                Item::Chunk { raw, sent }
+            }
             _ if Hash::of(&payload) != id => return Err(Error::corrupt(kind, &id)),
             RecordKind::TrustRoot => Item::TrustRoot(payload),
             RecordKind::Manifest => Item::Manifest(payload),
@@ -338,20 +344,17 @@ impl<R: Read> BundleReader<R> {
     }
 }
 
-/// A chunk record's raw content, if its prefix is well formed and it
-/// decodes (bounded by its stated length) to bytes hashing to `id`.
-fn open_chunk(id: &Hash, payload: &[u8]) -> Option<Vec<u8>> {
-    let (&flags, rest) = payload.split_first()?;
-    if flags > 1 || rest.len() < 4 {
+/// A chunk record's payload as the store's sent form, if its prefix is
+/// well formed (flags 0 or 1, a length); its content is not checked here.
+fn sent_chunk(id: &Hash, payload: &[u8]) -> Option<SentChunk> {
+    if payload.len() < CHUNK_PREFIX_LEN || payload[0] > 1 {
         return None;
     }
-    let raw_len = u32::from_le_bytes(rest[..4].try_into().ok()?);
-    SentChunk {
+    let raw_len = u32::from_le_bytes(payload[1..5].try_into().ok()?);
+    Some(SentChunk {
         hash: *id,
         raw_len,
-        compressed: flags == 1,
-        bytes: rest[4..].to_vec(),
-    }
-    .open()
-    .ok()
+        compressed: payload[0] == 1,
+        bytes: payload[CHUNK_PREFIX_LEN..].to_vec(),
+    })
 }

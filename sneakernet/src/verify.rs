@@ -144,7 +144,7 @@ impl<'a> Checker<'a> {
             Item::TrustRoot(bytes) => self.trust_root(bytes),
             Item::Manifest(bytes) => self.manifest(&record.id, bytes),
             Item::Index(bytes) => self.index(&record.id, bytes),
-            Item::Chunk(raw) => self.chunk(&record.id, raw),
+            Item::Chunk { raw, .. } => self.chunk(&record.id, raw),
         }
     }
 

@@ -589,7 +589,7 @@ fn inspect(a: &InspectArgs) -> CmdResult {
                     trust_roots.push(d.unverified_body().version);
                 }
             }
-            meshota_sneakernet::Item::Chunk(raw) => chunk_bytes += raw.len() as u64,
+            meshota_sneakernet::Item::Chunk { raw, .. } => chunk_bytes += raw.len() as u64,
             meshota_sneakernet::Item::Index(_) => {}
         }
     }
