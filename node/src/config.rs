@@ -168,6 +168,27 @@ pub(crate) struct MeshConfig {
     /// LAN discovery over mDNS/DNS-SD; off when the table is absent.
     #[serde(default)]
     pub(crate) mdns: Option<MdnsConfig>,
+    /// Admission by device certificate (`[mesh.certificates]`): peers
+    /// whose certificate chains to the fleet's root CA, is valid now, is
+    /// not revoked, and names the key they proved. Instead of `allow`.
+    #[serde(default)]
+    pub(crate) certificates: Option<CertificatesConfig>,
+}
+
+/// The `[mesh.certificates]` table: provisioned fleets' admission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificatesConfig {
+    /// The fleet's root CA certificate (PEM): the trust anchor.
+    pub(crate) root: PathBuf,
+    /// This node's chain (PEM): its device certificate, then the
+    /// intermediate, as `meshota provision sign` writes it. Its device
+    /// certificate must name `device_key`.
+    pub(crate) chain: PathBuf,
+    /// The intermediate's revocation list (PEM or DER), re-read when the
+    /// file changes; devices on it are refused.
+    #[serde(default)]
+    pub(crate) crl: Option<PathBuf>,
 }
 
 /// The `[mesh.mdns]` table. Its presence turns discovery on.
@@ -262,9 +283,13 @@ impl NodeConfig {
             }
         }
         if let Some(m) = &self.mesh {
-            if m.open != m.allow.is_empty() {
+            let rules = usize::from(m.open)
+                + usize::from(!m.allow.is_empty())
+                + usize::from(m.certificates.is_some());
+            if rules != 1 {
                 return Err(
-                    "in [mesh], give exactly one of `open = true` (testnets) or `allow = [key ids]`"
+                    "in [mesh], give exactly one of `open = true` (testnets), `allow = [key ids]` \
+                     or a [mesh.certificates] table"
                         .to_string(),
                 );
             }
@@ -318,6 +343,13 @@ impl NodeConfig {
     fn resolve_paths(&mut self, base: &Path) {
         if let Some(m) = &mut self.mesh {
             resolve(base, &mut m.device_key);
+            if let Some(c) = &mut m.certificates {
+                resolve(base, &mut c.root);
+                resolve(base, &mut c.chain);
+                if let Some(crl) = &mut c.crl {
+                    resolve(base, crl);
+                }
+            }
             if let Some(c) = &mut m.control_socket {
                 resolve(base, c);
             }
@@ -504,6 +536,21 @@ timeout_ms = 5000
         assert!(m.interfaces.is_empty());
         let c = NodeConfig::parse(&format!("{FULL}{MESH}"), Path::new("/")).unwrap();
         assert_eq!(c.mesh.unwrap().mdns, None);
+    }
+
+    #[test]
+    fn certificate_admission_replaces_open_and_allow_and_resolves_its_paths() {
+        let certs = "[mesh.certificates]\nroot = \"ca/root.crt\"\nchain = \"device.crt\"\n";
+        // With `open = true` as well: two rules, refused.
+        let err =
+            NodeConfig::parse(&format!("{FULL}{MESH}{certs}"), Path::new("/etc/m")).unwrap_err();
+        assert!(err.contains("exactly one of"), "{err}");
+        let alone = format!("{FULL}{}{certs}", MESH.replace("open = true\n", ""));
+        let c = NodeConfig::parse(&alone, Path::new("/etc/m")).unwrap();
+        let cc = c.mesh.unwrap().certificates.unwrap();
+        assert_eq!(cc.root, Path::new("/etc/m/ca/root.crt"));
+        assert_eq!(cc.chain, Path::new("/etc/m/device.crt"));
+        assert_eq!(cc.crl, None);
     }
 
     #[test]

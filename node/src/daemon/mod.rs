@@ -9,6 +9,7 @@
 //! its chunks are served from memory. After a crash the core restarts from
 //! what the store holds, so verified chunks are never fetched twice.
 
+mod admission;
 pub(crate) mod control;
 mod discovery;
 mod metrics;
@@ -238,8 +239,13 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
     }
     let (installed, installed_version) = load_state(&node)?;
 
+    let mut certificates = Vec::new();
     let admission = if mesh.open {
         Admission::Open
+    } else if let Some(cfg) = &mesh.certificates {
+        let (policy, own) = admission::CertificateAdmission::load(cfg, key.public())?;
+        certificates = own;
+        Admission::Policy(Arc::new(policy))
     } else {
         let mut set = std::collections::BTreeSet::new();
         for id in &mesh.allow {
@@ -252,10 +258,11 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         Admission::AllowList(set)
     };
     let endpoint = Arc::new(
-        QuicEndpoint::bind(
+        QuicEndpoint::bind_presenting(
             mesh.listen,
             (*key).clone(),
             node.config.hardware.clone(),
+            certificates,
             admission,
         )
         .map_err(|e| Failure::file(&node.path, format!("cannot listen on {}: {e}", mesh.listen)))?,
@@ -452,6 +459,13 @@ async fn dial_loop(ep: Arc<QuicEndpoint>, addr: std::net::SocketAddr, tx: mpsc::
                 let _ = done_rx.await;
                 backoff = Duration::from_millis(200);
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e @ meshota_mesh::quic::QuicError::NotAdmitted { .. }) => {
+                // The peer answered and proved its key, but this node's
+                // admission rule refuses it: an operator wants to know.
+                tracing::warn!(%addr, "dialled peer refused: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(e) => {
                 tracing::debug!(%addr, "dial failed: {e}");
