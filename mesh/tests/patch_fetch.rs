@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Keys, Net, Published, image, keys, publish};
+use common::{Behaviour, Keys, Net, Published, image, keys, publish};
 use meshota_blobstore::patch::{PatchIndex, PatchOptions, PieceRef, create_patch};
 use meshota_blobstore::{ChunkStore, DEFAULT_PARAMS, MemStore, ingest};
 use meshota_manifest::{
@@ -338,4 +338,39 @@ fn patch_nobody_serves_falls_back_to_chunks_after_the_stall_timeout() {
     assert_eq!(st.patch_fallbacks, 1, "{st:?}");
     let stall = 2 * Limits::DEFAULT.request_timeout_ms;
     assert!(net.now.0 > stall, "waited for the index first");
+}
+
+#[test]
+fn peer_serving_corrupt_pieces_is_penalised_and_the_pieces_come_from_an_honest_one() {
+    let (k, img, v1) = v1();
+    let new = next(&img);
+    let p = publish_patched(&k, &img, &img, &new, Tamper::None);
+    let mut net = net_on(&k, 3, &v1, &img, &p, true);
+    // Node 2 is a second origin, honest; node 0 flips a byte of everything
+    // it serves.
+    net.seed_release(2, &p.release);
+    let now = net.now;
+    for (h, d) in &p.blobs {
+        net.nodes[2].store.insert(*h, d.clone());
+    }
+    net.nodes[2]
+        .core
+        .add_patch_index(now, &p.blobs[&p.patch])
+        .unwrap();
+    net.nodes[2].core.add_chunks(now, p.blobs.keys().copied());
+    net.nodes[0].behaviour = Behaviour::CorruptChunks;
+    net.connect(0, 1);
+    net.connect(2, 1);
+    assert!(net.run_until(2_000_000, 600_000, |n| {
+        n.nodes[1].installed.contains(&p.release.id)
+    }));
+    assert_eq!(net.assemble(1, &p.release), new);
+    let st = *net.nodes[1].core.stats();
+    assert!(st.corrupt_chunks >= 1, "{st:?}");
+    assert!(st.patch_bytes_fetched > 0, "{st:?}");
+    assert_eq!(net.nodes[1].pieces_failed, 0);
+    assert!(
+        st.patch_bytes_fetched + st.chunk_bytes_fetched < p.new_chunk_bytes / 4,
+        "{st:?}"
+    );
 }

@@ -988,13 +988,21 @@ impl Daemon {
         let node = self.node.clone();
         let store = self.store.clone();
         let tx = self.inputs.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = patch::apply(&node, &store, &manifest, patch);
-            let _ = tx.blocking_send(Input::PatchDone {
-                release,
-                patch,
-                result,
-            });
+        let task =
+            tokio::task::spawn_blocking(move || patch::apply(&node, &store, &manifest, patch));
+        // Awaited apart, so a task that fails still reports: the core
+        // defers the patch's chunks until it hears back.
+        tokio::spawn(async move {
+            let result = task
+                .await
+                .unwrap_or_else(|e| Err(format!("the patch task failed: {e}")));
+            let _ = tx
+                .send(Input::PatchDone {
+                    release,
+                    patch,
+                    result,
+                })
+                .await;
         });
     }
 
