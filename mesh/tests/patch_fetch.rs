@@ -374,3 +374,52 @@ fn peer_serving_corrupt_pieces_is_penalised_and_the_pieces_come_from_an_honest_o
         "{st:?}"
     );
 }
+
+#[test]
+fn restarted_node_holding_the_pieces_applies_them_without_fetching_again() {
+    let (k, img, v1) = v1();
+    let new = next(&img);
+    let p = publish_patched(&k, &img, &img, &new, Tamper::None);
+    let mut net = net_on(&k, 2, &v1, &img, &p, true);
+    // Node 1 fetched the patch before a restart: its store holds the index
+    // and the pieces, and a fresh core is fed them as the daemon does.
+    let now = net.now;
+    let n1 = &mut net.nodes[1];
+    for (h, d) in &p.blobs {
+        n1.store.insert(*h, d.clone());
+    }
+    let held: Vec<Hash> = n1.store.keys().copied().collect();
+    let mut fresh = Net::with_installed(
+        2,
+        &k.trust,
+        "rpi4",
+        Limits::DEFAULT,
+        Installed {
+            release: Some(v1.id),
+            security_version: Some(1),
+            image_hash: Some(v1.image_hash),
+        },
+    )
+    .nodes
+    .remove(1);
+    fresh.store = std::mem::take(&mut n1.store);
+    fresh.base = Some(img.clone());
+    fresh
+        .core
+        .add_release(now, &v1.manifest, Some(&v1.index))
+        .unwrap();
+    fresh
+        .core
+        .add_release(now, &p.release.manifest, Some(&p.release.index))
+        .unwrap();
+    fresh.core.add_patch_index(now, &p.blobs[&p.patch]).unwrap();
+    fresh.core.add_chunks(now, held);
+    net.nodes[1] = fresh;
+    net.connect(0, 1);
+    run_until_installed(&mut net, p.release.id);
+    assert_eq!(net.assemble(1, &p.release), new);
+    let st = *net.nodes[1].core.stats();
+    assert_eq!(st.patch_bytes_fetched, 0, "{st:?}");
+    assert_eq!(net.nodes[1].patches_applied, 1);
+    assert!(st.patch_chunks_produced > 0, "{st:?}");
+}
