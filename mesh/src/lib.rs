@@ -49,6 +49,7 @@ mod config;
 mod error;
 pub mod event;
 mod node;
+mod patch;
 mod peer;
 mod release;
 mod rng;

@@ -13,6 +13,7 @@ mod admission;
 pub(crate) mod control;
 mod discovery;
 mod metrics;
+mod patch;
 mod station;
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,6 +100,21 @@ enum Input {
         result: Result<meshota_sneakernet::Imported, String>,
         reply: oneshot::Sender<serde_json::Value>,
     },
+    /// A patch was applied (or could not be).
+    PatchDone {
+        release: Hash,
+        patch: Hash,
+        result: Result<patch::Applied, String>,
+    },
+}
+
+/// Patch counters for the status object (the core counts fetches).
+#[derive(Default)]
+struct PatchCounters {
+    pieces_applied: u64,
+    pieces_failed: u64,
+    chunks_produced: u64,
+    last_error: Option<String>,
 }
 
 enum InstallResult {
@@ -161,6 +177,7 @@ struct Daemon {
     mdns_instance: Option<String>,
     /// Peers found over mDNS that this node dials, by instance name.
     discovered: BTreeMap<String, Dialled>,
+    patches: PatchCounters,
 }
 
 /// A discovered peer and the dialer that keeps a connection to it.
@@ -204,14 +221,26 @@ fn load_state(node: &Node) -> CmdResult<(Installed, Option<String>)> {
         .as_ref()
         .map(|i| i.version.clone());
     let path = node.config.slot_manifest_path(slot);
-    let release = read_limited(&path, MAX_MANIFEST_BYTES)
+    let doc = read_limited(&path, MAX_MANIFEST_BYTES)
         .ok()
-        .and_then(|b| SignedDocument::<ReleaseManifest>::decode(&b).ok())
-        .map(|d| d.id());
+        .and_then(|b| SignedDocument::<ReleaseManifest>::decode(&b).ok());
+    let release = doc.as_ref().map(SignedDocument::id);
+    // The confirmed slot's image: the base a listed patch must be from.
+    // (A slot that does not hold it is caught when a patch is applied:
+    // the base is hashed first.)
+    let image_hash = doc.as_ref().and_then(|d| {
+        let body = d.unverified_body();
+        body.components
+            .iter()
+            .find(|c| c.name == node.config.component)
+            .or_else(|| body.components.first())
+            .map(|c| c.image_hash)
+    });
     Ok((
         Installed {
             release,
             security_version: Some(record.security_counter),
+            image_hash,
         },
         version,
     ))
@@ -318,6 +347,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         endpoint: endpoint.clone(),
         mdns_instance: None,
         discovered: BTreeMap::new(),
+        patches: PatchCounters::default(),
     };
     d.load_store()?;
     d.seed_active_slot();
@@ -591,6 +621,21 @@ impl Daemon {
                 }
             }
         }
+        // Patch indexes held (published here, or fetched before a restart).
+        let patch_ids: Vec<Hash> = self
+            .core
+            .releases()
+            .iter()
+            .filter_map(|id| self.core.manifest(id))
+            .flat_map(|m| m.patches.iter().map(|p| p.patch))
+            .collect();
+        for id in patch_ids {
+            if let Ok(bytes) = self.store.get(&id) {
+                if let Err(e) = self.core.add_patch_index(now, &bytes) {
+                    tracing::warn!(patch = %id.short(), "not loaded: {e}");
+                }
+            }
+        }
         let chunks = self.store.list().at(&self.store_dir)?;
         let n = chunks.len();
         self.core
@@ -677,6 +722,11 @@ impl Daemon {
             Input::InstallDone { release, result } => self.install_done(release, result),
             Input::Discovered(found) => self.discovered(found),
             Input::Flushed { seq, result } => self.flushed(seq, result),
+            Input::PatchDone {
+                release,
+                patch,
+                result,
+            } => self.patch_done(release, patch, result),
         }
     }
 
@@ -858,6 +908,7 @@ impl Daemon {
                 }
             }
             Action::InstallReady { release } => self.start_install(release),
+            Action::ApplyPatch { release, patch } => self.start_patch(release, patch),
             Action::ReportReceived { bytes } => {
                 if let Ok(doc) = SignedDocument::<NodeReport>::decode(&bytes) {
                     let r = doc.unverified_body();
@@ -943,6 +994,73 @@ impl Daemon {
             }
             self.flush_in_background();
         }
+    }
+
+    /// Applies a patch on a blocking thread once every fetched piece is
+    /// durable; [`Input::PatchDone`] reports.
+    fn start_patch(&mut self, release: Hash, patch: Hash) {
+        self.flush();
+        let Some(m) = self.core.manifest(&release) else {
+            return;
+        };
+        let manifest = ReleaseManifest::clone(m);
+        tracing::info!(release = %release.short(), patch = %patch.short(), "applying a patch against the active slot");
+        let node = self.node.clone();
+        let store = self.store.clone();
+        let tx = self.inputs.clone();
+        let task =
+            tokio::task::spawn_blocking(move || patch::apply(&node, &store, &manifest, patch));
+        // Awaited apart, so a task that fails still reports: the core
+        // defers the patch's chunks until it hears back.
+        tokio::spawn(async move {
+            let result = task
+                .await
+                .unwrap_or_else(|e| Err(format!("the patch task failed: {e}")));
+            let _ = tx
+                .send(Input::PatchDone {
+                    release,
+                    patch,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn patch_done(&mut self, release: Hash, patch: Hash, result: Result<patch::Applied, String>) {
+        let produced = match result {
+            Ok(a) => {
+                self.patches.pieces_applied += a.pieces_applied;
+                self.patches.pieces_failed += a.failures.len() as u64;
+                self.patches.chunks_produced += a.chunks_produced;
+                for f in &a.failures {
+                    tracing::warn!(patch = %patch.short(), "{f}; its chunks are fetched plainly");
+                }
+                if let Some(f) = a.failures.last() {
+                    self.patches.last_error = Some(f.clone());
+                }
+                tracing::info!(
+                    patch = %patch.short(),
+                    pieces = a.pieces_applied,
+                    chunks = a.chunks_produced,
+                    "patch applied"
+                );
+                a.held
+            }
+            Err(e) => {
+                tracing::warn!(patch = %patch.short(), "patch not applied: {e}; fetching chunks instead");
+                self.patches.last_error = Some(e);
+                Vec::new()
+            }
+        };
+        let now = self.now();
+        self.core.handle(
+            now,
+            Event::PatchApplied {
+                release,
+                patch,
+                produced,
+            },
+        );
     }
 
     fn start_install(&mut self, release: Hash) {
@@ -1041,7 +1159,11 @@ impl Daemon {
                 Ok(()) => json!({"ok": true}),
                 Err(e) => json!({"ok": false, "error": e}),
             },
-            Request::Publish { manifest, image } => match self.publish(&manifest, &image) {
+            Request::Publish {
+                manifest,
+                image,
+                patch_store,
+            } => match self.publish(&manifest, &image, patch_store.as_deref()) {
                 Ok(id) => json!({"ok": true, "release": id.to_hex()}),
                 Err(e) => json!({"ok": false, "error": e}),
             },
@@ -1240,6 +1362,7 @@ impl Daemon {
         &mut self,
         manifest: &std::path::Path,
         image: &std::path::Path,
+        patch_store: Option<&std::path::Path>,
     ) -> Result<Hash, String> {
         let bytes = read_limited(manifest, MAX_MANIFEST_BYTES).map_err(|e| e.to_string())?;
         let doc = SignedDocument::<ReleaseManifest>::decode(&bytes)
@@ -1271,6 +1394,17 @@ impl Daemon {
             .map_err(|e| format!("pinning the release: {e}"))?;
         self.core
             .add_chunks(now, report.index.chunks().iter().map(|c| c.hash));
+        if let Some(from) = patch_store {
+            let body = doc.unverified_body().clone();
+            let store = self.store.clone();
+            let copied = tokio::task::block_in_place(|| patch::import(&store, from, &body))?;
+            for p in copied {
+                self.core
+                    .add_patch_index(now, &p.index)
+                    .map_err(|e| format!("{}: {e}", from.display()))?;
+                self.core.add_chunks(now, p.blobs);
+            }
+        }
         tracing::info!(release = %id.short(), "published");
         Ok(id)
     }
@@ -1352,6 +1486,13 @@ impl Daemon {
             "bytes_in": stats.bytes_received,
             "bytes_out": stats.bytes_sent,
             "chunk_bytes_fetched": stats.chunk_bytes_fetched,
+            "patch_bytes_fetched": stats.patch_bytes_fetched,
+            "patch_blobs_fetched": stats.patch_blobs_fetched,
+            "patch_pieces_applied": self.patches.pieces_applied,
+            "patch_pieces_failed": self.patches.pieces_failed,
+            "patch_chunks_produced": self.patches.chunks_produced,
+            "patch_fallbacks": stats.patch_fallbacks,
+            "patch_last_error": self.patches.last_error,
             "chunks_fetched": stats.chunks_fetched,
             "chunks_served": stats.chunks_served,
             "busy_answers": stats.busy_answers,
