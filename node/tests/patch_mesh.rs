@@ -373,3 +373,39 @@ fn patch_made_from_another_base_never_installs_and_the_install_completes_by_plai
         "{s:#}"
     );
 }
+
+#[test]
+fn publish_refuses_a_patch_store_whose_patch_is_not_from_the_listed_base() {
+    let d = tempfile::tempdir().unwrap();
+    let net = Net::up(d.path());
+    let (v1, r1, _) = release_with_patch(&net, d.path());
+    // The honest patch, listed under another image's hash.
+    let bad = d.path().join("r1-relisted.mota");
+    net.resign(&r1, &bad, |m| {
+        m.patches[0].base_image_hash = Hash::of(b"some other image");
+    });
+    let o = run(&[
+        "node",
+        "publish",
+        "--config",
+        net.config(0).to_str().unwrap(),
+        "--manifest",
+        bad.to_str().unwrap(),
+        "--image",
+        v1.to_str().unwrap(),
+        "--patch-store",
+        net.pub_store().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("base"), "{err}");
+    let s = net.status(0);
+    let id = SignedDocument::<ReleaseManifest>::decode(&std::fs::read(&bad).unwrap())
+        .unwrap()
+        .id()
+        .to_hex();
+    assert!(
+        !s["releases"].as_array().unwrap().iter().any(|r| r == &id),
+        "not announced: {s:#}"
+    );
+}

@@ -1384,6 +1384,17 @@ impl Daemon {
         })
         .map_err(|e| format!("{}: {e}", image.display()))?;
         let index_bytes = report.index.encode().map_err(|e| e.to_string())?;
+        // Patch blobs first, checked against the manifest and the index, so
+        // a bad patch store refuses the publish before the release is
+        // announced.
+        let copied = match patch_store {
+            Some(from) => {
+                let body = doc.unverified_body().clone();
+                let target = &report.index;
+                tokio::task::block_in_place(|| patch::import(&store, from, &body, target))?
+            }
+            None => Vec::new(),
+        };
         let now = self.now();
         let id = self
             .core
@@ -1394,16 +1405,13 @@ impl Daemon {
             .map_err(|e| format!("pinning the release: {e}"))?;
         self.core
             .add_chunks(now, report.index.chunks().iter().map(|c| c.hash));
-        if let Some(from) = patch_store {
-            let body = doc.unverified_body().clone();
-            let store = self.store.clone();
-            let copied = tokio::task::block_in_place(|| patch::import(&store, from, &body))?;
-            for p in copied {
-                self.core
-                    .add_patch_index(now, &p.index)
-                    .map_err(|e| format!("{}: {e}", from.display()))?;
-                self.core.add_chunks(now, p.blobs);
+        for p in copied {
+            // Checked by `import` as the core checks it: not expected to fail.
+            if let Err(e) = self.core.add_patch_index(now, &p.index) {
+                tracing::warn!("patch index not served: {e}");
+                continue;
             }
+            self.core.add_chunks(now, p.blobs);
         }
         tracing::info!(release = %id.short(), "published");
         Ok(id)

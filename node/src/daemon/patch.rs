@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use meshota_blobstore::patch::{PatchIndex, ReadAt, rebuild_from_patch};
-use meshota_blobstore::{ChunkStore, FsStore};
+use meshota_blobstore::{ChunkIndex, ChunkStore, FsStore};
 use meshota_manifest::{Hash, ReleaseManifest};
 
 use crate::device::Node;
@@ -144,21 +144,40 @@ pub(super) struct Imported {
 
 /// Copies the patch blobs `manifest` lists (index and pieces) from the
 /// store at `from` into `store`, each hash-checked on read and again on
-/// write. Returns the patch index blobs copied; a patch whose blobs `from`
-/// lacks is an error (a publisher that names a store promises them).
+/// write. Every patch index is checked first (against the manifest's base
+/// and `target`, the release's chunk index), so nothing is copied for a
+/// patch the node would refuse. Returns the patches copied; a patch whose
+/// blobs `from` lacks is an error (a publisher that names a store promises
+/// them).
 ///
 /// # Errors
-/// A message naming the store and the blob.
+/// A message naming the store and the blob or the rule broken.
 pub(super) fn import(
     store: &FsStore,
     from: &Path,
     manifest: &ReleaseManifest,
+    target: &ChunkIndex,
 ) -> Result<Vec<Imported>, String> {
     let src = FsStore::open(from).map_err(|e| format!("{}: {e}", from.display()))?;
     let at = |e: meshota_blobstore::Error| format!("{}: {e}", PathBuf::from(from).display());
-    let mut out = Vec::new();
+    let target_id = target.id().map_err(|e| e.to_string())?;
+    let mut indexes = Vec::new();
     for p in &manifest.patches {
         let index = PatchIndex::load(&src, &p.patch, p.size).map_err(at)?;
+        if index.base_image_hash() != p.base_image_hash {
+            return Err(format!(
+                "{}: patch {} is from base {}, the manifest lists it for base {}",
+                from.display(),
+                p.patch.short(),
+                index.base_image_hash().short(),
+                p.base_image_hash.short()
+            ));
+        }
+        index.check_target(target, &target_id).map_err(at)?;
+        indexes.push((p, index));
+    }
+    let mut out = Vec::new();
+    for (p, index) in indexes {
         let bytes = src.get(&p.patch).map_err(at)?;
         let mut blobs = vec![(p.patch, bytes.clone())];
         for piece in index.pieces() {
