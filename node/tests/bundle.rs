@@ -673,3 +673,123 @@ fn a_usb_station_imports_a_bundle_from_the_stick_and_answers_a_want_list() {
     assert_eq!(r["ok"], false, "{r:#}");
     assert!(!r["error"].as_str().unwrap().is_empty());
 }
+
+#[test]
+fn a_field_node_on_the_base_gets_a_patch_instead_of_chunks_and_installs_offline() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    init_trust(d, "k/rel.pub");
+    let base = image(400_000, 31);
+    let mut next = base.clone();
+    next[200_000..205_000].copy_from_slice(&image(5_000, 32));
+    std::fs::write(d.join("base.img"), &base).unwrap();
+    std::fs::write(d.join("next.img"), &next).unwrap();
+    release(
+        d,
+        "trust.mota",
+        "k/rel.key",
+        "base.img",
+        "rpi4",
+        "1.0.0",
+        "1",
+        "ops",
+        "base.mota",
+    );
+    ok(
+        d,
+        &[
+            "release",
+            "create",
+            "--trust",
+            "trust.mota",
+            "--key",
+            "k/rel.key",
+            "--image",
+            "next.img",
+            "--hardware",
+            "rpi4",
+            "--version",
+            "1.1.0",
+            "--security-version",
+            "2",
+            "--store",
+            "ops",
+            "--previous",
+            "base.mota",
+            "--out",
+            "next.mota",
+        ],
+    );
+    field_node(d, "field", "rpi4", "../trust.mota", "base.mota");
+    ok(
+        d,
+        &[
+            "bundle",
+            "want",
+            "--config",
+            "field/node.toml",
+            "--out",
+            "field.want",
+        ],
+    );
+    let full = export(
+        d,
+        &[
+            "--store",
+            "ops",
+            "--release",
+            "next.mota",
+            "--out",
+            "full.bundle",
+        ],
+    );
+    let lean = export(
+        d,
+        &[
+            "--store",
+            "ops",
+            "--release",
+            "next.mota",
+            "--trust",
+            "trust.mota",
+            "--want",
+            "field.want",
+            "--out",
+            "lean.bundle",
+        ],
+    );
+    assert_eq!(lean["patches"], 1, "{lean:#}");
+    assert!(lean["chunks_patched"].as_u64().unwrap() > 0, "{lean:#}");
+    assert!(
+        lean["bytes"].as_u64().unwrap() * 10 < full["bytes"].as_u64().unwrap(),
+        "lean {lean:#} vs full {full:#}"
+    );
+    // The field node applies the patch against its slot on import, and
+    // installs from its own store.
+    let imp: Value = serde_json::from_str(&ok(
+        d,
+        &[
+            "bundle",
+            "import",
+            "--config",
+            "field/node.toml",
+            "lean.bundle",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert!(
+        imp["patch_chunks_produced"].as_u64().unwrap() > 0,
+        "{imp:#}"
+    );
+    ok(
+        d,
+        &[
+            "install",
+            "--config",
+            "field/node.toml",
+            "--manifest",
+            "next.mota",
+        ],
+    );
+}

@@ -22,8 +22,9 @@ pub struct ExportSpec<'a> {
     pub trust_root: Option<&'a [u8]>,
     /// Signed release manifests, as their files hold them.
     pub manifests: Vec<Vec<u8>>,
-    /// The field's want list: chunks it holds are left out, and a
-    /// release's patches are carried only for the base the field runs.
+    /// The field's want list: chunks it holds are left out, a release's
+    /// patches are carried only for the base the field runs, and the chunks
+    /// those patches rebuild are left out too.
     pub want: Option<&'a WantList>,
     /// Encrypt to these recipients (none: a plain bundle).
     pub recipients: Vec<RecipientKey>,
@@ -38,6 +39,9 @@ pub struct ExportReport {
     pub chunks: u64,
     /// Chunks left out because the want list says the field holds them.
     pub chunks_skipped: u64,
+    /// Chunks left out because a carried patch rebuilds them from the base
+    /// the want list says the field runs.
+    pub chunks_patched: u64,
     /// Patches written.
     pub patches: usize,
     /// Bundle size in bytes.
@@ -104,12 +108,15 @@ pub fn export<S: ChunkStore + ?Sized>(
                     .encode()
                     .map_err(|e| missing("chunk index", &c.chunk_index, e))?,
             )?;
-            indexes.push(index);
+            indexes.push((c.name.clone(), index));
         }
     }
     progress(w.bytes());
-    // Patches first: a node that can apply them needs fewer chunks, but
-    // the chunks still follow (the field may not be on the base).
+    // Patches first. Without a want list every patch goes, and every
+    // chunk after it (the field may not be on any base). With one, only
+    // patches from the base the field runs go, and the chunks their pieces
+    // rebuild are left out.
+    let mut produced: HashSet<Hash> = HashSet::new();
     for doc in &docs {
         for p in &doc.unverified_body().patches {
             if base.is_some_and(|b| b != p.base_image_hash) {
@@ -132,13 +139,26 @@ pub fn export<S: ChunkStore + ?Sized>(
                 }
             }
             report.patches += 1;
+            if base.is_some() {
+                if let Some((_, target)) = indexes.iter().find(|(name, _)| *name == p.component) {
+                    for piece in patch.pieces() {
+                        for c in target.chunks().get(piece.ordinals()).unwrap_or_default() {
+                            produced.insert(c.hash);
+                        }
+                    }
+                }
+            }
             progress(w.bytes());
         }
     }
-    for index in &indexes {
+    for (_, index) in &indexes {
         for c in index.chunks() {
             if held.contains(&c.hash) {
                 report.chunks_skipped += 1;
+                continue;
+            }
+            if produced.contains(&c.hash) {
+                report.chunks_patched += 1;
                 continue;
             }
             let sent = store

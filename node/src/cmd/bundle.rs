@@ -410,20 +410,65 @@ fn import(a: &ImportArgs) -> CmdResult {
         },
     );
     b.finish_and_clear();
-    let mut answer = match result {
-        Ok(i) => imported_json(&i),
-        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    let imported = match result {
+        Ok(i) => i,
+        Err(e) => {
+            return print_import(
+                a.json,
+                &json!({"ok": false, "error": e.to_string()}),
+                "import",
+            );
+        }
     };
-    if answer["ok"] == true {
-        // A lean bundle (made from this node's want list) leaves out what
-        // the confirmed slot holds: serve it from there, as the daemon does.
-        let seeded = node.seed_confirmed_slot(&store).unwrap_or_else(|e| {
-            eprintln!("note: the confirmed slot was not seeded: {}", e.message);
-            None
-        });
-        answer["seeded_chunks"] = json!(seeded.map_or(0, |s| s.chunks));
-    }
+    let mut answer = imported_json(&imported);
+    // A lean bundle (made from this node's want list) leaves out what the
+    // confirmed slot holds: serve it from there, as the daemon does.
+    let seeded = node.seed_confirmed_slot(&store).unwrap_or_else(|e| {
+        eprintln!("note: the confirmed slot was not seeded: {}", e.message);
+        None
+    });
+    answer["seeded_chunks"] = json!(seeded.map_or(0, |s| s.chunks));
+    answer["patch_chunks_produced"] = json!(apply_carried_patches(&node, &store, &imported));
     print_import(a.json, &answer, "import")
+}
+
+/// Applies, against the confirmed slot, every patch the bundle carried
+/// from the base this node runs (the daemon's patch code: each produced
+/// chunk verified against the signed index, a failed piece discarded).
+/// Returns the chunks produced; failures are reported, not fatal: the
+/// install then names what is still missing.
+fn apply_carried_patches(node: &Node, store: &FsStore, imported: &Imported) -> u64 {
+    let carried: std::collections::HashSet<Hash> = imported.chunks.iter().copied().collect();
+    let Ok(InstalledState {
+        component: Some((base, _)),
+        ..
+    }) = installed_state(node)
+    else {
+        return 0;
+    };
+    let mut produced = 0;
+    for r in &imported.releases {
+        let Ok(doc) = SignedDocument::<ReleaseManifest>::decode(&r.manifest) else {
+            continue;
+        };
+        let body = doc.unverified_body();
+        for p in body
+            .patches
+            .iter()
+            .filter(|p| p.base_image_hash == base && carried.contains(&p.patch))
+        {
+            match crate::daemon::patch::apply(node, store, body, p.patch) {
+                Ok(applied) => {
+                    for f in &applied.failures {
+                        eprintln!("note: {f}; its chunks must come another way");
+                    }
+                    produced += applied.chunks_produced;
+                }
+                Err(e) => eprintln!("note: patch {} not applied: {e}", p.patch.short()),
+            }
+        }
+    }
+    produced
 }
 
 fn print_import(as_json: bool, answer: &serde_json::Value, who: &str) -> CmdResult {

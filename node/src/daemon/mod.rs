@@ -13,7 +13,7 @@ mod admission;
 pub(crate) mod control;
 mod discovery;
 mod metrics;
-mod patch;
+pub(crate) mod patch;
 mod station;
 
 use std::collections::{BTreeMap, HashMap};
@@ -1219,6 +1219,24 @@ impl Daemon {
                     let index = (!r.index.is_empty()).then_some(r.index.as_slice());
                     if let Err(e) = self.core.add_release(now, &r.manifest, index) {
                         tracing::warn!(release = %r.id.short(), "imported but not taken by the mesh: {e}");
+                    }
+                }
+                // Patch indexes the bundle carried (they travel as chunks):
+                // the core plans with them as with ones fetched.
+                let carried: std::collections::HashSet<Hash> =
+                    imported.chunks.iter().copied().collect();
+                let patch_ids: Vec<Hash> = imported
+                    .releases
+                    .iter()
+                    .filter_map(|r| self.core.manifest(&r.id))
+                    .flat_map(|m| m.patches.iter().map(|p| p.patch))
+                    .filter(|id| carried.contains(id))
+                    .collect();
+                for id in patch_ids {
+                    if let Ok(bytes) = self.store.get(&id) {
+                        if let Err(e) = self.core.add_patch_index(now, &bytes) {
+                            tracing::warn!(patch = %id.short(), "imported but not loaded: {e}");
+                        }
                     }
                 }
                 self.core.add_chunks(now, imported.chunks.iter().copied());

@@ -71,15 +71,15 @@ impl ReadAt for SlotRegion {
 }
 
 /// What applying one patch did.
-pub(super) struct Applied {
+pub(crate) struct Applied {
     /// Target chunks the store holds afterwards (produced or held before).
-    pub(super) held: Vec<Hash>,
+    pub(crate) held: Vec<Hash>,
     /// Pieces applied whose output all verified.
-    pub(super) pieces_applied: u64,
+    pub(crate) pieces_applied: u64,
     /// Pieces that failed (nothing of theirs stored), with the reasons.
-    pub(super) failures: Vec<String>,
+    pub(crate) failures: Vec<String>,
     /// Chunks stored from verified piece output.
-    pub(super) chunks_produced: u64,
+    pub(crate) chunks_produced: u64,
 }
 
 /// Applies patch `patch` of `manifest` against the confirmed slot.
@@ -88,7 +88,7 @@ pub(super) struct Applied {
 /// A message when the patch cannot be applied at all (not listed, index
 /// missing or malformed, wrong base, slot unreadable): the core then
 /// fetches every chunk plainly.
-pub(super) fn apply(
+pub(crate) fn apply(
     node: &Node,
     store: &FsStore,
     manifest: &ReleaseManifest,
