@@ -8,7 +8,7 @@
 //! the node still lacks; the cheaper plan wins and its bytes are
 //! `fetch_bytes`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use meshota_manifest::Hash;
 
@@ -161,31 +161,15 @@ pub fn plan_delta_with_patch<O: ChunkStore + ?Sized>(
         chunks_to_fetch: Vec::new(),
         chunk_bytes: 0,
     };
-    let mut produced = HashSet::new();
-    for piece in patch.pieces() {
-        let mut gain = 0u64;
-        let mut hashes = Vec::new();
-        // In range: check_target checked every piece against the target.
-        for c in target.chunks().get(piece.ordinals()).unwrap_or_default() {
-            if !produced.contains(&c.hash) && !hashes.contains(&c.hash) {
-                if let Some(sent) = lacking.get(&c.hash) {
-                    gain += sent;
-                    hashes.push(c.hash);
-                }
-            }
-        }
-        if hashes.is_empty() {
-            continue;
-        }
-        let held = has_any(local, &piece.hash)?;
-        if held || u64::from(piece.size) < gain {
-            if !held {
-                p.piece_bytes += u64::from(piece.size);
-                p.pieces_to_fetch.push(*piece);
-            }
-            produced.extend(hashes);
-        }
-    }
+    let choice = choose_pieces(
+        target,
+        patch,
+        &|h: &Hash| lacking.get(h).copied(),
+        &mut |h: &Hash| has_any(local, h),
+    )?;
+    p.piece_bytes = choice.piece_bytes;
+    p.pieces_to_fetch = choice.pieces_to_fetch;
+    let produced = choice.produced;
     for c in &plan.chunks_to_fetch {
         if !produced.contains(&c.hash) {
             p.chunk_bytes += lacking.get(&c.hash).copied().unwrap_or(0);
@@ -203,6 +187,64 @@ pub fn plan_delta_with_patch<O: ChunkStore + ?Sized>(
     }
     plan.patch = Some(p);
     Ok(plan)
+}
+
+/// Which pieces of a patch are worth fetching. Invariants:
+/// `pieces_to_fetch` are in index order and not held; `piece_bytes` is
+/// their encoded size; `produced` holds the lacking target chunks that the
+/// chosen pieces or pieces already held produce (each counted once).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PieceChoice {
+    /// The pieces to fetch.
+    pub pieces_to_fetch: Vec<PieceRef>,
+    /// Their bytes.
+    pub piece_bytes: u64,
+    /// The lacking chunks they (or held pieces) produce.
+    pub produced: BTreeSet<Hash>,
+}
+
+/// The piece choice both plans share (`meshota delta plan` and the mesh
+/// core's patch fetch): walking the pieces in index order, a piece is
+/// chosen when it produces a lacking chunk no earlier piece produces and
+/// is held already or smaller than those chunks as sent. `lacking(hash)` is
+/// `Some(bytes as sent)` for a target chunk the node lacks; `piece_held`
+/// says whether the node holds a piece blob. Call
+/// [`PatchIndex::check_target`] first (pieces outside the target produce
+/// nothing here).
+///
+/// # Errors
+/// Whatever `piece_held` returns.
+pub fn choose_pieces(
+    target: &ChunkIndex,
+    patch: &PatchIndex,
+    lacking: &dyn Fn(&Hash) -> Option<u64>,
+    piece_held: &mut dyn FnMut(&Hash) -> Result<bool>,
+) -> Result<PieceChoice> {
+    let mut out = PieceChoice::default();
+    for piece in patch.pieces() {
+        let mut gain = 0u64;
+        let mut hashes = Vec::new();
+        for c in target.chunks().get(piece.ordinals()).unwrap_or_default() {
+            if !out.produced.contains(&c.hash) && !hashes.contains(&c.hash) {
+                if let Some(sent) = lacking(&c.hash) {
+                    gain += sent;
+                    hashes.push(c.hash);
+                }
+            }
+        }
+        if hashes.is_empty() {
+            continue;
+        }
+        let held = piece_held(&piece.hash)?;
+        if held || u64::from(piece.size) < gain {
+            if !held {
+                out.piece_bytes += u64::from(piece.size);
+                out.pieces_to_fetch.push(*piece);
+            }
+            out.produced.extend(hashes);
+        }
+    }
+    Ok(out)
 }
 
 fn sent_len<O: ChunkStore + ?Sized>(origin: &O, hash: &Hash) -> Result<u64> {

@@ -48,7 +48,7 @@ pub mod store;
 
 pub use assemble::{AssembleReport, assemble};
 pub use chunking::{Chunk, Chunker, DEFAULT_PARAMS, check_params};
-pub use delta::{DeltaPlan, plan_delta};
+pub use delta::{DeltaPlan, PieceChoice, choose_pieces, plan_delta};
 pub use error::{Error, Result};
 pub use index::{ChunkIndex, ChunkRef};
 pub use ingest::{IngestReport, index_reader, ingest};

@@ -26,7 +26,8 @@
 //! **What it does not do.** It runs no mesh itself (the `meshota` binary's
 //! daemon does, and calls [`origin::sync()`] on a blocking thread); it does
 //! not serve HTTP (any static server does); MQTT runs over plain TCP only
-//! (no TLS yet); USB station mode and the web console are not built.
+//! (no TLS yet); the web console is not built. (USB station mode is the
+//! node daemon's `[station]`, built on the sneakernet crate.)
 //!
 //! **Where to start reading.** [`origin::layout`] (the paths), then
 //! [`origin::publish()`], then [`origin::sync()`] and [`origin::http`];

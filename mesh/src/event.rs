@@ -42,6 +42,19 @@ pub enum Event {
         /// The chunk.
         hash: Hash,
     },
+    /// The driver finished an [`Action::ApplyPatch`]: `produced` are the
+    /// target chunks it now holds (each verified against the release's
+    /// signed chunk index and stored). Empty when nothing could be applied
+    /// (a wrong base, every piece failed): the chunks are then fetched
+    /// plainly.
+    PatchApplied {
+        /// The release.
+        release: Hash,
+        /// The patch id.
+        patch: Hash,
+        /// Target chunks held now.
+        produced: Vec<Hash>,
+    },
     /// A chunk the core asked to serve could not be read (missing or
     /// failed its hash on read): the core stops advertising it.
     ServeFailed {
@@ -128,14 +141,16 @@ pub enum Action {
         /// Encoded index.
         bytes: Vec<u8>,
     },
-    /// Persist a chunk whose bytes hash to `hash` (already checked).
+    /// Persist a chunk, or a patch blob (patch index or piece), whose bytes
+    /// hash to `hash` (already checked).
     StoreChunk {
         /// Chunk id.
         hash: Hash,
         /// Chunk bytes.
         data: Vec<u8>,
     },
-    /// Read this chunk (store or seeded slot, re-hashing it) and send it
+    /// Read this chunk or patch blob (store or seeded slot, re-hashing it)
+    /// and send it
     /// with [`crate::wire::chunk_response`]; on failure report
     /// [`Event::ServeFailed`].
     ServeChunk {
@@ -145,6 +160,17 @@ pub enum Action {
         request: u32,
         /// The chunk.
         hash: Hash,
+    },
+    /// Every piece of this patch worth fetching is held (or given up): apply
+    /// them against the active slot (the base), verifying each produced
+    /// chunk against the release's signed chunk index and storing it, then
+    /// report [`Event::PatchApplied`]. A piece whose output fails is
+    /// discarded whole; its chunks are fetched plainly afterwards.
+    ApplyPatch {
+        /// The release (manifest id).
+        release: Hash,
+        /// The patch id (BLAKE3 of its patch index blob, held in the store).
+        patch: Hash,
     },
     /// Every chunk of this wanted release is held and verified: run the
     /// install pipeline, then tell the core with

@@ -29,6 +29,14 @@
 //!   configured. Every queue and list has a bound ([`Limits`], [`wire`]).
 //! - [`Action::InstallReady`] is emitted once, when every chunk of the
 //!   wanted release is held and verified.
+//! - Patches: when the wanted release's manifest lists a patch from the
+//!   node's confirmed image ([`Installed::image_hash`]), the core fetches
+//!   the patch index and the pieces worth fetching (the blobstore's
+//!   `choose_pieces`) instead of the chunks they produce, and asks the
+//!   driver to apply them ([`Action::ApplyPatch`]). A patch index for
+//!   another base, a piece that keeps failing, or no progress for two
+//!   request timeouts ends in a plain chunk fetch. Patch blobs are
+//!   advertised and served like chunks (addressing: `patch.rs`).
 //!
 //! # What it does not do
 //! It does not read or write chunks (the driver does, on [`Action`]s), run
@@ -49,6 +57,7 @@ mod config;
 mod error;
 pub mod event;
 mod node;
+mod patch;
 mod peer;
 mod release;
 mod rng;

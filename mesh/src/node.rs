@@ -15,6 +15,7 @@ use meshota_manifest::{
 
 use crate::config::Config;
 use crate::event::{Action, Event, Offence, PeerId};
+use crate::patch::{PIECE_ATTEMPTS, PatchFetch, PatchIndexed, Phase};
 use crate::peer::{Peer, Request};
 use crate::release::{Indexed, Release, cohort};
 use crate::rng::SeededRng;
@@ -30,6 +31,9 @@ pub struct Installed {
     pub release: Option<Hash>,
     /// The confirmed security version for the node's (hardware, channel).
     pub security_version: Option<u64>,
+    /// BLAKE3 of the image in the confirmed slot, when known: the base a
+    /// listed patch must be from for this node to fetch it.
+    pub image_hash: Option<Hash>,
 }
 
 /// Counters for status pages, metrics and the simulator.
@@ -47,6 +51,16 @@ pub struct Stats {
     pub chunks_fetched: u64,
     /// Bytes of fetched chunks.
     pub chunk_bytes_fetched: u64,
+    /// Patch blobs (patch indexes and pieces) fetched and hash-checked.
+    pub patch_blobs_fetched: u64,
+    /// Their bytes.
+    pub patch_bytes_fetched: u64,
+    /// Target chunks the driver produced from patches and reported.
+    pub patch_chunks_produced: u64,
+    /// Patch fetches that ended without applying anything (no index
+    /// found, a patch index for another base or target, every piece given
+    /// up).
+    pub patch_fallbacks: u64,
     /// Chunks served (asked of the driver).
     pub chunks_served: u64,
     /// Chunk requests answered `Busy` (upload backlogged).
@@ -149,6 +163,8 @@ pub struct Node {
     /// The chunk length the download budget last refused, if it did.
     download_blocked: Option<u32>,
     reports: BTreeMap<KeyId, (u64, Vec<u8>)>,
+    /// The patch fetch of the wanted release, once its index is known.
+    patch_fetch: Option<PatchFetch>,
     actions: VecDeque<Action>,
     armed: Option<Timestamp>,
     stats: Stats,
@@ -198,6 +214,7 @@ impl Node {
             freed_slots: 0,
             download_blocked: None,
             reports: BTreeMap::new(),
+            patch_fetch: None,
             actions: VecDeque::new(),
             armed: None,
             stats: Stats::default(),
@@ -255,6 +272,31 @@ impl Node {
     pub fn progress(&self, id: &Hash) -> Option<(usize, usize)> {
         let ix = self.releases.get(id)?.index.as_ref()?;
         Some((ix.have.count(), ix.have.len()))
+    }
+
+    /// Per chunk ordinal of a release's index: whether this node or a
+    /// connected peer (by its last advertised bitmap) holds it. `None`
+    /// until the index is known. What a want list carries to the operator.
+    #[must_use]
+    pub fn mesh_holdings(&self, id: &Hash) -> Option<Bitmap> {
+        let ix = self.releases.get(id)?.index.as_ref()?;
+        let mut out = ix.have.clone();
+        for peer in self.peers.values() {
+            if let Some(theirs) = peer.have.get(id) {
+                for i in 0..out.len().min(theirs.len()) {
+                    if theirs.get(i) {
+                        out.set(i);
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The latest signed report of every node heard from (this one
+    /// included), as gossiped: what a want list carries back.
+    pub fn reports(&self) -> impl Iterator<Item = &[u8]> {
+        self.reports.values().map(|(_, bytes)| bytes.as_slice())
     }
 
     /// The release this node would install next, if any.
@@ -317,13 +359,42 @@ impl Node {
         self.after_change();
     }
 
+    /// Adds a patch index blob from a local source (the store at start-up,
+    /// a publisher): a held manifest must list it (by its hash), for the
+    /// base it names. The node then serves it and its bitmap.
+    ///
+    /// # Errors
+    /// [`Error::Release`] when no held manifest lists it, or it is not the
+    /// patch the manifest describes.
+    pub fn add_patch_index(&mut self, now: Timestamp, bytes: &[u8]) -> Result<Hash, Error> {
+        self.now = now;
+        let id = self.accept_patch_index(bytes).map_err(Error::Release)?;
+        self.after_change();
+        Ok(id)
+    }
+
+    /// The patch fetch of the wanted release: the patch id and whether it
+    /// is still under way (`None` when the node fetches chunks only).
+    #[must_use]
+    pub fn patch_in_progress(&self) -> Option<(Hash, bool)> {
+        let f = self.patch_fetch.as_ref()?;
+        Some((f.patch?, f.phase != Phase::Off))
+    }
+
     /// The boot pipeline confirmed `release` with `security_version`.
     pub fn installed(&mut self, now: Timestamp, release: Hash, security_version: u64) {
         self.now = now;
+        let image_hash = self
+            .releases
+            .get(&release)
+            .and_then(|r| r.manifest.components.first())
+            .map(|c| c.image_hash);
         self.installed = Installed {
             release: Some(release),
             security_version: Some(security_version),
+            image_hash,
         };
+        self.patch_fetch = None;
         self.trickle.reset(now, &mut self.rng);
         self.after_change();
     }
@@ -358,6 +429,11 @@ impl Node {
             Event::LinkDown { peer } => self.drop_peer(peer),
             Event::Message { peer, bytes } => self.message(peer, &bytes),
             Event::Timeout => self.timeout(),
+            Event::PatchApplied {
+                release,
+                patch,
+                produced,
+            } => self.patch_applied(release, patch, produced),
             Event::StoreFailed { hash } | Event::ServeFailed { hash, .. } => {
                 self.lose_chunk(hash);
                 if let Event::ServeFailed { peer, request, .. } = event {
@@ -369,6 +445,7 @@ impl Node {
     }
 
     fn after_change(&mut self) {
+        self.plan_patch();
         self.check_install_ready();
         self.schedule();
         self.rearm();
@@ -508,12 +585,19 @@ impl Node {
                     .values()
                     .filter_map(|r| r.index.as_ref())
                     .find(|ix| ix.id == id)
-                    .map(|ix| ix.bytes.clone());
+                    .map(|ix| ix.bytes.clone())
+                    .or_else(|| self.patch_index_bytes(&id));
                 if let Some(bytes) = found {
                     self.send(peer, &Message::Index { bytes });
                 }
             }
             Message::Index { bytes } => self.on_index(peer, &bytes),
+            Message::GetHave { release } if self.is_patch(&release) => {
+                self.on_get_patch_have(peer, release);
+            }
+            Message::Have { release, bitmap } if self.is_patch(&release) => {
+                self.on_patch_have(peer, release, bitmap);
+            }
             Message::GetHave { release } => {
                 if let Some(r) = self.releases.get_mut(&release) {
                     r.subscribers.insert(peer);
@@ -595,11 +679,23 @@ impl Node {
             .filter(|(_, r)| r.index.is_some() && !r.complete())
             .map(|(id, _)| *id)
             .collect();
+        // The wanted patch: asked of every peer listing its release; the
+        // ones holding its index answer.
+        let patch = self
+            .patch_fetch
+            .as_ref()
+            .filter(|f| f.phase != Phase::Off)
+            .and_then(|f| Some((f.release, f.patch?)));
         let mut asks = Vec::new();
         for (pid, p) in &mut self.peers {
             for id in &fetching {
                 if p.summary.contains(id) && p.asked_have.insert(*id) {
                     asks.push((*pid, *id));
+                }
+            }
+            if let Some((release, patch)) = patch {
+                if p.summary.contains(&release) && p.asked_have.insert(patch) {
+                    asks.push((*pid, patch));
                 }
             }
         }
@@ -729,6 +825,9 @@ impl Node {
 
     fn on_index(&mut self, peer: PeerId, bytes: &[u8]) {
         let index_id = Hash::of(bytes);
+        if self.is_patch(&index_id) {
+            return self.on_patch_index(bytes);
+        }
         let target = self
             .releases
             .iter()
@@ -767,6 +866,13 @@ impl Node {
             .values()
             .filter_map(|r| r.index.as_ref())
             .find_map(|ix| ix.chunk_len(hash))
+            .or_else(|| {
+                self.releases
+                    .values()
+                    .flat_map(|r| r.patches.values())
+                    .filter_map(|p| p.index.as_ref())
+                    .find_map(|pi| pi.piece_len(hash))
+            })
     }
 
     fn on_get_chunk(&mut self, peer: PeerId, request: u32, hash: Hash) {
@@ -907,8 +1013,16 @@ impl Node {
         if self.held.contains(&hash) {
             return;
         }
-        self.stats.chunks_fetched += 1;
-        self.stats.chunk_bytes_fetched += data.len() as u64;
+        if self.is_piece(&hash) {
+            self.stats.patch_blobs_fetched += 1;
+            self.stats.patch_bytes_fetched += data.len() as u64;
+            if let Some(f) = self.patch_fetch.as_mut() {
+                f.progress_at = self.now;
+            }
+        } else {
+            self.stats.chunks_fetched += 1;
+            self.stats.chunk_bytes_fetched += data.len() as u64;
+        }
         for r in self.releases.values_mut() {
             if let Some(ix) = r
                 .index
@@ -960,6 +1074,14 @@ impl Node {
                     b.clear(o as usize);
                 }
             }
+            let piece = self
+                .releases
+                .values()
+                .filter_map(|r| r.patches.get(rid)?.index.as_ref())
+                .find_map(|pi| pi.positions.get(&hash));
+            for &o in piece.into_iter().flatten() {
+                b.clear(o as usize);
+            }
         }
     }
 
@@ -990,6 +1112,18 @@ impl Node {
                 }
             }
         }
+        for r in self.releases.values_mut() {
+            for ps in r.patches.values_mut() {
+                if let Some(pi) = &mut ps.index {
+                    for &o in pi.positions.get(&hash).into_iter().flatten() {
+                        if pi.have.set(o as usize) {
+                            ps.unannounced.push(o);
+                            gained = true;
+                        }
+                    }
+                }
+            }
+        }
         if gained && self.have_flush_at.is_none() {
             self.have_flush_at = Some(Timestamp(self.now.0 + self.config.limits.have_flush_ms));
         }
@@ -1005,6 +1139,11 @@ impl Node {
                 }
             }
             r.install_announced = r.install_announced && r.complete();
+            for pi in r.patches.values_mut().filter_map(|p| p.index.as_mut()) {
+                for &o in pi.positions.get(&hash).into_iter().flatten() {
+                    pi.have.clear(o as usize);
+                }
+            }
         }
     }
 
@@ -1122,6 +1261,7 @@ impl Node {
         let Some(id) = self.wanted_release() else {
             return;
         };
+        self.request_patch_index();
         let Some(r) = self.releases.get(&id) else {
             return;
         };
@@ -1171,15 +1311,33 @@ impl Node {
             self.download_blocked = None;
             return;
         }
-        // Missing chunks, each once, with their first ordinal and length.
-        let mut missing: Vec<(Hash, usize, u32)> = Vec::new();
+        // Missing chunks, each once, with their availability set (the
+        // release), first ordinal and length; chunks a patch piece will
+        // produce wait. Then the pieces of the patch being fetched, in
+        // their own set (the patch id).
+        let fetch = self.patch_fetch.as_ref().filter(|f| f.release == id);
+        let mut missing: Vec<(Hash, Hash, usize, u32)> = Vec::new();
         for (h, ords) in &ix.ordinals {
             let o = ords.first().copied().unwrap_or(0) as usize;
-            if !ix.have.get(o) {
+            if !ix.have.get(o) && !fetch.is_some_and(|f| f.defers(h)) {
                 let len = ix.index.chunks().get(o).map_or(0, |c| c.len);
-                missing.push((*h, o, len));
+                missing.push((*h, id, o, len));
             }
         }
+        if let Some((
+            patch,
+            Phase::Pieces {
+                chosen, abandoned, ..
+            },
+        )) = fetch.and_then(|f| Some((f.patch?, &f.phase)))
+        {
+            for (pos, piece) in chosen {
+                if !self.held.contains(&piece.hash) && !abandoned.contains(&piece.hash) {
+                    missing.push((piece.hash, patch, *pos as usize, piece.size));
+                }
+            }
+        }
+
         // Outstanding requests per chunk.
         let mut asked: BTreeMap<Hash, Vec<PeerId>> = BTreeMap::new();
         for (pid, p) in &self.peers {
@@ -1199,16 +1357,16 @@ impl Node {
         let salt = self.config.seed;
         let mut order: BinaryHeap<_> = missing
             .iter()
-            .map(|&(h, o, len)| {
+            .map(|&(h, set, o, len)| {
                 let holders = self
                     .peers
                     .values()
-                    .filter(|p| p.have.get(&id).is_some_and(|b| b.get(o)))
+                    .filter(|p| p.have.get(&set).is_some_and(|b| b.get(o)))
                     .count();
                 let tie = u64::from_le_bytes([
                     h.0[0], h.0[1], h.0[2], h.0[3], h.0[4], h.0[5], h.0[6], h.0[7],
                 ]) ^ salt;
-                (holders, tie, h, o, len)
+                (holders, tie, h, set, o, len)
             })
             .filter(|(holders, ..)| *holders > 0)
             .map(Reverse)
@@ -1216,7 +1374,7 @@ impl Node {
         let now = self.now;
         self.download_blocked = None;
         let timeout = self.config.limits.request_timeout_ms;
-        while let Some(Reverse((_, _, hash, o, len))) = order.pop() {
+        while let Some(Reverse((_, _, hash, set, o, len))) = order.pop() {
             if !has_room(&self.peers) {
                 break;
             }
@@ -1233,7 +1391,7 @@ impl Node {
                 .iter()
                 .filter(|(pid, p)| {
                     p.in_flight.len() < limit
-                        && p.have.get(&id).is_some_and(|b| b.get(o))
+                        && p.have.get(&set).is_some_and(|b| b.get(o))
                         && !asked.get(&hash).is_some_and(|v| v.contains(pid))
                 })
                 .min_by_key(|(pid, p)| (p.in_flight.len(), **pid))
@@ -1260,6 +1418,468 @@ impl Node {
             }
             asked.entry(hash).or_default().push(pid);
             self.send(pid, &Message::GetChunk { request, hash });
+        }
+    }
+
+    // ---------------------------------------------------------- patches
+
+    /// How long a patch fetch may wait for its index or pieces without
+    /// progress before it gives up what it waits for.
+    const fn patch_stall_ms(&self) -> u64 {
+        self.config.limits.request_timeout_ms.saturating_mul(2)
+    }
+
+    /// Whether `id` is a patch some held manifest lists.
+    fn is_patch(&self, id: &Hash) -> bool {
+        self.releases.values().any(|r| r.patches.contains_key(id))
+    }
+
+    /// Whether `hash` is a piece of a held patch index.
+    fn is_piece(&self, hash: &Hash) -> bool {
+        self.releases
+            .values()
+            .flat_map(|r| r.patches.values())
+            .filter_map(|p| p.index.as_ref())
+            .any(|pi| pi.positions.contains_key(hash))
+    }
+
+    fn patch_index_bytes(&self, id: &Hash) -> Option<Vec<u8>> {
+        self.releases
+            .values()
+            .filter_map(|r| r.patches.get(id)?.index.as_ref())
+            .map(|pi| pi.bytes.clone())
+            .next()
+    }
+
+    /// A peer asks for a patch's bitmap: answered when this node holds the
+    /// patch index; the peer hears of new pieces either way.
+    fn on_get_patch_have(&mut self, peer: PeerId, patch: Hash) {
+        let mut bitmap = None;
+        for r in self.releases.values_mut() {
+            if let Some(ps) = r.patches.get_mut(&patch) {
+                ps.subscribers.insert(peer);
+                if let Some(pi) = &ps.index {
+                    bitmap = Some(pi.have.as_bytes().to_vec());
+                }
+            }
+        }
+        if let Some(bitmap) = bitmap {
+            self.send(
+                peer,
+                &Message::Have {
+                    release: patch,
+                    bitmap,
+                },
+            );
+        }
+    }
+
+    /// A patch bitmap: checked against the patch index if held, else kept
+    /// as a hint (the peer holds the index: ask it) until the index comes.
+    fn on_patch_have(&mut self, peer: PeerId, patch: Hash, bitmap: Vec<u8>) {
+        let len = self
+            .releases
+            .values()
+            .find_map(|r| r.patches.get(&patch)?.index.as_ref())
+            .map(|pi| pi.have.len());
+        match len {
+            Some(len) => match Bitmap::from_bytes(&bitmap, len) {
+                Some(b) => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.have.insert(patch, b);
+                    }
+                }
+                None => self.penalise(peer, Offence::BadBitmap),
+            },
+            None => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.patch_hints.insert(patch, bitmap);
+                }
+                self.request_patch_index();
+            }
+        }
+    }
+
+    /// A patch index blob arrived: accepted when a held manifest lists its
+    /// hash (so its bytes are the signer's) and it matches that entry.
+    fn on_patch_index(&mut self, bytes: &[u8]) {
+        let id = Hash::of(bytes);
+        if self.patch_index_bytes(&id).is_some() {
+            return;
+        }
+        self.pending_indexes.remove(&id);
+        match self.accept_patch_index(bytes) {
+            Ok(_) => {
+                self.stats.patch_blobs_fetched += 1;
+                self.stats.patch_bytes_fetched += bytes.len() as u64;
+                self.actions.push_back(Action::StoreChunk {
+                    hash: id,
+                    data: bytes.to_vec(),
+                });
+                self.gain_chunk(id);
+                if let Some(f) = self.patch_fetch.as_mut() {
+                    f.progress_at = self.now;
+                }
+            }
+            Err(reason) => self.give_up_patch(id, &reason),
+        }
+    }
+
+    /// Ends the wanted release's fetch of patch `id`, if it is the one
+    /// under way: every chunk is fetched plainly from now on.
+    fn give_up_patch(&mut self, id: Hash, reason: &str) {
+        let Some(f) = self.patch_fetch.as_mut() else {
+            return;
+        };
+        if f.patch != Some(id) || f.phase == Phase::Off {
+            return;
+        }
+        f.phase = Phase::Off;
+        self.stats.patch_fallbacks += 1;
+        self.actions.push_back(Action::Note {
+            text: alloc::format!(
+                "patch {}: {reason}; fetching its chunks instead",
+                id.short()
+            ),
+        });
+    }
+
+    /// Files a patch index under every held release that lists it. Checks:
+    /// no longer than the manifest's size, decodes, and names the base the
+    /// manifest lists it under (a patch for another base is refused here,
+    /// before any piece is fetched).
+    fn accept_patch_index(&mut self, bytes: &[u8]) -> Result<Hash, String> {
+        let id = Hash::of(bytes);
+        let mut listed = false;
+        let mut subscribers = BTreeSet::new();
+        let mut have = None;
+        for r in self.releases.values_mut() {
+            let Some(ps) = r.patches.get_mut(&id) else {
+                continue;
+            };
+            listed = true;
+            if ps.index.is_some() {
+                continue;
+            }
+            if bytes.len() as u64 > ps.size {
+                return Err(alloc::format!(
+                    "patch index of {} bytes, the manifest says {}",
+                    bytes.len(),
+                    ps.size
+                ));
+            }
+            let index =
+                meshota_blobstore::patch::PatchIndex::decode(bytes).map_err(|e| e.to_string())?;
+            if index.base_image_hash() != ps.base_image_hash {
+                return Err(alloc::format!(
+                    "patch index is from base {}, the manifest lists it for base {}",
+                    index.base_image_hash().short(),
+                    ps.base_image_hash.short()
+                ));
+            }
+            let pi = PatchIndexed::new(index, bytes.to_vec(), &self.held);
+            have = Some(pi.have.clone());
+            subscribers.extend(ps.subscribers.iter().copied());
+            ps.index = Some(pi);
+        }
+        if !listed {
+            return Err("no held manifest lists it".into());
+        }
+        // Peers that hinted: check their bitmaps now.
+        if let Some(have) = &have {
+            let len = have.len();
+            let hinted: Vec<(PeerId, Vec<u8>)> = self
+                .peers
+                .iter_mut()
+                .filter_map(|(pid, p)| Some((*pid, p.patch_hints.remove(&id)?)))
+                .collect();
+            for (pid, bytes) in hinted {
+                match Bitmap::from_bytes(&bytes, len) {
+                    Some(b) => {
+                        if let Some(p) = self.peers.get_mut(&pid) {
+                            p.have.insert(id, b);
+                        }
+                    }
+                    None => self.penalise(pid, Offence::BadBitmap),
+                }
+            }
+            // Peers that asked before we held it get the bitmap now.
+            for pid in subscribers {
+                let bitmap = have.as_bytes().to_vec();
+                self.send(
+                    pid,
+                    &Message::Have {
+                        release: id,
+                        bitmap,
+                    },
+                );
+            }
+        }
+        Ok(id)
+    }
+
+    /// Asks for the wanted patch's index: from a peer that sent a bitmap
+    /// for it (it holds the index), the one after the peer asked last.
+    fn request_patch_index(&mut self) {
+        let Some(f) = self.patch_fetch.as_ref() else {
+            return;
+        };
+        let (Phase::Index, Some(patch)) = (&f.phase, f.patch) else {
+            return;
+        };
+        if self.patch_index_bytes(&patch).is_some() {
+            return;
+        }
+        let timeout = self.config.limits.request_timeout_ms;
+        let last = match self.pending_indexes.get(&patch) {
+            Some((_, at)) if self.now.since(*at) <= timeout => return,
+            Some((p, _)) => Some(*p),
+            None => None,
+        };
+        let hinted = |(_, p): &(&PeerId, &Peer)| p.patch_hints.contains_key(&patch);
+        let after_last = last.and_then(|l| {
+            self.peers
+                .range((Bound::Excluded(l), Bound::Unbounded))
+                .find(hinted)
+        });
+        let peer = after_last
+            .or_else(|| self.peers.iter().find(hinted))
+            .map(|(pid, _)| *pid);
+        if let Some(p) = peer {
+            self.pending_indexes.insert(patch, (p, self.now));
+            self.send(p, &Message::GetIndex { id: patch });
+        }
+    }
+
+    /// Moves the wanted release's patch fetch along (see [`Phase`]).
+    fn plan_patch(&mut self) {
+        let Some(id) = self.wanted_release() else {
+            self.patch_fetch = None;
+            return;
+        };
+        let Some(r) = self.releases.get(&id) else {
+            return;
+        };
+        let Some(ix) = &r.index else {
+            return; // nothing is planned before the chunk index
+        };
+        let now = self.now;
+        if self.patch_fetch.as_ref().is_none_or(|f| f.release != id) {
+            let patch = self.installed.image_hash.and_then(|base| {
+                r.patches
+                    .iter()
+                    .find(|(_, p)| p.base_image_hash == base)
+                    .map(|(pid, _)| *pid)
+            });
+            let phase = if patch.is_some() && !ix.have.is_full() {
+                Phase::Index
+            } else {
+                Phase::Off
+            };
+            let asks = phase != Phase::Off;
+            self.patch_fetch = Some(PatchFetch {
+                release: id,
+                patch,
+                phase,
+                progress_at: now,
+            });
+            if asks {
+                self.ask_availability();
+            }
+        }
+        let stalled = self
+            .patch_fetch
+            .as_ref()
+            .is_some_and(|f| now.since(f.progress_at) > self.patch_stall_ms());
+        let Some(f) = self.patch_fetch.as_ref() else {
+            return;
+        };
+        let Some(patch) = f.patch else {
+            return;
+        };
+        match &f.phase {
+            Phase::Index => {
+                if self.patch_index_bytes(&patch).is_some() {
+                    self.choose_pieces(id, patch);
+                } else if stalled {
+                    self.give_up_patch(patch, "no peer served its index in time");
+                }
+            }
+            Phase::Pieces {
+                chosen, abandoned, ..
+            } => {
+                let give_up: Vec<(u32, Hash)> = chosen
+                    .iter()
+                    .filter(|(_, p)| !self.held.contains(&p.hash) && !abandoned.contains(&p.hash))
+                    .filter(|(_, p)| {
+                        stalled
+                            || self
+                                .retries
+                                .get(&p.hash)
+                                .is_some_and(|r| r.failures >= PIECE_ATTEMPTS)
+                    })
+                    .map(|(pos, p)| (*pos, p.hash))
+                    .collect();
+                let pending = chosen
+                    .iter()
+                    .filter(|(_, p)| !self.held.contains(&p.hash) && !abandoned.contains(&p.hash))
+                    .count();
+                if !give_up.is_empty() {
+                    self.abandon_pieces(&give_up);
+                }
+                if pending == give_up.len() {
+                    self.start_apply(id, patch);
+                }
+            }
+            Phase::Applying { .. } | Phase::Off => {}
+        }
+    }
+
+    /// Runs the planner `delta plan` uses on what this node holds (sizes
+    /// as raw chunk lengths: what is sent is not known before fetching) and
+    /// starts fetching the chosen pieces, or gives the patch up.
+    fn choose_pieces(&mut self, release: Hash, patch: Hash) {
+        let Some(r) = self.releases.get(&release) else {
+            return;
+        };
+        let (Some(ix), Some(pi)) = (
+            &r.index,
+            r.patches.get(&patch).and_then(|p| p.index.as_ref()),
+        ) else {
+            return;
+        };
+        if let Err(e) = pi.index.check_target(&ix.index, &ix.id) {
+            let reason = e.to_string();
+            return self.give_up_patch(patch, &reason);
+        }
+        let mut lacking: BTreeMap<Hash, u64> = BTreeMap::new();
+        for (h, ords) in &ix.ordinals {
+            let o = ords.first().copied().unwrap_or(0) as usize;
+            if !ix.have.get(o) {
+                let len = ix.index.chunks().get(o).map_or(0, |c| c.len);
+                lacking.insert(*h, u64::from(len));
+            }
+        }
+        let held = &self.held;
+        let choice = meshota_blobstore::choose_pieces(
+            &ix.index,
+            &pi.index,
+            &|h: &Hash| lacking.get(h).copied(),
+            &mut |h: &Hash| Ok(held.contains(h)),
+        );
+        let Ok(choice) = choice else {
+            return self.give_up_patch(patch, "planning failed");
+        };
+        let plain: u64 = lacking
+            .iter()
+            .filter(|(h, _)| !choice.produced.contains(*h))
+            .map(|(_, l)| *l)
+            .sum();
+        let chunk_plan: u64 = lacking.values().sum();
+        if choice.produced.is_empty() || choice.piece_bytes + plain >= chunk_plan {
+            return self.give_up_patch(patch, "not cheaper than the chunks this node lacks");
+        }
+        let chosen: Vec<(u32, meshota_blobstore::patch::PieceRef)> = choice
+            .pieces_to_fetch
+            .iter()
+            .filter_map(|p| Some((*pi.positions.get(&p.hash)?.first()?, *p)))
+            .collect();
+        let now = self.now;
+        if let Some(f) = self.patch_fetch.as_mut() {
+            f.phase = Phase::Pieces {
+                chosen,
+                covered: choice.produced,
+                abandoned: BTreeSet::new(),
+            };
+            f.progress_at = now;
+        }
+        self.actions.push_back(Action::Note {
+            text: alloc::format!(
+                "patch {}: fetching {} pieces ({} bytes) instead of {} bytes of chunks",
+                patch.short(),
+                choice.pieces_to_fetch.len(),
+                choice.piece_bytes,
+                chunk_plan - plain
+            ),
+        });
+    }
+
+    /// Gives pieces up: their chunks are fetched plainly from now on.
+    fn abandon_pieces(&mut self, pieces: &[(u32, Hash)]) {
+        let Some(f) = self.patch_fetch.as_mut() else {
+            return;
+        };
+        let Some(r) = self.releases.get(&f.release) else {
+            return;
+        };
+        let (Some(ix), Some(pi)) = (
+            &r.index,
+            f.patch
+                .and_then(|p| r.patches.get(&p))
+                .and_then(|p| p.index.as_ref()),
+        ) else {
+            return;
+        };
+        if let Phase::Pieces {
+            covered, abandoned, ..
+        } = &mut f.phase
+        {
+            for (pos, hash) in pieces {
+                abandoned.insert(*hash);
+                let Some(piece) = pi.index.pieces().get(*pos as usize) else {
+                    continue;
+                };
+                for c in ix.index.chunks().get(piece.ordinals()).unwrap_or_default() {
+                    covered.remove(&c.hash);
+                }
+            }
+        }
+        f.progress_at = self.now;
+    }
+
+    /// Every chosen piece is held or given up: hand the patch to the
+    /// driver, or give it up when nothing is left for it to produce.
+    fn start_apply(&mut self, release: Hash, patch: Hash) {
+        let Some(f) = self.patch_fetch.as_mut() else {
+            return;
+        };
+        let covered = match &mut f.phase {
+            Phase::Pieces { covered, .. } => core::mem::take(covered),
+            _ => return,
+        };
+        if covered.is_empty() {
+            return self.give_up_patch(patch, "every piece was given up");
+        }
+        f.phase = Phase::Applying { covered };
+        f.progress_at = self.now;
+        self.actions
+            .push_back(Action::ApplyPatch { release, patch });
+    }
+
+    /// The driver applied the patch: its produced chunks are held; every
+    /// chunk still missing is fetched plainly.
+    fn patch_applied(&mut self, release: Hash, patch: Hash, produced: Vec<Hash>) {
+        let ours = self.patch_fetch.as_ref().is_some_and(|f| {
+            f.release == release
+                && f.patch == Some(patch)
+                && matches!(f.phase, Phase::Applying { .. })
+        });
+        if !ours {
+            return;
+        }
+        let mut gained = 0u64;
+        for h in produced {
+            if !self.held.contains(&h) {
+                gained += 1;
+            }
+            self.gain_chunk(h);
+        }
+        self.stats.patch_chunks_produced += gained;
+        if let Some(f) = self.patch_fetch.as_mut() {
+            f.phase = Phase::Off;
+        }
+        if gained == 0 {
+            self.stats.patch_fallbacks += 1;
         }
     }
 
@@ -1320,6 +1940,19 @@ impl Node {
                     }
                 }
             }
+            for r in self.releases.values_mut() {
+                for (pid, ps) in &mut r.patches {
+                    if ps.unannounced.is_empty() {
+                        continue;
+                    }
+                    let ords = core::mem::take(&mut ps.unannounced);
+                    for chunk in ords.chunks(crate::wire::MAX_HAVE_ORDINALS) {
+                        for p in &ps.subscribers {
+                            out.push((*p, *pid, chunk.to_vec()));
+                        }
+                    }
+                }
+            }
             for (p, release, ordinals) in out {
                 self.send(p, &Message::HaveMore { release, ordinals });
             }
@@ -1342,6 +1975,13 @@ impl Node {
         }
         if let Some(f) = self.have_flush_at {
             consider(f);
+        }
+        if let Some(f) = self
+            .patch_fetch
+            .as_ref()
+            .filter(|f| matches!(f.phase, Phase::Index | Phase::Pieces { .. }))
+        {
+            consider(Timestamp(f.progress_at.0 + self.patch_stall_ms() + 1));
         }
         let timeout_ms = self.config.limits.request_timeout_ms;
         for (_, at) in self.pending_manifests.values() {

@@ -8,6 +8,7 @@ use meshota_manifest::{Hash, ReleaseManifest, Verified};
 
 use crate::bitmap::Bitmap;
 use crate::event::PeerId;
+use crate::patch::PatchState;
 
 /// A verified release, its chunk index once known, and which of its chunks
 /// this node holds.
@@ -30,6 +31,8 @@ pub(crate) struct Release {
     pub(crate) rollout_sequence: u64,
     /// `InstallReady` was emitted.
     pub(crate) install_announced: bool,
+    /// The patches the manifest lists for its first component, by patch id.
+    pub(crate) patches: BTreeMap<Hash, PatchState>,
 }
 
 /// A release's chunk index with lookups.
@@ -83,6 +86,13 @@ impl Indexed {
 
 impl Release {
     pub(crate) fn new(manifest: Verified<ReleaseManifest>, manifest_bytes: Vec<u8>) -> Self {
+        let component = manifest.components.first().map(|c| c.name.clone());
+        let patches = manifest
+            .patches
+            .iter()
+            .filter(|p| Some(&p.component) == component.as_ref())
+            .map(|p| (p.patch, PatchState::new(p.base_image_hash, p.size)))
+            .collect();
         Self {
             manifest,
             manifest_bytes,
@@ -94,6 +104,7 @@ impl Release {
             halted: false,
             rollout_sequence: 0,
             install_announced: false,
+            patches,
         }
     }
 

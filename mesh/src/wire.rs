@@ -53,40 +53,45 @@ pub enum Message {
         #[serde(with = "byte_string")]
         bytes: Vec<u8>,
     },
-    /// Asks for a chunk index blob by its hash.
+    /// Asks for a chunk index blob, or a patch index blob, by its hash.
     GetIndex {
         /// The index id.
         id: Hash,
     },
-    /// A chunk index blob.
+    /// A chunk index blob or a patch index blob (the receiver tells them
+    /// apart by hash: a manifest it holds names either).
     Index {
         /// Encoded chunk index.
         #[serde(with = "byte_string")]
         bytes: Vec<u8>,
     },
-    /// Asks for the sender's full availability bitmap of a release, and to
-    /// be told of new chunks of it from now on.
+    /// Asks for the sender's full availability bitmap of a release (or of
+    /// a patch: the field then holds the patch id, and only a node holding
+    /// the patch index answers), and to be told of new chunks (pieces) of
+    /// it from now on.
     GetHave {
-        /// The release (manifest id).
+        /// The release (manifest id) or patch (patch index id).
         release: Hash,
     },
     /// The full availability bitmap of a release: bit i set = the sender
-    /// holds chunk i of the release's index (LSB first in each byte).
+    /// holds chunk i of the release's index (LSB first in each byte); for
+    /// a patch, piece i of its patch index.
     Have {
-        /// The release.
+        /// The release or patch.
         release: Hash,
         /// The bitmap.
         #[serde(with = "byte_string")]
         bitmap: Vec<u8>,
     },
-    /// Chunks of a release the sender gained since its last update.
+    /// Chunks of a release (pieces of a patch) the sender gained since its
+    /// last update.
     HaveMore {
-        /// The release.
+        /// The release or patch.
         release: Hash,
-        /// Chunk ordinals in the release's index.
+        /// Chunk ordinals in the release's index (piece positions in a patch index).
         ordinals: Vec<u32>,
     },
-    /// Asks for one chunk.
+    /// Asks for one chunk, or one patch piece, by hash.
     GetChunk {
         /// Request id, echoed in the answer.
         request: u32,

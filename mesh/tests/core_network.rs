@@ -134,6 +134,7 @@ fn release_not_above_installed_security_version_is_carried_but_not_fetched() {
     let installed = Installed {
         release: None,
         security_version: Some(5),
+        image_hash: None,
     };
     let mut net = Net::with_installed(2, &k.trust, "rpi4", Limits::DEFAULT, installed);
     net.connect(0, 1);

@@ -72,7 +72,7 @@ async fn raw_hello(conn: &quinn::Connection, key: &SecretKey, tamper: bool) {
         // What a relay terminating TLS would have: some other session's value.
         exporter[0] ^= 1;
     }
-    let hello = Hello::sign(key, &exporter, "raw").unwrap();
+    let hello = Hello::sign(key, &exporter, "raw", &[]).unwrap();
     let mut out = conn.open_uni().await.unwrap();
     frame::write_frame(&mut out, &hello.encode().unwrap())
         .await
@@ -146,7 +146,7 @@ async fn refuses_peer_not_on_allow_list() {
         let server = bind(key(2), "pi4", allow(&[key(9).id()]));
         let (c, s) = pair(&client, &server).await;
         match s.unwrap() {
-            Err(QuicError::NotAdmitted { peer }) => assert_eq!(peer, outsider_id),
+            Err(QuicError::NotAdmitted { peer, .. }) => assert_eq!(peer, outsider_id),
             other => panic!("server: expected NotAdmitted, got {other:?}"),
         }
         match c {
@@ -166,7 +166,7 @@ async fn refuses_server_not_on_clients_allow_list() {
         let server = bind(server_key, "pi4", Admission::Open);
         let (c, s) = pair(&client, &server).await;
         match c {
-            Err(QuicError::NotAdmitted { peer }) => assert_eq!(peer, server_id),
+            Err(QuicError::NotAdmitted { peer, .. }) => assert_eq!(peer, server_id),
             other => panic!("client: expected NotAdmitted, got {other:?}"),
         }
         match s.unwrap() {

@@ -65,6 +65,59 @@ pub(crate) struct NodeConfig {
     /// see docs/gateway.md. Ignored by `meshota node run`.
     #[serde(default)]
     pub(crate) gateway: Option<meshota_gateway::GatewayConfig>,
+    /// Sneakernet bundles (`meshota bundle import|want`): size limit and
+    /// the key encrypted bundles are opened with.
+    #[serde(default)]
+    pub(crate) bundle: BundleConfig,
+    /// USB station mode (`[station]`): the daemon watches a directory (a
+    /// removable medium's mount point) for bundles and want lists.
+    #[serde(default)]
+    pub(crate) station: Option<StationConfig>,
+}
+
+/// The `[station]` table (docs/daemon.md, "USB station").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StationConfig {
+    /// The directory to watch (the stick's mount point).
+    pub(crate) dir: PathBuf,
+    /// How often to look, in milliseconds (default 1000). A file is taken
+    /// only once its size and time stayed the same for one interval, so a
+    /// copy still in progress is not read.
+    #[serde(default = "default_station_poll_ms")]
+    pub(crate) poll_ms: u64,
+}
+
+const fn default_station_poll_ms() -> u64 {
+    1000
+}
+
+/// The `[bundle]` table. Every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BundleConfig {
+    /// Largest bundle file import reads (default 8 GiB); a larger one is
+    /// refused before it is read.
+    #[serde(default = "default_bundle_max_bytes")]
+    pub(crate) max_bytes: u64,
+    /// This node's ML-KEM-768 private key (PEM, from `meshota keys
+    /// generate --kem` or `meshota provision keygen`), to open bundles
+    /// encrypted to it.
+    #[serde(default)]
+    pub(crate) kem_key: Option<PathBuf>,
+}
+
+impl Default for BundleConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_bundle_max_bytes(),
+            kem_key: None,
+        }
+    }
+}
+
+const fn default_bundle_max_bytes() -> u64 {
+    8 << 30
 }
 
 /// What the daemon does after an install has switched the slot.
@@ -119,6 +172,27 @@ pub(crate) struct MeshConfig {
     /// LAN discovery over mDNS/DNS-SD; off when the table is absent.
     #[serde(default)]
     pub(crate) mdns: Option<MdnsConfig>,
+    /// Admission by device certificate (`[mesh.certificates]`): peers
+    /// whose certificate chains to the fleet's root CA, is valid now, is
+    /// not revoked, and names the key they proved. Instead of `allow`.
+    #[serde(default)]
+    pub(crate) certificates: Option<CertificatesConfig>,
+}
+
+/// The `[mesh.certificates]` table: provisioned fleets' admission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificatesConfig {
+    /// The fleet's root CA certificate (PEM): the trust anchor.
+    pub(crate) root: PathBuf,
+    /// This node's chain (PEM): its device certificate, then the
+    /// intermediate, as `meshota provision sign` writes it. Its device
+    /// certificate must name `device_key`.
+    pub(crate) chain: PathBuf,
+    /// The intermediate's revocation list (PEM or DER), re-read when the
+    /// file changes; devices on it are refused.
+    #[serde(default)]
+    pub(crate) crl: Option<PathBuf>,
 }
 
 /// The `[mesh.mdns]` table. Its presence turns discovery on.
@@ -204,10 +278,22 @@ impl NodeConfig {
                 return Err(format!("field `{field}` is empty"));
             }
         }
+        if let Some(st) = &self.station {
+            if !(10..=3_600_000).contains(&st.poll_ms) {
+                return Err("station.poll_ms must be within 10..=3600000".into());
+            }
+            if self.mesh.is_none() {
+                return Err("a [station] needs the [mesh] table: the daemon runs it".into());
+            }
+        }
         if let Some(m) = &self.mesh {
-            if m.open != m.allow.is_empty() {
+            let rules = usize::from(m.open)
+                + usize::from(!m.allow.is_empty())
+                + usize::from(m.certificates.is_some());
+            if rules != 1 {
                 return Err(
-                    "in [mesh], give exactly one of `open = true` (testnets) or `allow = [key ids]`"
+                    "in [mesh], give exactly one of `open = true` (testnets), `allow = [key ids]` \
+                     or a [mesh.certificates] table"
                         .to_string(),
                 );
             }
@@ -264,6 +350,13 @@ impl NodeConfig {
     fn resolve_paths(&mut self, base: &Path) {
         if let Some(m) = &mut self.mesh {
             resolve(base, &mut m.device_key);
+            if let Some(c) = &mut m.certificates {
+                resolve(base, &mut c.root);
+                resolve(base, &mut c.chain);
+                if let Some(crl) = &mut c.crl {
+                    resolve(base, crl);
+                }
+            }
             if let Some(c) = &mut m.control_socket {
                 resolve(base, c);
             }
@@ -275,6 +368,12 @@ impl NodeConfig {
         }
         resolve(base, &mut self.trust_root);
         resolve(base, &mut self.data_dir);
+        if let Some(k) = &mut self.bundle.kem_key {
+            resolve(base, k);
+        }
+        if let Some(st) = &mut self.station {
+            resolve(base, &mut st.dir);
+        }
         if let Some(s) = &mut self.store_dir {
             resolve(base, s);
         }
@@ -471,6 +570,21 @@ timeout_ms = 5000
             format!("{FULL}{MESH}[gateway]\norigin = \"http://o/\"\npoll_interval_secs = 0\n");
         let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
         assert!(e.contains("gateway.poll_interval_secs"), "{e}");
+    }
+
+    #[test]
+    fn certificate_admission_replaces_open_and_allow_and_resolves_its_paths() {
+        let certs = "[mesh.certificates]\nroot = \"ca/root.crt\"\nchain = \"device.crt\"\n";
+        // With `open = true` as well: two rules, refused.
+        let err =
+            NodeConfig::parse(&format!("{FULL}{MESH}{certs}"), Path::new("/etc/m")).unwrap_err();
+        assert!(err.contains("exactly one of"), "{err}");
+        let alone = format!("{FULL}{}{certs}", MESH.replace("open = true\n", ""));
+        let c = NodeConfig::parse(&alone, Path::new("/etc/m")).unwrap();
+        let cc = c.mesh.unwrap().certificates.unwrap();
+        assert_eq!(cc.root, Path::new("/etc/m/ca/root.crt"));
+        assert_eq!(cc.chain, Path::new("/etc/m/device.crt"));
+        assert_eq!(cc.crl, None);
     }
 
     #[test]

@@ -69,6 +69,9 @@ enum Command {
     /// Private CA, device identities and certificates, revocation, batches, registry.
     #[command(subcommand)]
     Provision(cmd::provision::ProvisionCmd),
+    /// USB sneakernet bundles: export, import, inspect, verify, want lists, merge.
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCmd),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Gateway(c) => cmd::gateway::run(c),
         Command::Publish(a) => cmd::publish::run(&a),
         Command::Provision(c) => cmd::provision::run(c),
+        Command::Bundle(c) => cmd::bundle::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -345,6 +345,8 @@ impl Sim {
                 installed: Installed {
                     release: Some(fixture.installed.id),
                     security_version: Some(INSTALLED_SECURITY_VERSION),
+                    // The fixture's releases list no patches.
+                    image_hash: None,
                 },
                 links: Vec::new(),
                 stats_before: Stats::default(),
@@ -642,6 +644,20 @@ impl Sim {
                 self.nodes[i].store.indexes.insert(id, bytes);
             }
             Action::InstallReady { release } => self.install(i, release),
+            // Patches are not modelled (the fixture's releases list none):
+            // report nothing produced, so the chunks are fetched plainly.
+            Action::ApplyPatch { release, patch } => {
+                if let Some(core) = self.nodes[i].core.as_mut() {
+                    core.handle(
+                        Timestamp(self.now),
+                        Event::PatchApplied {
+                            release,
+                            patch,
+                            produced: Vec::new(),
+                        },
+                    );
+                }
+            }
             Action::Disconnect { peer, .. } => {
                 self.disconnects += 1;
                 let l = peer_link(peer);
@@ -705,6 +721,7 @@ impl Sim {
                 node.installed = Installed {
                     release: Some(release),
                     security_version: Some(sv),
+                    image_hash: None,
                 };
                 let now = Timestamp(self.now);
                 if let Some(core) = node.core.as_mut() {

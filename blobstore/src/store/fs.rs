@@ -297,6 +297,53 @@ impl FsStore {
         Ok((p.id, offset))
     }
 
+    /// Per chunk of a batch: whether it is neither stored nor earlier in
+    /// the batch.
+    fn fresh(&self, hashes: impl Iterator<Item = Hash>) -> Result<Vec<bool>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CHUNKS)?;
+        let mut batch_seen = HashSet::new();
+        let mut v = Vec::new();
+        for hash in hashes {
+            v.push(t.get(hash.as_bytes())?.is_none() && batch_seen.insert(hash));
+        }
+        Ok(v)
+    }
+
+    /// Appends the checked at-rest forms (`None`: not fresh, skipped),
+    /// fsyncs the pack, then commits their locations in one transaction:
+    /// the commit protocol of every put.
+    fn store_encoded(
+        &self,
+        w: &mut Writer,
+        chunks: impl Iterator<Item = ((Hash, u32), Option<super::AtRest>)>,
+    ) -> Result<PutReport> {
+        let mut report = PutReport::default();
+        let mut synced = Vec::new();
+        let mut locs: Vec<(Hash, Loc)> = Vec::new();
+        for ((hash, raw), at_rest) in chunks {
+            let Some(at_rest) = at_rest else { continue };
+            let (pack, offset) = self.append(w, &at_rest.bytes, &mut synced)?;
+            let stored = u32::try_from(at_rest.bytes.len()).unwrap_or(u32::MAX);
+            locs.push((hash, (pack, offset, stored, raw, at_rest.compressed)));
+            report.new_chunks += 1;
+            report.new_stored_bytes += u64::from(stored);
+        }
+        if locs.is_empty() {
+            return Ok(report);
+        }
+        self.sync(w)?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(CHUNKS)?;
+            for (h, loc) in &locs {
+                t.insert(h.as_bytes(), *loc)?;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
     fn sync(&self, w: &Writer) -> Result<()> {
         if let Some(p) = &w.pack {
             p.file
@@ -516,42 +563,20 @@ impl FsStore {
 impl ChunkStore for FsStore {
     fn put_batch(&self, chunks: &[(Hash, &[u8])]) -> Result<PutReport> {
         let mut w = lock(&self.writer);
-        let mut report = PutReport::default();
-        let mut synced = Vec::new();
-        let fresh: Vec<bool> = {
-            let tx = self.db.begin_read()?;
-            let t = tx.open_table(CHUNKS)?;
-            let mut batch_seen = HashSet::new();
-            let mut v = Vec::with_capacity(chunks.len());
-            for (hash, _) in chunks {
-                v.push(t.get(hash.as_bytes())?.is_none() && batch_seen.insert(*hash));
-            }
-            v
-        };
+        let fresh = self.fresh(chunks.iter().map(|(h, _)| *h))?;
         let encoded = super::check_and_encode(chunks, &fresh)?;
-        let mut locs: Vec<(Hash, Loc)> = Vec::new();
-        for ((hash, bytes), at_rest) in chunks.iter().zip(encoded) {
-            let Some(at_rest) = at_rest else { continue };
-            let (pack, offset) = self.append(&mut w, &at_rest.bytes, &mut synced)?;
-            let stored = u32::try_from(at_rest.bytes.len()).unwrap_or(u32::MAX);
-            let raw = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-            locs.push((*hash, (pack, offset, stored, raw, at_rest.compressed)));
-            report.new_chunks += 1;
-            report.new_stored_bytes += u64::from(stored);
-        }
-        if locs.is_empty() {
-            return Ok(report);
-        }
-        self.sync(&w)?;
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(CHUNKS)?;
-            for (h, loc) in &locs {
-                t.insert(h.as_bytes(), *loc)?;
-            }
-        }
-        tx.commit()?;
-        Ok(report)
+        let sizes = chunks
+            .iter()
+            .map(|(h, b)| (*h, u32::try_from(b.len()).unwrap_or(u32::MAX)));
+        self.store_encoded(&mut w, sizes.zip(encoded))
+    }
+
+    fn put_sent_batch(&self, chunks: &[SentChunk]) -> Result<PutReport> {
+        let mut w = lock(&self.writer);
+        let fresh = self.fresh(chunks.iter().map(|c| c.hash))?;
+        let encoded = super::check_sent(chunks, &fresh)?;
+        let sizes = chunks.iter().map(|c| (c.hash, c.raw_len));
+        self.store_encoded(&mut w, sizes.zip(encoded))
     }
 
     fn get(&self, hash: &Hash) -> Result<Vec<u8>> {

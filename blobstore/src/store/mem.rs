@@ -55,6 +55,34 @@ impl MemStore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Per chunk of a batch: whether it is neither stored nor earlier in it.
+    fn fresh(&self, hashes: impl Iterator<Item = Hash>) -> Vec<bool> {
+        let inner = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        hashes
+            .map(|h| !inner.chunks.contains_key(&h) && seen.insert(h))
+            .collect()
+    }
+
+    /// Keeps the checked at-rest forms (`None`: not fresh, skipped).
+    fn store_encoded(
+        &self,
+        chunks: impl Iterator<Item = ((Hash, u32), Option<AtRest>)>,
+    ) -> PutReport {
+        let mut report = PutReport::default();
+        let mut inner = self.lock();
+        for ((hash, raw_len), at_rest) in chunks {
+            let Some(at_rest) = at_rest else { continue };
+            if inner.chunks.contains_key(&hash) {
+                continue;
+            }
+            report.new_chunks += 1;
+            report.new_stored_bytes += at_rest.bytes.len() as u64;
+            inner.chunks.insert(hash, Stored { at_rest, raw_len });
+        }
+        report
+    }
+
     /// Forgets every earlier seeding of `abs` and records `entries`
     /// (chunk, offset, length) as read from it.
     fn replace_seeds(&self, abs: &Path, entries: &[(Hash, u64, u32)]) {
@@ -100,28 +128,18 @@ impl MemStore {
 
 impl ChunkStore for MemStore {
     fn put_batch(&self, chunks: &[(Hash, &[u8])]) -> Result<PutReport> {
-        let fresh: Vec<bool> = {
-            let inner = self.lock();
-            let mut seen = std::collections::HashSet::new();
-            chunks
-                .iter()
-                .map(|(h, _)| !inner.chunks.contains_key(h) && seen.insert(*h))
-                .collect()
-        };
+        let fresh = self.fresh(chunks.iter().map(|(h, _)| *h));
         let encoded = super::check_and_encode(chunks, &fresh)?;
-        let mut report = PutReport::default();
-        let mut inner = self.lock();
-        for ((hash, bytes), at_rest) in chunks.iter().zip(encoded) {
-            let Some(at_rest) = at_rest else { continue };
-            if inner.chunks.contains_key(hash) {
-                continue;
-            }
-            report.new_chunks += 1;
-            report.new_stored_bytes += at_rest.bytes.len() as u64;
-            let raw_len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-            inner.chunks.insert(*hash, Stored { at_rest, raw_len });
-        }
-        Ok(report)
+        let sizes = chunks
+            .iter()
+            .map(|(h, b)| (*h, u32::try_from(b.len()).unwrap_or(u32::MAX)));
+        Ok(self.store_encoded(sizes.zip(encoded)))
+    }
+
+    fn put_sent_batch(&self, chunks: &[SentChunk]) -> Result<PutReport> {
+        let fresh = self.fresh(chunks.iter().map(|c| c.hash));
+        let encoded = super::check_sent(chunks, &fresh)?;
+        Ok(self.store_encoded(chunks.iter().map(|c| (c.hash, c.raw_len)).zip(encoded)))
     }
 
     fn get(&self, hash: &Hash) -> Result<Vec<u8>> {

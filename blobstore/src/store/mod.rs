@@ -151,6 +151,15 @@ pub trait ChunkStore: Send + Sync {
     /// As [`ChunkStore::put`]; on error none of the batch is acknowledged.
     fn put_batch(&self, chunks: &[(Hash, &[u8])]) -> Result<PutReport>;
 
+    /// Stores chunks in the form they were sent (their at-rest form: no
+    /// second compression), after checking that each opens, within its
+    /// stated length, to content hashing to its id. All are checked before
+    /// any is stored; durable on return.
+    ///
+    /// # Errors
+    /// [`Error::CorruptChunk`] (nothing stored), I/O.
+    fn put_sent_batch(&self, chunks: &[SentChunk]) -> Result<PutReport>;
+
     /// The chunk's content, hash-checked (stored chunks first, then seeded).
     ///
     /// # Errors
@@ -303,6 +312,14 @@ pub struct SentChunk {
 }
 
 impl SentChunk {
+    /// Raw content in the form a store sends it (zstd when that is
+    /// smaller). The receiver's [`SentChunk::open`] checks that `raw`
+    /// hashes to `hash`; nothing here does.
+    #[must_use]
+    pub fn encode(hash: Hash, raw: &[u8]) -> Self {
+        encode_one(hash, raw)
+    }
+
     /// The content, after checking its length and hash; decompression is
     /// bounded by `raw_len` (at most [`MAX_CHUNK_BYTES`]).
     ///
@@ -375,6 +392,23 @@ impl Codec {
             bytes: raw.to_vec(),
         }
     }
+}
+
+/// Checks sent chunks (each opens to content hashing to its id) and keeps
+/// the at-rest form of those flagged in `fresh` as it was sent. Returns an
+/// error, and nothing else, unless every chunk checks.
+pub(crate) fn check_sent(chunks: &[SentChunk], fresh: &[bool]) -> Result<Vec<Option<AtRest>>> {
+    chunks
+        .iter()
+        .zip(fresh)
+        .map(|(c, f)| {
+            c.open()?;
+            Ok(f.then(|| AtRest {
+                compressed: c.compressed,
+                bytes: c.bytes.clone(),
+            }))
+        })
+        .collect()
 }
 
 /// Most threads one batch is checked and compressed on.

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use meshota_manifest::Hash;
 
-use super::{ChunkSource, ChunkStore, FsStore, MemStore};
+use super::{ChunkSource, ChunkStore, FsStore, MemStore, SentChunk};
 use crate::chunking::DEFAULT_PARAMS;
 use crate::error::Error;
 use crate::index::{ChunkIndex, ChunkRef};
@@ -119,6 +119,37 @@ pub(crate) fn put_batch_stores_nothing_when_one_chunk_mismatches<B: Backend>() {
     let r = s.put_batch(&[(Hash::of(&a), &a), (Hash::of(&a), &b)]);
     assert!(matches!(r, Err(Error::HashMismatch { .. })));
     assert!(!s.has(&Hash::of(&a)).unwrap());
+}
+
+pub(crate) fn put_sent_keeps_the_sent_form_and_refuses_a_corrupt_one<B: Backend>() {
+    let (s, _d) = B::make();
+    let compressible = vec![7u8; 20_000];
+    let raw = blake3::Hasher::new()
+        .update(b"incompressible")
+        .finalize_xof_bytes(3000);
+    let sent = [
+        SentChunk::encode(Hash::of(&compressible), &compressible),
+        SentChunk::encode(Hash::of(&raw), &raw),
+    ];
+    assert!(sent[0].compressed && !sent[1].compressed);
+    // One corrupt chunk (a flipped byte of its compressed form) and the
+    // batch stores nothing.
+    let mut bad = sent[0].clone();
+    let n = bad.bytes.len();
+    bad.bytes[n / 2] ^= 0x20;
+    let r = s.put_sent_batch(&[sent[1].clone(), bad]);
+    assert!(matches!(r, Err(Error::CorruptChunk { .. })), "{r:?}");
+    assert!(!s.has(&sent[1].hash).unwrap());
+    let r = s.put_sent_batch(&sent).unwrap();
+    assert_eq!(r.new_chunks, 2);
+    // Stored as sent: the at-rest size is the sent size, no recompression.
+    assert_eq!(
+        r.new_stored_bytes,
+        (sent[0].bytes.len() + sent[1].bytes.len()) as u64
+    );
+    assert_eq!(s.get(&sent[0].hash).unwrap(), compressible);
+    assert_eq!(s.get_sent(&sent[1].hash).unwrap(), sent[1]);
+    assert_eq!(s.put_sent_batch(&sent).unwrap().new_chunks, 0);
 }
 
 pub(crate) fn get_of_an_absent_chunk_is_chunk_not_found<B: Backend>() {
@@ -473,6 +504,10 @@ macro_rules! suite {
             #[test]
             fn put_batch_stores_nothing_when_one_chunk_mismatches() {
                 super::put_batch_stores_nothing_when_one_chunk_mismatches::<$backend>();
+            }
+            #[test]
+            fn put_sent_keeps_the_sent_form_and_refuses_a_corrupt_one() {
+                super::put_sent_keeps_the_sent_form_and_refuses_a_corrupt_one::<$backend>();
             }
             #[test]
             fn get_of_an_absent_chunk_is_chunk_not_found() {

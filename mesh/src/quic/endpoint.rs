@@ -45,25 +45,43 @@ const MESSAGE_QUEUE: usize = 8;
 /// the other's hello.
 const VERDICT_ADMITTED: u8 = 1;
 
-/// Which peers may connect, decided on the key each peer proved by
-/// channel binding. Applies to both accepted and initiated connections.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A fleet's own admission rule, applied to a hello whose channel binding
+/// already verified (so `hello.device_key` is proven): e.g. the device
+/// certificate chains to the fleet's CA, is valid now, is not revoked, and
+/// names that key.
+pub trait AdmissionPolicy: Send + Sync + core::fmt::Debug {
+    /// `Ok` to admit; `Err` with the reason to refuse.
+    ///
+    /// # Errors
+    /// The reason the peer is refused.
+    fn admit(&self, hello: &Hello) -> Result<(), String>;
+}
+
+/// Which peers may connect, decided on what each peer proved by channel
+/// binding. Applies to both accepted and initiated connections.
+#[derive(Clone, Debug)]
 pub enum Admission {
     /// Only these device key ids (the fleet allow-list).
     AllowList(BTreeSet<KeyId>),
     /// Anyone who proves some device key. For testnets only: it must be
     /// chosen explicitly, it is never a default.
     Open,
+    /// The embedding daemon's rule (provisioned fleets: certificates).
+    Policy(Arc<dyn AdmissionPolicy>),
 }
 
 impl Admission {
-    /// Whether `peer` is admitted. `Open` admits every key; `AllowList`
-    /// exactly the listed ones.
-    #[must_use]
-    pub fn admits(&self, peer: &KeyId) -> bool {
+    /// Whether the peer of a verified `hello` is admitted. `Open` admits
+    /// every key; `AllowList` exactly the listed ones; `Policy` what it says.
+    ///
+    /// # Errors
+    /// The reason the peer is refused.
+    pub fn admits(&self, hello: &Hello) -> Result<(), String> {
         match self {
-            Self::AllowList(keys) => keys.contains(peer),
-            Self::Open => true,
+            Self::AllowList(keys) if keys.contains(&hello.peer_id()) => Ok(()),
+            Self::AllowList(_) => Err("not on the fleet allow-list".into()),
+            Self::Open => Ok(()),
+            Self::Policy(p) => p.admit(hello),
         }
     }
 }
@@ -72,6 +90,7 @@ impl Admission {
 struct Identity {
     key: SecretKey,
     hardware: String,
+    certificates: Vec<Vec<u8>>,
     admission: Admission,
 }
 
@@ -100,6 +119,31 @@ impl QuicEndpoint {
         hardware: String,
         admission: Admission,
     ) -> Result<Self, QuicError> {
+        Self::bind_presenting(addr, device_key, hardware, Vec::new(), admission)
+    }
+
+    /// As [`QuicEndpoint::bind`], presenting `certificates` (this node's
+    /// X.509 chain in DER, device certificate first) in every hello.
+    ///
+    /// # Errors
+    /// As [`QuicEndpoint::bind`]; [`QuicError::MalformedHello`] when the
+    /// chain is over the hello's limits.
+    pub fn bind_presenting(
+        addr: SocketAddr,
+        device_key: SecretKey,
+        hardware: String,
+        certificates: Vec<Vec<u8>>,
+        admission: Admission,
+    ) -> Result<Self, QuicError> {
+        if certificates.len() > super::hello::MAX_HELLO_CERTIFICATES
+            || certificates
+                .iter()
+                .any(|c| c.len() > super::hello::MAX_CERTIFICATE_BYTES)
+        {
+            return Err(QuicError::MalformedHello {
+                reason: "certificate chain over the hello's limits",
+            });
+        }
         if hardware.len() > super::hello::MAX_HARDWARE_BYTES {
             return Err(QuicError::MalformedHello {
                 reason: "hardware class string too long",
@@ -110,6 +154,7 @@ impl QuicEndpoint {
         let identity = Arc::new(Identity {
             key: device_key,
             hardware,
+            certificates,
             admission,
         });
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
@@ -249,7 +294,12 @@ async fn hello_exchange(conn: &Connection, identity: &Identity) -> Result<Hello,
     let mut exporter = [0u8; EXPORTER_LEN];
     conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
         .map_err(|_| QuicError::Exporter)?;
-    let ours = Hello::sign(&identity.key, &exporter, &identity.hardware)?;
+    let ours = Hello::sign(
+        &identity.key,
+        &exporter,
+        &identity.hardware,
+        &identity.certificates,
+    )?;
 
     let mut out = conn.open_uni().await?;
     frame::write_frame(&mut out, &ours.encode()?).await?;
@@ -260,9 +310,10 @@ async fn hello_exchange(conn: &Connection, identity: &Identity) -> Result<Hello,
     if theirs.device_key == *identity.key.public() {
         return Err(QuicError::ReflectedHello);
     }
-    if !identity.admission.admits(&theirs.peer_id()) {
+    if let Err(reason) = identity.admission.admits(&theirs) {
         return Err(QuicError::NotAdmitted {
             peer: theirs.peer_id(),
+            reason,
         });
     }
 

@@ -124,10 +124,12 @@ pub enum QuicError {
     #[error("peer presented our own device key")]
     ReflectedHello,
     /// The peer proved its key but the admission policy does not admit it.
-    #[error("peer {peer} is not admitted")]
+    #[error("peer {peer} is not admitted: {reason}")]
     NotAdmitted {
         /// The refused peer's key id.
         peer: KeyId,
+        /// Why (the admission rule it failed).
+        reason: String,
     },
     /// A frame header announced more bytes than allowed; nothing was
     /// allocated for it.

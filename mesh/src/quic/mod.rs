@@ -46,8 +46,8 @@ pub mod hello;
 pub mod tls;
 
 pub use endpoint::{
-    Admission, HELLO_TIMEOUT, MAX_PENDING_HANDSHAKES, PeerConn, PeerSender, QuicEndpoint,
-    READ_BUDGET_BYTES,
+    Admission, AdmissionPolicy, HELLO_TIMEOUT, MAX_PENDING_HANDSHAKES, PeerConn, PeerSender,
+    QuicEndpoint, READ_BUDGET_BYTES,
 };
 pub use error::{CloseCode, QuicError};
 pub use frame::MAX_MESSAGE_BYTES;

@@ -130,6 +130,12 @@ pub struct SimNode {
     pub behaviour: Behaviour,
     pub timer: Option<Timestamp>,
     pub bytes_in: u64,
+    /// The image in the node's active slot (the base patches apply to).
+    pub base: Option<Vec<u8>>,
+    /// Pieces that failed when the node applied a patch.
+    pub pieces_failed: u64,
+    /// Patches applied (one `ApplyPatch` each).
+    pub patches_applied: u64,
 }
 
 pub struct Net {
@@ -208,6 +214,9 @@ impl Net {
                 behaviour: Behaviour::Honest,
                 timer: None,
                 bytes_in: 0,
+                base: None,
+                pieces_failed: 0,
+                patches_applied: 0,
             })
             .collect();
         let mut net = Self {
@@ -349,6 +358,18 @@ impl Net {
                 self.nodes[i].timer = Some(at);
                 self.push(at, i, Event::Timeout);
             }
+            Action::ApplyPatch { release, patch } => {
+                let produced = self.apply_patch(i, release, patch);
+                self.push(
+                    self.now,
+                    i,
+                    Event::PatchApplied {
+                        release,
+                        patch,
+                        produced,
+                    },
+                );
+            }
             Action::StoreManifest { .. }
             | Action::Penalised { .. }
             | Action::ReportReceived { .. }
@@ -365,10 +386,12 @@ impl Net {
         mut done: impl FnMut(&Self) -> bool,
     ) -> bool {
         let mut count = 0;
-        while let Some(Reverse((at, _, i, EventBox(ev)))) = self.queue.pop() {
-            if done(self) {
-                return true;
-            }
+        // `done` is checked before an event is taken, so an event is never
+        // dropped when a run stops (a later run picks it up).
+        while !done(self) {
+            let Some(Reverse((at, _, i, EventBox(ev)))) = self.queue.pop() else {
+                break;
+            };
             if count >= max_events || at.0 > max_ms {
                 return false;
             }
@@ -386,6 +409,59 @@ impl Net {
             self.drain(i);
         }
         done(self)
+    }
+
+    /// What a driver does on `ApplyPatch`: the library's
+    /// `rebuild_from_patch` against the node's base, over a store holding
+    /// what the node holds; produced chunks join the node's store. Returns
+    /// the target chunks held afterwards.
+    fn apply_patch(&mut self, i: usize, release: Hash, patch: Hash) -> Vec<Hash> {
+        use meshota_blobstore::ChunkStore;
+        use meshota_blobstore::patch::{PatchIndex, rebuild_from_patch};
+        self.nodes[i].patches_applied += 1;
+        let n = &self.nodes[i];
+        let comp = n.core.manifest(&release).unwrap().components[0].clone();
+        let target = ChunkIndex::decode(&n.indexes[&comp.chunk_index]).unwrap();
+        let mem = meshota_blobstore::MemStore::new();
+        for (h, d) in &n.store {
+            mem.put(*h, d).unwrap();
+        }
+        let Ok(index) = PatchIndex::load(&mem, &patch, u64::MAX) else {
+            return Vec::new();
+        };
+        let base = n.base.clone().unwrap_or_default();
+        let Ok(report) = rebuild_from_patch(&mem, &target, &index, &base, &mut |_, _| {}) else {
+            return Vec::new();
+        };
+        let n = &mut self.nodes[i];
+        n.pieces_failed += report.failed.len() as u64;
+        let mut held = Vec::new();
+        for c in target.chunks() {
+            if let Ok(d) = mem.get(&c.hash) {
+                n.store.entry(c.hash).or_insert(d);
+                held.push(c.hash);
+            }
+        }
+        held
+    }
+
+    /// Delivers `msg` to node `i` as if sent by its peer at link `peer`
+    /// (the link number at node `i`), now.
+    pub fn inject(&mut self, i: usize, peer: u64, msg: &wire::Message) {
+        let bytes = msg.encode().unwrap();
+        self.push(
+            self.now,
+            i,
+            Event::Message {
+                peer: PeerId(peer),
+                bytes,
+            },
+        );
+    }
+
+    /// The link number node `i` uses for its first peer.
+    pub fn first_link(&self, i: usize) -> Option<u64> {
+        self.links.keys().find(|(n, _)| *n == i).map(|(_, p)| *p)
     }
 
     pub fn all_installed(&self, id: Hash) -> bool {

@@ -54,6 +54,11 @@ pub(crate) struct PublishArgs {
     /// The image it describes.
     #[arg(long)]
     image: PathBuf,
+    /// A store holding the patch blobs the manifest lists (the `--store`
+    /// of `release create --previous`): they are copied into the node's
+    /// store and served to nodes on those bases.
+    #[arg(long)]
+    patch_store: Option<PathBuf>,
 }
 
 pub(crate) fn run(cmd: NodeCmd) -> CmdResult {
@@ -96,6 +101,7 @@ fn publish(a: &PublishArgs) -> CmdResult {
     let req = Request::Publish {
         manifest: absolute(&a.manifest)?,
         image: absolute(&a.image)?,
+        patch_store: a.patch_store.as_deref().map(absolute).transpose()?,
     };
     let answer = ask(&a.config, &req, Duration::from_secs(600))?;
     if answer["ok"] == true {

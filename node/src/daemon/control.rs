@@ -25,6 +25,24 @@ pub(crate) enum Request {
         manifest: std::path::PathBuf,
         /// Absolute path of the image.
         image: std::path::PathBuf,
+        /// Absolute path of a store holding the patch blobs the manifest
+        /// lists (as `release create --store DIR --previous` leaves them):
+        /// they are copied into the node's store and served.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        patch_store: Option<std::path::PathBuf>,
+    },
+    /// Verify a sneakernet bundle completely, commit it, announce its releases.
+    #[serde(rename = "import-bundle")]
+    ImportBundle {
+        /// Absolute path of the bundle.
+        bundle: std::path::PathBuf,
+        /// Absolute path of the ML-KEM-768 private key, for an encrypted bundle.
+        kem_key: Option<std::path::PathBuf>,
+    },
+    /// Write a want list (what this node and its peers hold, plus reports).
+    Want {
+        /// Absolute path of the file to write.
+        out: std::path::PathBuf,
     },
     /// Graceful exit.
     Shutdown,

@@ -103,6 +103,24 @@ pub(super) fn render(s: &Value) -> String {
         n(&s["chunk_bytes_fetched"]),
     );
     metric(
+        "meshota_patch_bytes_fetched_total",
+        "counter",
+        "Bytes of patch blobs (patch indexes and pieces) fetched.",
+        n(&s["patch_bytes_fetched"]),
+    );
+    metric(
+        "meshota_patch_pieces_applied_total",
+        "counter",
+        "Patch pieces applied whose every output chunk verified.",
+        n(&s["patch_pieces_applied"]),
+    );
+    metric(
+        "meshota_patch_pieces_failed_total",
+        "counter",
+        "Patch pieces discarded (their chunks were fetched plainly).",
+        n(&s["patch_pieces_failed"]),
+    );
+    metric(
         "meshota_chunks_served_total",
         "counter",
         "Chunks served to peers.",
@@ -157,6 +175,7 @@ mod tests {
     fn renders_counters_and_the_current_state() {
         let s = serde_json::json!({
             "peers": 3, "bytes_in": 10, "state": "fetching",
+            "patch_bytes_fetched": 219, "patch_pieces_failed": 2,
             "wanted": {"have_chunks": 4, "total_chunks": 9},
             "installed": {"security_version": 7},
         });
@@ -164,6 +183,9 @@ mod tests {
         assert!(text.contains("meshota_peers 3\n"));
         assert!(text.contains("meshota_bytes_received_total 10\n"));
         assert!(text.contains("meshota_wanted_chunks_total 9\n"));
+        assert!(text.contains("meshota_patch_bytes_fetched_total 219\n"));
+        assert!(text.contains("meshota_patch_pieces_failed_total 2\n"));
+        assert!(text.contains("meshota_patch_pieces_applied_total 0\n"));
         assert!(text.contains("meshota_installed_security_version 7\n"));
         assert!(text.contains("meshota_state{state=\"fetching\"} 1\n"));
         assert!(text.contains("meshota_state{state=\"idle\"} 0\n"));

@@ -9,10 +9,13 @@
 //! its chunks are served from memory. After a crash the core restarts from
 //! what the store holds, so verified chunks are never fetched twice.
 
+mod admission;
 pub(crate) mod control;
 mod discovery;
 mod gateway;
 mod metrics;
+pub(crate) mod patch;
+mod station;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -93,6 +96,28 @@ enum Input {
     },
     /// An origin sync finished (gateway only).
     OriginSynced(Result<meshota_gateway::origin::SyncReport, String>),
+    /// The USB station found a file to handle.
+    Station(station::Found),
+    /// A bundle import (on a blocking thread) finished.
+    BundleImported {
+        result: Result<meshota_sneakernet::Imported, String>,
+        reply: oneshot::Sender<serde_json::Value>,
+    },
+    /// A patch was applied (or could not be).
+    PatchDone {
+        release: Hash,
+        patch: Hash,
+        result: Result<patch::Applied, String>,
+    },
+}
+
+/// Patch counters for the status object (the core counts fetches).
+#[derive(Default)]
+struct PatchCounters {
+    pieces_applied: u64,
+    pieces_failed: u64,
+    chunks_produced: u64,
+    last_error: Option<String>,
 }
 
 enum InstallResult {
@@ -157,6 +182,7 @@ struct Daemon {
     discovered: BTreeMap<String, Dialled>,
     /// Gateway duties (`meshota gateway run`), none for a plain node.
     gateway: Option<gateway::GatewayState>,
+    patches: PatchCounters,
 }
 
 /// A discovered peer and the dialer that keeps a connection to it.
@@ -207,14 +233,26 @@ fn load_state(node: &Node) -> CmdResult<(Installed, Option<String>)> {
         .as_ref()
         .map(|i| i.version.clone());
     let path = node.config.slot_manifest_path(slot);
-    let release = read_limited(&path, MAX_MANIFEST_BYTES)
+    let doc = read_limited(&path, MAX_MANIFEST_BYTES)
         .ok()
-        .and_then(|b| SignedDocument::<ReleaseManifest>::decode(&b).ok())
-        .map(|d| d.id());
+        .and_then(|b| SignedDocument::<ReleaseManifest>::decode(&b).ok());
+    let release = doc.as_ref().map(SignedDocument::id);
+    // The confirmed slot's image: the base a listed patch must be from.
+    // (A slot that does not hold it is caught when a patch is applied:
+    // the base is hashed first.)
+    let image_hash = doc.as_ref().and_then(|d| {
+        let body = d.unverified_body();
+        body.components
+            .iter()
+            .find(|c| c.name == node.config.component)
+            .or_else(|| body.components.first())
+            .map(|c| c.image_hash)
+    });
     Ok((
         Installed {
             release,
             security_version: Some(record.security_counter),
+            image_hash,
         },
         version,
     ))
@@ -242,8 +280,13 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
     }
     let (installed, installed_version) = load_state(&node)?;
 
+    let mut certificates = Vec::new();
     let admission = if mesh.open {
         Admission::Open
+    } else if let Some(cfg) = &mesh.certificates {
+        let (policy, own) = admission::CertificateAdmission::load(cfg, key.public())?;
+        certificates = own;
+        Admission::Policy(Arc::new(policy))
     } else {
         let mut set = std::collections::BTreeSet::new();
         for id in &mesh.allow {
@@ -256,10 +299,11 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
         Admission::AllowList(set)
     };
     let endpoint = Arc::new(
-        QuicEndpoint::bind(
+        QuicEndpoint::bind_presenting(
             mesh.listen,
             (*key).clone(),
             node.config.hardware.clone(),
+            certificates,
             admission,
         )
         .map_err(|e| Failure::file(&node.path, format!("cannot listen on {}: {e}", mesh.listen)))?,
@@ -316,6 +360,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
         mdns_instance: None,
         discovered: BTreeMap::new(),
         gateway: None,
+        patches: PatchCounters::default(),
     };
     d.load_store()?;
     d.seed_active_slot();
@@ -389,6 +434,20 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
     tokio::spawn(accept_loop(endpoint.clone(), tx.clone()));
     for addr in &mesh.peers {
         tokio::spawn(dial_loop(endpoint.clone(), *addr, tx.clone()));
+    }
+    // USB station: files on the stick become inputs.
+    if let Some(cfg) = node.config.station.clone() {
+        let (found_tx, mut found_rx) = mpsc::channel(16);
+        tracing::info!(dir = %cfg.dir.display(), "USB station watching");
+        tokio::spawn(station::watch(cfg, found_tx));
+        let inputs = tx.clone();
+        tokio::spawn(async move {
+            while let Some(f) = found_rx.recv().await {
+                if inputs.send(Input::Station(f)).await.is_err() {
+                    break;
+                }
+            }
+        });
     }
     // LAN discovery: kept alive (and unregistered on drop) until shutdown.
     let _discovery = match &mesh.mdns {
@@ -496,6 +555,13 @@ async fn dial_loop(ep: Arc<QuicEndpoint>, addr: std::net::SocketAddr, tx: mpsc::
                 let _ = done_rx.await;
                 backoff = Duration::from_millis(200);
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e @ meshota_mesh::quic::QuicError::NotAdmitted { .. }) => {
+                // The peer answered and proved its key, but this node's
+                // admission rule refuses it: an operator wants to know.
+                tracing::warn!(%addr, "dialled peer refused: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(e) => {
                 tracing::debug!(%addr, "dial failed: {e}");
@@ -621,6 +687,21 @@ impl Daemon {
                 }
             }
         }
+        // Patch indexes held (published here, or fetched before a restart).
+        let patch_ids: Vec<Hash> = self
+            .core
+            .releases()
+            .iter()
+            .filter_map(|id| self.core.manifest(id))
+            .flat_map(|m| m.patches.iter().map(|p| p.patch))
+            .collect();
+        for id in patch_ids {
+            if let Ok(bytes) = self.store.get(&id) {
+                if let Err(e) = self.core.add_patch_index(now, &bytes) {
+                    tracing::warn!(patch = %id.short(), "not loaded: {e}");
+                }
+            }
+        }
         let chunks = self.store.list().at(&self.store_dir)?;
         let n = chunks.len();
         self.core
@@ -629,66 +710,33 @@ impl Daemon {
         Ok(())
     }
 
-    /// Serves the confirmed slot's image in place: its chunks (checked
-    /// against the installed release's signed index) count as held without
-    /// a copy in the store. The other slot, which the next install
-    /// overwrites, is never a seed. Best effort: a slot that cannot be read
-    /// or whose index the store lacks is logged and skipped.
+    /// Serves the confirmed slot's image in place (`Node::seed_confirmed_slot`):
+    /// its chunks count as held without a copy in the store. Best effort: a
+    /// slot that cannot be read is logged and skipped.
     fn seed_active_slot(&mut self) {
         let node = self.node.clone();
         let store = self.store.clone();
-        let component = node.config.component.clone();
         let result = tokio::task::block_in_place(
             move || -> Result<Option<(String, Vec<Hash>, u64)>, String> {
-                let mut dev = node.open_device().map_err(|f| f.message)?;
-                let record = dev.record().map_err(|e| e.to_string())?;
-                let active = record.confirmed;
-                let cfg = &node.config.device;
-                let (slot, other) = match active {
-                    meshota_boot::SlotId::A => (&cfg.slot_a, &cfg.slot_b),
-                    meshota_boot::SlotId::B => (&cfg.slot_b, &cfg.slot_a),
-                };
-                // One file holding both slots is re-seeded as a whole below.
-                if other.path != slot.path {
-                    store.unseed(&other.path).map_err(|e| e.to_string())?;
-                }
-                let path = node.config.slot_manifest_path(active);
-                let Ok(bytes) = read_limited(&path, MAX_MANIFEST_BYTES) else {
-                    store.unseed(&slot.path).map_err(|e| e.to_string())?;
+                let Some(seeded) = node.seed_confirmed_slot(&store).map_err(|f| f.message)? else {
                     return Ok(None); // nothing installed there by meshota
                 };
-                let doc =
-                    SignedDocument::<ReleaseManifest>::decode(&bytes).map_err(|e| e.to_string())?;
-                let body = doc.unverified_body();
-                let Some(c) = body
-                    .components
-                    .iter()
-                    .find(|c| c.name == component)
-                    .or_else(|| body.components.first())
-                else {
-                    return Ok(None);
-                };
-                let index = store
-                    .get_index(&c.chunk_index)
-                    .map_err(|e| format!("index of the installed release: {e}"))?;
-                let report = store
-                    .seed_region(&slot.path, slot.offset, &index)
-                    .map_err(|e| e.to_string())?;
                 // The store's own `missing`: each distinct chunk looked up once,
                 // and a metadata error reported rather than read as "absent".
                 let missing: std::collections::BTreeSet<Hash> = store
-                    .missing(&index)
+                    .missing(&seeded.index)
                     .map_err(|e| e.to_string())?
                     .into_iter()
                     .map(|c| c.hash)
                     .collect();
-                let held: Vec<Hash> = index
+                let held: Vec<Hash> = seeded
+                    .index
                     .chunks()
                     .iter()
                     .map(|c| c.hash)
                     .filter(|h| !missing.contains(h))
                     .collect();
-                Ok(Some((active.name().to_string(), held, report.chunks)))
+                Ok(Some((seeded.slot.name().to_string(), held, seeded.chunks)))
             },
         );
         match result {
@@ -716,14 +764,36 @@ impl Daemon {
                     self.core.handle(now, Event::LinkDown { peer });
                 }
             }
+            Input::Control {
+                req: Request::ImportBundle { bundle, kem_key },
+                reply,
+            } => self.import_bundle(bundle, kem_key, reply),
             Input::Control { req, reply } => {
                 let answer = self.control(req);
                 let _ = reply.send(answer);
             }
+            Input::BundleImported { result, reply } => self.bundle_imported(result, reply),
+            Input::Station(station::Found::Bundle(path)) => {
+                let (reply, answer) = oneshot::channel();
+                let key = self.node.config.bundle.kem_key.clone();
+                self.import_bundle(path.clone(), key, reply);
+                tokio::spawn(async move {
+                    let outcome = answer.await.unwrap_or_else(
+                        |_| json!({"ok": false, "error": "the daemon stopped mid-import"}),
+                    );
+                    station::write_result(&path, &outcome);
+                });
+            }
+            Input::Station(station::Found::Want(path)) => self.station_want(path),
             Input::InstallDone { release, result } => self.install_done(release, result),
             Input::Discovered(found) => self.discovered(found),
             Input::Flushed { seq, result } => self.flushed(seq, result),
             Input::OriginSynced(result) => self.origin_synced(result),
+            Input::PatchDone {
+                release,
+                patch,
+                result,
+            } => self.patch_done(release, patch, result),
         }
     }
 
@@ -952,6 +1022,7 @@ impl Daemon {
                 }
             }
             Action::InstallReady { release } => self.start_install(release),
+            Action::ApplyPatch { release, patch } => self.start_patch(release, patch),
             Action::ReportReceived { bytes } => {
                 if let Ok(doc) = SignedDocument::<NodeReport>::decode(&bytes) {
                     let r = doc.unverified_body();
@@ -1043,6 +1114,73 @@ impl Daemon {
             }
             self.flush_in_background();
         }
+    }
+
+    /// Applies a patch on a blocking thread once every fetched piece is
+    /// durable; [`Input::PatchDone`] reports.
+    fn start_patch(&mut self, release: Hash, patch: Hash) {
+        self.flush();
+        let Some(m) = self.core.manifest(&release) else {
+            return;
+        };
+        let manifest = ReleaseManifest::clone(m);
+        tracing::info!(release = %release.short(), patch = %patch.short(), "applying a patch against the active slot");
+        let node = self.node.clone();
+        let store = self.store.clone();
+        let tx = self.inputs.clone();
+        let task =
+            tokio::task::spawn_blocking(move || patch::apply(&node, &store, &manifest, patch));
+        // Awaited apart, so a task that fails still reports: the core
+        // defers the patch's chunks until it hears back.
+        tokio::spawn(async move {
+            let result = task
+                .await
+                .unwrap_or_else(|e| Err(format!("the patch task failed: {e}")));
+            let _ = tx
+                .send(Input::PatchDone {
+                    release,
+                    patch,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn patch_done(&mut self, release: Hash, patch: Hash, result: Result<patch::Applied, String>) {
+        let produced = match result {
+            Ok(a) => {
+                self.patches.pieces_applied += a.pieces_applied;
+                self.patches.pieces_failed += a.failures.len() as u64;
+                self.patches.chunks_produced += a.chunks_produced;
+                for f in &a.failures {
+                    tracing::warn!(patch = %patch.short(), "{f}; its chunks are fetched plainly");
+                }
+                if let Some(f) = a.failures.last() {
+                    self.patches.last_error = Some(f.clone());
+                }
+                tracing::info!(
+                    patch = %patch.short(),
+                    pieces = a.pieces_applied,
+                    chunks = a.chunks_produced,
+                    "patch applied"
+                );
+                a.held
+            }
+            Err(e) => {
+                tracing::warn!(patch = %patch.short(), "patch not applied: {e}; fetching chunks instead");
+                self.patches.last_error = Some(e);
+                Vec::new()
+            }
+        };
+        let now = self.now();
+        self.core.handle(
+            now,
+            Event::PatchApplied {
+                release,
+                patch,
+                produced,
+            },
+        );
     }
 
     fn start_install(&mut self, release: Hash) {
@@ -1142,17 +1280,235 @@ impl Daemon {
                 }
                 None => json!({"ok": false, "error": "not a gateway (run `meshota gateway run`)"}),
             },
-            Request::Publish { manifest, image } => match self.publish(&manifest, &image) {
+            Request::ImportBundle { .. } => {
+                json!({"ok": false, "error": "bundle imports are handled by import_bundle"})
+            }
+            Request::Want { out } => match self.write_want(&out) {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+            Request::Publish {
+                manifest,
+                image,
+                patch_store,
+            } => match self.publish(&manifest, &image, patch_store.as_deref()) {
                 Ok(id) => json!({"ok": true, "release": id.to_hex()}),
                 Err(e) => json!({"ok": false, "error": e}),
             },
         }
     }
 
+    /// Imports a bundle on a blocking thread (the central task keeps
+    /// serving peers meanwhile); [`Daemon::bundle_imported`] announces it.
+    fn import_bundle(
+        &mut self,
+        bundle: PathBuf,
+        kem_key: Option<PathBuf>,
+        reply: oneshot::Sender<serde_json::Value>,
+    ) {
+        let node = self.node.clone();
+        let trust = self.trust.clone();
+        let store = self.store.clone();
+        let sv = self.core.running().security_version.unwrap_or(0);
+        let tx = self.inputs.clone();
+        tracing::info!(bundle = %bundle.display(), "importing a bundle");
+        tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let key = match &kem_key {
+                    Some(p) => Some(crate::cmd::bundle::load_kem_key(p).map_err(|f| f.message)?),
+                    None => None,
+                };
+                crate::cmd::bundle::import_into(
+                    &node.config,
+                    &trust,
+                    sv,
+                    key.as_ref(),
+                    &*store,
+                    &bundle,
+                    &mut |_, _, _| {},
+                )
+                .map_err(|e| e.to_string())
+            })();
+            let _ = tx.blocking_send(Input::BundleImported { result, reply });
+        });
+    }
+
+    /// Feeds an import's releases and chunks to the core (which announces
+    /// them to peers and, for a wanted release, starts the install).
+    fn bundle_imported(
+        &mut self,
+        result: Result<meshota_sneakernet::Imported, String>,
+        reply: oneshot::Sender<serde_json::Value>,
+    ) {
+        let answer = match result {
+            Ok(imported) => {
+                let now = self.now();
+                for r in &imported.releases {
+                    let index = (!r.index.is_empty()).then_some(r.index.as_slice());
+                    if let Err(e) = self.core.add_release(now, &r.manifest, index) {
+                        tracing::warn!(release = %r.id.short(), "imported but not taken by the mesh: {e}");
+                    }
+                }
+                // Patch indexes the bundle carried (they travel as chunks):
+                // the core plans with them as with ones fetched.
+                let carried: std::collections::HashSet<Hash> =
+                    imported.chunks.iter().copied().collect();
+                let patch_ids: Vec<Hash> = imported
+                    .releases
+                    .iter()
+                    .filter_map(|r| self.core.manifest(&r.id))
+                    .flat_map(|m| m.patches.iter().map(|p| p.patch))
+                    .filter(|id| carried.contains(id))
+                    .collect();
+                for id in patch_ids {
+                    if let Ok(bytes) = self.store.get(&id) {
+                        if let Err(e) = self.core.add_patch_index(now, &bytes) {
+                            tracing::warn!(patch = %id.short(), "imported but not loaded: {e}");
+                        }
+                    }
+                }
+                self.core.add_chunks(now, imported.chunks.iter().copied());
+                tracing::info!(
+                    releases = imported.releases.len(),
+                    new_chunks = imported.new_chunks,
+                    "bundle imported"
+                );
+                crate::cmd::bundle::imported_json(&imported)
+            }
+            Err(e) => {
+                tracing::warn!("bundle rejected: {e}");
+                json!({"ok": false, "error": e})
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Answers a want list found by the USB station: its reports enter
+    /// the mesh, and the newest complete release newer than the field's
+    /// is written back as `NAME.reply.bundle`, minus what the field holds
+    /// (station.rs has the rules).
+    fn station_want(&mut self, path: PathBuf) {
+        let want = match read_limited(&path, meshota_sneakernet::want::MAX_WANT_BYTES)
+            .map_err(|e| e.to_string())
+            .and_then(|b| meshota_sneakernet::WantList::decode(&b).map_err(|e| e.to_string()))
+        {
+            Ok(w) => w,
+            Err(e) => {
+                station::write_result(&path, &json!({"ok": false, "error": e}));
+                return;
+            }
+        };
+        let now = self.now();
+        for r in &want.reports {
+            self.core.publish_report(now, r.clone());
+        }
+        let newest = self
+            .core
+            .releases()
+            .into_iter()
+            .filter_map(|id| {
+                let m = self.core.manifest(&id)?;
+                let (have, total) = self.core.progress(&id)?;
+                (m.hardware == want.hardware
+                    && m.channel == want.channel
+                    && m.security_version > want.security_version
+                    && have == total)
+                    .then_some((m.security_version, m.clone()))
+            })
+            .max_by_key(|(sv, _)| *sv);
+        let Some((_, manifest)) = newest else {
+            station::write_result(
+                &path,
+                &json!({"ok": true, "reports": want.reports.len(), "reply": null,
+                        "reason": "no complete release newer than the field's"}),
+            );
+            return;
+        };
+        self.flush();
+        let store = self.store.clone();
+        let trust_file = self.node.config.trust_root.clone();
+        tracing::info!(version = %manifest.version, want = %path.display(), "station: writing a reply bundle");
+        tokio::task::spawn_blocking(move || {
+            let out = station::reply_path(&path);
+            let outcome = (|| -> Result<serde_json::Value, String> {
+                let trust =
+                    read_limited(&trust_file, meshota_manifest::limits::MAX_TRUST_ROOT_BYTES)
+                        .map_err(|e| e.to_string())?;
+                let spec = meshota_sneakernet::ExportSpec {
+                    trust_root: Some(&trust),
+                    manifests: vec![manifest.encode().map_err(|e| e.to_string())?],
+                    want: Some(&want),
+                    recipients: Vec::new(),
+                };
+                let report = meshota_sneakernet::export(&*store, &spec, &out, &mut |_| {})
+                    .map_err(|e| e.to_string())?;
+                Ok(json!({
+                    "ok": true,
+                    "reports": want.reports.len(),
+                    "reply": out.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    "version": manifest.version,
+                    "export": report,
+                }))
+            })();
+            let outcome = outcome.unwrap_or_else(|e| json!({"ok": false, "error": e}));
+            station::write_result(&path, &outcome);
+        });
+    }
+
+    /// Writes what this node and its peers hold, with the reports it
+    /// heard, to `out` (atomically).
+    fn write_want(&mut self, out: &std::path::Path) -> Result<(), String> {
+        let installed = self.core.running();
+        let mut releases = Vec::new();
+        let mut installed_image = None;
+        let mut installed_index = None;
+        for id in self.core.releases() {
+            let Some(m) = self.core.manifest(&id) else {
+                continue;
+            };
+            if Some(id) == installed.release {
+                let c = m
+                    .components
+                    .iter()
+                    .find(|c| c.name == self.node.config.component)
+                    .or_else(|| m.components.first());
+                installed_image = c.map(|c| c.image_hash);
+                installed_index = c.map(|c| c.chunk_index);
+            }
+            let (Some(c), Some(held)) = (m.components.first(), self.core.mesh_holdings(&id)) else {
+                continue;
+            };
+            let n = u32::try_from(held.len()).unwrap_or(u32::MAX);
+            let mut r = meshota_sneakernet::WantRelease::new(id, c.chunk_index, n);
+            for i in 0..held.len() {
+                if held.get(i) {
+                    r.set(i);
+                }
+            }
+            releases.push(r);
+        }
+        let w = crate::cmd::bundle::want_list(
+            &self.node.config,
+            crate::cmd::bundle::WantHead {
+                node: self.key.id().to_hex(),
+                trust_version: self.trust.body().version,
+                installed_release: installed.release,
+                installed_image,
+                installed_index,
+                security_version: installed.security_version.unwrap_or(0),
+            },
+            releases,
+            self.core.reports().map(<[u8]>::to_vec).collect(),
+        );
+        let bytes = w.encode().map_err(|e| e.to_string())?;
+        write_atomic(out, &bytes, 0o644).map_err(|e| e.to_string())
+    }
+
     fn publish(
         &mut self,
         manifest: &std::path::Path,
         image: &std::path::Path,
+        patch_store: Option<&std::path::Path>,
     ) -> Result<Hash, String> {
         let bytes = read_limited(manifest, MAX_MANIFEST_BYTES).map_err(|e| e.to_string())?;
         let doc = SignedDocument::<ReleaseManifest>::decode(&bytes)
@@ -1174,6 +1530,17 @@ impl Daemon {
         })
         .map_err(|e| format!("{}: {e}", image.display()))?;
         let index_bytes = report.index.encode().map_err(|e| e.to_string())?;
+        // Patch blobs first, checked against the manifest and the index, so
+        // a bad patch store refuses the publish before the release is
+        // announced.
+        let copied = match patch_store {
+            Some(from) => {
+                let body = doc.unverified_body().clone();
+                let target = &report.index;
+                tokio::task::block_in_place(|| patch::import(&store, from, &body, target))?
+            }
+            None => Vec::new(),
+        };
         let now = self.now();
         let id = self
             .core
@@ -1184,6 +1551,14 @@ impl Daemon {
             .map_err(|e| format!("pinning the release: {e}"))?;
         self.core
             .add_chunks(now, report.index.chunks().iter().map(|c| c.hash));
+        for p in copied {
+            // Checked by `import` as the core checks it: not expected to fail.
+            if let Err(e) = self.core.add_patch_index(now, &p.index) {
+                tracing::warn!("patch index not served: {e}");
+                continue;
+            }
+            self.core.add_chunks(now, p.blobs);
+        }
         tracing::info!(release = %id.short(), "published");
         Ok(id)
     }
@@ -1265,6 +1640,13 @@ impl Daemon {
             "bytes_in": stats.bytes_received,
             "bytes_out": stats.bytes_sent,
             "chunk_bytes_fetched": stats.chunk_bytes_fetched,
+            "patch_bytes_fetched": stats.patch_bytes_fetched,
+            "patch_blobs_fetched": stats.patch_blobs_fetched,
+            "patch_pieces_applied": self.patches.pieces_applied,
+            "patch_pieces_failed": self.patches.pieces_failed,
+            "patch_chunks_produced": self.patches.chunks_produced,
+            "patch_fallbacks": stats.patch_fallbacks,
+            "patch_last_error": self.patches.last_error,
             "chunks_fetched": stats.chunks_fetched,
             "chunks_served": stats.chunks_served,
             "busy_answers": stats.busy_answers,
