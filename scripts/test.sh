@@ -12,11 +12,13 @@ cd "$root"
 # --- System packages the tests drive as the real other side. -------------
 #   fw_printenv / fw_setenv   libubootenv-tool   U-Boot environment interop
 #   grub-editenv              grub-common        GRUB environment interop
+#   unsquashfs                squashfs-tools     provisioning images
 #   python3 -m venv           python3-venv       the independent verifier
 declare -A tool_pkg=(
     [fw_printenv]=libubootenv-tool
     [fw_setenv]=libubootenv-tool
     [grub-editenv]=grub-common
+    [unsquashfs]=squashfs-tools
 )
 missing=()
 for tool in "${!tool_pkg[@]}"; do

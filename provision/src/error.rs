@@ -57,6 +57,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// A provisioning image (or the inputs of one) breaks the image
+    /// layout or its limits (ARCHITECTURE.md, "Provisioning images").
+    #[error("provisioning image: {reason}")]
+    BadImage {
+        /// What is wrong, naming the path inside the image.
+        reason: String,
+    },
+
     // --- Verification failed: the input is well formed but not trusted.
     /// A signature (certificate, CSR or CRL) does not verify with the key
     /// it must verify with.
@@ -186,6 +194,18 @@ pub enum Error {
     /// A revoked device is not provisioned again.
     #[error("device {0} is revoked; a revoked device is not provisioned again")]
     DeviceRevoked(String),
+    /// The registry knows the device but kept no copy of something an
+    /// image needs (a device signed before images existed, or from a CSR
+    /// without `--kem-pub`).
+    #[error(
+        "device {device_id}: the registry kept no copy of {what}; issue its certificate again (provision sign, with --kem-pub for encrypted files)"
+    )]
+    MissingArtifact {
+        /// The device id.
+        device_id: String,
+        /// What is missing.
+        what: &'static str,
+    },
     /// Nothing in the registry matches.
     #[error("no device in the registry has {0}")]
     UnknownDevice(String),

@@ -48,6 +48,7 @@ pub mod ca;
 pub mod cert;
 pub mod csr;
 mod error;
+pub mod image;
 pub mod registry;
 pub mod serial;
 pub mod verify;
