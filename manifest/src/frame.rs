@@ -63,6 +63,9 @@ pub enum Kind {
     PatchPiece = 34,
     /// A QUIC channel-binding hello (defined by the mesh crate).
     ChannelBindingHello = 48,
+    /// The signed trailer of a provisioning image (defined by the
+    /// provision crate, `provision/src/image/signed.rs`).
+    ProvisioningImage = 64,
 }
 
 impl Kind {
@@ -80,6 +83,7 @@ impl Kind {
             Self::PatchIndex => "patch-index",
             Self::PatchPiece => "patch-piece",
             Self::ChannelBindingHello => "channel-binding-hello",
+            Self::ProvisioningImage => "provisioning-image",
         }
     }
 
@@ -97,6 +101,7 @@ impl Kind {
             33 => Self::PatchIndex,
             34 => Self::PatchPiece,
             48 => Self::ChannelBindingHello,
+            64 => Self::ProvisioningImage,
             _ => return None,
         })
     }
