@@ -61,6 +61,18 @@ pub(crate) struct NodeConfig {
     /// The mesh daemon's settings (`meshota node run`); see docs/daemon.md.
     #[serde(default)]
     pub(crate) mesh: Option<MeshConfig>,
+    /// Provisioning (`meshota provision apply|fetch`).
+    #[serde(default)]
+    pub(crate) provision: Option<ProvisionConfig>,
+}
+
+/// The `[provision]` table: where the device's provisioning keys are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProvisionConfig {
+    /// The directory `meshota provision keygen` wrote: `identity.pub`
+    /// (the node id), `identity.key`, `kem.key` (opens sealed files).
+    pub(crate) keys: PathBuf,
 }
 
 /// What the daemon does after an install has switched the slot.
@@ -260,6 +272,9 @@ impl NodeConfig {
             if let Some(c) = &mut m.control_socket {
                 resolve(base, c);
             }
+        }
+        if let Some(p) = &mut self.provision {
+            resolve(base, &mut p.keys);
         }
         resolve(base, &mut self.trust_root);
         resolve(base, &mut self.data_dir);

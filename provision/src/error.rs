@@ -134,6 +134,32 @@ pub enum Error {
         reason: String,
     },
 
+    /// A provisioning image is for another device than this one.
+    #[error("provisioning image is not for this device: {reason}")]
+    NotForThisDevice {
+        /// Which value differs, with both values.
+        reason: String,
+    },
+    /// A provisioning image's signature does not establish trust.
+    #[error("provisioning image signature: {reason}")]
+    ImageNotTrusted {
+        /// Why (unknown, revoked, out-of-scope or expired key, bad signature,
+        /// altered bytes).
+        reason: String,
+    },
+    /// Re-provisioning would change a field that never changes.
+    #[error(
+        "provisioning image changes immutable field /{field}: installed {installed:?}, image {offered:?}; refusing (an immutable field changes only by provisioning the device from scratch)"
+    )]
+    ImmutableFieldChanged {
+        /// The field's path (e.g. `etc/serial-number`).
+        field: &'static str,
+        /// The installed value.
+        installed: String,
+        /// The image's value.
+        offered: String,
+    },
+
     // --- The CA refuses to act.
     /// The CA's own certificate is outside its validity period: it refuses
     /// to sign anything.

@@ -43,6 +43,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alg;
+pub mod apply;
 pub mod batch;
 pub mod ca;
 pub mod cert;

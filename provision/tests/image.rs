@@ -160,3 +160,75 @@ fn debian_unsquashfs_lists_and_extracts_the_image_with_its_modes_and_times() {
         "north\n"
     );
 }
+
+mod sealing {
+    use meshota_manifest::SecretKey;
+    use meshota_provision::Error;
+    use meshota_provision::alg::KemKeyPair;
+    use meshota_provision::image::seal::{Opener, Sealer};
+
+    fn files() -> Vec<(String, Vec<u8>)> {
+        vec![(
+            "etc/meshota/secret/wifi.conf".into(),
+            b"psk = \"s3cret\"\n".to_vec(),
+        )]
+    }
+
+    #[test]
+    fn a_sealed_file_opens_only_with_the_devices_kem_key_and_path() {
+        let device = KemKeyPair::from_seed([7; 64]);
+        let other = KemKeyPair::from_seed([8; 64]);
+        let signer = SecretKey::from_seed([40; 32], "prov").unwrap();
+        let f = files();
+        let s = Sealer::new(&device.encapsulation_key(), &signer, 100, &f).unwrap();
+        let sealed = s.seal(&f[0].0, &f[0].1).unwrap();
+        assert_ne!(sealed[..f[0].1.len()], f[0].1[..]);
+        let o = Opener::new(&device, s.ciphertext()).unwrap();
+        assert_eq!(*o.open(&f[0].0, &sealed).unwrap(), f[0].1);
+        // Another device's key, another path, a flipped bit: refused.
+        let wrong = Opener::new(&other, s.ciphertext()).unwrap();
+        assert!(matches!(
+            wrong.open(&f[0].0, &sealed),
+            Err(Error::NotForThisDevice { .. })
+        ));
+        assert!(o.open("etc/meshota/secret/other", &sealed).is_err());
+        let mut flipped = sealed.clone();
+        flipped[0] ^= 1;
+        assert!(o.open(&f[0].0, &flipped).is_err());
+    }
+
+    #[test]
+    fn sealing_is_deterministic_for_equal_inputs_and_changes_with_any_input() {
+        let device = KemKeyPair::from_seed([7; 64]);
+        let ek = device.encapsulation_key();
+        let signer = SecretKey::from_seed([40; 32], "prov").unwrap();
+        let f = files();
+        let ct = |issued, files: &[(String, Vec<u8>)], signer: &SecretKey| {
+            Sealer::new(&ek, signer, issued, files)
+                .unwrap()
+                .ciphertext()
+                .to_vec()
+        };
+        assert_eq!(ct(100, &f, &signer), ct(100, &f, &signer));
+        assert_ne!(ct(100, &f, &signer), ct(101, &f, &signer));
+        let mut g = f.clone();
+        g[0].1.push(b'x');
+        assert_ne!(ct(100, &f, &signer), ct(100, &g, &signer));
+        let other_signer = SecretKey::from_seed([41; 32], "prov2").unwrap();
+        assert_ne!(ct(100, &f, &signer), ct(100, &f, &other_signer));
+    }
+
+    #[test]
+    fn a_kem_key_or_ciphertext_of_the_wrong_size_is_a_typed_error() {
+        let signer = SecretKey::from_seed([40; 32], "prov").unwrap();
+        assert!(matches!(
+            Sealer::new(&[0u8; 100], &signer, 1, &files()),
+            Err(Error::Malformed { .. })
+        ));
+        let device = KemKeyPair::from_seed([7; 64]);
+        assert!(matches!(
+            Opener::new(&device, &[0u8; 10]),
+            Err(Error::BadImage { .. })
+        ));
+    }
+}

@@ -49,6 +49,9 @@ pub(crate) enum ProvisionCmd {
     /// Write a device's provisioning image (squashfs): identity files,
     /// certificate chain, configuration.
     Image(super::provision_image::ImageArgs),
+    /// On a device: verify a provisioning image, decrypt its sealed files
+    /// and install it atomically into the data directory.
+    Apply(super::provision_image::ApplyArgs),
 }
 
 /// CA creation.
@@ -275,6 +278,7 @@ pub(crate) fn run(cmd: ProvisionCmd) -> CmdResult {
         ProvisionCmd::Batch(a) => batch(&a),
         ProvisionCmd::Registry(RegistryCmd::Export(a)) => export(&a),
         ProvisionCmd::Image(a) => super::provision_image::image(&a),
+        ProvisionCmd::Apply(a) => super::provision_image::apply(&a),
     }
 }
 

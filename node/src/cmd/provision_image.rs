@@ -1,19 +1,31 @@
-//! `meshota provision image`: a device's provisioning image, built by the
-//! crate's `image` modules from the registry and the station's inputs.
+//! `meshota provision image` (station: build, seal, sign a device's
+//! provisioning image from the registry) and `meshota provision apply`
+//! (device: verify, open, install). The rules live in the crate's `image`
+//! and `apply` modules.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use meshota_manifest::fs::{read_limited, write_atomic};
+use meshota_manifest::Expiration;
+use meshota_manifest::fs::{read_limited, read_secret, write_atomic};
+use meshota_provision::alg::KemKeyPair;
+use meshota_provision::apply::{CURRENT, PROVISION_DIR, install, installed, open_image};
 use meshota_provision::ca::REGISTRY_FILE;
-use meshota_provision::image::contents::ImageTree;
-use meshota_provision::image::{MAX_FILE_BYTES, MAX_FILES, squashfs, station};
+use meshota_provision::cert::parse_pem;
+use meshota_provision::image::signed::{
+    MAX_SIGNED_IMAGE_BYTES, SignedImageInputs, build_signed_image, split, verify_image,
+};
+use meshota_provision::image::{MAX_FILE_BYTES, MAX_FILES, station};
 use meshota_provision::registry::Registry;
 use meshota_provision::serial::HardwareId;
+use meshota_provision::verify::certificate_key;
 
 use super::provision::rejected;
+use super::trust::load_trust;
+use crate::config::NodeConfig;
 use crate::failure::{AtPath, CmdResult, Failure};
+use crate::keyio::{load_public, load_secret};
 use crate::timefmt::{now, parse_time};
 
 /// Arguments of `provision image`.
@@ -40,6 +52,28 @@ pub(crate) struct ImageArgs {
     /// The image's time (every inode's mtime): YYYY-MM-DD, RFC 3339, Unix seconds; default now.
     #[arg(long)]
     pub(crate) issued: Option<String>,
+    /// A directory of confidential files, sealed to the device's ML-KEM-768
+    /// key (/etc/meshota/secret/<name>).
+    #[arg(long)]
+    pub(crate) secret_dir: Option<PathBuf>,
+    /// The provisioning key (secret key file) that signs the image.
+    #[arg(long)]
+    pub(crate) key: PathBuf,
+    /// The trust root naming the provisioning key: the image is verified
+    /// against it before it is written.
+    #[arg(long)]
+    pub(crate) trust_root: PathBuf,
+}
+
+/// Arguments of `provision apply`.
+#[derive(Debug, Args)]
+pub(crate) struct ApplyArgs {
+    /// The signed provisioning image.
+    #[arg(long)]
+    pub(crate) image: PathBuf,
+    /// The node config (trust root, data directory, `[provision] keys`).
+    #[arg(long)]
+    pub(crate) config: PathBuf,
 }
 
 /// The regular files of a configuration directory, by name, sorted.
@@ -93,15 +127,95 @@ pub(crate) fn image(a: &ImageArgs) -> CmdResult {
     if let Some(dir) = &a.config_dir {
         source.inputs.config = config_files(dir)?;
     }
-    let tree = ImageTree::build(&source.inputs).map_err(Failure::usage)?;
-    let bytes = squashfs::write(&tree, mtime).map_err(rejected)?;
+    let secrets = match &a.secret_dir {
+        Some(dir) => config_files(dir)?,
+        None => Vec::new(),
+    };
+    let signer = load_secret(&a.key)?;
+    let trust = load_trust(&a.trust_root, Expiration::Enforce { now: t })?;
+    let cert = parse_pem(source.artifacts.cert_pem.as_bytes()).map_err(rejected)?;
+    let node_id = certificate_key(&cert).map_err(rejected)?.id();
+    let bytes = build_signed_image(&SignedImageInputs {
+        inputs: &source.inputs,
+        secrets: &secrets,
+        hardware: &source.record.hardware_class,
+        node_id,
+        kem_public: source.artifacts.kem_public.as_deref(),
+        issued: mtime,
+        signer: &signer,
+    })
+    .map_err(rejected)?;
+    // Refuse to write an image the device would reject.
+    let v = verify_image(&bytes, &trust, Expiration::Enforce { now: t })
+        .map_err(|e| Failure::file(&a.out, format!("not written: {e}")))?;
     write_atomic(&a.out, &bytes, 0o644)?;
     println!(
-        "device       {} (serial {})",
-        source.record.device_id, source.record.serial
+        "device       {} (serial {}, node id {})",
+        source.record.device_id,
+        source.record.serial,
+        node_id.to_hex()
     );
     println!("image        {} ({} bytes)", a.out.display(), bytes.len());
-    println!("files        {}", tree.files().count());
+    println!(
+        "files        {} ({} sealed to the device's ML-KEM key)",
+        v.tree.files().count(),
+        secrets.len()
+    );
+    println!("signed by    {} (provisioning key)", signer.id().to_hex());
     println!("blake3       {}", blake3::hash(&bytes).to_hex());
+    Ok(())
+}
+
+/// The device side: verify, open, check against what is installed,
+/// install atomically.
+pub(crate) fn apply(a: &ApplyArgs) -> CmdResult {
+    let config = NodeConfig::load(&a.config)?;
+    let keys = config.provision.as_ref().ok_or_else(|| {
+        Failure::file(
+            &a.config,
+            "has no [provision] table: set `keys` to the directory `provision keygen` wrote",
+        )
+    })?;
+    let (_, identity) = load_public(&keys.keys.join("identity.pub"))?;
+    let kem_path = keys.keys.join("kem.key");
+    let kem = if kem_path.exists() {
+        let pem = read_secret(&kem_path, 64 * 1024)?;
+        let text = std::str::from_utf8(&pem).map_err(|_| Failure::file(&kem_path, "is not PEM"))?;
+        Some(KemKeyPair::from_pkcs8_pem(text).at(&kem_path)?)
+    } else {
+        None
+    };
+    let expiration = config.expiration();
+    let trust = load_trust(&config.trust_root, expiration)?;
+    let bytes = read_limited(&a.image, MAX_SIGNED_IMAGE_BYTES)?;
+    let verified = verify_image(&bytes, &trust, expiration).at(&a.image)?;
+    let (_, doc) = split(&bytes).at(&a.image)?;
+    let trailer = doc.encode().map_err(|e| Failure::file(&a.image, e))?;
+    let opened = open_image(&verified, trailer, identity.id(), kem.as_ref()).at(&a.image)?;
+    let previous = installed(&config.data_dir).at(&config.data_dir)?;
+    let dir = install(&config.data_dir, &opened).at(&a.image)?;
+    let h = &opened.header;
+    println!(
+        "device       {} (serial {}, fleet {})",
+        h.device_id, h.serial, h.fleet
+    );
+    println!(
+        "installed    {} ({})",
+        dir.display(),
+        match previous {
+            Some(p) if p.header == *h => "unchanged: this image was installed",
+            Some(_) => "re-provisioned: mutable configuration replaced",
+            None => "first provisioning",
+        }
+    );
+    println!(
+        "overlay      mount -t overlay overlay -o lowerdir={}:/etc /etc",
+        config
+            .data_dir
+            .join(PROVISION_DIR)
+            .join(CURRENT)
+            .join("etc")
+            .display()
+    );
     Ok(())
 }

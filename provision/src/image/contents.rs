@@ -13,6 +13,7 @@
 //! | `etc/meshota/root.crt` | 0644 | the fleet's root CA certificate (PEM) |
 //! | `etc/meshota/crl.pem` | 0644 | optional: the issuer's revocation list |
 //! | `etc/meshota/config/<name>` | 0644 | mutable configuration |
+//! | `etc/meshota/secret/<name>` | 0600 | mutable, confidential: sealed to the device's ML-KEM key |
 //!
 //! Every immutable file is its value and one `\n`. Names of configuration
 //! files follow [`crate::serial::check_name`]. The tree is a sorted map, so
@@ -33,6 +34,9 @@ pub const DEVICE_CERT: &str = "etc/meshota/device.crt";
 pub const ROOT_CERT: &str = "etc/meshota/root.crt";
 /// The issuer's revocation list, when the station has one.
 pub const CRL: &str = "etc/meshota/crl.pem";
+/// Directory of the confidential files, each sealed to the device's
+/// ML-KEM-768 key (`image::seal`).
+pub const SECRET_DIR: &str = "etc/meshota/secret";
 
 /// BLAKE3 key-derivation context of the optional machine id.
 pub const MACHINE_ID_CONTEXT: &str = "meshota 2026-11 machine-id from device serial v1";
@@ -303,10 +307,11 @@ impl ImageTree {
     }
 }
 
-/// Paths other modules add to the layout (sealed files).
+/// Sealed files: `etc/meshota/secret/<name>`.
 fn is_extra_path(path: &str) -> bool {
-    let _ = path;
-    false
+    path.strip_prefix(SECRET_DIR)
+        .and_then(|r| r.strip_prefix('/'))
+        .is_some_and(|n| !n.contains('/'))
 }
 
 fn field_value(field: ImmutableField, bytes: &[u8]) -> Result<String> {

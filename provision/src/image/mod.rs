@@ -8,6 +8,9 @@
 //! - [`squashfs`]: writes that tree as a byte-for-byte deterministic
 //!   squashfs (zstd, fixed times, owners and order) and reads one back
 //!   within limits.
+//! - [`seal`]: confidential files encrypted to the device's ML-KEM-768 key.
+//! - [`signed`]: the signed file (squashfs, then a signed trailer) and its
+//!   verification against the trust root's provisioning keys.
 //! - [`station`]: gathers a device's inputs from the CA directory and
 //!   its registry.
 //!
@@ -16,6 +19,8 @@
 //! compressor and block size are fixed.
 
 pub mod contents;
+pub mod seal;
+pub mod signed;
 pub mod squashfs;
 pub mod station;
 
