@@ -462,3 +462,260 @@ fn apply_refuses_image_whose_immutable_field_differs_from_installed() {
     );
     assert_eq!(installed(dir, "etc/mqtt-group-id"), "north\n");
 }
+
+mod serving {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::common::{meshota, ok, run, stderr};
+    use super::{HWID, image_args, installed, station};
+
+    /// A child process killed when the test ends, pass or fail.
+    struct Guard(Child);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Waits (at most 20 s) until something accepts on the port.
+    fn wait_port(port: u16) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "nothing listens on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn serve(dir: &Path) -> (Guard, u16) {
+        let port = free_port();
+        let child = Command::new(meshota())
+            .args([
+                "provision",
+                "serve",
+                "--registry",
+                "factory",
+                "--images",
+                "images",
+                "--listen",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let g = Guard(child);
+        wait_port(port);
+        (g, port)
+    }
+
+    /// `mosquitto`, which scripts/test.sh installs (Debian mosquitto).
+    fn mosquitto(dir: &Path) -> (Guard, u16) {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto not found: install mosquitto (scripts/test.sh does)");
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let g = Guard(child);
+        wait_port(port);
+        (g, port)
+    }
+
+    fn publish_image(dir: &Path, extra: &[&str]) {
+        std::fs::create_dir_all(dir.join("images")).unwrap();
+        ok(dir, &image_args(HWID, "images/pump-1.sqfs", extra));
+    }
+
+    #[test]
+    fn serve_answers_only_signed_fetches_of_registered_active_devices() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        station(dir, ";hardware=rpi4");
+        publish_image(dir, &[]);
+        let (_server, port) = serve(dir);
+        let url = format!("http://127.0.0.1:{port}");
+        let out = ok(
+            dir,
+            &[
+                "provision",
+                "fetch",
+                "--server",
+                &url,
+                "--config",
+                "node/node.toml",
+            ],
+        );
+        assert!(out.contains("first provisioning"), "{out}");
+        assert_eq!(installed(dir, "etc/hostname"), "pump-1\n");
+
+        // No signature: refused, no image bytes.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(
+            b"GET /v1/provision/image/pump-1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+        assert!(resp.contains("x-meshota-device"), "{resp}");
+
+        // Another device's key cannot fetch pump-1's image: pump-2 asks
+        // for its own, which the server does not have, but is authenticated.
+        std::fs::write(
+            dir.join("node/node2.toml"),
+            std::fs::read_to_string(dir.join("node/node.toml"))
+                .unwrap()
+                .replace("../dev\"", "../dev2\"")
+                .replace("\"state\"", "\"state2\""),
+        )
+        .unwrap();
+        let o = run(
+            dir,
+            &[
+                "provision",
+                "fetch",
+                "--server",
+                &url,
+                "--config",
+                "node/node2.toml",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("404") && stderr(&o).contains("no image for pump-2"),
+            "{}",
+            stderr(&o)
+        );
+
+        // A revoked device is refused.
+        ok(
+            dir,
+            &[
+                "provision",
+                "revoke",
+                "--ca",
+                "factory",
+                "--device-id",
+                "pump-1",
+            ],
+        );
+        let o = run(
+            dir,
+            &[
+                "provision",
+                "fetch",
+                "--server",
+                &url,
+                "--config",
+                "node/node.toml",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("403") && stderr(&o).contains("revoked"),
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    #[test]
+    fn an_mqtt_reprovision_message_makes_the_device_fetch_its_new_image() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let (_broker, mport) = mosquitto(dir);
+        station(dir, ";hardware=rpi4");
+        publish_image(dir, &[]);
+        let (_server, port) = serve(dir);
+        let mqtt = format!("127.0.0.1:{mport}");
+        let mut child = Command::new(meshota())
+            .args([
+                "provision",
+                "fetch",
+                "--server",
+                &format!("http://127.0.0.1:{port}"),
+            ])
+            .args(["--config", "node/node.toml", "--watch", "--mqtt", &mqtt])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let _watcher = Guard(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("the device never subscribed");
+            if line.contains("watching meshota/north/pump-1/reprovision") {
+                break;
+            }
+        }
+        assert_eq!(
+            installed(dir, "etc/meshota/config/mesh.toml"),
+            "peers = []\n"
+        );
+
+        std::fs::write(dir.join("conf/mesh.toml"), "peers = [\"10.0.0.9:7070\"]\n").unwrap();
+        publish_image(dir, &["--issued", "2026-11-21T00:00:00Z"]);
+        ok(
+            dir,
+            &[
+                "provision",
+                "notify",
+                "--mqtt",
+                &mqtt,
+                "--fleet",
+                "north",
+                "--device",
+                "pump-1",
+            ],
+        );
+        let start = Instant::now();
+        while installed(dir, "etc/meshota/config/mesh.toml") != "peers = [\"10.0.0.9:7070\"]\n" {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the device did not re-provision"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -160,6 +160,13 @@ pub enum Error {
         offered: String,
     },
 
+    /// An image fetch is not authenticated (`provision serve`).
+    #[error("fetch refused: {reason}")]
+    FetchUnauthorized {
+        /// Why (no signature, unknown device, bad signature, replay).
+        reason: String,
+    },
+
     // --- The CA refuses to act.
     /// The CA's own certificate is outside its validity period: it refuses
     /// to sign anything.

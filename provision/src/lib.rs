@@ -51,6 +51,7 @@ pub mod ca;
 pub mod cert;
 pub mod csr;
 mod error;
+pub mod fetch_auth;
 pub mod image;
 pub mod registry;
 pub mod serial;

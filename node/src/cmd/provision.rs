@@ -52,6 +52,13 @@ pub(crate) enum ProvisionCmd {
     /// On a device: verify a provisioning image, decrypt its sealed files
     /// and install it atomically into the data directory.
     Apply(super::provision_image::ApplyArgs),
+    /// Serve devices their current images (requests signed by the device key).
+    Serve(super::provision_serve::ServeArgs),
+    /// On a device: fetch its current image from a server and apply it;
+    /// with --watch, again on every MQTT re-provision message.
+    Fetch(super::provision_serve::FetchArgs),
+    /// Publish a re-provision message (meshota/<fleet>/<device>/reprovision).
+    Notify(super::provision_serve::NotifyArgs),
 }
 
 /// CA creation.
@@ -279,6 +286,9 @@ pub(crate) fn run(cmd: ProvisionCmd) -> CmdResult {
         ProvisionCmd::Registry(RegistryCmd::Export(a)) => export(&a),
         ProvisionCmd::Image(a) => super::provision_image::image(&a),
         ProvisionCmd::Apply(a) => super::provision_image::apply(&a),
+        ProvisionCmd::Serve(a) => super::provision_serve::serve(&a),
+        ProvisionCmd::Fetch(a) => super::provision_serve::fetch(&a),
+        ProvisionCmd::Notify(a) => super::provision_serve::notify(&a),
     }
 }
 

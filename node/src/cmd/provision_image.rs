@@ -170,9 +170,22 @@ pub(crate) fn image(a: &ImageArgs) -> CmdResult {
 /// install atomically.
 pub(crate) fn apply(a: &ApplyArgs) -> CmdResult {
     let config = NodeConfig::load(&a.config)?;
+    let bytes = read_limited(&a.image, MAX_SIGNED_IMAGE_BYTES)?;
+    apply_bytes(&a.config, &config, &bytes, &a.image.display().to_string())
+}
+
+/// Verifies, opens and installs image `bytes` (from `source`, named in
+/// errors) on the device `config` describes.
+pub(crate) fn apply_bytes(
+    config_path: &Path,
+    config: &NodeConfig,
+    bytes: &[u8],
+    source: &str,
+) -> CmdResult {
+    let at = PathBuf::from(source);
     let keys = config.provision.as_ref().ok_or_else(|| {
         Failure::file(
-            &a.config,
+            config_path,
             "has no [provision] table: set `keys` to the directory `provision keygen` wrote",
         )
     })?;
@@ -187,13 +200,12 @@ pub(crate) fn apply(a: &ApplyArgs) -> CmdResult {
     };
     let expiration = config.expiration();
     let trust = load_trust(&config.trust_root, expiration)?;
-    let bytes = read_limited(&a.image, MAX_SIGNED_IMAGE_BYTES)?;
-    let verified = verify_image(&bytes, &trust, expiration).at(&a.image)?;
-    let (_, doc) = split(&bytes).at(&a.image)?;
-    let trailer = doc.encode().map_err(|e| Failure::file(&a.image, e))?;
-    let opened = open_image(&verified, trailer, identity.id(), kem.as_ref()).at(&a.image)?;
+    let verified = verify_image(bytes, &trust, expiration).at(&at)?;
+    let (_, doc) = split(bytes).at(&at)?;
+    let trailer = doc.encode().map_err(|e| Failure::file(&at, e))?;
+    let opened = open_image(&verified, trailer, identity.id(), kem.as_ref()).at(&at)?;
     let previous = installed(&config.data_dir).at(&config.data_dir)?;
-    let dir = install(&config.data_dir, &opened).at(&a.image)?;
+    let dir = install(&config.data_dir, &opened).at(&at)?;
     let h = &opened.header;
     println!(
         "device       {} (serial {}, fleet {})",
