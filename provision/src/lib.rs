@@ -33,9 +33,9 @@
 //!   passed, atomically.
 //!
 //! ## What it does not do (yet)
-//! Items 12–13 of the provisioning issue are not built: the image server
-//! (`provision serve`, MQTT re-provision triggers) and mesh admission by
-//! device certificate. There is no OCSP, no CRL distribution point, and no
+//! Item 13 of the provisioning issue is not built: mesh admission by
+//! device certificate. [`fetch_auth`] holds the image server's rules; the
+//! server itself (HTTP, MQTT) is in the `meshota` binary. There is no OCSP, no CRL distribution point, and no
 //! hardware security module support: CA keys live in files.
 //!
 //! ## Where to start reading
