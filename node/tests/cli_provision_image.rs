@@ -439,6 +439,27 @@ fn apply_refuses_an_image_for_another_device() {
 }
 
 #[test]
+fn apply_refuses_an_image_for_another_hardware_class_than_the_nodes() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    station(dir, ";hardware=rpi4");
+    ok(dir, &image_args(HWID, "a.sqfs", &[]));
+    let cfg = dir.join("node/node.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("hardware = \"rpi4\"", "hardware = \"x86\""),
+    )
+    .unwrap();
+    let e = rejected_apply(dir, "a.sqfs");
+    assert!(
+        e.contains("hardware class \"rpi4\", this node is \"x86\""),
+        "{e}"
+    );
+    assert!(!dir.join("node/state/provision/current").exists());
+}
+
+#[test]
 fn apply_refuses_image_whose_immutable_field_differs_from_installed() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();

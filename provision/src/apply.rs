@@ -37,7 +37,7 @@ use meshota_manifest::{KeyId, SignedDocument};
 use zeroize::Zeroizing;
 
 use crate::alg::KemKeyPair;
-use crate::cert::parse_pem_chain;
+use crate::cert::{DeviceSubject, parse_pem_chain};
 use crate::error::{Error, Result};
 use crate::image::contents::{DEVICE_CERT, ImageTree, ImmutableField, SECRET_DIR};
 use crate::image::seal::Opener;
@@ -97,15 +97,34 @@ pub fn open_image(
         .map(|f| parse_pem_chain(&f.bytes))
         .transpose()?
         .unwrap_or_default();
-    let cert_key = chain
-        .first()
-        .map(certificate_key)
-        .transpose()?
-        .map(|k| k.id());
-    if cert_key != Some(node_id) {
+    let Some(device_cert) = chain.first() else {
+        return Err(not_ours(format!("/{DEVICE_CERT} holds no certificate")));
+    };
+    if certificate_key(device_cert)?.id() != node_id {
         return Err(not_ours(format!(
             "its certificate /{DEVICE_CERT} is not for this device's identity key {node_id}"
         )));
+    }
+    // The signed header and the certificate name the same device.
+    let subject = DeviceSubject::from_name(
+        device_cert.tbs_certificate().subject(),
+        "device certificate",
+    )?;
+    if subject.device_id != h.device_id
+        || subject.serial.to_string() != h.serial
+        || subject.hardware != h.hardware
+    {
+        return Err(Error::BadImage {
+            reason: format!(
+                "the header names {} / {} / {}, its certificate {} / {} / {}",
+                h.device_id,
+                h.serial,
+                h.hardware,
+                subject.device_id,
+                subject.serial,
+                subject.hardware
+            ),
+        });
     }
     let opener = match (&h.kem_ciphertext, kem) {
         (Some(ct), Some(k)) => Some(Opener::new(k, ct)?),

@@ -201,6 +201,15 @@ pub(crate) fn apply_bytes(
     let expiration = config.expiration();
     let trust = load_trust(&config.trust_root, expiration)?;
     let verified = verify_image(bytes, &trust, expiration).at(&at)?;
+    if verified.header.hardware != config.hardware {
+        return Err(Failure::file(
+            &at,
+            format!(
+                "rejected: the image is for hardware class {:?}, this node is {:?}",
+                verified.header.hardware, config.hardware
+            ),
+        ));
+    }
     let (_, doc) = split(bytes).at(&at)?;
     let trailer = doc.encode().map_err(|e| Failure::file(&at, e))?;
     let opened = open_image(&verified, trailer, identity.id(), kem.as_ref()).at(&at)?;
