@@ -66,6 +66,22 @@ pub(crate) struct NodeConfig {
     pub(crate) provision: Option<ProvisionConfig>,
 }
 
+/// The `[mesh.certificate]` table: admit peers whose device certificate
+/// chains to `root`, is valid now and not on `crl`, for the key they prove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertAdmissionConfig {
+    /// The fleet's root CA certificate (PEM).
+    pub(crate) root: PathBuf,
+    /// This node's chain (device certificate, then its intermediate; PEM),
+    /// presented to peers.
+    pub(crate) chain: PathBuf,
+    /// The intermediate's revocation list (PEM); a list past its
+    /// nextUpdate refuses every peer until it is replaced.
+    #[serde(default)]
+    pub(crate) crl: Option<PathBuf>,
+}
+
 /// The `[provision]` table: where the device's provisioning keys are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +120,10 @@ pub(crate) struct MeshConfig {
     /// The fleet allow-list: device key ids in hex.
     #[serde(default)]
     pub(crate) allow: Vec<String>,
+    /// Admission by device certificate (provisioned fleets), instead of
+    /// `open` or `allow`.
+    #[serde(default)]
+    pub(crate) certificate: Option<CertAdmissionConfig>,
     /// The control socket (default `<data_dir>/node.sock`).
     #[serde(default)]
     pub(crate) control_socket: Option<PathBuf>,
@@ -213,9 +233,12 @@ impl NodeConfig {
             }
         }
         if let Some(m) = &self.mesh {
-            if m.open != m.allow.is_empty() {
+            let modes = usize::from(m.open)
+                + usize::from(!m.allow.is_empty())
+                + usize::from(m.certificate.is_some());
+            if modes != 1 {
                 return Err(
-                    "in [mesh], give exactly one of `open = true` (testnets) or `allow = [key ids]`"
+                    "in [mesh], give exactly one of `open = true` (testnets), `allow = [key ids]` or a `[mesh.certificate]` table (provisioned fleets)"
                         .to_string(),
                 );
             }
@@ -269,6 +292,13 @@ impl NodeConfig {
     fn resolve_paths(&mut self, base: &Path) {
         if let Some(m) = &mut self.mesh {
             resolve(base, &mut m.device_key);
+            if let Some(c) = &mut m.certificate {
+                resolve(base, &mut c.root);
+                resolve(base, &mut c.chain);
+                if let Some(crl) = &mut c.crl {
+                    resolve(base, crl);
+                }
+            }
             if let Some(c) = &mut m.control_socket {
                 resolve(base, c);
             }

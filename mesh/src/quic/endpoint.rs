@@ -45,8 +45,42 @@ const MESSAGE_QUEUE: usize = 8;
 /// the other's hello.
 const VERDICT_ADMITTED: u8 = 1;
 
+/// A check of a peer's credentials against the key it proved: `Ok` admits,
+/// `Err(reason)` refuses. The driver supplies it (the node checks a device
+/// certificate chain against the fleet's root and revocation list), so
+/// this crate stays free of X.509.
+#[derive(Clone)]
+pub struct PeerCheck(Arc<CheckFn>);
+
+/// The function behind a [`PeerCheck`]: (proven key, credentials) → verdict.
+type CheckFn = dyn Fn(&PublicKey, &[u8]) -> Result<(), String> + Send + Sync;
+
+impl PeerCheck {
+    /// Wraps a check.
+    pub fn new(
+        check: impl Fn(&PublicKey, &[u8]) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(check))
+    }
+}
+
+impl core::fmt::Debug for PeerCheck {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PeerCheck(..)")
+    }
+}
+
+impl PartialEq for PeerCheck {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PeerCheck {}
+
 /// Which peers may connect, decided on the key each peer proved by
-/// channel binding. Applies to both accepted and initiated connections.
+/// channel binding (and, for `Certified`, the credentials its hello
+/// carries). Applies to both accepted and initiated connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admission {
     /// Only these device key ids (the fleet allow-list).
@@ -54,16 +88,35 @@ pub enum Admission {
     /// Anyone who proves some device key. For testnets only: it must be
     /// chosen explicitly, it is never a default.
     Open,
+    /// Peers whose credentials pass the check (provisioned fleets: a
+    /// device certificate chaining to the fleet root, not revoked, for the
+    /// proven key).
+    Certified(PeerCheck),
 }
 
 impl Admission {
-    /// Whether `peer` is admitted. `Open` admits every key; `AllowList`
-    /// exactly the listed ones.
+    /// Whether `peer` is admitted on its key alone. `Open` admits every
+    /// key; `AllowList` exactly the listed ones; `Certified` none (it needs
+    /// the credentials: [`Admission::check`]).
     #[must_use]
     pub fn admits(&self, peer: &KeyId) -> bool {
         match self {
             Self::AllowList(keys) => keys.contains(peer),
             Self::Open => true,
+            Self::Certified(_) => false,
+        }
+    }
+
+    /// Whether the peer that proved `key` and presented `credentials` is
+    /// admitted; `Err` gives the reason it is not.
+    ///
+    /// # Errors
+    /// The refusal's reason.
+    pub fn check(&self, key: &PublicKey, credentials: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Certified(c) => (c.0)(key, credentials),
+            other if other.admits(&key.id()) => Ok(()),
+            _ => Err("not on the allow-list".into()),
         }
     }
 }
@@ -73,6 +126,7 @@ struct Identity {
     key: SecretKey,
     hardware: String,
     admission: Admission,
+    credentials: Vec<u8>,
 }
 
 /// A QUIC endpoint on one UDP socket that both accepts and initiates
@@ -100,6 +154,28 @@ impl QuicEndpoint {
         hardware: String,
         admission: Admission,
     ) -> Result<Self, QuicError> {
+        Self::bind_with_credentials(addr, device_key, hardware, admission, Vec::new())
+    }
+
+    /// [`QuicEndpoint::bind`], presenting `credentials` (this node's
+    /// certificate chain) in every hello, for fleets admitted by
+    /// certificate.
+    ///
+    /// # Errors
+    /// As [`QuicEndpoint::bind`]; [`QuicError::MalformedHello`] when the
+    /// credentials exceed [`super::hello::MAX_CREDENTIAL_BYTES`].
+    pub fn bind_with_credentials(
+        addr: SocketAddr,
+        device_key: SecretKey,
+        hardware: String,
+        admission: Admission,
+        credentials: Vec<u8>,
+    ) -> Result<Self, QuicError> {
+        if credentials.len() > super::hello::MAX_CREDENTIAL_BYTES {
+            return Err(QuicError::MalformedHello {
+                reason: "credentials too long",
+            });
+        }
         if hardware.len() > super::hello::MAX_HARDWARE_BYTES {
             return Err(QuicError::MalformedHello {
                 reason: "hardware class string too long",
@@ -111,6 +187,7 @@ impl QuicEndpoint {
             key: device_key,
             hardware,
             admission,
+            credentials,
         });
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let acceptor = tokio::spawn(accept_loop(endpoint.clone(), identity.clone(), tx));
@@ -249,7 +326,8 @@ async fn hello_exchange(conn: &Connection, identity: &Identity) -> Result<Hello,
     let mut exporter = [0u8; EXPORTER_LEN];
     conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
         .map_err(|_| QuicError::Exporter)?;
-    let ours = Hello::sign(&identity.key, &exporter, &identity.hardware)?;
+    let ours = Hello::sign(&identity.key, &exporter, &identity.hardware)?
+        .with_credentials(identity.credentials.clone())?;
 
     let mut out = conn.open_uni().await?;
     frame::write_frame(&mut out, &ours.encode()?).await?;
@@ -260,9 +338,18 @@ async fn hello_exchange(conn: &Connection, identity: &Identity) -> Result<Hello,
     if theirs.device_key == *identity.key.public() {
         return Err(QuicError::ReflectedHello);
     }
-    if !identity.admission.admits(&theirs.peer_id()) {
-        return Err(QuicError::NotAdmitted {
-            peer: theirs.peer_id(),
+    if let Err(reason) = identity
+        .admission
+        .check(&theirs.device_key, &theirs.credentials)
+    {
+        return Err(match identity.admission {
+            Admission::Certified(_) => QuicError::NotCertified {
+                peer: theirs.peer_id(),
+                reason,
+            },
+            _ => QuicError::NotAdmitted {
+                peer: theirs.peer_id(),
+            },
         });
     }
 

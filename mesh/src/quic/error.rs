@@ -129,6 +129,15 @@ pub enum QuicError {
         /// The refused peer's key id.
         peer: KeyId,
     },
+    /// The peer proved its key but its certificate does not admit it
+    /// (another fleet's CA, expired, revoked, or not for this key).
+    #[error("peer {peer} is not admitted: {reason}")]
+    NotCertified {
+        /// The refused peer's key id.
+        peer: KeyId,
+        /// Why its credentials were refused.
+        reason: String,
+    },
     /// A frame header announced more bytes than allowed; nothing was
     /// allocated for it.
     #[error("frame of {len} bytes exceeds the limit of {max}")]
@@ -170,7 +179,7 @@ impl QuicError {
             Self::ChannelBindingFailed { .. } | Self::ReflectedHello => {
                 Some(CloseCode::ChannelBindingFailed)
             }
-            Self::NotAdmitted { .. } => Some(CloseCode::NotAdmitted),
+            Self::NotAdmitted { .. } | Self::NotCertified { .. } => Some(CloseCode::NotAdmitted),
             Self::MalformedHello { .. }
             | Self::MalformedFrame { .. }
             | Self::WrongAlpn

@@ -12,8 +12,15 @@
 //! "MOTA"  magic             4 bytes
 //! 1       format version    1 byte
 //! 48      kind (hello)      1 byte
-//! postcard { device_key: bytes(1952), signature: bytes(3309), hardware: string(<= 128) }
+//! postcard { device_key: bytes(1952), signature: bytes(3309), hardware: string(<= 128),
+//!            credentials: bytes(<= 32 KiB) }
 //! ```
+//!
+//! `credentials` is the sender's device certificate chain (PEM: device,
+//! then intermediates) in fleets admitted by certificate, empty otherwise.
+//! It is not covered by the hello signature: the admission check requires
+//! the certificate's key to be the `device_key` this hello proves, and the
+//! stream is inside the TLS session the signature binds.
 //!
 //! The size is checked before decoding, the payload must decode to its end
 //! and be in canonical postcard encoding (re-encoding yields the same bytes).
@@ -40,9 +47,12 @@ pub const CHANNEL_BINDING_CONTEXT: &[u8] = b"meshota/v1/channel-binding";
 pub const HELLO_HEADER: [u8; 6] =
     meshota_manifest::frame::header(meshota_manifest::Kind::ChannelBindingHello);
 
+/// Largest credentials (certificate chain) a hello may carry.
+pub const MAX_CREDENTIAL_BYTES: usize = 32 * 1024;
+
 /// Largest encoded hello accepted: header, key, signature, the longest
-/// hardware string and varint lengths, rounded up.
-pub const MAX_HELLO_BYTES: usize = 6 * 1024;
+/// hardware string, the largest credentials and varint lengths, rounded up.
+pub const MAX_HELLO_BYTES: usize = 6 * 1024 + MAX_CREDENTIAL_BYTES;
 
 /// The longest hardware class string, as in manifests.
 pub const MAX_HARDWARE_BYTES: usize = MAX_STRING_BYTES;
@@ -59,6 +69,8 @@ pub struct Hello {
     pub signature: Vec<u8>,
     /// The sender's hardware class (at most [`MAX_HARDWARE_BYTES`]).
     pub hardware: String,
+    /// The sender's certificate chain, or empty (module doc).
+    pub credentials: Vec<u8>,
 }
 
 impl Hello {
@@ -84,7 +96,22 @@ impl Hello {
             device_key: key.public().clone(),
             signature,
             hardware: hardware.to_owned(),
+            credentials: Vec::new(),
         })
+    }
+
+    /// The same hello carrying `credentials` (its certificate chain).
+    ///
+    /// # Errors
+    /// [`QuicError::MalformedHello`] if they exceed [`MAX_CREDENTIAL_BYTES`].
+    pub fn with_credentials(mut self, credentials: Vec<u8>) -> Result<Self, QuicError> {
+        if credentials.len() > MAX_CREDENTIAL_BYTES {
+            return Err(QuicError::MalformedHello {
+                reason: "credentials too long",
+            });
+        }
+        self.credentials = credentials;
+        Ok(self)
     }
 
     /// The sender's key id.
@@ -141,6 +168,9 @@ impl Hello {
         }
         if hello.hardware.len() > MAX_HARDWARE_BYTES {
             return Err(bad("hardware class string too long"));
+        }
+        if hello.credentials.len() > MAX_CREDENTIAL_BYTES {
+            return Err(bad("credentials too long"));
         }
         Ok(hello)
     }

@@ -9,6 +9,7 @@
 //! its chunks are served from memory. After a crash the core restarts from
 //! what the store holds, so verified chunks are never fetched twice.
 
+mod admission;
 pub(crate) mod control;
 mod discovery;
 mod metrics;
@@ -230,8 +231,13 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
     }
     let (installed, installed_version) = load_state(&node)?;
 
+    let mut credentials = Vec::new();
     let admission = if mesh.open {
         Admission::Open
+    } else if let Some(c) = &mesh.certificate {
+        let (check, own) = admission::certified(c, key.public())?;
+        credentials = own;
+        Admission::Certified(check)
     } else {
         let mut set = std::collections::BTreeSet::new();
         for id in &mesh.allow {
@@ -244,11 +250,12 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
         Admission::AllowList(set)
     };
     let endpoint = Arc::new(
-        QuicEndpoint::bind(
+        QuicEndpoint::bind_with_credentials(
             mesh.listen,
             (*key).clone(),
             node.config.hardware.clone(),
             admission,
+            credentials,
         )
         .map_err(|e| Failure::file(&node.path, format!("cannot listen on {}: {e}", mesh.listen)))?,
     );
