@@ -33,9 +33,9 @@
 //!   passed, atomically.
 //!
 //! ## What it does not do (yet)
-//! Item 13 of the provisioning issue is not built: mesh admission by
-//! device certificate. [`fetch_auth`] holds the image server's rules; the
-//! server itself (HTTP, MQTT) is in the `meshota` binary. There is no OCSP, no CRL distribution point, and no
+//! No networking: [`fetch_auth`] holds the image server's rules, and the
+//! server itself (HTTP, MQTT) is in the `meshota` binary, as is the mesh
+//! admission check built on [`verify::verify_device`]. There is no OCSP, no CRL distribution point, and no
 //! hardware security module support: CA keys live in files.
 //!
 //! ## Where to start reading
