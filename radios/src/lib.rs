@@ -1,9 +1,45 @@
 //! Radio links for meshota, as frames.
 //!
-//! **Not built yet.** This crate will hold LoRa modulation parameters and time
-//! on air (Semtech AN1200.13), regional duty-cycle and dwell-time rules as
-//! data, a per-node duty-cycle budget, a simulated radio medium (path loss,
-//! half-duplex, collisions) and, behind the `sx126x` feature, a lora-phy
-//! backend over Linux spidev and GPIO character devices.
+//! # What it is for
+//! LoRa links are broadcast, lossy, slow and duty-cycle limited. This crate
+//! holds what every LoRa link of the mesh needs, whatever drives it:
+//! - [`lora`]: modulation parameters and exact time on air (Semtech
+//!   AN1200.13);
+//! - [`region`]: regional rules as data (EU868 sub-bands and duty cycles,
+//!   US915 dwell time, largest payload per data rate);
+//! - [`dutycycle`]: the per-node budget asked before every transmission,
+//!   and an independent checker;
 //!
-//! It depends on no other meshota crate. Until it is built it exports nothing.
+//! # What it promises
+//! - Airtime is computed exactly (nanoseconds) and rounded up, never down.
+//! - A node that follows its [`DutyCycleBudget`] never exceeds a sub-band's
+//!   duty cycle in any one-hour window (property-tested against the
+//!   [`DutyCycleChecker`]).
+//! - Input from the air gets a typed [`Error`], never a panic.
+//! - Sans-IO: time ([`Micros`]) and randomness ([`SeededRng`]) are passed
+//!   in; no clocks, threads or global RNG.
+//!
+//! # What it does not do
+//! It depends on no other meshota crate and knows nothing of manifests or
+//! chunks.
+//!
+//! # Where to start reading
+//! [`lora`], then [`region`] and [`dutycycle`].
+#![cfg_attr(not(any(test, feature = "sx126x")), no_std)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+extern crate alloc;
+
+pub mod dutycycle;
+mod error;
+pub mod lora;
+pub mod region;
+mod rng;
+mod time;
+
+pub use dutycycle::{DutyCycleBudget, DutyCycleChecker, Violation};
+pub use error::Error;
+pub use lora::{Bandwidth, CodingRate, HeaderMode, LoraParams, LowDataRate, SpreadingFactor};
+pub use region::{DataRate, EU868, Region, SubBand, US915};
+pub use rng::SeededRng;
+pub use time::Micros;
