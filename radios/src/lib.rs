@@ -9,6 +9,8 @@
 //!   US915 dwell time, largest payload per data rate);
 //! - [`dutycycle`]: the per-node budget asked before every transmission,
 //!   and an independent checker;
+//! - [`medium`]: a simulated medium (path loss, packet error rate,
+//!   half-duplex radios, collisions with capture, duty-cycle checking);
 //!
 //! # What it promises
 //! - Airtime is computed exactly (nanoseconds) and rounded up, never down.
@@ -33,6 +35,7 @@ extern crate alloc;
 pub mod dutycycle;
 mod error;
 pub mod lora;
+pub mod medium;
 pub mod region;
 mod rng;
 mod time;
@@ -40,6 +43,7 @@ mod time;
 pub use dutycycle::{DutyCycleBudget, DutyCycleChecker, Violation};
 pub use error::Error;
 pub use lora::{Bandwidth, CodingRate, HeaderMode, LoraParams, LowDataRate, SpreadingFactor};
+pub use medium::{Channel, Loss, Medium, MediumConfig, Reception, Sent};
 pub use region::{DataRate, EU868, Region, SubBand, US915};
 pub use rng::SeededRng;
 pub use time::Micros;
