@@ -1,5 +1,7 @@
 //! The radios crate's error type.
 
+use alloc::string::String;
+
 use crate::time::Micros;
 
 /// What can go wrong with radio parameters, budgets, the medium, frames and
@@ -218,5 +220,16 @@ pub enum Error {
     MalformedProgress {
         /// What is wrong.
         reason: &'static str,
+    },
+
+    // --- Hardware (feature `sx126x`) ---
+    /// The radio or its SPI/GPIO plumbing failed, or a setting the driver
+    /// cannot express was asked for.
+    #[error("radio hardware: {op}: {detail}")]
+    Hardware {
+        /// What was being done.
+        op: &'static str,
+        /// The driver's or the OS's message.
+        detail: String,
     },
 }

@@ -40,6 +40,9 @@ pub mod region;
 mod rng;
 mod time;
 
+#[cfg(feature = "sx126x")]
+pub mod sx126x;
+
 pub use dutycycle::{DutyCycleBudget, DutyCycleChecker, Violation};
 pub use error::Error;
 pub use lora::{Bandwidth, CodingRate, HeaderMode, LoraParams, LowDataRate, SpreadingFactor};
