@@ -34,10 +34,13 @@ extern crate alloc;
 
 pub mod dutycycle;
 mod error;
+pub mod fragment;
+pub mod frame;
 pub mod lora;
 pub mod medium;
 pub mod region;
 mod rng;
+pub mod shortid;
 mod time;
 
 #[cfg(feature = "sx126x")]
@@ -45,8 +48,11 @@ pub mod sx126x;
 
 pub use dutycycle::{DutyCycleBudget, DutyCycleChecker, Violation};
 pub use error::Error;
+pub use fragment::{Message, Reassembler, ReassemblyLimits, fragment};
+pub use frame::{Frame, FrameCodec, FrameKind, Header};
 pub use lora::{Bandwidth, CodingRate, HeaderMode, LoraParams, LowDataRate, SpreadingFactor};
 pub use medium::{Channel, Loss, Medium, MediumConfig, Reception, Sent};
 pub use region::{DataRate, EU868, Region, SubBand, US915};
 pub use rng::SeededRng;
+pub use shortid::ShortId;
 pub use time::Micros;
