@@ -47,9 +47,9 @@ pub enum FrameKind {
     Request = 2,
     /// A fragment of a mesh message (e.g. a signed manifest).
     Message = 3,
-    /// A coded symbol of an object (RaptorQ).
+    /// A coded symbol of an object ([`crate::coding`]).
     Symbol = 4,
-    /// A receiver's progress bitmap.
+    /// A receiver's progress bitmap ([`crate::progress`]).
     Progress = 5,
 }
 

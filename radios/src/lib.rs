@@ -32,12 +32,14 @@
 
 extern crate alloc;
 
+pub mod coding;
 pub mod dutycycle;
 mod error;
 pub mod fragment;
 pub mod frame;
 pub mod lora;
 pub mod medium;
+pub mod progress;
 pub mod region;
 mod rng;
 pub mod shortid;
@@ -46,12 +48,14 @@ mod time;
 #[cfg(feature = "sx126x")]
 pub mod sx126x;
 
+pub use coding::{ObjectDecoder, ObjectEncoder, ObjectInfo, symbol_size_for};
 pub use dutycycle::{DutyCycleBudget, DutyCycleChecker, Violation};
 pub use error::Error;
 pub use fragment::{Message, Reassembler, ReassemblyLimits, fragment};
 pub use frame::{Frame, FrameCodec, FrameKind, Header};
 pub use lora::{Bandwidth, CodingRate, HeaderMode, LoraParams, LowDataRate, SpreadingFactor};
 pub use medium::{Channel, Loss, Medium, MediumConfig, Reception, Sent};
+pub use progress::Progress;
 pub use region::{DataRate, EU868, Region, SubBand, US915};
 pub use rng::SeededRng;
 pub use shortid::ShortId;
