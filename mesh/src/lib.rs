@@ -50,6 +50,7 @@ mod error;
 pub mod event;
 mod node;
 mod peer;
+pub mod radio;
 mod release;
 mod rng;
 mod time;
