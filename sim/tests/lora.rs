@@ -26,3 +26,15 @@ fn five_hop_line_converges_on_a_patch_within_duty_cycle() {
     // Every hop relays: at least one burst of symbols per hop.
     assert!(r.symbols as usize >= 5 * PATCH_BYTES / 200, "{}", r.symbols);
 }
+
+#[test]
+fn fifty_node_random_geometric_graph_converges_on_a_patch_within_duty_cycle() {
+    let r = lora(&LoraOptions::new(LoraTopology::Random(50), PATCH_BYTES, 1));
+    assert_converged_within_duty_cycle(&r);
+}
+
+#[test]
+fn two_hundred_node_grid_converges_on_a_patch_within_duty_cycle() {
+    let r = lora(&LoraOptions::new(LoraTopology::Grid(200), PATCH_BYTES, 1));
+    assert_converged_within_duty_cycle(&r);
+}

@@ -169,6 +169,11 @@ struct Neighbour {
     symbols_at: Option<Micros>,
     adopted_at: Option<Micros>,
     asked_at: Option<Micros>,
+    /// Our requests to it that went unanswered in a row (no fragment or
+    /// symbol from it before we asked again): a weak link.
+    failures: u32,
+    /// Last fragment or symbol heard from it.
+    served_at: Option<Micros>,
 }
 
 #[derive(Debug)]
@@ -270,6 +275,8 @@ pub struct RadioLink {
     announce_due: bool,
     request_due: bool,
     request_at: Option<Micros>,
+    /// The neighbour last asked, and when.
+    asked: Option<(ShortId, Micros)>,
     burst_at: Option<Micros>,
     bursting: bool,
     pieces_out: BTreeSet<u8>,
@@ -318,6 +325,7 @@ impl RadioLink {
             announce_due: false,
             request_due: false,
             request_at: None,
+            asked: None,
             burst_at: None,
             bursting: false,
             pieces_out: BTreeSet::new(),
@@ -410,6 +418,42 @@ impl RadioLink {
     /// Short ids of the neighbours whose frames authenticated.
     pub fn neighbours(&self) -> impl Iterator<Item = ShortId> + '_ {
         self.neighbours.keys().copied()
+    }
+
+    /// A one-line description of the link's state, for reports of nodes
+    /// that did not converge.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let carried = self.carried.as_ref().map_or_else(
+            || "no release".into(),
+            |c| {
+                alloc::format!(
+                    "release {} {}/{} chunks",
+                    c.bundle.id.short(),
+                    c.held,
+                    c.slots.len()
+                )
+            },
+        );
+        let fetch = self.fetch.as_ref().map_or_else(String::new, |f| {
+            let held = f.pieces.held().map_or(0, |p| p.count());
+            alloc::format!(
+                ", fetching {} from {:?} ({held} pieces)",
+                f.id.short(),
+                f.server
+            )
+        });
+        alloc::format!(
+            "{:?}: {carried}{fetch}, source {:?}, {} neighbours, request_at {:?}, sent {} frames ({} requests, {} pieces, {} symbols)",
+            self.config.short_id,
+            self.choose_source(),
+            self.neighbours.len(),
+            self.request_at,
+            self.stats.frames_sent,
+            self.stats.sent_requests,
+            self.stats.sent_pieces,
+            self.stats.sent_symbols,
+        )
     }
 
     /// The next event for the driver.
@@ -598,6 +642,13 @@ impl RadioLink {
             });
         }
         self.stats.sources.insert(h.src);
+        if let Some(n) = self.neighbours.get_mut(&h.src) {
+            n.served_at = Some(now);
+            n.failures = 0;
+        }
+        let Some(f) = self.fetch.as_mut() else {
+            return Ok(());
+        };
         if !f.pieces.is_complete() {
             self.postpone_request(now);
             return Ok(());
@@ -650,6 +701,8 @@ impl RadioLink {
         };
         let n = self.neighbours.entry(src).or_default();
         n.symbols_at = Some(now);
+        n.served_at = Some(now);
+        n.failures = 0;
         if !self.bursting && self.want.iter().any(|&w| w > 0) {
             // Another source is already sending this release's symbols.
             self.want.iter_mut().for_each(|w| *w = 0);
@@ -744,6 +797,41 @@ impl RadioLink {
         Ok(())
     }
 
+    /// Before asking again: a neighbour we asked that sent nothing since
+    /// is a weak link; after a few, ask another that holds the release.
+    fn note_unanswered(&mut self) {
+        let Some((peer, at)) = self.asked else {
+            return;
+        };
+        if let Some(n) = self.neighbours.get_mut(&peer) {
+            if n.served_at.is_none_or(|t| t < at) {
+                n.failures = n.failures.saturating_add(1);
+            }
+        }
+        let Some(f) = self.fetch.as_ref() else {
+            return;
+        };
+        let id = f.id;
+        let server = f.server;
+        let best = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| n.announced.is_some_and(|a| a.release == id))
+            .min_by_key(|(_, n)| n.failures)
+            .map(|(k, n)| (*k, n.failures));
+        let current = self
+            .neighbours
+            .get(&server)
+            .map_or(u32::MAX, |n| n.failures);
+        if let Some((k, failures)) = best {
+            if failures < current {
+                if let Some(f) = self.fetch.as_mut() {
+                    f.server = k;
+                }
+            }
+        }
+    }
+
     fn choose_source(&self) -> Option<ShortId> {
         let mine = self.carried.as_ref()?.bundle.id;
         self.neighbours
@@ -752,7 +840,14 @@ impl RadioLink {
                 n.symbols_at.is_some()
                     || n.announced.is_some_and(|a| a.release == mine && a.complete)
             })
-            .max_by_key(|(_, n)| (n.symbols_at, n.adopted_at, n.complete_at))
+            .max_by_key(|(_, n)| {
+                (
+                    core::cmp::Reverse(n.failures),
+                    n.symbols_at,
+                    n.adopted_at,
+                    n.complete_at,
+                )
+            })
             .map(|(id, _)| *id)
     }
 
@@ -771,6 +866,7 @@ impl RadioLink {
                 let b = self.backoff(self.config.timing.request_backoff_us);
                 self.request_at = Some(self.quiet_until.plus(b));
             } else if self.needy() {
+                self.note_unanswered();
                 self.request_due = true;
                 let b = self.backoff(self.config.timing.request_backoff_us);
                 self.request_at = Some(now.plus(self.config.timing.request_retry_us + b));
@@ -869,8 +965,9 @@ impl RadioLink {
             }
             if self.request_due {
                 self.request_due = false;
-                if let Some(f) = self.build_request() {
+                if let Some((f, to)) = self.build_request() {
                     self.stats.sent_requests += 1;
+                    self.asked = Some((to, now));
                     return Some(f);
                 }
             }
@@ -890,13 +987,14 @@ impl RadioLink {
         None
     }
 
-    fn build_request(&self) -> Option<Vec<u8>> {
+    fn build_request(&self) -> Option<(Vec<u8>, ShortId)> {
         if let Some(f) = &self.fetch {
             let r = ManifestRequest {
                 tag: tag_of(&f.id),
                 held: f.pieces.held(),
             };
-            return self.encode(FrameKind::Request, f.server, 0, 1, &r.encode());
+            let frame = self.encode(FrameKind::Request, f.server, 0, 1, &r.encode())?;
+            return Some((frame, f.server));
         }
         let c = self.carried.as_ref().filter(|c| !c.complete())?;
         let src = self.choose_source()?;
@@ -914,7 +1012,8 @@ impl RadioLink {
             needs,
         };
         let bytes = r.encode(self.codec.max_payload());
-        self.encode(FrameKind::Progress, src, 0, 1, &bytes)
+        let frame = self.encode(FrameKind::Progress, src, 0, 1, &bytes)?;
+        Some((frame, src))
     }
 
     fn next_piece(&mut self) -> Option<Vec<u8>> {

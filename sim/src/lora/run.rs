@@ -140,6 +140,10 @@ pub struct LoraReport {
     /// When the late node joined and completed (seconds), if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub late_join: Option<(f64, Option<f64>)>,
+    /// The first nodes that did not converge, with their state.
+    pub stuck: Vec<String>,
+    /// The node that used the most airtime, with its state.
+    pub busiest: String,
     /// Why the run stopped: "converged", "virtual-time-limit", "step-limit".
     pub stop: String,
     /// The scenario.
@@ -178,6 +182,10 @@ pub trait Station {
     fn poll_transmit(&mut self, now: Micros) -> Option<Vec<u8>>;
     /// The image, once the station holds all of it.
     fn take_completed(&mut self) -> Option<Vec<u8>>;
+    /// A description of its state (for nodes that did not converge).
+    fn describe(&self) -> String {
+        String::new()
+    }
     /// Counters for the report (coded links only).
     fn node_stats(&self) -> Option<NodeStats> {
         None
@@ -205,6 +213,9 @@ impl Station for Coded {
             done |= matches!(e, LinkEvent::ReleaseComplete { .. });
         }
         if done { self.0.payload() } else { None }
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
     }
     fn node_stats(&self) -> Option<NodeStats> {
         let s = self.0.stats();
@@ -238,6 +249,10 @@ pub struct EngineOutcome {
     pub violations: usize,
     /// Why it stopped.
     pub stop: &'static str,
+    /// The node with the most airtime, described.
+    pub busiest: String,
+    /// The first nodes that did not complete, described.
+    pub stuck: Vec<String>,
     /// Counters of the stations that report them (index order; honest and
     /// intruder alike).
     pub stats: Vec<Option<NodeStats>>,
@@ -325,6 +340,29 @@ pub fn drive(
         .unwrap_or(t);
     out.airtime_us = (0..n).map(|i| medium.airtime_us(i)).collect();
     out.violations = medium.duty_cycle_violations().len();
+    out.stuck = required
+        .iter()
+        .filter(|&&i| out.completed_at[i].is_none())
+        .take(5)
+        .map(|&i| {
+            let d = stations[i]
+                .as_ref()
+                .map_or_else(|| "not joined".into(), |s| s.describe());
+            format!(
+                "node {i} (airtime {} s): {d}",
+                seconds(medium.airtime_us(i))
+            )
+        })
+        .collect();
+    if let Some(i) = (0..n).max_by_key(|&i| medium.airtime_us(i)) {
+        let d = stations[i]
+            .as_ref()
+            .map_or_else(String::new, |s| s.describe());
+        out.busiest = format!(
+            "node {i} (airtime {} s): {d}",
+            seconds(medium.airtime_us(i))
+        );
+    }
     out.stats = stations
         .iter()
         .map(|s| s.as_ref().and_then(|s| s.node_stats()))
@@ -496,6 +534,8 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         late_join: o
             .late_join_s
             .map(|s| (s as f64, out.completed_at[w.honest - 1].map(seconds))),
+        stuck: out.stuck.clone(),
+        busiest: out.busiest.clone(),
         stop: out.stop.into(),
         topology: o.topology.to_string(),
         seed: o.seed,
