@@ -38,3 +38,57 @@ fn two_hundred_node_grid_converges_on_a_patch_within_duty_cycle() {
     let r = lora(&LoraOptions::new(LoraTopology::Grid(200), PATCH_BYTES, 1));
     assert_converged_within_duty_cycle(&r);
 }
+
+#[test]
+fn node_with_a_wrong_mesh_key_is_ignored_and_changes_nothing() {
+    let plain = LoraOptions::new(LoraTopology::Line(5), PATCH_BYTES, 3);
+    let with_intruder = LoraOptions {
+        intruder: true,
+        ..plain.clone()
+    };
+    let r = lora(&with_intruder);
+    assert_converged_within_duty_cycle(&r);
+    // It talked (it holds the release and announces it) ...
+    assert!(r.bad_mac_frames > 0, "{}", r.to_json());
+    // ... but no honest node used one of its frames or counts it as a neighbour.
+    assert_eq!(r.intruder_accepted, 0);
+}
+
+#[test]
+fn node_that_joins_late_catches_up() {
+    let o = LoraOptions {
+        late_join_s: Some(1_800),
+        ..LoraOptions::new(LoraTopology::Random(50), PATCH_BYTES, 2)
+    };
+    let r = lora(&o);
+    assert_converged_within_duty_cycle(&r);
+    let (joined, done) = r.late_join.unwrap();
+    let done = done.expect("the late node completed");
+    assert!(done > joined, "completed at {done} s, joined at {joined} s");
+    // Everyone else had converged long before: the late node was served by
+    // neighbours woken by its announcement.
+    assert!(r.virtual_seconds >= joined);
+}
+
+#[test]
+fn same_options_give_the_same_report() {
+    let o = LoraOptions::new(LoraTopology::Line(3), PATCH_BYTES, 9);
+    assert_eq!(run(&o).unwrap().to_json(), run(&o).unwrap().to_json());
+}
+
+#[test]
+fn unicast_baseline_converges_and_costs_more_airtime_than_coded_broadcast() {
+    let o = LoraOptions {
+        baseline: true,
+        ..LoraOptions::new(LoraTopology::Random(50), PATCH_BYTES, 1)
+    };
+    let r = lora(&o);
+    assert_converged_within_duty_cycle(&r);
+    assert_eq!(r.baseline_converged, Some(true), "{}", r.to_json());
+    assert_eq!(r.baseline_duty_cycle_violations, Some(0));
+    assert!(
+        r.baseline_airtime_s.unwrap() > r.airtime_total_s,
+        "{}",
+        r.to_json()
+    );
+}

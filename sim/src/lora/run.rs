@@ -142,6 +142,9 @@ pub struct LoraReport {
     pub late_join: Option<(f64, Option<f64>)>,
     /// The first nodes that did not converge, with their state.
     pub stuck: Vec<String>,
+    /// The same for the baseline run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub baseline_stuck: Vec<String>,
     /// The node that used the most airtime, with its state.
     pub busiest: String,
     /// Why the run stopped: "converged", "virtual-time-limit", "step-limit".
@@ -535,6 +538,7 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
             .late_join_s
             .map(|s| (s as f64, out.completed_at[w.honest - 1].map(seconds))),
         stuck: out.stuck.clone(),
+        baseline_stuck: Vec::new(),
         busiest: out.busiest.clone(),
         stop: out.stop.into(),
         topology: o.topology.to_string(),
@@ -561,6 +565,7 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         report.baseline_virtual_seconds = Some(seconds(b.end_us));
         report.baseline_vs_coded = Some(total as f64 / honest_airtime.max(1) as f64);
         report.baseline_duty_cycle_violations = Some(b.violations);
+        report.baseline_stuck = b.stuck.clone();
     }
     Ok(report)
 }

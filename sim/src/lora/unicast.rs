@@ -7,7 +7,7 @@
 //! askers one after another. Every frame asks the node's duty-cycle
 //! budget first, as in the coded link.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use meshota_manifest::Hash;
 use meshota_mesh::radio::msg::Announce;
@@ -52,11 +52,17 @@ pub struct UnicastNode {
     parts: Vec<Option<Vec<u8>>>,
     completed: bool,
     server: Option<ShortId>,
+    /// Requests per holder that brought no data: a weak link; the asker
+    /// moves on to a holder with fewer.
+    failures: BTreeMap<ShortId, u32>,
+    holders: std::collections::BTreeSet<ShortId>,
+    heard_server: bool,
+    asked: bool,
     request_at: Option<Micros>,
     request_due: bool,
     announce_due: bool,
     ack_due: Option<(ShortId, u16)>,
-    queue: VecDeque<ShortId>,
+    queue: VecDeque<(ShortId, u16)>,
     session: Option<Session>,
     busy_until: Micros,
 }
@@ -118,17 +124,21 @@ impl UnicastNode {
         if self.request_due {
             self.request_due = false;
             let server = self.server?;
-            return self.frame(FrameKind::Request, server, &[0]);
+            let first_missing = self.parts.iter().position(Option::is_none).unwrap_or(0);
+            let from = u16::try_from(first_missing).unwrap_or(0);
+            self.heard_server = false;
+            self.asked = true;
+            return self.frame(FrameKind::Request, server, &from.to_le_bytes());
         }
         None
     }
 
     fn start_next_session(&mut self) {
         if self.session.is_none() {
-            if let Some(peer) = self.queue.pop_front() {
+            if let Some((peer, seq)) = self.queue.pop_front() {
                 self.session = Some(Session {
                     peer,
-                    seq: 0,
+                    seq,
                     tries: 0,
                     deadline: None,
                     due: true,
@@ -144,6 +154,9 @@ impl Station for UnicastNode {
             return;
         };
         let h = f.header;
+        if Some(h.src) == self.server {
+            self.heard_server = true;
+        }
         match h.kind {
             FrameKind::Announce => {
                 let Ok(a) = Announce::decode(f.payload) else {
@@ -153,7 +166,12 @@ impl Station for UnicastNode {
                     if !a.complete {
                         self.trickle.reset(Timestamp(now.0 / 1_000), &mut self.rng);
                     }
-                } else if a.complete && a.release == self.release && self.server.is_none() {
+                } else if a.complete && a.release == self.release && self.server.is_none() && {
+                    self.holders.insert(h.src);
+                    let f = |k: &ShortId| self.failures.get(k).copied().unwrap_or(0);
+                    let least = self.holders.iter().map(f).min().unwrap_or(0);
+                    f(&h.src) <= least
+                } {
                     self.server = Some(h.src);
                     let b = self.rng.range(0, 1_000_000);
                     self.request_at = Some(now.plus(b));
@@ -162,9 +180,16 @@ impl Station for UnicastNode {
                 }
             }
             FrameKind::Request if h.dst == self.me && self.has() => {
+                let Ok(from) = <[u8; 2]>::try_from(f.payload) else {
+                    return;
+                };
+                let from = u16::from_le_bytes(from);
                 let busy = self.session.as_ref().is_some_and(|s| s.peer == h.src);
-                if !busy && !self.queue.contains(&h.src) && self.queue.len() < QUEUE_MAX {
-                    self.queue.push_back(h.src);
+                if !busy
+                    && !self.queue.iter().any(|(p, _)| *p == h.src)
+                    && self.queue.len() < QUEUE_MAX
+                {
+                    self.queue.push_back((h.src, from));
                 }
                 self.start_next_session();
             }
@@ -224,6 +249,15 @@ impl Station for UnicastNode {
             self.announce_due = true;
         }
         if self.request_at.is_some_and(|r| now >= r) && !self.has() {
+            if self.asked && !self.heard_server {
+                // Nothing at all from the holder since we asked: a weak
+                // link (a busy holder is still heard serving others).
+                if let Some(server) = self.server.take() {
+                    *self.failures.entry(server).or_insert(0) += 1;
+                }
+                self.asked = false;
+            }
+            self.heard_server = false;
             self.request_due = true;
             self.request_at = Some(now.plus(REQUEST_RETRY_US));
         }
@@ -280,6 +314,21 @@ impl Station for UnicastNode {
         Some(frame)
     }
 
+    fn describe(&self) -> String {
+        format!(
+            "{:?}: has {}, {}/{} frames, server {:?}, failures {:?}, session {:?}, queue {}, request_at {:?}",
+            self.me,
+            self.has(),
+            self.parts.iter().filter(|p| p.is_some()).count(),
+            self.parts.len(),
+            self.server,
+            self.failures,
+            self.session.as_ref().map(|s| (s.peer, s.seq, s.tries)),
+            self.queue.len(),
+            self.request_at,
+        )
+    }
+
     fn take_completed(&mut self) -> Option<Vec<u8>> {
         if self.completed {
             return None;
@@ -327,6 +376,10 @@ pub fn run(
             parts: Vec::new(),
             completed: false,
             server: None,
+            failures: BTreeMap::new(),
+            holders: std::collections::BTreeSet::new(),
+            heard_server: false,
+            asked: false,
             request_at: None,
             request_due: false,
             announce_due: false,
