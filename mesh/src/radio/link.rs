@@ -40,8 +40,11 @@ pub struct RadioTiming {
     pub request_backoff_us: u64,
     /// A request not answered is sent again after this (plus backoff).
     pub request_retry_us: u64,
-    /// A source waits a random delay below this before a burst, during
-    /// which another source's symbols cancel it.
+    /// A source waits a random delay below this, divided by the number of
+    /// neighbours that asked it, before a burst; another source's symbols
+    /// heard meanwhile cancel it. So the source that covers the most askers
+    /// tends to go first and the others stand down (a greedy dominating set
+    /// in the making).
     pub burst_backoff_us: u64,
     /// A burst sends `need + need / margin_div + 1` symbols for the largest
     /// need asked, to cover loss.
@@ -59,7 +62,7 @@ impl RadioTiming {
         quiet_us: 1_000_000,
         request_backoff_us: 1_500_000,
         request_retry_us: 8_000_000,
-        burst_backoff_us: 600_000,
+        burst_backoff_us: 4_000_000,
         margin_div: 8,
         stale_neighbour_us: 30_000_000,
         bundle_failures_max: 3,
@@ -148,6 +151,8 @@ pub struct LinkStats {
     pub sent_pieces: u64,
     /// Symbols sent.
     pub sent_symbols: u64,
+    /// Bursts of symbols started.
+    pub bursts: u64,
     /// Bursts cancelled because another source was heard sending.
     pub bursts_suppressed: u64,
     /// Own requests postponed because a neighbour asked the same.
@@ -279,6 +284,10 @@ pub struct RadioLink {
     asked: Option<(ShortId, Micros)>,
     burst_at: Option<Micros>,
     bursting: bool,
+    /// Neighbours that asked us for symbols since our last burst, and when
+    /// the first did.
+    askers: BTreeSet<ShortId>,
+    round_start: Micros,
     pieces_out: BTreeSet<u8>,
     want: Vec<u32>,
     next_chunk: usize,
@@ -328,6 +337,8 @@ impl RadioLink {
             asked: None,
             burst_at: None,
             bursting: false,
+            askers: BTreeSet::new(),
+            round_start: now,
             pieces_out: BTreeSet::new(),
             want: Vec::new(),
             next_chunk: 0,
@@ -505,7 +516,7 @@ impl RadioLink {
 
     fn schedule_burst(&mut self, now: Micros) {
         if self.burst_at.is_none() {
-            let b = self.backoff(self.config.timing.burst_backoff_us);
+            let b = self.backoff(self.config.timing.burst_backoff_us / 4);
             self.burst_at = Some(now.plus(b));
         }
     }
@@ -706,6 +717,7 @@ impl RadioLink {
         if !self.bursting && self.want.iter().any(|&w| w > 0) {
             // Another source is already sending this release's symbols.
             self.want.iter_mut().for_each(|w| *w = 0);
+            self.askers.clear();
             if self.pieces_out.is_empty() {
                 self.burst_at = None;
             }
@@ -793,7 +805,16 @@ impl RadioLink {
                 *w = (*w).max(burst);
             }
         }
-        self.schedule_burst(now);
+        if self.askers.is_empty() {
+            self.round_start = now;
+        }
+        self.askers.insert(h.src);
+        let askers = self.askers.len() as u64;
+        let wait = self.backoff(self.config.timing.burst_backoff_us) / askers;
+        let at = self.round_start.plus(wait).max(now);
+        if !self.bursting {
+            self.burst_at = Some(self.burst_at.map_or(at, |b| b.min(at)));
+        }
         Ok(())
     }
 
@@ -978,11 +999,15 @@ impl RadioLink {
                 return Some(f);
             }
             if let Some(f) = self.next_symbol() {
+                if !self.bursting {
+                    self.stats.bursts += 1;
+                }
                 self.bursting = true;
                 return Some(f);
             }
             self.burst_at = None;
             self.bursting = false;
+            self.askers.clear();
         }
         None
     }

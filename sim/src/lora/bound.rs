@@ -103,8 +103,8 @@ mod tests {
         let adj = vec![vec![1], vec![0, 2, 3, 4], vec![1], vec![1], vec![1]];
         let cds = greedy_cds(&adj, 0);
         assert_eq!(cds, [0, 1]);
-        for v in 0..adj.len() {
-            assert!(cds.contains(&v) || adj[v].iter().any(|u| cds.contains(u)));
+        for (v, near) in adj.iter().enumerate() {
+            assert!(cds.contains(&v) || near.iter().any(|u| cds.contains(u)));
         }
     }
 

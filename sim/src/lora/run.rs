@@ -15,7 +15,7 @@ use meshota_blobstore::ChunkIndex;
 use meshota_manifest::{Expiration, Hash};
 use meshota_mesh::TrickleConfig;
 use meshota_mesh::radio::{LinkEvent, RadioConfig, RadioLink, RadioTiming, bundle};
-use meshota_radios::{EU868, Medium, Micros, ShortId};
+use meshota_radios::{EU868, Loss, Medium, Micros, ShortId};
 use serde::Serialize;
 
 use super::bound::{bound_airtime_us, greedy_cds};
@@ -30,6 +30,13 @@ pub const VIRTUAL_US_MAX: u64 = 6 * 3_600 * Micros::SECOND;
 pub const STEPS_MAX: u64 = 20_000_000;
 /// Largest payload (bytes) a scenario takes.
 pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
+/// Channel activity detection (listen before talk, as the SX126x's CAD)
+/// sees a frame whose SNR margin over the demodulation floor is at least
+/// this (dB).
+pub const CAD_MARGIN_DB: f64 = 0.0;
+/// After a busy channel, a node waits for the frame's end plus a random
+/// delay below this (µs).
+pub const CAD_BACKOFF_US: u64 = 200_000;
 /// The mesh key of every honest node.
 pub const MESH_KEY: [u8; 32] = [0x4d; 32];
 /// The mesh key of the intruder (another mesh's key).
@@ -126,6 +133,10 @@ pub struct LoraReport {
     pub pieces: u64,
     /// Symbols sent.
     pub symbols: u64,
+    /// Bursts of symbols started.
+    pub bursts: u64,
+    /// Symbols sent by each node that sent any.
+    pub symbols_per_node: Vec<u64>,
     /// Bursts cancelled on hearing another source.
     pub bursts_suppressed: u64,
     /// Frames honest nodes dropped for a bad MAC.
@@ -147,6 +158,10 @@ pub struct LoraReport {
     pub baseline_stuck: Vec<String>,
     /// The node that used the most airtime, with its state.
     pub busiest: String,
+    /// Receptions lost to collisions, half duplex and noise (in range).
+    pub losses: [u64; 3],
+    /// Transmissions deferred by listen-before-talk.
+    pub cad_deferrals: u64,
     /// Why the run stopped: "converged", "virtual-time-limit", "step-limit".
     pub stop: String,
     /// The scenario.
@@ -228,10 +243,12 @@ impl Station for Coded {
             sent_requests: s.sent_requests,
             sent_pieces: s.sent_pieces,
             sent_symbols: s.sent_symbols,
+            bursts: s.bursts,
             bursts_suppressed: s.bursts_suppressed,
             frames_bad_mac: s.frames_bad_mac,
             chunk_failures: s.chunk_failures,
             sources: s.sources.iter().copied().collect(),
+            symbols_sent: s.sent_symbols,
             neighbours: self.0.neighbours().collect(),
         })
     }
@@ -252,6 +269,10 @@ pub struct EngineOutcome {
     pub violations: usize,
     /// Why it stopped.
     pub stop: &'static str,
+    /// Frames lost at joined receivers: collisions, half duplex, noise.
+    pub losses: [u64; 3],
+    /// Transmissions deferred because channel activity was detected.
+    pub cad_deferrals: u64,
     /// The node with the most airtime, described.
     pub busiest: String,
     /// The first nodes that did not complete, described.
@@ -270,6 +291,8 @@ pub struct EngineOutcome {
 /// half-duplex rule or sent an impossible frame).
 pub fn drive(
     medium: &mut Medium,
+    positions: &[(f64, f64)],
+    seed: u64,
     joins: &[u64],
     make: &mut dyn FnMut(usize, Micros) -> Result<Box<dyn Station>, Error>,
     required: &[usize],
@@ -277,6 +300,23 @@ pub fn drive(
 ) -> Result<EngineOutcome, Error> {
     let n = joins.len();
     let channel = scenario::channel();
+    let cfg = scenario::medium_config();
+    // senses[j][i]: node i's channel activity detection sees j's frames.
+    let senses: Vec<Vec<bool>> = (0..n)
+        .map(|j| {
+            (0..n)
+                .map(|i| {
+                    let (a, b) = (positions[j], positions[i]);
+                    i != j
+                        && scenario::margin_db(&cfg, channel.params, (a.0 - b.0).hypot(a.1 - b.1))
+                            >= CAD_MARGIN_DB
+                })
+                .collect()
+        })
+        .collect();
+    let mut cad_rng = SimRng::stream(seed, 0xcad);
+    let mut cad_until = vec![0u64; n];
+    let mut on_air: Vec<(usize, u64)> = Vec::new();
     let mut stations: Vec<Option<Box<dyn Station>>> = (0..n).map(|_| None).collect();
     let mut out = EngineOutcome {
         completed_at: vec![None; n],
@@ -303,18 +343,32 @@ pub fn drive(
             }
         }
         for r in medium.advance(now).map_err(core)? {
-            if let (Ok(bytes), Some(s)) = (&r.outcome, stations[r.to].as_mut()) {
-                s.handle_frame(now, bytes);
+            match (&r.outcome, stations[r.to].as_mut()) {
+                (Ok(bytes), Some(s)) => s.handle_frame(now, bytes),
+                (Err(Loss::Collision), Some(_)) => out.losses[0] += 1,
+                (Err(Loss::HalfDuplex), Some(_)) => out.losses[1] += 1,
+                (Err(Loss::Noise), Some(_)) => out.losses[2] += 1,
+                _ => {}
             }
         }
         for i in 0..n {
             let Some(s) = stations[i].as_mut() else {
                 continue;
             };
-            if s.poll_timeout() <= now {
+            if s.poll_timeout().0.max(cad_until[i]) <= t {
                 s.handle_timeout(now);
-                if let Some(frame) = s.poll_transmit(now) {
-                    medium.transmit(now, i, channel, frame).map_err(core)?;
+                // Listen before talk: channel activity detection first.
+                let busy = on_air
+                    .iter()
+                    .filter(|(j, end)| *end > t && senses[*j][i])
+                    .map(|(_, end)| *end)
+                    .max();
+                if let Some(end) = busy {
+                    cad_until[i] = end + cad_rng.between(0, CAD_BACKOFF_US);
+                    out.cad_deferrals += 1;
+                } else if let Some(frame) = s.poll_transmit(now) {
+                    let sent = medium.transmit(now, i, channel, frame).map_err(core)?;
+                    on_air.push((i, sent.end.0));
                 }
             }
             if out.completed_at[i].is_none() {
@@ -326,10 +380,11 @@ pub fn drive(
                 }
             }
         }
+        on_air.retain(|(_, end)| *end > t);
         let mut next = medium.next_event().map_or(u64::MAX, |m| m.0);
         for (i, s) in stations.iter().enumerate() {
             match s {
-                Some(s) => next = next.min(s.poll_timeout().0),
+                Some(s) => next = next.min(s.poll_timeout().0.max(cad_until[i])),
                 None => next = next.min(joins[i]),
             }
         }
@@ -480,6 +535,8 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
     };
     let out = drive(
         &mut medium,
+        &w.positions,
+        o.seed,
         &w.joins,
         &mut make,
         &required,
@@ -529,6 +586,8 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         requests: stats.iter().map(|s| s.sent_requests).sum(),
         pieces: stats.iter().map(|s| s.sent_pieces).sum(),
         symbols: stats.iter().map(|s| s.sent_symbols).sum(),
+        bursts: stats.iter().map(|s| s.bursts).sum(),
+        symbols_per_node: Vec::new(),
         bursts_suppressed: stats.iter().map(|s| s.bursts_suppressed).sum(),
         bad_mac_frames: stats.iter().map(|s| s.frames_bad_mac).sum(),
         intruder_accepted: 0,
@@ -537,6 +596,8 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         late_join: o
             .late_join_s
             .map(|s| (s as f64, out.completed_at[w.honest - 1].map(seconds))),
+        losses: out.losses,
+        cad_deferrals: out.cad_deferrals,
         stuck: out.stuck.clone(),
         baseline_stuck: Vec::new(),
         busiest: out.busiest.clone(),
@@ -544,6 +605,16 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         topology: o.topology.to_string(),
         seed: o.seed,
     };
+    report.symbols_per_node = stats
+        .iter()
+        .map(|s| s.symbols_sent)
+        .filter(|&n| n > 0)
+        .collect();
+    report.symbols_per_node = stats
+        .iter()
+        .map(|s| s.symbols_sent)
+        .filter(|&n| n > 0)
+        .collect();
     if o.intruder {
         let intruder = short_id(w.honest);
         report.intruder_accepted = stats
@@ -583,6 +654,8 @@ pub struct NodeStats {
     pub sent_pieces: u64,
     /// Symbols sent.
     pub sent_symbols: u64,
+    /// Bursts started.
+    pub bursts: u64,
     /// Bursts suppressed.
     pub bursts_suppressed: u64,
     /// Frames with a bad MAC.
@@ -591,6 +664,8 @@ pub struct NodeStats {
     pub chunk_failures: u64,
     /// Sources used.
     pub sources: Vec<ShortId>,
+    /// Symbols sent.
+    pub symbols_sent: u64,
     /// Neighbours heard.
     pub neighbours: Vec<ShortId>,
 }

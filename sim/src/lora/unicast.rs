@@ -389,5 +389,13 @@ pub fn run(
             busy_until: now,
         }))
     };
-    drive(&mut medium, &joins, &mut make, &required, image_hash)
+    drive(
+        &mut medium,
+        positions,
+        o.seed,
+        &joins,
+        &mut make,
+        &required,
+        image_hash,
+    )
 }
