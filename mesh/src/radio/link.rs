@@ -604,6 +604,14 @@ impl RadioLink {
         }
         let fetching = self.fetch.as_ref().map(|f| tag_of(&f.id));
         if fetching == Some(r.tag) && h.dst != self.config.short_id {
+            // Its answer is broadcast: wait for it, and ask the same
+            // holder next time if we hear that holder too.
+            let heard = self.neighbours.get(&h.dst).is_some_and(|n| n.failures == 0);
+            if let Some(f) = self.fetch.as_mut() {
+                if heard {
+                    f.server = h.dst;
+                }
+            }
             self.stats.requests_postponed += 1;
             self.postpone_request(now);
         }
