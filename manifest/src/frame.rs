@@ -63,6 +63,10 @@ pub enum Kind {
     PatchPiece = 34,
     /// A QUIC channel-binding hello (defined by the mesh crate).
     ChannelBindingHello = 48,
+    /// A sneakernet bundle (`sneakernet/src/format.rs`).
+    Bundle = 64,
+    /// A sneakernet want list (`sneakernet/src/want.rs`).
+    WantList = 65,
 }
 
 impl Kind {
@@ -80,6 +84,8 @@ impl Kind {
             Self::PatchIndex => "patch-index",
             Self::PatchPiece => "patch-piece",
             Self::ChannelBindingHello => "channel-binding-hello",
+            Self::Bundle => "bundle",
+            Self::WantList => "want-list",
         }
     }
 
@@ -97,6 +103,8 @@ impl Kind {
             33 => Self::PatchIndex,
             34 => Self::PatchPiece,
             48 => Self::ChannelBindingHello,
+            64 => Self::Bundle,
+            65 => Self::WantList,
             _ => return None,
         })
     }

@@ -257,6 +257,31 @@ impl Node {
         Some((ix.have.count(), ix.have.len()))
     }
 
+    /// Per chunk ordinal of a release's index: whether this node or a
+    /// connected peer (by its last advertised bitmap) holds it. `None`
+    /// until the index is known. What a want list carries to the operator.
+    #[must_use]
+    pub fn mesh_holdings(&self, id: &Hash) -> Option<Bitmap> {
+        let ix = self.releases.get(id)?.index.as_ref()?;
+        let mut out = ix.have.clone();
+        for peer in self.peers.values() {
+            if let Some(theirs) = peer.have.get(id) {
+                for i in 0..out.len().min(theirs.len()) {
+                    if theirs.get(i) {
+                        out.set(i);
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The latest signed report of every node heard from (this one
+    /// included), as gossiped: what a want list carries back.
+    pub fn reports(&self) -> impl Iterator<Item = &[u8]> {
+        self.reports.values().map(|(_, bytes)| bytes.as_slice())
+    }
+
     /// The release this node would install next, if any.
     #[must_use]
     pub fn wanted(&self) -> Option<Hash> {

@@ -61,6 +61,59 @@ pub(crate) struct NodeConfig {
     /// The mesh daemon's settings (`meshota node run`); see docs/daemon.md.
     #[serde(default)]
     pub(crate) mesh: Option<MeshConfig>,
+    /// Sneakernet bundles (`meshota bundle import|want`): size limit and
+    /// the key encrypted bundles are opened with.
+    #[serde(default)]
+    pub(crate) bundle: BundleConfig,
+    /// USB station mode (`[station]`): the daemon watches a directory (a
+    /// removable medium's mount point) for bundles and want lists.
+    #[serde(default)]
+    pub(crate) station: Option<StationConfig>,
+}
+
+/// The `[station]` table (docs/daemon.md, "USB station").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StationConfig {
+    /// The directory to watch (the stick's mount point).
+    pub(crate) dir: PathBuf,
+    /// How often to look, in milliseconds (default 1000). A file is taken
+    /// only once its size and time stayed the same for one interval, so a
+    /// copy still in progress is not read.
+    #[serde(default = "default_station_poll_ms")]
+    pub(crate) poll_ms: u64,
+}
+
+const fn default_station_poll_ms() -> u64 {
+    1000
+}
+
+/// The `[bundle]` table. Every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BundleConfig {
+    /// Largest bundle file import reads (default 8 GiB); a larger one is
+    /// refused before it is read.
+    #[serde(default = "default_bundle_max_bytes")]
+    pub(crate) max_bytes: u64,
+    /// This node's ML-KEM-768 private key (PEM, from `meshota keys
+    /// generate --kem` or `meshota provision keygen`), to open bundles
+    /// encrypted to it.
+    #[serde(default)]
+    pub(crate) kem_key: Option<PathBuf>,
+}
+
+impl Default for BundleConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_bundle_max_bytes(),
+            kem_key: None,
+        }
+    }
+}
+
+const fn default_bundle_max_bytes() -> u64 {
+    8 << 30
 }
 
 /// What the daemon does after an install has switched the slot.
@@ -200,6 +253,14 @@ impl NodeConfig {
                 return Err(format!("field `{field}` is empty"));
             }
         }
+        if let Some(st) = &self.station {
+            if !(10..=3_600_000).contains(&st.poll_ms) {
+                return Err("station.poll_ms must be within 10..=3600000".into());
+            }
+            if self.mesh.is_none() {
+                return Err("a [station] needs the [mesh] table: the daemon runs it".into());
+            }
+        }
         if let Some(m) = &self.mesh {
             if m.open != m.allow.is_empty() {
                 return Err(
@@ -263,6 +324,12 @@ impl NodeConfig {
         }
         resolve(base, &mut self.trust_root);
         resolve(base, &mut self.data_dir);
+        if let Some(k) = &mut self.bundle.kem_key {
+            resolve(base, k);
+        }
+        if let Some(st) = &mut self.station {
+            resolve(base, &mut st.dir);
+        }
         if let Some(s) = &mut self.store_dir {
             resolve(base, s);
         }

@@ -157,6 +157,88 @@ impl Node {
     }
 }
 
+/// The confirmed slot, seeded into a store by [`Node::seed_confirmed_slot`].
+pub(crate) struct SeededSlot {
+    /// Which slot.
+    pub(crate) slot: SlotId,
+    /// The installed image's chunk index (now in the store).
+    pub(crate) index: meshota_blobstore::ChunkIndex,
+    /// Chunks the slot serves.
+    pub(crate) chunks: u64,
+}
+
+impl Node {
+    /// Seeds the confirmed slot's image into `store` (its chunks served in
+    /// place, re-hashed on every read) and unseeds the other slot, which
+    /// the next install overwrites. When the store lacks the installed
+    /// release's chunk index it is rebuilt from the slot and kept only if
+    /// it hashes to the index the slot's signed manifest names, so nothing
+    /// unsigned becomes a source. `None` when meshota installed nothing
+    /// there.
+    pub(crate) fn seed_confirmed_slot(&self, store: &FsStore) -> CmdResult<Option<SeededSlot>> {
+        use std::io::{Seek, SeekFrom};
+        let mut dev = self.open_device()?;
+        let record = dev
+            .record()
+            .map_err(|e| self.device_failure("read the install record", &e))?;
+        let active = record.confirmed;
+        let cfg = &self.config.device;
+        let (slot, other) = match active {
+            SlotId::A => (&cfg.slot_a, &cfg.slot_b),
+            SlotId::B => (&cfg.slot_b, &cfg.slot_a),
+        };
+        // One file holding both slots is re-seeded as a whole below.
+        if other.path != slot.path {
+            store.unseed(&other.path).at(&other.path)?;
+        }
+        let path = self.config.slot_manifest_path(active);
+        let Ok(bytes) =
+            meshota_manifest::fs::read_limited(&path, meshota_manifest::limits::MAX_MANIFEST_BYTES)
+        else {
+            store.unseed(&slot.path).at(&slot.path)?;
+            return Ok(None);
+        };
+        let doc = SignedDocument::<ReleaseManifest>::decode(&bytes).at(&path)?;
+        let body = doc.unverified_body();
+        let Some(c) = body
+            .components
+            .iter()
+            .find(|c| c.name == self.config.component)
+            .or_else(|| body.components.first())
+        else {
+            return Ok(None);
+        };
+        let index = match store.get_index(&c.chunk_index) {
+            Ok(ix) => ix,
+            Err(_) => {
+                let mut f = File::open(&slot.path).at(&slot.path)?;
+                f.seek(SeekFrom::Start(slot.offset)).at(&slot.path)?;
+                let ix = meshota_blobstore::index_reader(
+                    BufReader::with_capacity(FILE_BUFFER, f.take(c.size)),
+                    &c.chunking,
+                )
+                .at(&slot.path)?;
+                if ix.id().at(&slot.path)? != c.chunk_index {
+                    return Err(Failure::file(
+                        &slot.path,
+                        "the confirmed slot does not hold the image its manifest names",
+                    ));
+                }
+                store.put_index(&ix).at(&slot.path)?;
+                ix
+            }
+        };
+        let report = store
+            .seed_region(&slot.path, slot.offset, &index)
+            .at(&slot.path)?;
+        Ok(Some(SeededSlot {
+            slot: active,
+            index,
+            chunks: report.chunks,
+        }))
+    }
+}
+
 /// Where an install or provisioning reads the image from.
 #[derive(Clone)]
 pub(crate) enum ImageSource {

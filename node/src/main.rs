@@ -64,6 +64,9 @@ enum Command {
     /// Private CA, device identities and certificates, revocation, batches, registry.
     #[command(subcommand)]
     Provision(cmd::provision::ProvisionCmd),
+    /// USB sneakernet bundles: export, import, inspect, verify, want lists, merge.
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCmd),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Testnet(c) => cmd::testnet::run(c),
         Command::Demo(a) => cmd::demo::run(&a),
         Command::Provision(c) => cmd::provision::run(c),
+        Command::Bundle(c) => cmd::bundle::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -215,6 +215,13 @@ impl KemKeyPair {
         }
     }
 
+    /// The 64-byte FIPS 203 seed (d ‖ z): the private key itself, for
+    /// callers that decapsulate (sneakernet bundles).
+    #[must_use]
+    pub fn seed(&self) -> &[u8; 64] {
+        &self.seed
+    }
+
     /// The encapsulation (public) key, 1,184 bytes.
     #[must_use]
     pub fn encapsulation_key(&self) -> Vec<u8> {

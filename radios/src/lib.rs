@@ -2,31 +2,47 @@
 //!
 //! # What it is for
 //! LoRa links are broadcast, lossy, slow and duty-cycle limited. This crate
-//! holds what every LoRa link of the mesh needs, whatever drives it:
+//! holds what every LoRa link of the mesh needs, whatever drives it (the
+//! mesh core, the simulator, a daemon with a real radio):
 //! - [`lora`]: modulation parameters and exact time on air (Semtech
 //!   AN1200.13);
 //! - [`region`]: regional rules as data (EU868 sub-bands and duty cycles,
 //!   US915 dwell time, largest payload per data rate);
 //! - [`dutycycle`]: the per-node budget asked before every transmission,
 //!   and an independent checker;
-//! - [`medium`]: a simulated medium (path loss, packet error rate,
+//! - [`medium`]: a simulated medium (path loss to packet error rate,
 //!   half-duplex radios, collisions with capture, duty-cycle checking);
+//! - [`frame`], [`shortid`], [`mod@fragment`]: authenticated frames that fit the
+//!   smallest payload of the data rate, two-byte node ids, fragmentation
+//!   and bounded reassembly;
+//! - [`coding`], [`progress`]: objects as RaptorQ symbols sized to the
+//!   frame, and receivers' progress bitmaps;
+//! - `sx126x` (feature `sx126x`): lora-phy's SX126x driver over Linux
+//!   spidev and GPIO character devices.
 //!
 //! # What it promises
 //! - Airtime is computed exactly (nanoseconds) and rounded up, never down.
 //! - A node that follows its [`DutyCycleBudget`] never exceeds a sub-band's
 //!   duty cycle in any one-hour window (property-tested against the
 //!   [`DutyCycleChecker`]).
-//! - Input from the air gets a typed [`Error`], never a panic.
+//! - A frame whose MAC fails is dropped before any field is parsed; a
+//!   decoded object is returned only if it hashes to its id.
+//! - Input from the air (frames, symbols, bitmaps) gets a typed [`Error`],
+//!   never a panic; every buffer it keeps has a bound.
 //! - Sans-IO: time ([`Micros`]) and randomness ([`SeededRng`]) are passed
-//!   in; no clocks, threads or global RNG.
+//!   in; no clocks, threads or global RNG. Without the `sx126x` feature the
+//!   crate is `no_std + alloc`.
 //!
 //! # What it does not do
 //! It depends on no other meshota crate and knows nothing of manifests or
-//! chunks.
+//! chunks; the protocol that uses these pieces (announcements, fetches,
+//! multi-hop) belongs to the mesh core and is not built yet. It does not
+//! stop replayed frames (the mesh layer drops what it already has).
 //!
 //! # Where to start reading
-//! [`lora`], then [`region`] and [`dutycycle`].
+//! [`lora`] and [`region`], then [`dutycycle`]; [`frame`] for the wire
+//! format; [`medium`] for the simulation model. ARCHITECTURE.md ("Radio
+//! links") has every format byte by byte.
 #![cfg_attr(not(any(test, feature = "sx126x")), no_std)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -303,6 +303,14 @@ pub struct SentChunk {
 }
 
 impl SentChunk {
+    /// Raw content in the form a store sends it (zstd when that is
+    /// smaller). The receiver's [`SentChunk::open`] checks that `raw`
+    /// hashes to `hash`; nothing here does.
+    #[must_use]
+    pub fn encode(hash: Hash, raw: &[u8]) -> Self {
+        encode_one(hash, raw)
+    }
+
     /// The content, after checking its length and hash; decompression is
     /// bounded by `raw_len` (at most [`MAX_CHUNK_BYTES`]).
     ///

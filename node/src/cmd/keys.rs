@@ -1,4 +1,5 @@
-//! `meshota keys …`: generate and show ML-DSA-65 key pairs.
+//! `meshota keys …`: generate and show ML-DSA-65 signing key pairs and
+//! ML-KEM-768 key pairs (`--kem`, to receive encrypted bundles).
 
 use std::path::PathBuf;
 
@@ -12,7 +13,8 @@ use crate::keyio::{load_public, new_passphrase};
 /// Key management.
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCmd {
-    /// Generate an ML-DSA-65 key pair: DIR/NAME.pub and DIR/NAME.key (mode 0600).
+    /// Generate an ML-DSA-65 key pair: DIR/NAME.pub and DIR/NAME.key (mode 0600);
+    /// with --kem an ML-KEM-768 pair: DIR/NAME.kem.pub and DIR/NAME.kem.key (PEM).
     Generate(GenerateArgs),
     /// Show a public key file's name and id.
     Show(ShowArgs),
@@ -33,6 +35,10 @@ pub(crate) struct GenerateArgs {
     /// Overwrite existing key files.
     #[arg(long)]
     force: bool,
+    /// An ML-KEM-768 key pair (RFC 9935 PEM: PKCS#8 seed form, SPKI) for
+    /// receiving encrypted bundles, instead of an ML-DSA-65 signing key.
+    #[arg(long, conflicts_with = "encrypt")]
+    kem: bool,
 }
 
 /// Arguments of `keys show`.
@@ -67,8 +73,13 @@ fn generate(a: &GenerateArgs) -> CmdResult {
         )));
     }
     std::fs::create_dir_all(&a.out).at(&a.out)?;
-    let pub_path = a.out.join(format!("{}.pub", a.name));
-    let key_path = a.out.join(format!("{}.key", a.name));
+    let stem = if a.kem {
+        format!("{}.kem", a.name)
+    } else {
+        a.name.clone()
+    };
+    let pub_path = a.out.join(format!("{stem}.pub"));
+    let key_path = a.out.join(format!("{stem}.key"));
     for p in [&pub_path, &key_path] {
         if p.exists() && !a.force {
             return Err(Failure::file(
@@ -76,6 +87,18 @@ fn generate(a: &GenerateArgs) -> CmdResult {
                 "already exists; refusing to overwrite a key (use --force)",
             ));
         }
+    }
+    if a.kem {
+        let kp = meshota_provision::alg::KemKeyPair::from_seed(random::<64>()?);
+        let secret = kp.to_pkcs8_pem().at(&key_path)?;
+        write_atomic(&key_path, secret.as_bytes(), 0o600)?;
+        let public = kp.public_key_pem().at(&pub_path)?;
+        write_atomic(&pub_path, public.as_bytes(), 0o644)?;
+        let id = meshota_manifest::Hash::of(&kp.encapsulation_key());
+        println!("recipient id {}", id.to_hex());
+        println!("public       {}", pub_path.display());
+        println!("secret       {}", key_path.display());
+        return Ok(());
     }
     let key = SecretKey::from_seed(random::<32>()?, &a.name).at(&key_path)?;
     let pass;

@@ -2,6 +2,7 @@
 //! `run` function returning [`crate::failure::CmdResult`].
 
 pub(crate) mod boot;
+pub(crate) mod bundle;
 pub(crate) mod delta;
 pub(crate) mod demo;
 pub(crate) mod install;

@@ -26,6 +26,19 @@ pub(crate) enum Request {
         /// Absolute path of the image.
         image: std::path::PathBuf,
     },
+    /// Verify a sneakernet bundle completely, commit it, announce its releases.
+    #[serde(rename = "import-bundle")]
+    ImportBundle {
+        /// Absolute path of the bundle.
+        bundle: std::path::PathBuf,
+        /// Absolute path of the ML-KEM-768 private key, for an encrypted bundle.
+        kem_key: Option<std::path::PathBuf>,
+    },
+    /// Write a want list (what this node and its peers hold, plus reports).
+    Want {
+        /// Absolute path of the file to write.
+        out: std::path::PathBuf,
+    },
     /// Graceful exit.
     Shutdown,
 }

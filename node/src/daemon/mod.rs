@@ -12,6 +12,7 @@
 pub(crate) mod control;
 mod discovery;
 mod metrics;
+mod station;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -89,6 +90,13 @@ enum Input {
     Flushed {
         seq: u64,
         result: Result<(), String>,
+    },
+    /// The USB station found a file to handle.
+    Station(station::Found),
+    /// A bundle import (on a blocking thread) finished.
+    BundleImported {
+        result: Result<meshota_sneakernet::Imported, String>,
+        reply: oneshot::Sender<serde_json::Value>,
     },
 }
 
@@ -323,6 +331,20 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig) -> CmdResult {
     tokio::spawn(accept_loop(endpoint.clone(), tx.clone()));
     for addr in &mesh.peers {
         tokio::spawn(dial_loop(endpoint.clone(), *addr, tx.clone()));
+    }
+    // USB station: files on the stick become inputs.
+    if let Some(cfg) = node.config.station.clone() {
+        let (found_tx, mut found_rx) = mpsc::channel(16);
+        tracing::info!(dir = %cfg.dir.display(), "USB station watching");
+        tokio::spawn(station::watch(cfg, found_tx));
+        let inputs = tx.clone();
+        tokio::spawn(async move {
+            while let Some(f) = found_rx.recv().await {
+                if inputs.send(Input::Station(f)).await.is_err() {
+                    break;
+                }
+            }
+        });
     }
     // LAN discovery: kept alive (and unregistered on drop) until shutdown.
     let _discovery = match &mesh.mdns {
@@ -563,66 +585,33 @@ impl Daemon {
         Ok(())
     }
 
-    /// Serves the confirmed slot's image in place: its chunks (checked
-    /// against the installed release's signed index) count as held without
-    /// a copy in the store. The other slot, which the next install
-    /// overwrites, is never a seed. Best effort: a slot that cannot be read
-    /// or whose index the store lacks is logged and skipped.
+    /// Serves the confirmed slot's image in place (`Node::seed_confirmed_slot`):
+    /// its chunks count as held without a copy in the store. Best effort: a
+    /// slot that cannot be read is logged and skipped.
     fn seed_active_slot(&mut self) {
         let node = self.node.clone();
         let store = self.store.clone();
-        let component = node.config.component.clone();
         let result = tokio::task::block_in_place(
             move || -> Result<Option<(String, Vec<Hash>, u64)>, String> {
-                let mut dev = node.open_device().map_err(|f| f.message)?;
-                let record = dev.record().map_err(|e| e.to_string())?;
-                let active = record.confirmed;
-                let cfg = &node.config.device;
-                let (slot, other) = match active {
-                    meshota_boot::SlotId::A => (&cfg.slot_a, &cfg.slot_b),
-                    meshota_boot::SlotId::B => (&cfg.slot_b, &cfg.slot_a),
-                };
-                // One file holding both slots is re-seeded as a whole below.
-                if other.path != slot.path {
-                    store.unseed(&other.path).map_err(|e| e.to_string())?;
-                }
-                let path = node.config.slot_manifest_path(active);
-                let Ok(bytes) = read_limited(&path, MAX_MANIFEST_BYTES) else {
-                    store.unseed(&slot.path).map_err(|e| e.to_string())?;
+                let Some(seeded) = node.seed_confirmed_slot(&store).map_err(|f| f.message)? else {
                     return Ok(None); // nothing installed there by meshota
                 };
-                let doc =
-                    SignedDocument::<ReleaseManifest>::decode(&bytes).map_err(|e| e.to_string())?;
-                let body = doc.unverified_body();
-                let Some(c) = body
-                    .components
-                    .iter()
-                    .find(|c| c.name == component)
-                    .or_else(|| body.components.first())
-                else {
-                    return Ok(None);
-                };
-                let index = store
-                    .get_index(&c.chunk_index)
-                    .map_err(|e| format!("index of the installed release: {e}"))?;
-                let report = store
-                    .seed_region(&slot.path, slot.offset, &index)
-                    .map_err(|e| e.to_string())?;
                 // The store's own `missing`: each distinct chunk looked up once,
                 // and a metadata error reported rather than read as "absent".
                 let missing: std::collections::BTreeSet<Hash> = store
-                    .missing(&index)
+                    .missing(&seeded.index)
                     .map_err(|e| e.to_string())?
                     .into_iter()
                     .map(|c| c.hash)
                     .collect();
-                let held: Vec<Hash> = index
+                let held: Vec<Hash> = seeded
+                    .index
                     .chunks()
                     .iter()
                     .map(|c| c.hash)
                     .filter(|h| !missing.contains(h))
                     .collect();
-                Ok(Some((active.name().to_string(), held, report.chunks)))
+                Ok(Some((seeded.slot.name().to_string(), held, seeded.chunks)))
             },
         );
         match result {
@@ -650,10 +639,27 @@ impl Daemon {
                     self.core.handle(now, Event::LinkDown { peer });
                 }
             }
+            Input::Control {
+                req: Request::ImportBundle { bundle, kem_key },
+                reply,
+            } => self.import_bundle(bundle, kem_key, reply),
             Input::Control { req, reply } => {
                 let answer = self.control(req);
                 let _ = reply.send(answer);
             }
+            Input::BundleImported { result, reply } => self.bundle_imported(result, reply),
+            Input::Station(station::Found::Bundle(path)) => {
+                let (reply, answer) = oneshot::channel();
+                let key = self.node.config.bundle.kem_key.clone();
+                self.import_bundle(path.clone(), key, reply);
+                tokio::spawn(async move {
+                    let outcome = answer.await.unwrap_or_else(
+                        |_| json!({"ok": false, "error": "the daemon stopped mid-import"}),
+                    );
+                    station::write_result(&path, &outcome);
+                });
+            }
+            Input::Station(station::Found::Want(path)) => self.station_want(path),
             Input::InstallDone { release, result } => self.install_done(release, result),
             Input::Discovered(found) => self.discovered(found),
             Input::Flushed { seq, result } => self.flushed(seq, result),
@@ -1014,11 +1020,206 @@ impl Daemon {
                 self.shutdown = true;
                 json!({"ok": true})
             }
+            Request::ImportBundle { .. } => {
+                json!({"ok": false, "error": "bundle imports are handled by import_bundle"})
+            }
+            Request::Want { out } => match self.write_want(&out) {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
             Request::Publish { manifest, image } => match self.publish(&manifest, &image) {
                 Ok(id) => json!({"ok": true, "release": id.to_hex()}),
                 Err(e) => json!({"ok": false, "error": e}),
             },
         }
+    }
+
+    /// Imports a bundle on a blocking thread (the central task keeps
+    /// serving peers meanwhile); [`Daemon::bundle_imported`] announces it.
+    fn import_bundle(
+        &mut self,
+        bundle: PathBuf,
+        kem_key: Option<PathBuf>,
+        reply: oneshot::Sender<serde_json::Value>,
+    ) {
+        let node = self.node.clone();
+        let trust = self.trust.clone();
+        let store = self.store.clone();
+        let sv = self.core.running().security_version.unwrap_or(0);
+        let tx = self.inputs.clone();
+        tracing::info!(bundle = %bundle.display(), "importing a bundle");
+        tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let key = match &kem_key {
+                    Some(p) => Some(crate::cmd::bundle::load_kem_key(p).map_err(|f| f.message)?),
+                    None => None,
+                };
+                crate::cmd::bundle::import_into(
+                    &node.config,
+                    &trust,
+                    sv,
+                    key.as_ref(),
+                    &*store,
+                    &bundle,
+                    &mut |_, _, _| {},
+                )
+                .map_err(|e| e.to_string())
+            })();
+            let _ = tx.blocking_send(Input::BundleImported { result, reply });
+        });
+    }
+
+    /// Feeds an import's releases and chunks to the core (which announces
+    /// them to peers and, for a wanted release, starts the install).
+    fn bundle_imported(
+        &mut self,
+        result: Result<meshota_sneakernet::Imported, String>,
+        reply: oneshot::Sender<serde_json::Value>,
+    ) {
+        let answer = match result {
+            Ok(imported) => {
+                let now = self.now();
+                for r in &imported.releases {
+                    let index = (!r.index.is_empty()).then_some(r.index.as_slice());
+                    if let Err(e) = self.core.add_release(now, &r.manifest, index) {
+                        tracing::warn!(release = %r.id.short(), "imported but not taken by the mesh: {e}");
+                    }
+                }
+                self.core.add_chunks(now, imported.chunks.iter().copied());
+                tracing::info!(
+                    releases = imported.releases.len(),
+                    new_chunks = imported.new_chunks,
+                    "bundle imported"
+                );
+                crate::cmd::bundle::imported_json(&imported)
+            }
+            Err(e) => {
+                tracing::warn!("bundle rejected: {e}");
+                json!({"ok": false, "error": e})
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Answers a want list found by the USB station: its reports enter
+    /// the mesh, and the newest complete release newer than the field's
+    /// is written back as `NAME.reply.bundle`, minus what the field holds
+    /// (station.rs has the rules).
+    fn station_want(&mut self, path: PathBuf) {
+        let want = match read_limited(&path, meshota_sneakernet::want::MAX_WANT_BYTES)
+            .map_err(|e| e.to_string())
+            .and_then(|b| meshota_sneakernet::WantList::decode(&b).map_err(|e| e.to_string()))
+        {
+            Ok(w) => w,
+            Err(e) => {
+                station::write_result(&path, &json!({"ok": false, "error": e}));
+                return;
+            }
+        };
+        let now = self.now();
+        for r in &want.reports {
+            self.core.publish_report(now, r.clone());
+        }
+        let newest = self
+            .core
+            .releases()
+            .into_iter()
+            .filter_map(|id| {
+                let m = self.core.manifest(&id)?;
+                let (have, total) = self.core.progress(&id)?;
+                (m.hardware == want.hardware
+                    && m.channel == want.channel
+                    && m.security_version > want.security_version
+                    && have == total)
+                    .then_some((m.security_version, m.clone()))
+            })
+            .max_by_key(|(sv, _)| *sv);
+        let Some((_, manifest)) = newest else {
+            station::write_result(
+                &path,
+                &json!({"ok": true, "reports": want.reports.len(), "reply": null,
+                        "reason": "no complete release newer than the field's"}),
+            );
+            return;
+        };
+        self.flush();
+        let store = self.store.clone();
+        let trust_file = self.node.config.trust_root.clone();
+        tracing::info!(version = %manifest.version, want = %path.display(), "station: writing a reply bundle");
+        tokio::task::spawn_blocking(move || {
+            let out = station::reply_path(&path);
+            let outcome = (|| -> Result<serde_json::Value, String> {
+                let trust =
+                    read_limited(&trust_file, meshota_manifest::limits::MAX_TRUST_ROOT_BYTES)
+                        .map_err(|e| e.to_string())?;
+                let spec = meshota_sneakernet::ExportSpec {
+                    trust_root: Some(&trust),
+                    manifests: vec![manifest.encode().map_err(|e| e.to_string())?],
+                    want: Some(&want),
+                    recipients: Vec::new(),
+                };
+                let report = meshota_sneakernet::export(&*store, &spec, &out, &mut |_| {})
+                    .map_err(|e| e.to_string())?;
+                Ok(json!({
+                    "ok": true,
+                    "reports": want.reports.len(),
+                    "reply": out.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    "version": manifest.version,
+                    "export": report,
+                }))
+            })();
+            let outcome = outcome.unwrap_or_else(|e| json!({"ok": false, "error": e}));
+            station::write_result(&path, &outcome);
+        });
+    }
+
+    /// Writes what this node and its peers hold, with the reports it
+    /// heard, to `out` (atomically).
+    fn write_want(&mut self, out: &std::path::Path) -> Result<(), String> {
+        let installed = self.core.running();
+        let mut releases = Vec::new();
+        let mut installed_image = None;
+        let mut installed_index = None;
+        for id in self.core.releases() {
+            let Some(m) = self.core.manifest(&id) else {
+                continue;
+            };
+            if Some(id) == installed.release {
+                let c = m
+                    .components
+                    .iter()
+                    .find(|c| c.name == self.node.config.component)
+                    .or_else(|| m.components.first());
+                installed_image = c.map(|c| c.image_hash);
+                installed_index = c.map(|c| c.chunk_index);
+            }
+            let (Some(c), Some(held)) = (m.components.first(), self.core.mesh_holdings(&id)) else {
+                continue;
+            };
+            let n = u32::try_from(held.len()).unwrap_or(u32::MAX);
+            let mut r = meshota_sneakernet::WantRelease::new(id, c.chunk_index, n);
+            for i in 0..held.len() {
+                if held.get(i) {
+                    r.set(i);
+                }
+            }
+            releases.push(r);
+        }
+        let w = crate::cmd::bundle::want_list(
+            &self.node.config,
+            crate::cmd::bundle::WantHead {
+                node: self.key.id().to_hex(),
+                trust_version: self.trust.body().version,
+                installed_release: installed.release,
+                installed_image,
+                installed_index,
+                security_version: installed.security_version.unwrap_or(0),
+            },
+            releases,
+            self.core.reports().map(<[u8]>::to_vec).collect(),
+        );
+        let bytes = w.encode().map_err(|e| e.to_string())?;
+        write_atomic(out, &bytes, 0o644).map_err(|e| e.to_string())
     }
 
     fn publish(
