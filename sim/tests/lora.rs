@@ -92,3 +92,23 @@ fn unicast_baseline_converges_and_costs_more_airtime_than_coded_broadcast() {
         r.to_json()
     );
 }
+
+#[test]
+fn under_a_one_percent_duty_cycle_nodes_wait_for_their_budget_and_never_exceed_it() {
+    // g1 allows 36 s of airtime per hour; a 20 KiB payload alone is about
+    // 36 s at SF7 with 222-byte frames, plus the bundle: every relay must
+    // wait for its budget part of the way.
+    let o = LoraOptions {
+        freq_hz: meshota_sim::lora::scenario::FREQ_G1_HZ,
+        ..LoraOptions::new(LoraTopology::Line(2), PATCH_BYTES, 4)
+    };
+    let r = lora(&o);
+    assert_converged_within_duty_cycle(&r);
+    assert!(
+        r.budget_waits > 0,
+        "the budget never bound: {}",
+        r.to_json()
+    );
+    assert!(r.airtime_max_node_s > 36.0, "{}", r.to_json());
+    assert!(r.virtual_seconds > 3_600.0, "{}", r.to_json());
+}

@@ -58,6 +58,9 @@ pub struct LoraOptions {
     pub late_join_s: Option<u64>,
     /// Also run the unicast baseline on the same scenario.
     pub baseline: bool,
+    /// Centre frequency: [`scenario::FREQ_HZ`] (g3, 10 %) by default,
+    /// [`scenario::FREQ_G1_HZ`] for the 1 % sub-band.
+    pub freq_hz: u32,
 }
 
 impl LoraOptions {
@@ -71,6 +74,7 @@ impl LoraOptions {
             intruder: false,
             late_join_s: None,
             baseline: false,
+            freq_hz: scenario::FREQ_HZ,
         }
     }
 }
@@ -135,6 +139,8 @@ pub struct LoraReport {
     pub symbols: u64,
     /// Bursts of symbols started.
     pub bursts: u64,
+    /// Frames that waited for the duty-cycle budget.
+    pub budget_waits: u64,
     /// Symbols sent by each node that sent any.
     pub symbols_per_node: Vec<u64>,
     /// Bursts cancelled on hearing another source.
@@ -244,6 +250,7 @@ impl Station for Coded {
             sent_pieces: s.sent_pieces,
             sent_symbols: s.sent_symbols,
             bursts: s.bursts,
+            budget_waits: s.budget_waits,
             bursts_suppressed: s.bursts_suppressed,
             frames_bad_mac: s.frames_bad_mac,
             chunk_failures: s.chunk_failures,
@@ -291,6 +298,7 @@ pub struct EngineOutcome {
 /// half-duplex rule or sent an impossible frame).
 pub fn drive(
     medium: &mut Medium,
+    freq_hz: u32,
     positions: &[(f64, f64)],
     seed: u64,
     joins: &[u64],
@@ -299,7 +307,7 @@ pub fn drive(
     image_hash: &Hash,
 ) -> Result<EngineOutcome, Error> {
     let n = joins.len();
-    let channel = scenario::channel();
+    let channel = scenario::channel_at(freq_hz);
     let cfg = scenario::medium_config();
     // senses[j][i]: node i's channel activity detection sees j's frames.
     let senses: Vec<Vec<bool>> = (0..n)
@@ -491,11 +499,11 @@ fn short_id(i: usize) -> ShortId {
     ShortId::derive(crate::fixture::node_id(i).0.as_slice(), 0)
 }
 
-fn radio_config(i: usize, key: [u8; 32], seed: u64) -> RadioConfig {
+fn radio_config(i: usize, key: [u8; 32], seed: u64, freq_hz: u32) -> RadioConfig {
     RadioConfig {
         mesh_key: key,
         short_id: short_id(i),
-        channel: scenario::channel(),
+        channel: scenario::channel_at(freq_hz),
         region: EU868,
         frame_len: scenario::frame_len(),
         trickle: TrickleConfig::LORA,
@@ -525,8 +533,13 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
     let mut make = |i: usize, now: Micros| -> Result<Box<dyn Station>, Error> {
         let intruder = i >= w.honest;
         let key = if intruder { INTRUDER_KEY } else { MESH_KEY };
-        let mut link = RadioLink::new(radio_config(i, key, o.seed), trust.clone(), installed, now)
-            .map_err(|e| Error::Core(e.to_string()))?;
+        let mut link = RadioLink::new(
+            radio_config(i, key, o.seed, o.freq_hz),
+            trust.clone(),
+            installed,
+            now,
+        )
+        .map_err(|e| Error::Core(e.to_string()))?;
         if i == 0 || intruder {
             link.add_release(now, w.bundle.clone(), &w.chunks)
                 .map_err(|e| Error::Core(e.to_string()))?;
@@ -535,6 +548,7 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
     };
     let out = drive(
         &mut medium,
+        o.freq_hz,
         &w.positions,
         o.seed,
         &w.joins,
@@ -588,6 +602,7 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         symbols: stats.iter().map(|s| s.sent_symbols).sum(),
         bursts: stats.iter().map(|s| s.bursts).sum(),
         symbols_per_node: Vec::new(),
+        budget_waits: stats.iter().map(|s| s.budget_waits).sum(),
         bursts_suppressed: stats.iter().map(|s| s.bursts_suppressed).sum(),
         bad_mac_frames: stats.iter().map(|s| s.frames_bad_mac).sum(),
         intruder_accepted: 0,
@@ -656,6 +671,8 @@ pub struct NodeStats {
     pub sent_symbols: u64,
     /// Bursts started.
     pub bursts: u64,
+    /// Frames that waited for the budget.
+    pub budget_waits: u64,
     /// Bursts suppressed.
     pub bursts_suppressed: u64,
     /// Frames with a bad MAC.

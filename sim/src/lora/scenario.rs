@@ -98,14 +98,23 @@ pub const fn medium_config() -> MediumConfig {
     c
 }
 
-/// The channel every node sends on.
+/// The channel every node sends on, by default.
 #[must_use]
 pub const fn channel() -> Channel {
+    channel_at(FREQ_HZ)
+}
+
+/// The scenarios' modulation on `freq_hz`.
+#[must_use]
+pub const fn channel_at(freq_hz: u32) -> Channel {
     Channel {
-        freq_hz: FREQ_HZ,
+        freq_hz,
         params: LoraParams::new(SpreadingFactor::Sf7, Bandwidth::Khz125),
     }
 }
+
+/// The EU868 sub-band g1 (868.0–868.6 MHz, 1 % duty cycle): 868.1 MHz.
+pub const FREQ_G1_HZ: u32 = 868_100_000;
 
 /// SNR margin (dB) of a frame over `distance_m` (the medium's model).
 #[must_use]

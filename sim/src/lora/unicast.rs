@@ -65,6 +65,7 @@ pub struct UnicastNode {
     queue: VecDeque<(ShortId, u16)>,
     session: Option<Session>,
     busy_until: Micros,
+    freq_hz: u32,
 }
 
 impl UnicastNode {
@@ -301,7 +302,7 @@ impl Station for UnicastNode {
         }
         let frame = self.next_frame(now)?;
         let airtime = airtime_us(frame.len());
-        let freq = scenario::FREQ_HZ;
+        let freq = self.freq_hz;
         if self.budget.try_transmit(now, freq, airtime).is_err() {
             // Over budget: drop this frame; retransmission timers send it
             // again later (and the budget refuses again until it allows).
@@ -387,10 +388,12 @@ pub fn run(
             queue: VecDeque::new(),
             session: None,
             busy_until: now,
+            freq_hz: o.freq_hz,
         }))
     };
     drive(
         &mut medium,
+        o.freq_hz,
         positions,
         o.seed,
         &joins,
