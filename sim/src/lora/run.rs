@@ -289,23 +289,42 @@ pub struct EngineOutcome {
     pub stats: Vec<Option<NodeStats>>,
 }
 
-/// Runs `stations` over `medium` until every node in `required` completed.
-/// `joins[i]` is when station i powers on (`None`: never; it neither hears
-/// nor sends), `make` builds it then.
+/// Where and how the stations of one run live.
+#[derive(Debug, Clone, Copy)]
+pub struct Scene<'a> {
+    /// The frequency every station sends on.
+    pub freq_hz: u32,
+    /// Positions (m), one per station.
+    pub positions: &'a [(f64, f64)],
+    /// Seed of the driver's own draws (listen-before-talk backoffs).
+    pub seed: u64,
+    /// When each station powers on (µs); it neither hears nor sends before.
+    pub joins: &'a [u64],
+    /// The stations that must complete.
+    pub required: &'a [usize],
+    /// The hash a completed image must have.
+    pub image_hash: &'a Hash,
+}
+
+/// Runs stations built by `make` (at their join time) over `medium` until
+/// every required station completed, or a bound is hit.
 ///
 /// # Errors
 /// [`Error::Core`] when the medium refuses a frame (a station broke the
 /// half-duplex rule or sent an impossible frame).
 pub fn drive(
     medium: &mut Medium,
-    freq_hz: u32,
-    positions: &[(f64, f64)],
-    seed: u64,
-    joins: &[u64],
+    scene: &Scene<'_>,
     make: &mut dyn FnMut(usize, Micros) -> Result<Box<dyn Station>, Error>,
-    required: &[usize],
-    image_hash: &Hash,
 ) -> Result<EngineOutcome, Error> {
+    let Scene {
+        freq_hz,
+        positions,
+        seed,
+        joins,
+        required,
+        image_hash,
+    } = *scene;
     let n = joins.len();
     let channel = scenario::channel_at(freq_hz);
     let cfg = scenario::medium_config();
@@ -546,16 +565,15 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         }
         Ok(Box::new(Coded(link)))
     };
-    let out = drive(
-        &mut medium,
-        o.freq_hz,
-        &w.positions,
-        o.seed,
-        &w.joins,
-        &mut make,
-        &required,
-        &w.fixture.target.image_hash,
-    )?;
+    let scene = Scene {
+        freq_hz: o.freq_hz,
+        positions: &w.positions,
+        seed: o.seed,
+        joins: &w.joins,
+        required: &required,
+        image_hash: &w.fixture.target.image_hash,
+    };
+    let out = drive(&mut medium, &scene, &mut make)?;
     let stats: Vec<NodeStats> = out.stats[..w.honest]
         .iter()
         .map(|s| s.clone().unwrap_or_default())

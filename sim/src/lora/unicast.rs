@@ -17,7 +17,7 @@ use meshota_radios::{
     DutyCycleBudget, EU868, FrameCodec, FrameKind, Header, Medium, Micros, ShortId,
 };
 
-use super::run::{EngineOutcome, LoraOptions, MESH_KEY, Station, drive};
+use super::run::{EngineOutcome, LoraOptions, MESH_KEY, Scene, Station, drive};
 use super::scenario::{self, airtime_us};
 use crate::Error;
 use crate::rng::SimRng;
@@ -391,14 +391,13 @@ pub fn run(
             freq_hz: o.freq_hz,
         }))
     };
-    drive(
-        &mut medium,
-        o.freq_hz,
+    let scene = Scene {
+        freq_hz: o.freq_hz,
         positions,
-        o.seed,
-        &joins,
-        &mut make,
-        &required,
+        seed: o.seed,
+        joins: &joins,
+        required: &required,
         image_hash,
-    )
+    };
+    drive(&mut medium, &scene, &mut make)
 }
