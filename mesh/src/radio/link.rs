@@ -38,7 +38,9 @@ pub struct RadioTiming {
     /// Requests wait a random delay below this (so one asker goes first and
     /// the others hear it).
     pub request_backoff_us: u64,
-    /// A request not answered is sent again after this (plus backoff).
+    /// A request not answered is sent again after this (plus backoff),
+    /// doubled for each request in a row the holder asked left unanswered
+    /// (up to 16 times).
     pub request_retry_us: u64,
     /// A source waits a random delay below this, divided by the number of
     /// neighbours that asked it, before a burst; another source's symbols
@@ -897,8 +899,15 @@ impl RadioLink {
             } else if self.needy() {
                 self.note_unanswered();
                 self.request_due = true;
+                // Back off exponentially while the holder asked last stays
+                // silent (a weak link, or a holder waiting for its budget).
+                let silent = self
+                    .asked
+                    .and_then(|(peer, _)| self.neighbours.get(&peer))
+                    .map_or(0, |n| n.failures.min(4));
+                let retry = self.config.timing.request_retry_us << silent;
                 let b = self.backoff(self.config.timing.request_backoff_us);
-                self.request_at = Some(now.plus(self.config.timing.request_retry_us + b));
+                self.request_at = Some(now.plus(retry + b));
             }
         }
     }
