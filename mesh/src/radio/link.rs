@@ -16,158 +16,20 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use meshota_manifest::{Expiration, Hash, InstallPolicy, TrustRoot, Verified};
+use meshota_manifest::{Hash, InstallPolicy, TrustRoot, Verified};
 use meshota_radios::{
-    Channel, DutyCycleBudget, FrameCodec, FrameKind, Header, Micros, ObjectDecoder, ObjectEncoder,
-    ObjectInfo, Progress, Region, ShortId, symbol_size_for,
+    DutyCycleBudget, FrameCodec, FrameKind, Header, Micros, ObjectEncoder, ShortId, symbol_size_for,
 };
 
-use super::bundle::{self, Pieces, VerifiedBundle};
+use super::bundle::{self, Pieces};
+use super::carried::{Carried, ChunkSlot};
+pub use super::config::{RadioConfig, RadioTiming};
 use super::error::RadioError;
 use super::msg::{Announce, ManifestRequest, PayloadRequest, TAG_LEN, tag_of};
+pub use super::report::{LinkEvent, LinkStats};
 use crate::rng::SeededRng;
 use crate::time::Timestamp;
-use crate::trickle::{Trickle, TrickleConfig};
-
-/// Timing of one link, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RadioTiming {
-    /// After hearing a burst frame (symbol or bundle fragment), requests and
-    /// announcements wait this long: a neighbour's burst is still going.
-    pub quiet_us: u64,
-    /// Requests wait a random delay below this (so one asker goes first and
-    /// the others hear it).
-    pub request_backoff_us: u64,
-    /// A request not answered is sent again after this (plus backoff),
-    /// doubled for each request in a row the holder asked left unanswered
-    /// (up to 16 times).
-    pub request_retry_us: u64,
-    /// A source waits a random delay below this, divided by the number of
-    /// neighbours that asked it, before a burst; another source's symbols
-    /// heard meanwhile cancel it. So the source that covers the most askers
-    /// tends to go first and the others stand down (a greedy dominating set
-    /// in the making).
-    pub burst_backoff_us: u64,
-    /// A burst sends `need + need / margin_div + 1` symbols for the largest
-    /// need asked, to cover loss.
-    pub margin_div: u32,
-    /// A neighbour still announcing an older release that has not asked
-    /// for ours within this long resets the Trickle timer again.
-    pub stale_neighbour_us: u64,
-    /// Bundle verification failures of one release before it is refused.
-    pub bundle_failures_max: u32,
-}
-
-impl RadioTiming {
-    /// Defaults for LoRa at SF7/125 kHz (frames of about 0.35 s).
-    pub const LORA: Self = Self {
-        quiet_us: 1_000_000,
-        request_backoff_us: 1_500_000,
-        request_retry_us: 8_000_000,
-        burst_backoff_us: 16_000_000,
-        margin_div: 8,
-        stale_neighbour_us: 30_000_000,
-        bundle_failures_max: 3,
-    };
-}
-
-/// Everything one node's link needs. The mesh key is a secret: only nodes
-/// holding the same key exchange frames.
-#[derive(Clone)]
-pub struct RadioConfig {
-    /// The 32-byte mesh key frames are authenticated with.
-    pub mesh_key: [u8; 32],
-    /// This node's short id on the air.
-    pub short_id: ShortId,
-    /// Frequency and modulation of every frame.
-    pub channel: Channel,
-    /// The region whose duty cycles the budget enforces.
-    pub region: Region,
-    /// Largest frame (bytes), e.g. the data rate's limit.
-    pub frame_len: usize,
-    /// Trickle timing of announcements.
-    pub trickle: TrickleConfig,
-    /// Backoffs, retries and margins.
-    pub timing: RadioTiming,
-    /// Seed of every random choice of this link.
-    pub seed: u64,
-    /// The node's hardware class (releases for others are carried and
-    /// relayed, never reported complete for install).
-    pub hardware: Option<String>,
-    /// Expiry enforcement for manifests.
-    pub expiration: Expiration,
-}
-
-impl core::fmt::Debug for RadioConfig {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("RadioConfig")
-            .field("short_id", &self.short_id)
-            .field("channel", &self.channel)
-            .field("frame_len", &self.frame_len)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What the driver should know about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LinkEvent {
-    /// A release's bundle verified: the link now carries and relays it.
-    ManifestVerified {
-        /// The release.
-        release: Hash,
-    },
-    /// A bundle failed verification (the error says why).
-    BundleRejected {
-        /// The release announced.
-        release: Hash,
-        /// Why.
-        error: RadioError,
-    },
-    /// Every chunk of the release decoded and matched the signed index:
-    /// [`RadioLink::payload`] holds the image.
-    ReleaseComplete {
-        /// The release.
-        release: Hash,
-    },
-}
-
-/// Counters of one link. Invariant: they only grow.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LinkStats {
-    /// Frames handed in.
-    pub frames_heard: u64,
-    /// Frames dropped because their MAC did not verify (another mesh key).
-    pub frames_bad_mac: u64,
-    /// Frames or messages dropped as malformed.
-    pub frames_malformed: u64,
-    /// Frames put on the air.
-    pub frames_sent: u64,
-    /// Airtime of those frames (µs).
-    pub airtime_us: u64,
-    /// Announcements sent.
-    pub sent_announces: u64,
-    /// Bundle and payload requests sent.
-    pub sent_requests: u64,
-    /// Bundle fragments sent.
-    pub sent_pieces: u64,
-    /// Symbols sent.
-    pub sent_symbols: u64,
-    /// Bursts of symbols started.
-    pub bursts: u64,
-    /// Bursts cancelled because another source was heard sending.
-    pub bursts_suppressed: u64,
-    /// Own requests postponed because a neighbour asked the same.
-    pub requests_postponed: u64,
-    /// Chunks whose decoded bytes did not match the signed index.
-    pub chunk_failures: u64,
-    /// Bundles that failed verification.
-    pub bundle_failures: u64,
-    /// Times a frame waited for the duty-cycle budget.
-    pub budget_waits: u64,
-    /// Short ids whose bundle fragments or symbols this node used.
-    pub sources: BTreeSet<ShortId>,
-}
+use crate::trickle::Trickle;
 
 #[derive(Debug, Default, Clone)]
 struct Neighbour {
@@ -181,70 +43,6 @@ struct Neighbour {
     failures: u32,
     /// Last fragment or symbol heard from it.
     served_at: Option<Micros>,
-}
-
-#[derive(Debug)]
-enum ChunkSlot {
-    Held(Vec<u8>),
-    Missing {
-        decoder: ObjectDecoder,
-        symbols: BTreeSet<u32>,
-    },
-}
-
-#[derive(Debug)]
-struct Carried {
-    bundle: VerifiedBundle,
-    tag: [u8; TAG_LEN],
-    chunk_tags: Vec<[u8; TAG_LEN]>,
-    infos: Vec<ObjectInfo>,
-    slots: Vec<ChunkSlot>,
-    encoders: Vec<Option<ObjectEncoder>>,
-    held: usize,
-}
-
-impl Carried {
-    fn new(bundle: VerifiedBundle, symbol_size: u16) -> Result<Self, RadioError> {
-        let mut infos = Vec::with_capacity(bundle.chunks.len());
-        let mut slots = Vec::with_capacity(bundle.chunks.len());
-        for c in &bundle.chunks {
-            let info = ObjectInfo {
-                id: *c.hash.as_bytes(),
-                len: c.len,
-                symbol_size,
-            };
-            let decoder = ObjectDecoder::new(info)?;
-            infos.push(info);
-            slots.push(ChunkSlot::Missing {
-                decoder,
-                symbols: BTreeSet::new(),
-            });
-        }
-        Ok(Self {
-            tag: tag_of(&bundle.id),
-            chunk_tags: bundle.chunks.iter().map(|c| tag_of(&c.hash)).collect(),
-            encoders: infos.iter().map(|_| None).collect(),
-            infos,
-            slots,
-            held: 0,
-            bundle,
-        })
-    }
-
-    fn complete(&self) -> bool {
-        self.held == self.slots.len()
-    }
-
-    /// Chunks held; `None` only past the bitmap's object limit.
-    fn held_bitmap(&self) -> Option<Progress> {
-        let mut p = Progress::new(self.slots.len()).ok()?;
-        for (i, s) in self.slots.iter().enumerate() {
-            if matches!(s, ChunkSlot::Held(_)) {
-                p.set(i);
-            }
-        }
-        Some(p)
-    }
 }
 
 #[derive(Debug)]

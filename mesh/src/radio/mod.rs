@@ -40,9 +40,12 @@
 //! checked by signature and hash.
 
 pub mod bundle;
+mod carried;
+mod config;
 mod error;
 mod link;
 pub mod msg;
+mod report;
 
 pub use error::RadioError;
 pub use link::{LinkEvent, LinkStats, RadioConfig, RadioLink, RadioTiming};
