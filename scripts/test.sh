@@ -12,6 +12,8 @@ cd "$root"
 # --- System packages the tests drive as the real other side. -------------
 #   fw_printenv / fw_setenv   libubootenv-tool   U-Boot environment interop
 #   grub-editenv              grub-common        GRUB environment interop
+#   unsquashfs                squashfs-tools     provisioning images
+#   mosquitto                 mosquitto          MQTT re-provision triggers
 #   python3 -m venv           python3-venv       the independent verifier
 #   nginx                     nginx              the gateway's HTTP origin
 #   mosquitto                 mosquitto          the gateway's MQTT broker
@@ -20,6 +22,7 @@ declare -A tool_pkg=(
     [fw_printenv]=libubootenv-tool
     [fw_setenv]=libubootenv-tool
     [grub-editenv]=grub-common
+    [unsquashfs]=squashfs-tools
     [nginx]=nginx
     [mosquitto]=mosquitto
     [openssl]=openssl
@@ -30,6 +33,8 @@ for tool in "${!tool_pkg[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || missing+=("${tool_pkg[$tool]}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# mosquitto lives in /usr/sbin, which a non-root PATH may lack.
+[[ -x /usr/sbin/mosquitto || -x /usr/bin/mosquitto ]] || missing+=(mosquitto)
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "test.sh: installing ${missing[*]}"

@@ -60,6 +60,7 @@ fn trust_with(edit: impl FnOnce(&mut TrustRoot, &SecretKey)) -> Trust {
         }],
         release_threshold: 1,
         revoked: vec![],
+        provisioning_keys: vec![],
     };
     edit(&mut body, &release_key);
     let doc = SignedDocument::sign(body, &[&roots[0], &roots[1]]).unwrap();

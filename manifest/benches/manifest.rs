@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
         }],
         release_threshold: 1,
         revoked: vec![],
+        provisioning_keys: vec![],
     };
     let trust_doc = SignedDocument::sign(trust_body, &[&root]).unwrap();
     let trust = TrustRoot::verify_initial(&trust_doc, Expiration::dangerous_ignore()).unwrap();

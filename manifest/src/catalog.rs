@@ -184,6 +184,7 @@ mod tests {
             }],
             release_threshold: 1,
             revoked: vec![],
+            provisioning_keys: vec![],
         };
         let doc = SignedDocument::sign(body, &[&root]).unwrap();
         TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).unwrap()

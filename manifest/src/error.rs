@@ -20,6 +20,8 @@ pub enum Role {
     Release,
     /// A node's device key: it signs that node's reports.
     Device,
+    /// The provisioning keys of a trust root: they sign provisioning images.
+    Provisioning,
 }
 
 impl core::fmt::Display for Role {
@@ -28,6 +30,7 @@ impl core::fmt::Display for Role {
             Self::Root => "root",
             Self::Release => "release",
             Self::Device => "device",
+            Self::Provisioning => "provisioning",
         })
     }
 }
@@ -165,6 +168,16 @@ pub enum Error {
         hardware: String,
         /// The document's channel.
         channel: String,
+    },
+    /// The provisioning key is trusted, but not for this hardware class.
+    #[error(
+        "provisioning key {key} may not provision hardware class {hardware:?}: outside its scope"
+    )]
+    ProvisioningOutOfScope {
+        /// The key.
+        key: KeyId,
+        /// The image's hardware class.
+        hardware: String,
     },
     /// The release key's validity ended.
     #[error("key {key} expired at {expired_at} (now {now})")]

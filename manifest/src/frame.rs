@@ -70,6 +70,9 @@ pub enum Kind {
     Bundle = 64,
     /// A sneakernet want list (`sneakernet/src/want.rs`).
     WantList = 65,
+    /// The signed trailer of a provisioning image (defined by the
+    /// provision crate, `provision/src/image/signed.rs`).
+    ProvisioningImage = 66,
 }
 
 impl Kind {
@@ -90,6 +93,7 @@ impl Kind {
             Self::ChannelBindingHello => "channel-binding-hello",
             Self::Bundle => "bundle",
             Self::WantList => "want-list",
+            Self::ProvisioningImage => "provisioning-image",
         }
     }
 
@@ -110,6 +114,7 @@ impl Kind {
             48 => Self::ChannelBindingHello,
             64 => Self::Bundle,
             65 => Self::WantList,
+            66 => Self::ProvisioningImage,
             _ => return None,
         })
     }

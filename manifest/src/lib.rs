@@ -60,4 +60,4 @@ pub use report::{InstallOutcome, NodeReport, SlotState};
 pub use rollout::{RolloutAction, RolloutCommand};
 pub use signed::{Document, SignedDocument, Verified};
 pub use time::{Expiration, UnixTime};
-pub use trust::{ReleaseKey, RootKey, Scope, TrustRoot};
+pub use trust::{ProvisioningKey, ReleaseKey, RootKey, Scope, TrustRoot};

@@ -73,6 +73,23 @@ pub struct ReleaseKey {
     pub expires: Option<UnixTime>,
 }
 
+/// A provisioning key: signs provisioning images (a device's identity
+/// files, certificate chain and configuration) for the hardware classes it
+/// lists, until it expires. It signs nothing else, and no release key
+/// signs provisioning images: the factory station that holds it cannot
+/// publish software, and a release key cannot re-identify devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningKey {
+    /// A human name for the key (informational).
+    pub name: String,
+    /// The key.
+    pub key: PublicKey,
+    /// Hardware classes it may provision; empty = all.
+    pub hardware: Vec<String>,
+    /// When its authority ends, if ever.
+    pub expires: Option<UnixTime>,
+}
+
 /// The body of a trust root document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustRoot {
@@ -91,6 +108,9 @@ pub struct TrustRoot {
     pub release_threshold: u32,
     /// Keys that no longer sign anything, whatever role they had.
     pub revoked: Vec<KeyId>,
+    /// The provisioning keys (one valid signature suffices: an image is a
+    /// per-device document made by one factory station).
+    pub provisioning_keys: Vec<ProvisioningKey>,
 }
 
 pub(crate) fn check_string(field: &'static str, s: &str) -> Result<(), Error> {
@@ -131,6 +151,18 @@ impl Document for TrustRoot {
             )?;
             check_count("scope channels", k.scope.channels.len(), MAX_SCOPE_ENTRIES)?;
             for s in k.scope.hardware.iter().chain(&k.scope.channels) {
+                check_string("scope entry", s)?;
+            }
+        }
+        check_count("provisioning keys", self.provisioning_keys.len(), MAX_KEYS)?;
+        for k in &self.provisioning_keys {
+            check_string("provisioning key name", &k.name)?;
+            check_count(
+                "provisioning hardware classes",
+                k.hardware.len(),
+                MAX_SCOPE_ENTRIES,
+            )?;
+            for s in &k.hardware {
                 check_string("scope entry", s)?;
             }
         }
@@ -175,7 +207,26 @@ impl Document for TrustRoot {
         if rids.windows(2).any(|w| w[0] == w[1]) {
             return Err(invalid("release keys", "a key is listed twice"));
         }
-        if let Some(k) = ids.iter().chain(&rids).find(|id| self.revoked.contains(id)) {
+        let mut pids: Vec<KeyId> = self.provisioning_keys.iter().map(|k| k.key.id()).collect();
+        pids.sort_unstable();
+        if pids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(invalid("provisioning keys", "a key is listed twice"));
+        }
+        if let Some(k) = pids
+            .iter()
+            .find(|id| ids.binary_search(id).is_ok() || rids.binary_search(id).is_ok())
+        {
+            return Err(invalid(
+                "provisioning keys",
+                alloc::format!("key {k} is also a root or release key: a key has one role"),
+            ));
+        }
+        if let Some(k) = ids
+            .iter()
+            .chain(&rids)
+            .chain(&pids)
+            .find(|id| self.revoked.contains(id))
+        {
             return Err(invalid(
                 "revoked keys",
                 alloc::format!("key {k} is both listed and revoked"),
@@ -203,6 +254,12 @@ impl TrustRoot {
     #[must_use]
     pub fn release_key(&self, id: &KeyId) -> Option<&ReleaseKey> {
         self.release_keys.iter().find(|k| k.key.id() == *id)
+    }
+
+    /// The provisioning key with this id, if listed.
+    #[must_use]
+    pub fn provisioning_key(&self, id: &KeyId) -> Option<&ProvisioningKey> {
+        self.provisioning_keys.iter().find(|k| k.key.id() == *id)
     }
 
     /// Whether `id` is revoked by this trust root.
@@ -309,6 +366,52 @@ impl RootSigners {
 }
 
 impl Verified<TrustRoot> {
+    /// The key that may sign a provisioning image for `hardware`: `key`
+    /// must be a listed provisioning key, not revoked, not expired, with
+    /// `hardware` in its scope, and this trust root must not be expired.
+    /// The caller verifies the signature with the returned key.
+    ///
+    /// # Errors
+    /// [`Error::ExpiredTrustRoot`], [`Error::RevokedKey`],
+    /// [`Error::UnknownKey`] (role provisioning), [`Error::KeyExpired`],
+    /// [`Error::ProvisioningOutOfScope`].
+    pub fn provisioning_signer(
+        &self,
+        key: &KeyId,
+        hardware: &str,
+        expiration: Expiration,
+    ) -> Result<&PublicKey, Error> {
+        let root = self.body();
+        root.check_not_expired(expiration)?;
+        if root.is_revoked(key) {
+            return Err(Error::RevokedKey {
+                key: *key,
+                trust_version: root.version,
+            });
+        }
+        let k = root.provisioning_key(key).ok_or(Error::UnknownKey {
+            key: *key,
+            role: Role::Provisioning,
+            trust_version: root.version,
+        })?;
+        if let (Some(now), Some(expired_at)) = (expiration.now(), k.expires) {
+            if expired_at <= now {
+                return Err(Error::KeyExpired {
+                    key: *key,
+                    expired_at,
+                    now,
+                });
+            }
+        }
+        if !(k.hardware.is_empty() || k.hardware.iter().any(|h| h == hardware)) {
+            return Err(Error::ProvisioningOutOfScope {
+                key: *key,
+                hardware: hardware.into(),
+            });
+        }
+        Ok(&k.key)
+    }
+
     /// Accepts the next trust root version (rotation), per rules 1–2 of the
     /// module doc: `next.version == self.version + 1`, signed by this
     /// version's root threshold and by its own, not expired.

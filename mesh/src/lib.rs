@@ -59,6 +59,7 @@ pub mod event;
 mod node;
 mod patch;
 mod peer;
+pub mod radio;
 mod release;
 mod rng;
 mod time;

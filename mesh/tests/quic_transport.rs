@@ -12,7 +12,8 @@ use std::time::Duration;
 use meshota_manifest::{KeyId, SecretKey};
 use meshota_mesh::quic::hello::{EXPORTER_LABEL, EXPORTER_LEN, Hello};
 use meshota_mesh::quic::{
-    Admission, CloseCode, MAX_MESSAGE_BYTES, PeerConn, QuicEndpoint, QuicError, frame, tls,
+    Admission, CloseCode, MAX_MESSAGE_BYTES, PeerCheck, PeerConn, QuicEndpoint, QuicError, frame,
+    tls,
 };
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -72,7 +73,7 @@ async fn raw_hello(conn: &quinn::Connection, key: &SecretKey, tamper: bool) {
         // What a relay terminating TLS would have: some other session's value.
         exporter[0] ^= 1;
     }
-    let hello = Hello::sign(key, &exporter, "raw", &[]).unwrap();
+    let hello = Hello::sign(key, &exporter, "raw").unwrap();
     let mut out = conn.open_uni().await.unwrap();
     frame::write_frame(&mut out, &hello.encode().unwrap())
         .await
@@ -146,12 +147,84 @@ async fn refuses_peer_not_on_allow_list() {
         let server = bind(key(2), "pi4", allow(&[key(9).id()]));
         let (c, s) = pair(&client, &server).await;
         match s.unwrap() {
-            Err(QuicError::NotAdmitted { peer, .. }) => assert_eq!(peer, outsider_id),
+            Err(QuicError::NotAdmitted { peer }) => assert_eq!(peer, outsider_id),
             other => panic!("server: expected NotAdmitted, got {other:?}"),
         }
         match c {
             Err(QuicError::ClosedByPeer { code, .. }) => assert_eq!(code, CloseCode::NotAdmitted),
             other => panic!("client: expected ClosedByPeer(NotAdmitted), got {other:?}"),
+        }
+    })
+    .await;
+}
+
+/// A certificate-style check: the credentials must be "cert-for:" and the
+/// proven key's id (what a real chain check establishes).
+fn certified() -> Admission {
+    Admission::Certified(PeerCheck::new(|key, creds| {
+        if creds == format!("cert-for:{}", key.id()).as_bytes() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} bytes of credentials do not name this key",
+                creds.len()
+            ))
+        }
+    }))
+}
+
+fn bind_certified(key: SecretKey, creds: &str) -> QuicEndpoint {
+    QuicEndpoint::bind_with_credentials(
+        "127.0.0.1:0".parse().unwrap(),
+        key,
+        "pi4".into(),
+        certified(),
+        creds.as_bytes().to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn certified_admission_admits_peers_whose_credentials_pass_the_check() {
+    bounded(async {
+        let (a, b) = (key(1), key(2));
+        let a_creds = format!("cert-for:{}", a.id());
+        let b_creds = format!("cert-for:{}", b.id());
+        let client = bind_certified(a, &a_creds);
+        let server = bind_certified(b, &b_creds);
+        let (c, s) = pair(&client, &server).await;
+        c.unwrap();
+        s.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn certified_admission_refuses_another_keys_credentials_and_none() {
+    bounded(async {
+        let server = bind_certified(key(2), &format!("cert-for:{}", key(2).id()));
+        // Credentials of another key (a stolen certificate), then none at all.
+        for (n, creds) in [
+            (3u8, format!("cert-for:{}", key(4).id())),
+            (5, String::new()),
+        ] {
+            let outsider = key(n);
+            let outsider_id = outsider.id();
+            let client = bind_certified(outsider, &creds);
+            let (c, s) = pair(&client, &server).await;
+            match s.unwrap() {
+                Err(QuicError::NotCertified { peer, reason }) => {
+                    assert_eq!(peer, outsider_id);
+                    assert!(reason.contains("do not name this key"), "{reason}");
+                }
+                other => panic!("server: expected NotCertified, got {other:?}"),
+            }
+            match c {
+                Err(QuicError::ClosedByPeer { code, .. }) => {
+                    assert_eq!(code, CloseCode::NotAdmitted);
+                }
+                other => panic!("client: expected ClosedByPeer(NotAdmitted), got {other:?}"),
+            }
         }
     })
     .await;
@@ -166,7 +239,7 @@ async fn refuses_server_not_on_clients_allow_list() {
         let server = bind(server_key, "pi4", Admission::Open);
         let (c, s) = pair(&client, &server).await;
         match c {
-            Err(QuicError::NotAdmitted { peer, .. }) => assert_eq!(peer, server_id),
+            Err(QuicError::NotAdmitted { peer }) => assert_eq!(peer, server_id),
             other => panic!("client: expected NotAdmitted, got {other:?}"),
         }
         match s.unwrap() {

@@ -73,6 +73,34 @@ pub(crate) struct NodeConfig {
     /// removable medium's mount point) for bundles and want lists.
     #[serde(default)]
     pub(crate) station: Option<StationConfig>,
+    /// Provisioning (`meshota provision apply|fetch`).
+    #[serde(default)]
+    pub(crate) provision: Option<ProvisionConfig>,
+}
+
+/// The `[mesh.certificate]` table: admit peers whose device certificate
+/// chains to `root`, is valid now and not on `crl`, for the key they prove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertAdmissionConfig {
+    /// The fleet's root CA certificate (PEM).
+    pub(crate) root: PathBuf,
+    /// This node's chain (device certificate, then its intermediate; PEM),
+    /// presented to peers.
+    pub(crate) chain: PathBuf,
+    /// The intermediate's revocation list (PEM); a list past its
+    /// nextUpdate refuses every peer until it is replaced.
+    #[serde(default)]
+    pub(crate) crl: Option<PathBuf>,
+}
+
+/// The `[provision]` table: where the device's provisioning keys are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProvisionConfig {
+    /// The directory `meshota provision keygen` wrote: `identity.pub`
+    /// (the node id), `identity.key`, `kem.key` (opens sealed files).
+    pub(crate) keys: PathBuf,
 }
 
 /// The `[station]` table (docs/daemon.md, "USB station").
@@ -149,6 +177,10 @@ pub(crate) struct MeshConfig {
     /// The fleet allow-list: device key ids in hex.
     #[serde(default)]
     pub(crate) allow: Vec<String>,
+    /// Admission by device certificate (provisioned fleets), instead of
+    /// `open` or `allow`.
+    #[serde(default)]
+    pub(crate) certificate: Option<CertAdmissionConfig>,
     /// The control socket (default `<data_dir>/node.sock`).
     #[serde(default)]
     pub(crate) control_socket: Option<PathBuf>,
@@ -172,27 +204,6 @@ pub(crate) struct MeshConfig {
     /// LAN discovery over mDNS/DNS-SD; off when the table is absent.
     #[serde(default)]
     pub(crate) mdns: Option<MdnsConfig>,
-    /// Admission by device certificate (`[mesh.certificates]`): peers
-    /// whose certificate chains to the fleet's root CA, is valid now, is
-    /// not revoked, and names the key they proved. Instead of `allow`.
-    #[serde(default)]
-    pub(crate) certificates: Option<CertificatesConfig>,
-}
-
-/// The `[mesh.certificates]` table: provisioned fleets' admission.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CertificatesConfig {
-    /// The fleet's root CA certificate (PEM): the trust anchor.
-    pub(crate) root: PathBuf,
-    /// This node's chain (PEM): its device certificate, then the
-    /// intermediate, as `meshota provision sign` writes it. Its device
-    /// certificate must name `device_key`.
-    pub(crate) chain: PathBuf,
-    /// The intermediate's revocation list (PEM or DER), re-read when the
-    /// file changes; devices on it are refused.
-    #[serde(default)]
-    pub(crate) crl: Option<PathBuf>,
 }
 
 /// The `[mesh.mdns]` table. Its presence turns discovery on.
@@ -287,13 +298,12 @@ impl NodeConfig {
             }
         }
         if let Some(m) = &self.mesh {
-            let rules = usize::from(m.open)
+            let modes = usize::from(m.open)
                 + usize::from(!m.allow.is_empty())
-                + usize::from(m.certificates.is_some());
-            if rules != 1 {
+                + usize::from(m.certificate.is_some());
+            if modes != 1 {
                 return Err(
-                    "in [mesh], give exactly one of `open = true` (testnets), `allow = [key ids]` \
-                     or a [mesh.certificates] table"
+                    "in [mesh], give exactly one of `open = true` (testnets), `allow = [key ids]` or a `[mesh.certificate]` table (provisioned fleets)"
                         .to_string(),
                 );
             }
@@ -350,7 +360,7 @@ impl NodeConfig {
     fn resolve_paths(&mut self, base: &Path) {
         if let Some(m) = &mut self.mesh {
             resolve(base, &mut m.device_key);
-            if let Some(c) = &mut m.certificates {
+            if let Some(c) = &mut m.certificate {
                 resolve(base, &mut c.root);
                 resolve(base, &mut c.chain);
                 if let Some(crl) = &mut c.crl {
@@ -365,6 +375,9 @@ impl NodeConfig {
             if let Some(ca) = &mut g.ca_file {
                 resolve(base, ca);
             }
+        }
+        if let Some(p) = &mut self.provision {
+            resolve(base, &mut p.keys);
         }
         resolve(base, &mut self.trust_root);
         resolve(base, &mut self.data_dir);
@@ -574,14 +587,14 @@ timeout_ms = 5000
 
     #[test]
     fn certificate_admission_replaces_open_and_allow_and_resolves_its_paths() {
-        let certs = "[mesh.certificates]\nroot = \"ca/root.crt\"\nchain = \"device.crt\"\n";
+        let certs = "[mesh.certificate]\nroot = \"ca/root.crt\"\nchain = \"device.crt\"\n";
         // With `open = true` as well: two rules, refused.
         let err =
             NodeConfig::parse(&format!("{FULL}{MESH}{certs}"), Path::new("/etc/m")).unwrap_err();
         assert!(err.contains("exactly one of"), "{err}");
         let alone = format!("{FULL}{}{certs}", MESH.replace("open = true\n", ""));
         let c = NodeConfig::parse(&alone, Path::new("/etc/m")).unwrap();
-        let cc = c.mesh.unwrap().certificates.unwrap();
+        let cc = c.mesh.unwrap().certificate.unwrap();
         assert_eq!(cc.root, Path::new("/etc/m/ca/root.crt"));
         assert_eq!(cc.chain, Path::new("/etc/m/device.crt"));
         assert_eq!(cc.crl, None);

@@ -230,6 +230,12 @@ impl KemKeyPair {
         dk.encapsulation_key().to_bytes().to_vec()
     }
 
+    /// The decapsulation key (expanded from the seed).
+    #[must_use]
+    pub fn decapsulation_key(&self) -> ml_kem::DecapsulationKey<ml_kem::MlKem768> {
+        ml_kem::DecapsulationKey::<ml_kem::MlKem768>::from_seed((*self.seed).into())
+    }
+
     /// The private key as PKCS#8 (RFC 9935 seed form), PEM `PRIVATE KEY`.
     ///
     /// # Errors

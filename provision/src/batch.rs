@@ -36,7 +36,7 @@ use crate::ca::{Ca, sync_dir};
 use crate::cert::{DeviceSubject, Period, serial_hex, to_pem};
 use crate::csr::{DeviceKeys, MAX_CSR_BYTES, verify_csr};
 use crate::error::{Error, Result};
-use crate::registry::{Issued, Registry};
+use crate::registry::{DeviceArtifacts, Issued, Registry};
 use crate::serial::{DeviceSerial, HardwareId, check_name};
 
 /// Largest devices CSV accepted, in bytes.
@@ -469,6 +469,10 @@ pub fn run_batch(
                         hardware_class: m.subject.hardware.clone(),
                         cert_serial: serial_hex(&m.cert),
                         period: Period::of(&m.cert),
+                        artifacts: Some(DeviceArtifacts {
+                            cert_pem: to_pem(&m.cert)?,
+                            kem_public: m.keys.as_ref().map(|k| k.kem.encapsulation_key()),
+                        }),
                     });
                     made_ok.push(m);
                 }

@@ -57,6 +57,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// A provisioning image (or the inputs of one) breaks the image
+    /// layout or its limits (ARCHITECTURE.md, "Provisioning images").
+    #[error("provisioning image: {reason}")]
+    BadImage {
+        /// What is wrong, naming the path inside the image.
+        reason: String,
+    },
+
     // --- Verification failed: the input is well formed but not trusted.
     /// A signature (certificate, CSR or CRL) does not verify with the key
     /// it must verify with.
@@ -126,6 +134,39 @@ pub enum Error {
         reason: String,
     },
 
+    /// A provisioning image is for another device than this one.
+    #[error("provisioning image is not for this device: {reason}")]
+    NotForThisDevice {
+        /// Which value differs, with both values.
+        reason: String,
+    },
+    /// A provisioning image's signature does not establish trust.
+    #[error("provisioning image signature: {reason}")]
+    ImageNotTrusted {
+        /// Why (unknown, revoked, out-of-scope or expired key, bad signature,
+        /// altered bytes).
+        reason: String,
+    },
+    /// Re-provisioning would change a field that never changes.
+    #[error(
+        "provisioning image changes immutable field /{field}: installed {installed:?}, image {offered:?}; refusing (an immutable field changes only by provisioning the device from scratch)"
+    )]
+    ImmutableFieldChanged {
+        /// The field's path (e.g. `etc/serial-number`).
+        field: &'static str,
+        /// The installed value.
+        installed: String,
+        /// The image's value.
+        offered: String,
+    },
+
+    /// An image fetch is not authenticated (`provision serve`).
+    #[error("fetch refused: {reason}")]
+    FetchUnauthorized {
+        /// Why (no signature, unknown device, bad signature, replay).
+        reason: String,
+    },
+
     // --- The CA refuses to act.
     /// The CA's own certificate is outside its validity period: it refuses
     /// to sign anything.
@@ -186,6 +227,18 @@ pub enum Error {
     /// A revoked device is not provisioned again.
     #[error("device {0} is revoked; a revoked device is not provisioned again")]
     DeviceRevoked(String),
+    /// The registry knows the device but kept no copy of something an
+    /// image needs (a device signed before images existed, or from a CSR
+    /// without `--kem-pub`).
+    #[error(
+        "device {device_id}: the registry kept no copy of {what}; issue its certificate again (provision sign, with --kem-pub for encrypted files)"
+    )]
+    MissingArtifact {
+        /// The device id.
+        device_id: String,
+        /// What is missing.
+        what: &'static str,
+    },
     /// Nothing in the registry matches.
     #[error("no device in the registry has {0}")]
     UnknownDevice(String),

@@ -26,28 +26,33 @@
 //! - Bad input is an [`Error`], never a panic; files are written
 //!   atomically (temporary file, fsync, rename, directory fsync) and the
 //!   registry changes in whole transactions.
+//! - Provisioning images ([`image`]) are deterministic squashfs files
+//!   signed by a provisioning key of the trust root, with confidential
+//!   files sealed to the device's ML-KEM-768 key; [`apply`] installs one
+//!   only after every check (signature, hash, device, immutable fields)
+//!   passed, atomically.
 //!
 //! ## What it does not do (yet)
-//! Items 9–13 of the provisioning issue are not built: signed and
-//! encrypted squashfs provisioning images (`provision image`, `apply`), the
-//! image server (`provision serve`, MQTT re-provision triggers), and mesh
-//! admission by device certificate. The ML-KEM-768 keys are generated and
-//! stored for them, but not yet used. There is no OCSP, no CRL
-//! distribution point, and no hardware security module support: CA keys
-//! live in files.
+//! No networking: [`fetch_auth`] holds the image server's rules, and the
+//! server itself (HTTP, MQTT) is in the `meshota` binary, as is the mesh
+//! admission check built on [`verify::verify_device`]. There is no OCSP, no CRL distribution point, and no
+//! hardware security module support: CA keys live in files.
 //!
 //! ## Where to start reading
 //! [`cert`] (the certificate profile), then [`ca::Ca`] (signing, audit),
 //! [`verify`] (the rules, in order), [`serial`] (the hardware id mapping),
-//! [`registry`] and [`batch`].
+//! [`registry`] and [`batch`]; for images, [`image::signed`] then [`apply`].
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alg;
+pub mod apply;
 pub mod batch;
 pub mod ca;
 pub mod cert;
 pub mod csr;
 mod error;
+pub mod fetch_auth;
+pub mod image;
 pub mod registry;
 pub mod serial;
 pub mod verify;

@@ -3,7 +3,9 @@
 //!
 //! Tables: `devices` (device id → record, a version byte then postcard),
 //! `serials` (device serial → device id), `certs` (certificate serial →
-//! device id), `meta` (`crl_number`). Every change is one redb write
+//! device id), `artifacts` (device id → its current certificate and
+//! ML-KEM-768 public key, what a provisioning image is built from; a
+//! version byte then postcard), `meta` (`crl_number`). Every change is one redb write
 //! transaction: it happens whole or not at all.
 //!
 //! Rules ([`Registry::resolve`] and again inside [`Registry::record`]):
@@ -33,6 +35,7 @@ const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const SERIALS: TableDefinition<&str, &str> = TableDefinition::new("serials");
 const CERTS: TableDefinition<&str, &str> = TableDefinition::new("certs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ARTIFACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artifacts");
 
 /// Version byte in front of every stored record.
 const RECORD_VERSION: u8 = 1;
@@ -102,6 +105,19 @@ pub struct Issued {
     pub cert_serial: String,
     /// The new certificate's validity.
     pub period: Period,
+    /// The certificate and KEM key to keep for provisioning images, when
+    /// the caller has them (replaces what was kept for the device).
+    pub artifacts: Option<DeviceArtifacts>,
+}
+
+/// What the station keeps of a device to build its provisioning image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceArtifacts {
+    /// The device's current certificate, PEM (the certificate alone).
+    pub cert_pem: String,
+    /// The device's ML-KEM-768 encapsulation key (1,184 bytes), when known
+    /// (keys made by the station, or `provision sign --kem-pub`).
+    pub kem_public: Option<Vec<u8>>,
 }
 
 /// How to name the device to revoke.
@@ -148,6 +164,27 @@ fn decode(bytes: &[u8], path: &Path) -> Result<DeviceRecord> {
     }
 }
 
+fn encode_artifacts(a: &DeviceArtifacts) -> Result<Vec<u8>> {
+    let mut out = vec![RECORD_VERSION];
+    out.extend(postcard::to_stdvec(a).map_err(|e| Error::build("registry artifacts", e))?);
+    Ok(out)
+}
+
+fn decode_artifacts(bytes: &[u8], path: &Path) -> Result<DeviceArtifacts> {
+    let bad = |reason: String| Error::Registry {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, rest)) if rest.len() <= MAX_RECORD_BYTES => {
+            postcard::from_bytes(rest)
+                .map_err(|e| bad(format!("device artifacts do not decode: {e}")))
+        }
+        Some((v, _)) => Err(bad(format!("device artifacts have unknown version {v}"))),
+        None => Err(bad("empty device artifacts".into())),
+    }
+}
+
 impl Registry {
     /// Opens (or creates) the registry at `path`.
     ///
@@ -167,6 +204,7 @@ impl Registry {
         tx.open_table(SERIALS).map_err(|e| r.err(e))?;
         tx.open_table(CERTS).map_err(|e| r.err(e))?;
         tx.open_table(META).map_err(|e| r.err(e))?;
+        tx.open_table(ARTIFACTS).map_err(|e| r.err(e))?;
         tx.commit().map_err(|e| r.err(e))?;
         Ok(r)
     }
@@ -188,6 +226,19 @@ impl Registry {
         t.get(device_id)
             .map_err(|e| self.err(e))?
             .map(|v| decode(v.value(), &self.path))
+            .transpose()
+    }
+
+    /// What the station kept of the device's current certificate, if anything.
+    ///
+    /// # Errors
+    /// [`Error::Registry`].
+    pub fn artifacts(&self, device_id: &str) -> Result<Option<DeviceArtifacts>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(ARTIFACTS).map_err(|e| self.err(e))?;
+        t.get(device_id)
+            .map_err(|e| self.err(e))?
+            .map(|v| decode_artifacts(v.value(), &self.path))
             .transpose()
     }
 
@@ -246,6 +297,7 @@ impl Registry {
             let mut devices = tx.open_table(DEVICES).map_err(|e| self.err(e))?;
             let mut serials = tx.open_table(SERIALS).map_err(|e| self.err(e))?;
             let mut certs = tx.open_table(CERTS).map_err(|e| self.err(e))?;
+            let mut artifacts = tx.open_table(ARTIFACTS).map_err(|e| self.err(e))?;
             for i in issued {
                 let serial = i.serial.to_string();
                 let existing_id = serials
@@ -308,6 +360,18 @@ impl Registry {
                 certs
                     .insert(i.cert_serial.as_str(), id.as_str())
                     .map_err(|e| self.err(e))?;
+                match &i.artifacts {
+                    Some(a) => {
+                        artifacts
+                            .insert(id.as_str(), encode_artifacts(a)?.as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    // A certificate the station keeps nothing of: drop what
+                    // it kept of the old one, which no longer matches.
+                    None => {
+                        artifacts.remove(id.as_str()).map_err(|e| self.err(e))?;
+                    }
+                }
             }
         }
         tx.commit().map_err(|e| self.err(e))

@@ -207,6 +207,7 @@ fn a_revoked_device_is_rejected_and_others_still_verify() {
                 hardware_class: "rpi4".into(),
                 cert_serial: cert::serial_hex(&c),
                 period: Period::of(&c),
+                artifacts: None,
             }],
             NOW,
         )

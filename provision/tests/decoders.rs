@@ -1,5 +1,6 @@
 //! Decoders a stranger can feed (CSRs, certificates, CRLs, key files,
-//! devices CSVs) return errors on any input, never panic.
+//! devices CSVs, signed image trailers, fetch headers) return errors on
+//! any input, never panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
@@ -9,9 +10,41 @@ use meshota_provision::batch::parse_devices_csv;
 use meshota_provision::ca::parse_crl;
 use meshota_provision::cert::{parse_pem, parse_pem_chain};
 use meshota_provision::csr::verify_csr;
+use meshota_provision::fetch_auth::FetchAuth;
+use meshota_provision::image::signed::{TRAILER_MAGIC, split};
 use proptest::prelude::*;
 
 proptest! {
+    #[test]
+    fn random_image_trailers_are_rejected_without_panicking(
+        junk in proptest::collection::vec(any::<u8>(), 0..4096),
+        len in 0u32..5000,
+    ) {
+        prop_assert!(split(&junk).is_err());
+        // With the magic and an in-range length, the trailer decoder runs.
+        let mut framed = junk.clone();
+        framed.extend_from_slice(&len.to_le_bytes());
+        framed.extend_from_slice(&TRAILER_MAGIC);
+        prop_assert!(split(&framed).is_err());
+        let mut mota = b"MOTA\x01\x40".to_vec();
+        mota.extend_from_slice(&junk);
+        let n = u32::try_from(mota.len()).unwrap();
+        mota.extend_from_slice(&n.to_le_bytes());
+        mota.extend_from_slice(&TRAILER_MAGIC);
+        prop_assert!(split(&mota).is_err());
+    }
+
+    #[test]
+    fn random_fetch_headers_are_rejected_without_panicking(
+        values in proptest::collection::vec(".{0,80}", 4),
+    ) {
+        let names = ["x-meshota-device", "x-meshota-time", "x-meshota-nonce", "x-meshota-signature"];
+        let r = FetchAuth::from_headers(|n| {
+            names.iter().position(|k| *k == n).map(|i| values[i].as_str())
+        });
+        prop_assert!(r.is_err());
+    }
+
     #[test]
     fn random_bytes_are_rejected_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         prop_assert!(verify_csr(&bytes).is_err());

@@ -21,6 +21,7 @@ fn issued(id: &str, h: &str, cert: &str) -> Issued {
         hardware_class: "rpi4".into(),
         cert_serial: cert.into(),
         period: Period::days_from(NOW, 730, None),
+        artifacts: None,
     }
 }
 

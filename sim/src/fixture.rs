@@ -164,6 +164,7 @@ impl Fixture {
             }],
             release_threshold: 1,
             revoked: vec![],
+            provisioning_keys: vec![],
         };
         let doc = SignedDocument::sign(body, &[&root]).map_err(|e| fx(&e))?;
         let trust =

@@ -48,6 +48,7 @@
 //! [`Report`].
 
 pub mod fixture;
+pub mod lora;
 pub mod net;
 pub mod options;
 pub mod report;

@@ -42,6 +42,7 @@ fn world(seed: u8) -> World {
         }],
         release_threshold: 1,
         revoked: vec![],
+        provisioning_keys: vec![],
     };
     let doc = SignedDocument::sign(body, &[&root]).unwrap();
     World {

@@ -41,6 +41,7 @@ pub fn keys() -> Keys {
         }],
         release_threshold: 1,
         revoked: vec![],
+        provisioning_keys: vec![],
     };
     let doc = SignedDocument::sign(body, &[&root]).unwrap();
     let trust = TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).unwrap();

@@ -43,6 +43,7 @@ pub fn root_body(roots: &[SecretKey], threshold: u32, releases: Vec<ReleaseKey>)
         release_keys: releases,
         release_threshold: 1,
         revoked: vec![],
+        provisioning_keys: vec![],
     }
 }
 

@@ -45,43 +45,78 @@ const MESSAGE_QUEUE: usize = 8;
 /// the other's hello.
 const VERDICT_ADMITTED: u8 = 1;
 
-/// A fleet's own admission rule, applied to a hello whose channel binding
-/// already verified (so `hello.device_key` is proven): e.g. the device
-/// certificate chains to the fleet's CA, is valid now, is not revoked, and
-/// names that key.
-pub trait AdmissionPolicy: Send + Sync + core::fmt::Debug {
-    /// `Ok` to admit; `Err` with the reason to refuse.
-    ///
-    /// # Errors
-    /// The reason the peer is refused.
-    fn admit(&self, hello: &Hello) -> Result<(), String>;
+/// A check of a peer's credentials against the key it proved: `Ok` admits,
+/// `Err(reason)` refuses. The driver supplies it (the node checks a device
+/// certificate chain against the fleet's root and revocation list), so
+/// this crate stays free of X.509.
+#[derive(Clone)]
+pub struct PeerCheck(Arc<CheckFn>);
+
+/// The function behind a [`PeerCheck`]: (proven key, credentials) → verdict.
+type CheckFn = dyn Fn(&PublicKey, &[u8]) -> Result<(), String> + Send + Sync;
+
+impl PeerCheck {
+    /// Wraps a check.
+    pub fn new(
+        check: impl Fn(&PublicKey, &[u8]) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(check))
+    }
 }
 
-/// Which peers may connect, decided on what each peer proved by channel
-/// binding. Applies to both accepted and initiated connections.
-#[derive(Clone, Debug)]
+impl core::fmt::Debug for PeerCheck {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PeerCheck(..)")
+    }
+}
+
+impl PartialEq for PeerCheck {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PeerCheck {}
+
+/// Which peers may connect, decided on the key each peer proved by
+/// channel binding (and, for `Certified`, the credentials its hello
+/// carries). Applies to both accepted and initiated connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admission {
     /// Only these device key ids (the fleet allow-list).
     AllowList(BTreeSet<KeyId>),
     /// Anyone who proves some device key. For testnets only: it must be
     /// chosen explicitly, it is never a default.
     Open,
-    /// The embedding daemon's rule (provisioned fleets: certificates).
-    Policy(Arc<dyn AdmissionPolicy>),
+    /// Peers whose credentials pass the check (provisioned fleets: a
+    /// device certificate chaining to the fleet root, not revoked, for the
+    /// proven key).
+    Certified(PeerCheck),
 }
 
 impl Admission {
-    /// Whether the peer of a verified `hello` is admitted. `Open` admits
-    /// every key; `AllowList` exactly the listed ones; `Policy` what it says.
+    /// Whether `peer` is admitted on its key alone. `Open` admits every
+    /// key; `AllowList` exactly the listed ones; `Certified` none (it needs
+    /// the credentials: [`Admission::check`]).
+    #[must_use]
+    pub fn admits(&self, peer: &KeyId) -> bool {
+        match self {
+            Self::AllowList(keys) => keys.contains(peer),
+            Self::Open => true,
+            Self::Certified(_) => false,
+        }
+    }
+
+    /// Whether the peer that proved `key` and presented `credentials` is
+    /// admitted; `Err` gives the reason it is not.
     ///
     /// # Errors
-    /// The reason the peer is refused.
-    pub fn admits(&self, hello: &Hello) -> Result<(), String> {
+    /// The refusal's reason.
+    pub fn check(&self, key: &PublicKey, credentials: &[u8]) -> Result<(), String> {
         match self {
-            Self::AllowList(keys) if keys.contains(&hello.peer_id()) => Ok(()),
-            Self::AllowList(_) => Err("not on the fleet allow-list".into()),
-            Self::Open => Ok(()),
-            Self::Policy(p) => p.admit(hello),
+            Self::Certified(c) => (c.0)(key, credentials),
+            other if other.admits(&key.id()) => Ok(()),
+            _ => Err("not on the allow-list".into()),
         }
     }
 }
@@ -90,8 +125,8 @@ impl Admission {
 struct Identity {
     key: SecretKey,
     hardware: String,
-    certificates: Vec<Vec<u8>>,
     admission: Admission,
+    credentials: Vec<u8>,
 }
 
 /// A QUIC endpoint on one UDP socket that both accepts and initiates
@@ -119,29 +154,26 @@ impl QuicEndpoint {
         hardware: String,
         admission: Admission,
     ) -> Result<Self, QuicError> {
-        Self::bind_presenting(addr, device_key, hardware, Vec::new(), admission)
+        Self::bind_with_credentials(addr, device_key, hardware, admission, Vec::new())
     }
 
-    /// As [`QuicEndpoint::bind`], presenting `certificates` (this node's
-    /// X.509 chain in DER, device certificate first) in every hello.
+    /// [`QuicEndpoint::bind`], presenting `credentials` (this node's
+    /// certificate chain) in every hello, for fleets admitted by
+    /// certificate.
     ///
     /// # Errors
     /// As [`QuicEndpoint::bind`]; [`QuicError::MalformedHello`] when the
-    /// chain is over the hello's limits.
-    pub fn bind_presenting(
+    /// credentials exceed [`super::hello::MAX_CREDENTIAL_BYTES`].
+    pub fn bind_with_credentials(
         addr: SocketAddr,
         device_key: SecretKey,
         hardware: String,
-        certificates: Vec<Vec<u8>>,
         admission: Admission,
+        credentials: Vec<u8>,
     ) -> Result<Self, QuicError> {
-        if certificates.len() > super::hello::MAX_HELLO_CERTIFICATES
-            || certificates
-                .iter()
-                .any(|c| c.len() > super::hello::MAX_CERTIFICATE_BYTES)
-        {
+        if credentials.len() > super::hello::MAX_CREDENTIAL_BYTES {
             return Err(QuicError::MalformedHello {
-                reason: "certificate chain over the hello's limits",
+                reason: "credentials too long",
             });
         }
         if hardware.len() > super::hello::MAX_HARDWARE_BYTES {
@@ -154,8 +186,8 @@ impl QuicEndpoint {
         let identity = Arc::new(Identity {
             key: device_key,
             hardware,
-            certificates,
             admission,
+            credentials,
         });
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let acceptor = tokio::spawn(accept_loop(endpoint.clone(), identity.clone(), tx));
@@ -294,12 +326,8 @@ async fn hello_exchange(conn: &Connection, identity: &Identity) -> Result<Hello,
     let mut exporter = [0u8; EXPORTER_LEN];
     conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
         .map_err(|_| QuicError::Exporter)?;
-    let ours = Hello::sign(
-        &identity.key,
-        &exporter,
-        &identity.hardware,
-        &identity.certificates,
-    )?;
+    let ours = Hello::sign(&identity.key, &exporter, &identity.hardware)?
+        .with_credentials(identity.credentials.clone())?;
 
     let mut out = conn.open_uni().await?;
     frame::write_frame(&mut out, &ours.encode()?).await?;
@@ -310,10 +338,18 @@ async fn hello_exchange(conn: &Connection, identity: &Identity) -> Result<Hello,
     if theirs.device_key == *identity.key.public() {
         return Err(QuicError::ReflectedHello);
     }
-    if let Err(reason) = identity.admission.admits(&theirs) {
-        return Err(QuicError::NotAdmitted {
-            peer: theirs.peer_id(),
-            reason,
+    if let Err(reason) = identity
+        .admission
+        .check(&theirs.device_key, &theirs.credentials)
+    {
+        return Err(match identity.admission {
+            Admission::Certified(_) => QuicError::NotCertified {
+                peer: theirs.peer_id(),
+                reason,
+            },
+            _ => QuicError::NotAdmitted {
+                peer: theirs.peer_id(),
+            },
         });
     }
 

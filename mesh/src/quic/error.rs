@@ -124,11 +124,18 @@ pub enum QuicError {
     #[error("peer presented our own device key")]
     ReflectedHello,
     /// The peer proved its key but the admission policy does not admit it.
-    #[error("peer {peer} is not admitted: {reason}")]
+    #[error("peer {peer} is not admitted")]
     NotAdmitted {
         /// The refused peer's key id.
         peer: KeyId,
-        /// Why (the admission rule it failed).
+    },
+    /// The peer proved its key but its certificate does not admit it
+    /// (another fleet's CA, expired, revoked, or not for this key).
+    #[error("peer {peer} is not admitted: {reason}")]
+    NotCertified {
+        /// The refused peer's key id.
+        peer: KeyId,
+        /// Why its credentials were refused.
         reason: String,
     },
     /// A frame header announced more bytes than allowed; nothing was
@@ -172,7 +179,7 @@ impl QuicError {
             Self::ChannelBindingFailed { .. } | Self::ReflectedHello => {
                 Some(CloseCode::ChannelBindingFailed)
             }
-            Self::NotAdmitted { .. } => Some(CloseCode::NotAdmitted),
+            Self::NotAdmitted { .. } | Self::NotCertified { .. } => Some(CloseCode::NotAdmitted),
             Self::MalformedHello { .. }
             | Self::MalformedFrame { .. }
             | Self::WrongAlpn

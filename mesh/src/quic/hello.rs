@@ -13,12 +13,14 @@
 //! 1       format version    1 byte
 //! 48      kind (hello)      1 byte
 //! postcard { device_key: bytes(1952), signature: bytes(3309), hardware: string(<= 128),
-//!            certificates: [bytes(<= 16 KiB); <= 4] }
+//!            credentials: bytes(<= 32 KiB) }
 //! ```
 //!
-//! `certificates` is the sender's X.509 chain in DER, device certificate
-//! first (empty when the fleet admits by allow-list or is open). The mesh
-//! does not interpret it; an [`super::AdmissionPolicy`] does.
+//! `credentials` is the sender's device certificate chain (PEM: device,
+//! then intermediates) in fleets admitted by certificate, empty otherwise.
+//! It is not covered by the hello signature: the admission check requires
+//! the certificate's key to be the `device_key` this hello proves, and the
+//! stream is inside the TLS session the signature binds.
 //!
 //! The size is checked before decoding, the payload must decode to its end
 //! and be in canonical postcard encoding (re-encoding yields the same bytes).
@@ -45,16 +47,12 @@ pub const CHANNEL_BINDING_CONTEXT: &[u8] = b"meshota/v1/channel-binding";
 pub const HELLO_HEADER: [u8; 6] =
     meshota_manifest::frame::header(meshota_manifest::Kind::ChannelBindingHello);
 
-/// Most certificates a hello carries (device, intermediates).
-pub const MAX_HELLO_CERTIFICATES: usize = 4;
-
-/// Largest certificate a hello carries (an ML-DSA-65 certificate is ~5.5 KiB).
-pub const MAX_CERTIFICATE_BYTES: usize = 16 * 1024;
+/// Largest credentials (certificate chain) a hello may carry.
+pub const MAX_CREDENTIAL_BYTES: usize = 32 * 1024;
 
 /// Largest encoded hello accepted: header, key, signature, the longest
-/// hardware string, the largest certificate chain and varint lengths,
-/// rounded up.
-pub const MAX_HELLO_BYTES: usize = 6 * 1024 + MAX_HELLO_CERTIFICATES * (MAX_CERTIFICATE_BYTES + 4);
+/// hardware string, the largest credentials and varint lengths, rounded up.
+pub const MAX_HELLO_BYTES: usize = 6 * 1024 + MAX_CREDENTIAL_BYTES;
 
 /// The longest hardware class string, as in manifests.
 pub const MAX_HARDWARE_BYTES: usize = MAX_STRING_BYTES;
@@ -71,9 +69,8 @@ pub struct Hello {
     pub signature: Vec<u8>,
     /// The sender's hardware class (at most [`MAX_HARDWARE_BYTES`]).
     pub hardware: String,
-    /// The sender's certificate chain, DER, device certificate first (at
-    /// most [`MAX_HELLO_CERTIFICATES`] of at most [`MAX_CERTIFICATE_BYTES`]).
-    pub certificates: Vec<Vec<u8>>,
+    /// The sender's certificate chain, or empty (module doc).
+    pub credentials: Vec<u8>,
 }
 
 impl Hello {
@@ -84,18 +81,12 @@ impl Hello {
     /// # Errors
     /// [`QuicError::MalformedHello`] if `hardware` is longer than
     /// [`MAX_HARDWARE_BYTES`] or signing fails.
-    pub fn sign(
-        key: &SecretKey,
-        exporter: &[u8],
-        hardware: &str,
-        certificates: &[Vec<u8>],
-    ) -> Result<Self, QuicError> {
+    pub fn sign(key: &SecretKey, exporter: &[u8], hardware: &str) -> Result<Self, QuicError> {
         if hardware.len() > MAX_HARDWARE_BYTES {
             return Err(QuicError::MalformedHello {
                 reason: "hardware class string too long",
             });
         }
-        check_certificates(certificates)?;
         let signature =
             key.sign(exporter, CHANNEL_BINDING_CONTEXT)
                 .map_err(|_| QuicError::MalformedHello {
@@ -105,8 +96,22 @@ impl Hello {
             device_key: key.public().clone(),
             signature,
             hardware: hardware.to_owned(),
-            certificates: certificates.to_vec(),
+            credentials: Vec::new(),
         })
+    }
+
+    /// The same hello carrying `credentials` (its certificate chain).
+    ///
+    /// # Errors
+    /// [`QuicError::MalformedHello`] if they exceed [`MAX_CREDENTIAL_BYTES`].
+    pub fn with_credentials(mut self, credentials: Vec<u8>) -> Result<Self, QuicError> {
+        if credentials.len() > MAX_CREDENTIAL_BYTES {
+            return Err(QuicError::MalformedHello {
+                reason: "credentials too long",
+            });
+        }
+        self.credentials = credentials;
+        Ok(self)
     }
 
     /// The sender's key id.
@@ -164,7 +169,9 @@ impl Hello {
         if hello.hardware.len() > MAX_HARDWARE_BYTES {
             return Err(bad("hardware class string too long"));
         }
-        check_certificates(&hello.certificates)?;
+        if hello.credentials.len() > MAX_CREDENTIAL_BYTES {
+            return Err(bad("credentials too long"));
+        }
         Ok(hello)
     }
 
@@ -186,21 +193,6 @@ impl Hello {
     }
 }
 
-/// The certificate-chain limits of a hello.
-fn check_certificates(certificates: &[Vec<u8>]) -> Result<(), QuicError> {
-    if certificates.len() > MAX_HELLO_CERTIFICATES {
-        return Err(QuicError::MalformedHello {
-            reason: "too many certificates",
-        });
-    }
-    if certificates.iter().any(|c| c.len() > MAX_CERTIFICATE_BYTES) {
-        return Err(QuicError::MalformedHello {
-            reason: "certificate too large",
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +203,7 @@ mod tests {
 
     #[test]
     fn hello_round_trips_and_verifies_only_over_its_exporter() {
-        let hello = Hello::sign(&key(1), &[7; 32], "pi4", &[]).unwrap();
+        let hello = Hello::sign(&key(1), &[7; 32], "pi4").unwrap();
         let bytes = hello.encode().unwrap();
         assert!(bytes.len() <= MAX_HELLO_BYTES);
         let back = Hello::decode(&bytes).unwrap();
@@ -224,40 +216,18 @@ mod tests {
     }
 
     #[test]
-    fn hello_with_longest_hardware_and_largest_chain_fits_the_limit() {
+    fn hello_with_longest_hardware_fits_the_limit() {
         let hw = "x".repeat(MAX_HARDWARE_BYTES);
-        let chain = vec![vec![0xa5; MAX_CERTIFICATE_BYTES]; MAX_HELLO_CERTIFICATES];
-        let bytes = Hello::sign(&key(2), &[0; 32], &hw, &chain)
+        let bytes = Hello::sign(&key(2), &[0; 32], &hw)
             .unwrap()
             .encode()
             .unwrap();
         assert!(bytes.len() <= MAX_HELLO_BYTES);
-        assert_eq!(Hello::decode(&bytes).unwrap().certificates, chain);
-    }
-
-    #[test]
-    fn a_chain_over_the_limits_is_refused_on_both_ends() {
-        let too_many = vec![vec![1u8; 10]; MAX_HELLO_CERTIFICATES + 1];
-        let too_big = vec![vec![1u8; MAX_CERTIFICATE_BYTES + 1]];
-        for chain in [&too_many, &too_big] {
-            assert!(matches!(
-                Hello::sign(&key(4), &[0; 32], "pi4", chain),
-                Err(QuicError::MalformedHello { .. })
-            ));
-            // A peer that sends one anyway is refused by the decoder.
-            let mut h = Hello::sign(&key(4), &[0; 32], "pi4", &[]).unwrap();
-            h.certificates.clone_from(chain);
-            let bytes = h.encode().unwrap();
-            assert!(matches!(
-                Hello::decode(&bytes),
-                Err(QuicError::MalformedHello { .. })
-            ));
-        }
     }
 
     #[test]
     fn decode_refuses_every_truncation_and_bad_header() {
-        let bytes = Hello::sign(&key(3), &[1; 32], "pi4", &[])
+        let bytes = Hello::sign(&key(3), &[1; 32], "pi4")
             .unwrap()
             .encode()
             .unwrap();

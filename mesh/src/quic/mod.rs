@@ -34,8 +34,9 @@
 //! - No discovery, reconnection or peer management: the caller dials
 //!   addresses and keeps the connections it wants.
 //! - No message ordering across streams, and no meaning of messages.
-//! - No fleet membership beyond the allow-list of device key ids; device
-//!   certificates and trust roots are the protocol core's business.
+//! - Fleet membership is an allow-list of device key ids, open mode, or a
+//!   [`PeerCheck`] the driver supplies over the certificate chain a hello
+//!   carries (`Admission::Certified`); this crate parses no X.509.
 //! - Not sans-IO: this is a tokio driver, so it owns sockets and timers
 //!   (tokio's clock), unlike the protocol core.
 
@@ -46,7 +47,7 @@ pub mod hello;
 pub mod tls;
 
 pub use endpoint::{
-    Admission, AdmissionPolicy, HELLO_TIMEOUT, MAX_PENDING_HANDSHAKES, PeerConn, PeerSender,
+    Admission, HELLO_TIMEOUT, MAX_PENDING_HANDSHAKES, PeerCheck, PeerConn, PeerSender,
     QuicEndpoint, READ_BUDGET_BYTES,
 };
 pub use error::{CloseCode, QuicError};

@@ -10,6 +10,8 @@ pub(crate) mod install;
 pub(crate) mod keys;
 pub(crate) mod node;
 pub(crate) mod provision;
+pub(crate) mod provision_image;
+pub(crate) mod provision_serve;
 pub(crate) mod publish;
 pub(crate) mod release;
 pub(crate) mod sim;

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 use meshota_manifest::fs::{read_limited, write_atomic};
 use meshota_manifest::{KdfParams, Protection, SecretKey, UnixTime};
+use meshota_provision::alg::kem_public_key_from_pem;
 use meshota_provision::batch::{BatchOptions, parse_devices_csv, run_batch};
 use meshota_provision::ca::{
     CRL_FILE, Ca, MAX_CERT_FILE_BYTES, NewKey, REGISTRY_FILE, crl_to_pem, parse_crl, read_cert,
 };
 use meshota_provision::cert::{self, DeviceSubject, parse_pem_chain, rfc3339, to_pem};
 use meshota_provision::csr::{DeviceKeys, MAX_CSR_BYTES, build_csr, csr_to_pem, verify_csr};
-use meshota_provision::registry::{self, Issued, Registry, Selector};
+use meshota_provision::registry::{self, DeviceArtifacts, Issued, Registry, Selector};
 use meshota_provision::serial::{DeviceSerial, HardwareId, check_name};
 use meshota_provision::verify::verify_device;
 
@@ -45,6 +46,19 @@ pub(crate) enum ProvisionCmd {
     /// The device registry of an intermediate CA.
     #[command(subcommand)]
     Registry(RegistryCmd),
+    /// Write a device's provisioning image (squashfs): identity files,
+    /// certificate chain, configuration.
+    Image(super::provision_image::ImageArgs),
+    /// On a device: verify a provisioning image, decrypt its sealed files
+    /// and install it atomically into the data directory.
+    Apply(super::provision_image::ApplyArgs),
+    /// Serve devices their current images (requests signed by the device key).
+    Serve(super::provision_serve::ServeArgs),
+    /// On a device: fetch its current image from a server and apply it;
+    /// with --watch, again on every MQTT re-provision message.
+    Fetch(super::provision_serve::FetchArgs),
+    /// Publish a re-provision message (meshota/<fleet>/<device>/reprovision).
+    Notify(super::provision_serve::NotifyArgs),
 }
 
 /// CA creation.
@@ -140,6 +154,10 @@ pub(crate) struct SignArgs {
     /// Validity in days (clamped to the CA's).
     #[arg(long, default_value_t = cert::DEVICE_VALIDITY_DAYS)]
     validity_days: u32,
+    /// The device's ML-KEM-768 public key (kem.pub), kept for its
+    /// provisioning images' encrypted files.
+    #[arg(long)]
+    kem_pub: Option<PathBuf>,
 }
 
 /// Arguments of `provision verify`.
@@ -266,6 +284,11 @@ pub(crate) fn run(cmd: ProvisionCmd) -> CmdResult {
         ProvisionCmd::Crl(a) => crl(&a),
         ProvisionCmd::Batch(a) => batch(&a),
         ProvisionCmd::Registry(RegistryCmd::Export(a)) => export(&a),
+        ProvisionCmd::Image(a) => super::provision_image::image(&a),
+        ProvisionCmd::Apply(a) => super::provision_image::apply(&a),
+        ProvisionCmd::Serve(a) => super::provision_serve::serve(&a),
+        ProvisionCmd::Fetch(a) => super::provision_serve::fetch(&a),
+        ProvisionCmd::Notify(a) => super::provision_serve::notify(&a),
     }
 }
 
@@ -295,7 +318,7 @@ fn operator() -> String {
     format!("{user} (uid {uid}) @ {host}")
 }
 
-fn rejected(e: meshota_provision::Error) -> Failure {
+pub(crate) fn rejected(e: meshota_provision::Error) -> Failure {
     Failure::rejected(e)
 }
 
@@ -319,7 +342,7 @@ fn new_ca_key(name: &str, encrypt: bool) -> CmdResult<(SecretKey, Vec<u8>)> {
     Ok((key, file))
 }
 
-fn open_ca(dir: &Path) -> CmdResult<Ca> {
+pub(crate) fn open_ca(dir: &Path) -> CmdResult<Ca> {
     Ca::open(dir, &operator(), passphrase_for).map_err(rejected)
 }
 
@@ -510,6 +533,14 @@ fn sign(a: &SignArgs) -> CmdResult {
         }
         None => None,
     };
+    let kem_public = match &a.kem_pub {
+        Some(p) => {
+            let pem = read_limited(p, 64 * 1024)?;
+            let text = String::from_utf8(pem).map_err(|_| Failure::file(p, "is not UTF-8 PEM"))?;
+            Some(kem_public_key_from_pem(&text).at(p)?)
+        }
+        None => None,
+    };
     let ca = open_ca(&a.ca)?;
     let registry = registry_of(&ca)?;
     let t = now();
@@ -539,6 +570,10 @@ fn sign(a: &SignArgs) -> CmdResult {
                 hardware_class: csr.subject.hardware.clone(),
                 cert_serial: cert::serial_hex(&cert),
                 period,
+                artifacts: Some(DeviceArtifacts {
+                    cert_pem: to_pem(&cert).map_err(rejected)?,
+                    kem_public,
+                }),
             }],
             t,
         )

@@ -1,11 +1,14 @@
 //! `meshota sim`: runs the deterministic simulator (`meshota-sim`) and
-//! reports convergence time, bytes and messages. The report is a function
+//! reports convergence time, bytes and messages; with `--lora`, the LoRa
+//! scenarios (coded broadcast over the simulated EU868 medium, the
+//! broadcast bound and, with `--baseline`, the unicast baseline). The report is a function
 //! of the arguments only; wall time is measured here, outside the sans-IO
 //! simulator, and printed only in the human output or on stderr.
 
 use std::time::Instant;
 
 use clap::Args;
+use meshota_sim::lora::{LoraOptions, LoraReport, LoraTopology};
 use meshota_sim::{Options, Report, Topology};
 
 use crate::failure::{CmdResult, Failure};
@@ -20,9 +23,28 @@ pub(crate) struct SimArgs {
     /// same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Graph of links: line, ring, grid or random.
+    /// Graph of links: line, ring, grid or random; with `--lora`:
+    /// line:HOPS, random:NODES or grid:NODES.
     #[arg(long, default_value = "random")]
     topology: String,
+    /// Simulate LoRa radio links (EU868, 10 % frame loss, collisions) with
+    /// coded broadcast instead of IP links.
+    #[arg(long)]
+    lora: bool,
+    /// `--lora`: size of the release's payload (image) in bytes.
+    #[arg(long, default_value_t = 20 * 1024, requires = "lora")]
+    payload_bytes: usize,
+    /// `--lora`: also run the unicast baseline (per-neighbour transfers with
+    /// acknowledgements) and report its airtime.
+    #[arg(long, requires = "lora")]
+    baseline: bool,
+    /// `--lora`: add a node with another mesh key beside node 0 (it must be
+    /// ignored).
+    #[arg(long, requires = "lora")]
+    intruder: bool,
+    /// `--lora`: the last node joins this many seconds into the run.
+    #[arg(long, requires = "lora")]
+    late_join: Option<u64>,
     /// Percent of malicious nodes (corrupt chunks, forged and replayed
     /// manifests, floods).
     #[arg(long, default_value_t = 0)]
@@ -45,6 +67,9 @@ pub(crate) struct SimArgs {
 }
 
 pub(crate) fn run(a: &SimArgs) -> CmdResult {
+    if a.lora {
+        return run_lora(a);
+    }
     let topology: Topology = a.topology.parse().map_err(Failure::usage)?;
     let options = Options {
         topology,
@@ -127,4 +152,81 @@ fn print_human(r: &Report, wall_secs: f64) {
         r.events, r.trace_hash
     );
     println!("replay: {}", r.replay);
+}
+
+fn run_lora(a: &SimArgs) -> CmdResult {
+    let topology: LoraTopology = a.topology.parse().map_err(|e| {
+        Failure::usage(format!(
+            "{e}; with --lora the topology is line:HOPS, random:NODES or grid:NODES"
+        ))
+    })?;
+    let options = LoraOptions {
+        intruder: a.intruder,
+        late_join_s: a.late_join,
+        baseline: a.baseline,
+        ..LoraOptions::new(topology, a.payload_bytes, a.seed)
+    };
+    let started = Instant::now();
+    let report = meshota_sim::lora::run(&options).map_err(Failure::usage)?;
+    let wall = started.elapsed();
+    if a.json {
+        println!("{}", report.to_json());
+        eprintln!("wall time: {:.2} s", wall.as_secs_f64());
+    } else {
+        print_lora(&report, wall.as_secs_f64());
+    }
+    if report.ok() {
+        Ok(())
+    } else {
+        Err(Failure::rejected(format!(
+            "LoRa simulation failed (converged: {}, {} of {} nodes, duty-cycle violations: {}, corrupt payloads: {}, intruder accepted by {} nodes); replay with: meshota sim --lora --topology {} --payload-bytes {} --seed {}",
+            report.converged,
+            report.converged_nodes,
+            report.honest_nodes,
+            report.duty_cycle_violations,
+            report.corrupt_payloads,
+            report.intruder_accepted,
+            report.topology,
+            report.payload_bytes,
+            report.seed
+        )))
+    }
+}
+
+fn print_lora(r: &LoraReport, wall_secs: f64) {
+    let verdict = if r.ok() { "converged" } else { "FAILED" };
+    println!(
+        "{verdict}: {} of {} nodes hold the release after {:.1} virtual seconds ({})",
+        r.converged_nodes, r.honest_nodes, r.virtual_seconds, r.stop
+    );
+    println!(
+        "scenario {}: {} usable links; payload {} bytes in {} chunks, bundle {} bytes",
+        r.topology, r.links, r.payload_bytes, r.chunks, r.bundle_bytes
+    );
+    println!(
+        "airtime: {:.1} s total, {:.2} s per node (max {:.1} s); bound {:.1} s ({} CDS nodes): {:.2}x",
+        r.airtime_total_s,
+        r.airtime_per_node_s,
+        r.airtime_max_node_s,
+        r.bound_airtime_s,
+        r.cds_nodes,
+        r.airtime_vs_bound
+    );
+    if let (Some(b), Some(ratio)) = (r.baseline_airtime_s, r.baseline_vs_coded) {
+        println!(
+            "unicast baseline: {b:.1} s airtime ({ratio:.2}x the coded broadcast), converged: {}",
+            r.baseline_converged.unwrap_or(false)
+        );
+    }
+    println!(
+        "frames: {} ({} announcements, {} requests, {} bundle fragments, {} symbols in {} bursts, {} bursts suppressed)",
+        r.frames, r.announces, r.requests, r.pieces, r.symbols, r.bursts, r.bursts_suppressed
+    );
+    println!(
+        "duty-cycle violations: {}; bad-MAC frames dropped: {}; wall time {wall_secs:.2} s",
+        r.duty_cycle_violations, r.bad_mac_frames
+    );
+    for s in &r.stuck {
+        println!("  not converged: {s}");
+    }
 }

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand};
 use meshota_manifest::fs::{read_limited, write_atomic};
 use meshota_manifest::limits::MAX_TRUST_ROOT_BYTES;
 use meshota_manifest::{
-    Expiration, KeyId, PublicKey, ReleaseKey, RootKey, Scope, SecretKey, SignedDocument, TrustRoot,
-    Verified,
+    Expiration, KeyId, ProvisioningKey, PublicKey, ReleaseKey, RootKey, Scope, SecretKey,
+    SignedDocument, TrustRoot, Verified,
 };
 
 use crate::failure::{AtPath, CmdResult, Failure};
@@ -42,6 +42,9 @@ pub(crate) struct InitArgs {
     /// Distinct release keys needed to sign a manifest.
     #[arg(long, default_value_t = 1)]
     release_threshold: u32,
+    /// Provisioning keys (sign provisioning images): `PUB[;hardware=a,b][;expires=DATE]`.
+    #[arg(long = "provisioning-key", num_args = 1..)]
+    provisioning_keys: Vec<String>,
     /// Secret root keys to sign with.
     #[arg(long = "sign", required = true, num_args = 1..)]
     sign: Vec<PathBuf>,
@@ -77,6 +80,12 @@ pub(crate) struct RotateArgs {
     /// New release threshold (default: unchanged).
     #[arg(long)]
     release_threshold: Option<u32>,
+    /// Provisioning keys to add: `PUB[;hardware=..][;expires=..]`.
+    #[arg(long = "add-provisioning-key", num_args = 1..)]
+    add_provisioning_keys: Vec<String>,
+    /// Provisioning keys to remove and revoke (public key file or key id hex).
+    #[arg(long = "remove-provisioning-key", num_args = 1..)]
+    remove_provisioning_keys: Vec<String>,
     /// New expiry (default: unchanged).
     #[arg(long, conflicts_with = "no_expiry")]
     expires: Option<String>,
@@ -189,6 +198,37 @@ fn parse_release_key(spec: &str) -> CmdResult<ReleaseKey> {
     })
 }
 
+fn parse_provisioning_key(spec: &str) -> CmdResult<ProvisioningKey> {
+    let mut parts = spec.split(';');
+    let path = PathBuf::from(parts.next().unwrap_or_default());
+    let (name, key) = load_public(&path)?;
+    let mut hardware = Vec::new();
+    let mut expires = None;
+    for part in parts {
+        match part.split_once('=') {
+            Some(("hardware", v)) => {
+                hardware = v
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            Some(("expires", v)) => expires = Some(parse_time(v, now())?),
+            _ => {
+                return Err(Failure::usage(format!(
+                    "provisioning key option {part:?} in {spec:?}: use hardware=a,b or expires=DATE"
+                )));
+            }
+        }
+    }
+    Ok(ProvisioningKey {
+        name,
+        key,
+        hardware,
+        expires,
+    })
+}
+
 fn load_root_keys(paths: &[PathBuf]) -> CmdResult<Vec<RootKey>> {
     paths
         .iter()
@@ -228,6 +268,11 @@ fn init(a: InitArgs) -> CmdResult {
             .collect::<CmdResult<_>>()?,
         release_threshold: a.release_threshold,
         revoked: vec![],
+        provisioning_keys: a
+            .provisioning_keys
+            .iter()
+            .map(|s| parse_provisioning_key(s))
+            .collect::<CmdResult<_>>()?,
     };
     let signers = load_signers(&a.sign)?;
     let doc = sign_trust_root(body, &signers, &a.out)?;
@@ -288,6 +333,21 @@ fn rotate(a: RotateArgs) -> CmdResult {
         if !next.root_keys.iter().any(|k| k.key.id() == id) {
             next.revoked.push(id);
         }
+    }
+    for spec in &a.remove_provisioning_keys {
+        let id = key_id_of(spec)?;
+        let before = next.provisioning_keys.len();
+        next.provisioning_keys.retain(|k| k.key.id() != id);
+        if next.provisioning_keys.len() == before {
+            return Err(Failure::usage(format!(
+                "provisioning key {id} is not in {}",
+                a.trust.display()
+            )));
+        }
+        next.revoked.push(id);
+    }
+    for spec in &a.add_provisioning_keys {
+        next.provisioning_keys.push(parse_provisioning_key(spec)?);
     }
     next.root_keys.extend(load_root_keys(&a.add_root_keys)?);
     for spec in &a.add_release_keys {
@@ -359,6 +419,12 @@ fn show(a: &ShowArgs) -> CmdResult {
                 "channels": k.scope.channels,
                 "expires": k.expires.map(|e| e.0),
             })).collect::<Vec<_>>(),
+            "provisioning_keys": t.provisioning_keys.iter().map(|k| serde_json::json!({
+                "name": k.name,
+                "key_id": k.key.id().to_hex(),
+                "hardware": k.hardware,
+                "expires": k.expires.map(|e| e.0),
+            })).collect::<Vec<_>>(),
             "revoked": t.revoked.iter().map(KeyId::to_hex).collect::<Vec<_>>(),
             "signatures": doc.signatures().iter().map(|s| s.key_id.to_hex()).collect::<Vec<_>>(),
             "self_signed_valid": check.is_ok(),
@@ -396,6 +462,24 @@ fn show(a: &ShowArgs) -> CmdResult {
                 .map(|e| format!(" expires={e}"))
                 .unwrap_or_default()
         );
+    }
+    if !t.provisioning_keys.is_empty() {
+        println!("provisioning keys");
+        for k in &t.provisioning_keys {
+            println!(
+                "  {}  {}  hardware={}{}",
+                k.key.id(),
+                k.name,
+                if k.hardware.is_empty() {
+                    "any".to_owned()
+                } else {
+                    k.hardware.join(",")
+                },
+                k.expires
+                    .map(|e| format!(" expires={e}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     if !t.revoked.is_empty() {
         println!("revoked");

@@ -1,143 +1,171 @@
-//! Admission by device certificate (`[mesh.certificates]`): a peer is
-//! admitted when the certificate chain in its hello verifies to the
-//! fleet's root CA now (the provision crate's `verify_device`: structure,
-//! signatures, path length, validity, key usage, and the revocation list
-//! when one is configured) and its device certificate names the ML-DSA-65
-//! key the peer proved by channel binding. The hardware class in the
-//! certificate must be the one the peer declares.
-//!
-//! The revocation list is re-read when its file changes, so revoking a
-//! device at the station and copying the new list takes effect on the
-//! next connection without a restart.
-
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
+//! Mesh admission for provisioned fleets: a peer is admitted when the
+//! certificate chain its hello carries chains to the fleet's root, is
+//! valid now, is not on the revocation list, and is for the key the peer
+//! proved by channel binding. The rules are `meshota_provision::verify`;
+//! this module adapts them to the QUIC driver's [`PeerCheck`].
 
 use meshota_manifest::fs::read_limited;
-use meshota_mesh::quic::{AdmissionPolicy, hello::Hello};
-use meshota_provision::ca::{MAX_CERT_FILE_BYTES, parse_crl};
+use meshota_manifest::{PublicKey, UnixTime};
+use meshota_mesh::quic::PeerCheck;
+use meshota_mesh::quic::hello::MAX_CREDENTIAL_BYTES;
+use meshota_provision::ca::{parse_crl, read_cert};
 use meshota_provision::cert::parse_pem_chain;
 use meshota_provision::verify::verify_device;
 use meshota_provision::x509_cert::Certificate;
 use meshota_provision::x509_cert::crl::CertificateList;
-use meshota_provision::x509_cert::der::{Decode, Encode};
 
-use crate::config::CertificatesConfig;
+use crate::config::CertAdmissionConfig;
 use crate::failure::{AtPath, CmdResult, Failure};
 use crate::timefmt::now;
 
-/// The revocation list as last read, with the file time it was read at.
-#[derive(Debug, Default)]
-struct Crl {
-    modified: Option<SystemTime>,
-    list: Option<CertificateList>,
-}
-
-/// The certificate rule of one fleet.
-#[derive(Debug)]
-pub(crate) struct CertificateAdmission {
-    root: Certificate,
-    crl_path: Option<PathBuf>,
-    crl: Mutex<Crl>,
-}
-
-/// Reads a PEM chain (device certificate first).
-fn read_chain(path: &Path) -> CmdResult<Vec<Certificate>> {
-    let bytes = read_limited(path, MAX_CERT_FILE_BYTES)?;
-    let chain = parse_pem_chain(&bytes).at(path)?;
-    if chain.is_empty() {
-        return Err(Failure::file(path, "holds no certificate"));
+/// Checks `credentials` (PEM: device certificate, then intermediates)
+/// for the peer that proved `key`, at `at`.
+///
+/// # Errors
+/// The reason the peer is refused.
+pub(crate) fn check_peer(
+    root: &Certificate,
+    crl: Option<&CertificateList>,
+    key: &PublicKey,
+    credentials: &[u8],
+    at: UnixTime,
+) -> Result<(), String> {
+    if credentials.is_empty() {
+        return Err("it presented no device certificate".into());
     }
-    Ok(chain)
+    let mut chain = parse_pem_chain(credentials).map_err(|e| e.to_string())?;
+    let device = chain.remove(0);
+    let v = verify_device(root, &chain, &device, at, crl).map_err(|e| e.to_string())?;
+    if v.public_key != *key {
+        return Err(format!(
+            "the certificate of device {} is for another key than the one it proved",
+            v.subject.device_id
+        ));
+    }
+    Ok(())
 }
 
-impl CertificateAdmission {
-    /// Loads the root and the revocation list (which must exist and parse
-    /// when configured); also returns this node's own chain in DER, for its
-    /// hellos, after checking that it names `device_key`.
-    pub(crate) fn load(
-        cfg: &CertificatesConfig,
-        device_key: &meshota_manifest::PublicKey,
-    ) -> CmdResult<(Self, Vec<Vec<u8>>)> {
-        let root = read_chain(&cfg.root)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Failure::file(&cfg.root, "holds no certificate"))?;
-        let chain = read_chain(&cfg.chain)?;
-        let named = meshota_provision::verify::certificate_key(&chain[0]).at(&cfg.chain)?;
-        if named != *device_key {
-            return Err(Failure::file(
-                &cfg.chain,
-                "its device certificate names another key than mesh.device_key: peers would refuse this node",
-            ));
-        }
-        let own = chain
-            .iter()
-            .map(|c| c.to_der().at(&cfg.chain))
-            .collect::<CmdResult<Vec<_>>>()?;
-        let admission = Self {
-            root,
-            crl_path: cfg.crl.clone(),
-            crl: Mutex::new(Crl::default()),
-        };
-        if let Some(path) = &cfg.crl {
-            admission
-                .current_crl()
-                .map_err(|e| Failure::file(path, e))?;
-        }
-        Ok((admission, own))
-    }
-
-    /// The revocation list, re-read if its file changed since last time.
-    fn current_crl(&self) -> Result<Option<CertificateList>, String> {
-        let Some(path) = &self.crl_path else {
-            return Ok(None);
-        };
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut crl = self
-            .crl
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if crl.modified != Some(modified) || crl.list.is_none() {
-            let bytes = read_limited(path, MAX_CERT_FILE_BYTES).map_err(|e| e.to_string())?;
-            let list = parse_crl(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-            *crl = Crl {
-                modified: Some(modified),
-                list: Some(list),
-            };
-        }
-        Ok(crl.list.clone())
-    }
+/// The admission check and this node's own credentials, from the
+/// `[mesh.certificate]` table. The node's own chain must pass the same
+/// check for its own key, so a misconfigured node fails at start.
+pub(crate) fn certified(
+    cfg: &CertAdmissionConfig,
+    own_key: &PublicKey,
+) -> CmdResult<(PeerCheck, Vec<u8>)> {
+    let root = read_cert(&cfg.root).at(&cfg.root)?;
+    let crl = match &cfg.crl {
+        Some(p) => Some(parse_crl(&read_limited(p, 64 << 20)?).at(p)?),
+        None => None,
+    };
+    let own = read_limited(&cfg.chain, MAX_CREDENTIAL_BYTES)?;
+    check_peer(&root, crl.as_ref(), own_key, &own, now())
+        .map_err(|e| Failure::file(&cfg.chain, format!("this node's own certificate: {e}")))?;
+    let check =
+        PeerCheck::new(move |key, creds| check_peer(&root, crl.as_ref(), key, creds, now()));
+    Ok((check, own))
 }
 
-impl AdmissionPolicy for CertificateAdmission {
-    fn admit(&self, hello: &Hello) -> Result<(), String> {
-        let certs = hello
-            .certificates
-            .iter()
-            .map(|der| Certificate::from_der(der).map_err(|e| format!("certificate: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let Some((device, intermediates)) = certs.split_first() else {
-            return Err("presented no certificate".into());
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use meshota_manifest::{Protection, SecretKey};
+    use meshota_provision::ca::{Ca, NewKey};
+    use meshota_provision::cert::{self, DeviceSubject, to_pem};
+    use meshota_provision::serial::HardwareId;
+
+    const NOW: UnixTime = UnixTime(1_795_392_000);
+
+    fn cas(dir: &Path, seed: u8) -> (Ca, Ca) {
+        let rk = SecretKey::from_seed([seed; 32], "ca").unwrap();
+        let rfile = rk.secret_key_file(Protection::None).unwrap();
+        let root = Ca::create_root(
+            &dir.join(format!("root{seed}")),
+            &format!("Root {seed}"),
+            &NewKey {
+                key: &rk,
+                file: &rfile,
+            },
+            cert::ROOT_VALIDITY_DAYS,
+            1,
+            NOW,
+            "tester",
+        )
+        .unwrap();
+        let ik = SecretKey::from_seed([seed + 1; 32], "ca").unwrap();
+        let ifile = ik.secret_key_file(Protection::None).unwrap();
+        let inter = root
+            .create_intermediate(
+                &dir.join(format!("inter{seed}")),
+                &format!("Factory {seed}"),
+                &NewKey {
+                    key: &ik,
+                    file: &ifile,
+                },
+                cert::INTERMEDIATE_VALIDITY_DAYS,
+                0,
+                NOW,
+            )
+            .unwrap();
+        (root, inter)
+    }
+
+    fn chain(inter: &Ca, id: &str, key: &SecretKey) -> (Vec<u8>, Certificate) {
+        let subject = DeviceSubject {
+            device_id: id.into(),
+            serial: HardwareId::normalise(&format!("hw-{id}")).unwrap().serial(),
+            hardware: "rpi4".into(),
         };
-        let crl = self.current_crl()?;
-        let verified = verify_device(&self.root, intermediates, device, now(), crl.as_ref())
-            .map_err(|e| e.to_string())?;
-        if verified.public_key != hello.device_key {
-            return Err(format!(
-                "device certificate {} names another key than the one proved",
-                verified.cert_serial
-            ));
-        }
-        if verified.subject.hardware != hello.hardware {
-            return Err(format!(
-                "certificate hardware class {:?}, hello says {:?}",
-                verified.subject.hardware, hello.hardware
-            ));
-        }
-        Ok(())
+        let c = inter
+            .issue_device(&subject, key.public(), cert::DEVICE_VALIDITY_DAYS, NOW)
+            .unwrap();
+        let pem = format!(
+            "{}{}",
+            to_pem(&c).unwrap(),
+            to_pem(inter.certificate()).unwrap()
+        );
+        (pem.into_bytes(), c)
+    }
+
+    #[test]
+    fn a_peer_with_a_fleet_certificate_for_its_proven_key_is_admitted() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, inter) = cas(d.path(), 10);
+        let k = SecretKey::from_seed([50; 32], "n1").unwrap();
+        let (creds, _) = chain(&inter, "n1", &k);
+        check_peer(root.certificate(), None, k.public(), &creds, NOW).unwrap();
+    }
+
+    #[test]
+    fn another_fleets_certificate_another_keys_certificate_and_none_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, inter) = cas(d.path(), 10);
+        let (_, other_inter) = cas(d.path(), 20);
+        let k = SecretKey::from_seed([50; 32], "n1").unwrap();
+        let (foreign, _) = chain(&other_inter, "n1", &k);
+        let e = check_peer(root.certificate(), None, k.public(), &foreign, NOW).unwrap_err();
+        assert!(e.contains("does not chain"), "{e}");
+        let thief = SecretKey::from_seed([51; 32], "n2").unwrap();
+        let (stolen, _) = chain(&inter, "n1", &k);
+        let e = check_peer(root.certificate(), None, thief.public(), &stolen, NOW).unwrap_err();
+        assert!(e.contains("another key"), "{e}");
+        let e = check_peer(root.certificate(), None, k.public(), b"", NOW).unwrap_err();
+        assert!(e.contains("no device certificate"), "{e}");
+    }
+
+    #[test]
+    fn a_revoked_or_expired_peer_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, inter) = cas(d.path(), 10);
+        let k = SecretKey::from_seed([50; 32], "n1").unwrap();
+        let (creds, c) = chain(&inter, "n1", &k);
+        let serial = c.tbs_certificate().serial_number().as_bytes().to_vec();
+        let crl = inter.issue_crl(&[(serial, NOW)], 1, NOW, 30).unwrap();
+        let e = check_peer(root.certificate(), Some(&crl), k.public(), &creds, NOW).unwrap_err();
+        assert!(e.contains("revoked"), "{e}");
+        let later = UnixTime(NOW.0 + 800 * 86_400);
+        let e = check_peer(root.certificate(), None, k.public(), &creds, later).unwrap_err();
+        assert!(e.contains("expired"), "{e}");
     }
 }

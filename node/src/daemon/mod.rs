@@ -280,13 +280,13 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
     }
     let (installed, installed_version) = load_state(&node)?;
 
-    let mut certificates = Vec::new();
+    let mut credentials = Vec::new();
     let admission = if mesh.open {
         Admission::Open
-    } else if let Some(cfg) = &mesh.certificates {
-        let (policy, own) = admission::CertificateAdmission::load(cfg, key.public())?;
-        certificates = own;
-        Admission::Policy(Arc::new(policy))
+    } else if let Some(c) = &mesh.certificate {
+        let (check, own) = admission::certified(c, key.public())?;
+        credentials = own;
+        Admission::Certified(check)
     } else {
         let mut set = std::collections::BTreeSet::new();
         for id in &mesh.allow {
@@ -299,12 +299,12 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
         Admission::AllowList(set)
     };
     let endpoint = Arc::new(
-        QuicEndpoint::bind_presenting(
+        QuicEndpoint::bind_with_credentials(
             mesh.listen,
             (*key).clone(),
             node.config.hardware.clone(),
-            certificates,
             admission,
+            credentials,
         )
         .map_err(|e| Failure::file(&node.path, format!("cannot listen on {}: {e}", mesh.listen)))?,
     );
@@ -556,7 +556,10 @@ async fn dial_loop(ep: Arc<QuicEndpoint>, addr: std::net::SocketAddr, tx: mpsc::
                 backoff = Duration::from_millis(200);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e @ meshota_mesh::quic::QuicError::NotAdmitted { .. }) => {
+            Err(
+                e @ (meshota_mesh::quic::QuicError::NotAdmitted { .. }
+                | meshota_mesh::quic::QuicError::NotCertified { .. }),
+            ) => {
                 // The peer answered and proved its key, but this node's
                 // admission rule refuses it: an operator wants to know.
                 tracing::warn!(%addr, "dialled peer refused: {e}");

@@ -272,6 +272,7 @@ fn make_trust(dir: &Path) -> CmdResult<(PathBuf, PathBuf)> {
         }],
         release_threshold: 1,
         revoked: vec![],
+        provisioning_keys: vec![],
     };
     let path = dir.join("trust.mota");
     let doc = SignedDocument::sign(body, &[&root]).at(&path)?;

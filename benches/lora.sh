@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# LoRa airtime benchmark (issue #8) in the deterministic simulator, EU868
+# (g3 sub-band 869.525 MHz, 10 % duty cycle; DR5 = SF7/125 kHz, 222-byte
+# frames; 14 dBm, log-distance path loss, 10 % extra frame loss, collisions
+# with 6 dB capture, listen before talk). For each scenario (line:5,
+# random:50, grid:200) and payload (20 KiB, 100 KiB), one run of
+#   meshota sim --lora --topology T --payload-bytes N --seed S --json --baseline
+# which measures, in the same medium and seed:
+#   - the coded broadcast (mesh::radio): total airtime, airtime per node,
+#     time to full convergence;
+#   - the broadcast bound: the payload once per node of a greedy connected
+#     dominating set (goal: coded <= 1.5x the bound);
+#   - the unicast baseline: per-neighbour transfers with acknowledgements
+#     and retransmission (goal on random:50: baseline >= 3x coded).
+# Figures go to stdout as markdown (paste under "## LoRa" in BENCHMARKS.md);
+# progress to stderr. Every run is bounded in virtual time (6 h) and steps.
+# Usage: benches/lora.sh [--seed S] [--payloads "20480 102400"] [--topologies "line:5 random:50 grid:200"]
+# Env: MESHOTA_BIN (default: build $CARGO_TARGET_DIR/release/meshota),
+#      CARGO_TARGET_DIR (default /work/target-bench if writable, else REPO/target).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SEED=1
+PAYLOADS="20480 102400"
+TOPOLOGIES="line:5 random:50 grid:200"
+while (($#)); do
+    case $1 in
+    --seed) SEED=$2; shift 2 ;;
+    --payloads) PAYLOADS=$2; shift 2 ;;
+    --topologies) TOPOLOGIES=$2; shift 2 ;;
+    *) echo "usage: $0 [--seed S] [--payloads \"N ...\"] [--topologies \"T ...\"]" >&2; exit 2 ;;
+    esac
+done
+log() { echo "lora.sh: $*" >&2; }
+
+if [[ -z ${CARGO_TARGET_DIR:-} ]]; then
+    if [[ -w /work ]]; then CARGO_TARGET_DIR=/work/target-bench; else CARGO_TARGET_DIR=$REPO/target; fi
+fi
+export CARGO_TARGET_DIR
+if [[ -z ${MESHOTA_BIN:-} ]]; then
+    log "cargo build --release -p meshota-node (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    (cd "$REPO" && cargo build --release -q -p meshota-node)
+    MESHOTA_BIN=$CARGO_TARGET_DIR/release/meshota
+fi
+M=$MESHOTA_BIN
+command -v python3 >/dev/null || { echo "lora.sh: needs python3 (to read the JSON)" >&2; exit 2; }
+
+echo "| scenario | payload | converged | time to converge (s) | airtime total (s) | per node (s) | max node (s) | bound (s) | coded / bound | baseline (s) | baseline / coded | duty-cycle violations | wall (s) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for payload in $PAYLOADS; do
+    for topo in $TOPOLOGIES; do
+        log "sim --lora --topology $topo --payload-bytes $payload --seed $SEED --baseline"
+        start=$(date +%s.%N)
+        # Exit 1 means "did not converge": still a figure to report.
+        json=$("$M" sim --lora --topology "$topo" --payload-bytes "$payload" --seed "$SEED" --json --baseline 2>/dev/null) || true
+        end=$(date +%s.%N)
+        if [[ -z $json ]]; then
+            echo "| $topo | $payload | error | | | | | | | | | | |"
+            continue
+        fi
+        WALL=$(python3 -c "print(f'{$end - $start:.1f}')") python3 -c '
+import json, os, sys
+r = json.loads(sys.argv[1])
+kib = r["payload_bytes"] / 1024
+vd = r.get("baseline_duty_cycle_violations")
+print("| {t} | {kib:g} KiB | {c} | {v:.0f} | {a:.1f} | {p:.2f} | {m:.1f} | {b:.1f} | {ab:.2f}x | {bl:.1f} (converged: {bc}, {bvs:.0f} s) | {bx:.2f}x | {dv} / baseline {bdv} | {w} |".format(
+    t=r["topology"], kib=kib, c="yes" if r["converged"] else "NO",
+    v=r["virtual_seconds"], a=r["airtime_total_s"], p=r["airtime_per_node_s"],
+    m=r["airtime_max_node_s"], b=r["bound_airtime_s"], ab=r["airtime_vs_bound"],
+    bl=r["baseline_airtime_s"], bc="yes" if r["baseline_converged"] else "NO",
+    bvs=r["baseline_virtual_seconds"], bx=r["baseline_vs_coded"],
+    dv=r["duty_cycle_violations"], bdv=vd, w=os.environ["WALL"]))
+' "$json"
+    done
+done

@@ -1,0 +1,88 @@
+//! What one node's radio link is configured with: keys, channel, region,
+//! frame size, Trickle and the protocol's timing.
+
+use alloc::string::String;
+
+use meshota_manifest::Expiration;
+use meshota_radios::{Channel, Region, ShortId};
+
+use crate::trickle::TrickleConfig;
+
+/// Timing of one link, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RadioTiming {
+    /// After hearing a burst frame (symbol or bundle fragment), requests and
+    /// announcements wait this long: a neighbour's burst is still going.
+    pub quiet_us: u64,
+    /// Requests wait a random delay below this (so one asker goes first and
+    /// the others hear it).
+    pub request_backoff_us: u64,
+    /// A request not answered is sent again after this (plus backoff),
+    /// doubled for each request in a row the holder asked left unanswered
+    /// (up to 16 times).
+    pub request_retry_us: u64,
+    /// A source waits a random delay below this, divided by the number of
+    /// neighbours that asked it, before a burst; another source's symbols
+    /// heard meanwhile cancel it. So the source that covers the most askers
+    /// tends to go first and the others stand down (a greedy dominating set
+    /// in the making).
+    pub burst_backoff_us: u64,
+    /// A burst sends `need + need / margin_div + 1` symbols for the largest
+    /// need asked, to cover loss.
+    pub margin_div: u32,
+    /// A neighbour still announcing an older release that has not asked
+    /// for ours within this long resets the Trickle timer again.
+    pub stale_neighbour_us: u64,
+    /// Bundle verification failures of one release before it is refused.
+    pub bundle_failures_max: u32,
+}
+
+impl RadioTiming {
+    /// Defaults for LoRa at SF7/125 kHz (frames of about 0.35 s).
+    pub const LORA: Self = Self {
+        quiet_us: 1_000_000,
+        request_backoff_us: 1_500_000,
+        request_retry_us: 8_000_000,
+        burst_backoff_us: 16_000_000,
+        margin_div: 8,
+        stale_neighbour_us: 30_000_000,
+        bundle_failures_max: 3,
+    };
+}
+
+/// Everything one node's link needs. The mesh key is a secret: only nodes
+/// holding the same key exchange frames.
+#[derive(Clone)]
+pub struct RadioConfig {
+    /// The 32-byte mesh key frames are authenticated with.
+    pub mesh_key: [u8; 32],
+    /// This node's short id on the air.
+    pub short_id: ShortId,
+    /// Frequency and modulation of every frame.
+    pub channel: Channel,
+    /// The region whose duty cycles the budget enforces.
+    pub region: Region,
+    /// Largest frame (bytes), e.g. the data rate's limit.
+    pub frame_len: usize,
+    /// Trickle timing of announcements.
+    pub trickle: TrickleConfig,
+    /// Backoffs, retries and margins.
+    pub timing: RadioTiming,
+    /// Seed of every random choice of this link.
+    pub seed: u64,
+    /// The node's hardware class (releases for others are carried and
+    /// relayed, never reported complete for install).
+    pub hardware: Option<String>,
+    /// Expiry enforcement for manifests.
+    pub expiration: Expiration,
+}
+
+impl core::fmt::Debug for RadioConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RadioConfig")
+            .field("short_id", &self.short_id)
+            .field("channel", &self.channel)
+            .field("frame_len", &self.frame_len)
+            .finish_non_exhaustive()
+    }
+}

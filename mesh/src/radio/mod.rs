@@ -1,0 +1,51 @@
+//! The mesh protocol over LoRa radio links (issue #8), sans-IO.
+//!
+//! # What it is for
+//! One [`RadioLink`] per node and radio: it takes received frames and the
+//! time, and hands back frames to transmit, each already admitted by the
+//! node's [`meshota_radios::DutyCycleBudget`]. The same state machine runs
+//! in the simulator (`meshota-sim`, over `meshota_radios::Medium`) and
+//! would run over the SX126x backend.
+//!
+//! # How a release crosses a hop
+//! 1. **Announce** ([`msg::Announce`]): the release id, security version and
+//!    a "complete" flag, on a Trickle timer (RFC 6206, [`crate::trickle`]):
+//!    consistency is the release id, so neighbours that agree stay quiet and
+//!    a newer (or older) id heard resets the interval.
+//! 2. **Bundle** ([`bundle`]): a node that hears a newer release asks its
+//!    announcer for the signed manifest and chunk index (about 3.6 KB) with a
+//!    bitmap of the fragments it holds (selective repeat). The answer is
+//!    broadcast, so every neighbour collects it; requests overheard for the
+//!    same release are postponed. The bundle is verified (ML-DSA-65
+//!    signature, id, index hash) before it is kept, announced or relayed.
+//! 3. **Payload**: each chunk of the signed index is one RaptorQ object
+//!    (`meshota_radios::coding`) whose id is the chunk's BLAKE3, so a
+//!    decoded chunk is checked against the signed index by the decoder
+//!    itself; a chunk that fails is reset and only it is asked again. A
+//!    needy node sends one [`msg::PayloadRequest`] (chunk bitmap and symbols
+//!    still needed per chunk) to one chosen source; the source broadcasts
+//!    fresh repair symbols for the largest need it was asked plus a margin,
+//!    and every neighbour that lacks the chunk uses them. No per-frame
+//!    acknowledgements.
+//! 4. **Multi-hop and suppression**: a node that decoded everything is a
+//!    source. Needy nodes pick the source they last heard symbols from, and
+//!    adopt the source a neighbour just asked; a source that hears another
+//!    node's symbols of the same release before its own burst starts
+//!    cancels the burst (the askers ask again if still short).
+//!
+//! # What it does not do
+//! It keeps the one release it is carrying in memory (chunks included) and
+//! reports [`LinkEvent`]s; storing chunks and installing are the driver's.
+//! Short ids are trusted only as addresses: everything that matters is
+//! checked by signature and hash.
+
+pub mod bundle;
+mod carried;
+mod config;
+mod error;
+mod link;
+pub mod msg;
+mod report;
+
+pub use error::RadioError;
+pub use link::{LinkEvent, LinkStats, RadioConfig, RadioLink, RadioTiming};

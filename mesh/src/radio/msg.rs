@@ -1,0 +1,323 @@
+//! The payloads of radio frames, byte by byte. The frame header
+//! (`meshota_radios::frame`) already carries the kind, the short ids of
+//! sender and receiver and the fragment index and count; these are what
+//! follows it. Every decoder checks lengths before it reads and refuses
+//! trailing bytes.
+//!
+//! ```text
+//! Announce (broadcast, Trickle):
+//!   0..32   release id (BLAKE3 of the manifest body)
+//!   32..40  security version, u64 little-endian
+//!   40      flags: bit 0 = holds every chunk (a source); other bits 0
+//! Request (to one holder: manifest fragments wanted):
+//!   0..4    release tag (first 4 bytes of the id)
+//!   4       fragment count known to the asker (0: none yet = send all)
+//!   5..     when the count is non-zero: progress bitmap of the fragments
+//!           held (`meshota_radios::progress`, over `count` fragments)
+//! Message (broadcast, fragment i of n in the frame header):
+//!   0..4    release tag
+//!   4..     bytes of the bundle (`super::bundle`) from i * piece size
+//! Symbol (broadcast): a RaptorQ symbol of one chunk
+//!   (`meshota_radios::coding`; its 4-byte tag is the chunk id's)
+//! Progress (to the chosen source: chunks wanted):
+//!   0..4    release tag
+//!   4       length L of the bitmap
+//!   5..5+L  progress bitmap of the chunks held, over the index's chunk count
+//!   5+L..   LEB128 varints: symbols still needed, one per missing chunk in
+//!           order (a shorter list means "all symbols" for the rest)
+//! ```
+
+use alloc::vec::Vec;
+
+use meshota_manifest::Hash;
+use meshota_radios::Progress;
+
+use super::error::RadioError;
+
+/// Bytes of a release tag.
+pub const TAG_LEN: usize = 4;
+/// Bytes of an announcement.
+pub const ANNOUNCE_LEN: usize = 41;
+
+/// The 4-byte tag of a release id or chunk id.
+#[must_use]
+pub fn tag_of(id: &Hash) -> [u8; TAG_LEN] {
+    let b = id.as_bytes();
+    [b[0], b[1], b[2], b[3]]
+}
+
+fn tag_at(bytes: &[u8], what: &'static str) -> Result<[u8; TAG_LEN], RadioError> {
+    bytes
+        .get(..TAG_LEN)
+        .and_then(|t| <[u8; TAG_LEN]>::try_from(t).ok())
+        .ok_or(RadioError::Truncated { what })
+}
+
+/// A release announcement: its id and security version only, and whether
+/// the sender holds all of it. Invariant: encodes to [`ANNOUNCE_LEN`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announce {
+    /// The release id.
+    pub release: Hash,
+    /// Its security version.
+    pub security_version: u64,
+    /// The sender holds every chunk and can serve symbols.
+    pub complete: bool,
+}
+
+impl Announce {
+    /// The wire bytes.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ANNOUNCE_LEN);
+        out.extend_from_slice(self.release.as_bytes());
+        out.extend_from_slice(&self.security_version.to_le_bytes());
+        out.push(u8::from(self.complete));
+        out
+    }
+
+    /// Parses wire bytes.
+    ///
+    /// # Errors
+    /// [`RadioError::Truncated`] / [`RadioError::Malformed`] on length or
+    /// unknown flag bits.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RadioError> {
+        const WHAT: &str = "announce";
+        if bytes.len() != ANNOUNCE_LEN {
+            return Err(RadioError::Malformed {
+                what: WHAT,
+                reason: "length is not 41 bytes",
+            });
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&bytes[..32]);
+        let mut sv = [0u8; 8];
+        sv.copy_from_slice(&bytes[32..40]);
+        let flags = bytes[40];
+        if flags & !1 != 0 {
+            return Err(RadioError::Malformed {
+                what: WHAT,
+                reason: "unknown flag bits",
+            });
+        }
+        Ok(Self {
+            release: Hash(id),
+            security_version: u64::from_le_bytes(sv),
+            complete: flags & 1 == 1,
+        })
+    }
+}
+
+/// A request for a release's bundle fragments (selective repeat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRequest {
+    /// The release tag.
+    pub tag: [u8; TAG_LEN],
+    /// Fragments held, over the bundle's fragment count; `None` when the
+    /// asker has none yet (send them all).
+    pub held: Option<Progress>,
+}
+
+impl ManifestRequest {
+    /// The wire bytes.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.tag.to_vec();
+        match &self.held {
+            Some(p) => {
+                // Fragment counts are 1..=255 (one byte in the frame header).
+                out.push(u8::try_from(p.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(&p.to_bytes());
+            }
+            None => out.push(0),
+        }
+        out
+    }
+
+    /// Parses wire bytes.
+    ///
+    /// # Errors
+    /// [`RadioError::Truncated`], or [`RadioError::Frame`] for a bad bitmap.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RadioError> {
+        const WHAT: &str = "manifest request";
+        let tag = tag_at(bytes, WHAT)?;
+        let count = *bytes
+            .get(TAG_LEN)
+            .ok_or(RadioError::Truncated { what: WHAT })?;
+        let rest = &bytes[TAG_LEN + 1..];
+        let held = if count == 0 {
+            if !rest.is_empty() {
+                return Err(RadioError::Malformed {
+                    what: WHAT,
+                    reason: "bitmap without a fragment count",
+                });
+            }
+            None
+        } else {
+            Some(Progress::from_bytes(rest, usize::from(count))?)
+        };
+        Ok(Self { tag, held })
+    }
+}
+
+/// Chunks a receiver wants from its chosen source: what it holds and how
+/// many symbols each missing chunk still needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadRequest {
+    /// The release tag.
+    pub tag: [u8; TAG_LEN],
+    /// Chunks held, over the index's chunk count.
+    pub held: Progress,
+    /// Symbols still needed per missing chunk, in chunk order (may be
+    /// shorter than the missing list).
+    pub needs: Vec<u32>,
+}
+
+/// Most chunk needs one request lists (the rest count as "all symbols").
+pub const NEEDS_MAX: usize = 64;
+
+impl PayloadRequest {
+    /// The wire bytes, listing needs while they fit in `room` bytes.
+    #[must_use]
+    pub fn encode(&self, room: usize) -> Vec<u8> {
+        let bitmap = self.held.to_bytes();
+        let mut out = self.tag.to_vec();
+        out.push(u8::try_from(bitmap.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(&bitmap);
+        for &n in self.needs.iter().take(NEEDS_MAX) {
+            let mut v = Vec::new();
+            push_leb128(&mut v, n);
+            if out.len() + v.len() > room {
+                break;
+            }
+            out.extend_from_slice(&v);
+        }
+        out
+    }
+
+    /// Parses wire bytes for a release of `chunks` chunks.
+    ///
+    /// # Errors
+    /// [`RadioError::Truncated`] / [`RadioError::Malformed`], or
+    /// [`RadioError::Frame`] for a bad bitmap.
+    pub fn decode(bytes: &[u8], chunks: usize) -> Result<Self, RadioError> {
+        const WHAT: &str = "payload request";
+        let tag = tag_at(bytes, WHAT)?;
+        let len = usize::from(
+            *bytes
+                .get(TAG_LEN)
+                .ok_or(RadioError::Truncated { what: WHAT })?,
+        );
+        let start = TAG_LEN + 1;
+        let bitmap = bytes
+            .get(start..start + len)
+            .ok_or(RadioError::Truncated { what: WHAT })?;
+        let held = Progress::from_bytes(bitmap, chunks)?;
+        let mut rest = &bytes[start + len..];
+        let mut needs = Vec::new();
+        while !rest.is_empty() {
+            if needs.len() >= NEEDS_MAX {
+                return Err(RadioError::Malformed {
+                    what: WHAT,
+                    reason: "more needs than the limit",
+                });
+            }
+            let (v, used) = read_leb128(rest).ok_or(RadioError::Malformed {
+                what: WHAT,
+                reason: "bad varint",
+            })?;
+            needs.push(v);
+            rest = &rest[used..];
+        }
+        Ok(Self { tag, held, needs })
+    }
+}
+
+fn push_leb128(out: &mut Vec<u8>, mut v: u32) {
+    loop {
+        let byte = (v & 0x7F) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A LEB128 value of at most 3 bytes (2^21 symbols is far above any
+/// object) and the bytes it used.
+fn read_leb128(bytes: &[u8]) -> Option<(u32, usize)> {
+    let mut v = 0u32;
+    for (i, &b) in bytes.iter().take(3).enumerate() {
+        v |= u32::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn announce_round_trips_and_refuses_unknown_flags() {
+        let a = Announce {
+            release: Hash([7; 32]),
+            security_version: 42,
+            complete: true,
+        };
+        let bytes = a.encode();
+        assert_eq!(bytes.len(), ANNOUNCE_LEN);
+        assert_eq!(Announce::decode(&bytes).unwrap(), a);
+        let mut bad = bytes.clone();
+        bad[40] = 2;
+        assert!(Announce::decode(&bad).is_err());
+        assert!(Announce::decode(&bytes[..40]).is_err());
+    }
+
+    #[test]
+    fn payload_request_round_trips_and_cuts_needs_to_the_room() {
+        let mut held = Progress::new(10).unwrap();
+        held.set(0);
+        held.set(3);
+        let r = PayloadRequest {
+            tag: [1, 2, 3, 4],
+            held,
+            needs: alloc::vec![5, 300, 7, 1, 1, 1, 1, 1],
+        };
+        let full = r.encode(200);
+        assert_eq!(PayloadRequest::decode(&full, 10).unwrap(), r);
+        let cut = r.encode(full.len() - 2);
+        let back = PayloadRequest::decode(&cut, 10).unwrap();
+        assert_eq!(back.needs, alloc::vec![5, 300, 7, 1, 1, 1]);
+    }
+
+    #[test]
+    fn manifest_request_without_count_means_send_all() {
+        let r = ManifestRequest {
+            tag: [9; 4],
+            held: None,
+        };
+        assert_eq!(ManifestRequest::decode(&r.encode()).unwrap(), r);
+        let mut p = Progress::new(18).unwrap();
+        p.set(17);
+        let r2 = ManifestRequest {
+            tag: [9; 4],
+            held: Some(p),
+        };
+        assert_eq!(ManifestRequest::decode(&r2.encode()).unwrap(), r2);
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..64), chunks in 0usize..40) {
+            let _ = Announce::decode(&bytes);
+            let _ = ManifestRequest::decode(&bytes);
+            let _ = PayloadRequest::decode(&bytes, chunks);
+        }
+    }
+}

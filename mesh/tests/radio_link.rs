@@ -1,0 +1,246 @@
+//! The LoRa radio link (`mesh::radio`) driven directly, two links and a
+//! perfect channel, or frames crafted by a member of the mesh: what the
+//! link accepts, relays and refuses.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::*;
+use meshota_blobstore::ChunkIndex;
+use meshota_manifest::{Expiration, Hash};
+use meshota_mesh::TrickleConfig;
+use meshota_mesh::radio::msg::{Announce, tag_of};
+use meshota_mesh::radio::{LinkEvent, RadioConfig, RadioLink, RadioTiming, bundle};
+use meshota_radios::{
+    Bandwidth, Channel, EU868, FrameCodec, FrameKind, Header, LoraParams, Micros, ShortId,
+    SpreadingFactor,
+};
+use proptest::prelude::*;
+
+const KEY: [u8; 32] = [7; 32];
+const FREQ: u32 = 869_525_000;
+
+fn config(id: u16, seed: u64) -> RadioConfig {
+    RadioConfig {
+        mesh_key: KEY,
+        short_id: ShortId(id),
+        channel: Channel {
+            freq_hz: FREQ,
+            params: LoraParams::new(SpreadingFactor::Sf7, Bandwidth::Khz125),
+        },
+        region: EU868,
+        frame_len: 222,
+        trickle: TrickleConfig::LORA,
+        timing: RadioTiming::LORA,
+        seed,
+        hardware: Some("board".into()),
+        expiration: Expiration::dangerous_ignore(),
+    }
+}
+
+struct Release {
+    bundle: Vec<u8>,
+    chunks: Vec<Vec<u8>>,
+    id: Hash,
+    image: Vec<u8>,
+}
+
+fn release(security_version: u64, signer: &meshota_manifest::SecretKey) -> Release {
+    let img = image(security_version, 20 * 1024);
+    let p = publish(signer, &img, "board", security_version);
+    let index = ChunkIndex::decode(&p.index).unwrap();
+    let chunks = index
+        .chunks()
+        .iter()
+        .map(|c| p.chunks[&c.hash].clone())
+        .collect();
+    Release {
+        bundle: bundle::encode(&p.manifest, &p.index).unwrap(),
+        chunks,
+        id: p.id,
+        image: img,
+    }
+}
+
+/// Two links in range of each other over a channel that loses nothing:
+/// every frame one sends reaches the other when it ends. Bounded.
+fn run_pair(a: &mut RadioLink, b: &mut RadioLink, until: Micros) -> bool {
+    let airtime = |len| config(0, 0).channel.params.time_on_air_us(len).unwrap();
+    let mut in_flight: Vec<(Micros, bool, Vec<u8>)> = Vec::new();
+    let mut now = Micros(0);
+    for _ in 0..200_000 {
+        if b.is_complete() || now > until {
+            break;
+        }
+        in_flight.sort_by_key(|f| f.0);
+        while in_flight.first().is_some_and(|f| f.0 <= now) {
+            let (_, to_b, bytes) = in_flight.remove(0);
+            if to_b {
+                b.handle_frame(now, &bytes);
+            } else {
+                a.handle_frame(now, &bytes);
+            }
+        }
+        for (link, to_b) in [(&mut *a, true), (&mut *b, false)] {
+            if link.poll_timeout() <= now {
+                link.handle_timeout(now);
+                if let Some(f) = link.poll_transmit(now) {
+                    assert!(f.len() <= 222);
+                    in_flight.push((now.plus(airtime(f.len())), to_b, f));
+                }
+            }
+        }
+        let next = [a.poll_timeout(), b.poll_timeout()]
+            .into_iter()
+            .chain(in_flight.iter().map(|f| f.0))
+            .min()
+            .unwrap();
+        now = next.max(Micros(now.0 + 1));
+    }
+    b.is_complete()
+}
+
+#[test]
+fn a_neighbour_fetches_the_bundle_then_decodes_and_verifies_every_chunk() {
+    let k = keys();
+    let old = release(1, &k.release);
+    let new = release(2, &k.release);
+    let mut a = RadioLink::new(config(1, 1), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    a.add_release(Micros(0), new.bundle.clone(), &new.chunks)
+        .unwrap();
+    let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    assert!(run_pair(&mut a, &mut b, Micros(600 * Micros::SECOND)));
+    assert_eq!(b.release(), Some(new.id));
+    assert_eq!(b.payload().unwrap(), new.image);
+    let events: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
+    assert!(events.contains(&LinkEvent::ManifestVerified { release: new.id }));
+    assert!(events.contains(&LinkEvent::ReleaseComplete { release: new.id }));
+    // One hop, no loss: the bundle and the payload crossed about once.
+    assert!(a.stats().sent_pieces <= 2 * 18, "{:?}", a.stats());
+    assert!(b.stats().sent_symbols == 0 && b.stats().frames_bad_mac == 0);
+}
+
+#[test]
+fn a_release_whose_chunks_do_not_match_its_index_is_refused_locally() {
+    let k = keys();
+    let old = release(1, &k.release);
+    let new = release(2, &k.release);
+    let mut a = RadioLink::new(config(1, 1), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    let mut chunks = new.chunks.clone();
+    chunks[0][0] ^= 1;
+    assert!(
+        a.add_release(Micros(0), new.bundle.clone(), &chunks)
+            .is_err()
+    );
+    assert_eq!(a.release(), None);
+}
+
+/// A member of the mesh (right key) announces a release signed by a key the
+/// trust root does not list and pushes its bundle: the link refuses it,
+/// never carries or announces it, and stops fetching it after three tries.
+#[test]
+fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
+    let k = keys();
+    let old = release(1, &k.release);
+    let rogue_key = meshota_manifest::SecretKey::from_seed([66; 32], "rogue").unwrap();
+    let forged = release(9, &rogue_key);
+    let codec = FrameCodec::new(&KEY, 222).unwrap();
+    let mallory = ShortId(666);
+    let frame = |kind, index: u8, count: u8, payload: &[u8]| {
+        let h = Header {
+            kind,
+            src: mallory,
+            dst: ShortId::BROADCAST,
+            msg_id: 0,
+            frag_index: index,
+            frag_count: count,
+        };
+        codec.encode(&h, payload).unwrap()
+    };
+    let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    let announce = Announce {
+        release: forged.id,
+        security_version: 9,
+        complete: true,
+    };
+    let piece = bundle::piece_len(codec.max_payload());
+    let count = u8::try_from(forged.bundle.len().div_ceil(piece)).unwrap();
+    let mut now = Micros(0);
+    for _round in 0..4 {
+        now = now.plus(Micros::SECOND);
+        b.handle_frame(now, &frame(FrameKind::Announce, 0, 1, &announce.encode()));
+        for i in 0..count {
+            let from = usize::from(i) * piece;
+            let mut p = tag_of(&forged.id).to_vec();
+            p.extend_from_slice(&forged.bundle[from..(from + piece).min(forged.bundle.len())]);
+            b.handle_frame(now, &frame(FrameKind::Message, i, count, &p));
+        }
+    }
+    assert_eq!(b.release(), None);
+    let rejected = std::iter::from_fn(|| b.poll_event())
+        .filter(|e| matches!(e, LinkEvent::BundleRejected { .. }))
+        .count();
+    assert_eq!(rejected, 3, "three tries, then the release is refused");
+    // It still announces what it runs, never the forged release.
+    let mut sent = Vec::new();
+    for _ in 0..50 {
+        now = now.plus(2 * Micros::SECOND);
+        b.handle_timeout(now);
+        if let Some(f) = b.poll_transmit(now) {
+            sent.push(f);
+        }
+    }
+    for f in &sent {
+        let f = codec.decode(f).unwrap();
+        if f.header.kind == FrameKind::Announce {
+            assert_eq!(Announce::decode(f.payload).unwrap().release, old.id);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Authenticated frames (right mesh key) with random payloads of every
+    /// kind never panic a link that carries a release.
+    #[test]
+    fn authenticated_garbage_never_panics_the_link(
+        frames in proptest::collection::vec((1u8..=5, any::<u8>(), 1u8..=20, proptest::collection::vec(any::<u8>(), 0..210)), 1..40)
+    ) {
+        let k = keys_cached();
+        let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+        a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
+        let codec = FrameCodec::new(&KEY, 222).unwrap();
+        let mut now = Micros(0);
+        for (kind, index, count, payload) in frames {
+            let kind = match kind {
+                1 => FrameKind::Announce,
+                2 => FrameKind::Request,
+                3 => FrameKind::Message,
+                4 => FrameKind::Symbol,
+                _ => FrameKind::Progress,
+            };
+            let h = Header { kind, src: ShortId(9), dst: ShortId(1), msg_id: 0, frag_index: index % count, frag_count: count };
+            now = now.plus(100_000);
+            a.handle_frame(now, &codec.encode(&h, &payload).unwrap());
+            a.handle_timeout(now);
+            let _ = a.poll_transmit(now);
+        }
+    }
+}
+
+type Cached = (
+    meshota_manifest::Verified<meshota_manifest::TrustRoot>,
+    Hash,
+    Vec<u8>,
+    Vec<Vec<u8>>,
+);
+
+fn keys_cached() -> &'static Cached {
+    static CELL: std::sync::OnceLock<Cached> = std::sync::OnceLock::new();
+    CELL.get_or_init(|| {
+        let k = keys();
+        let old = release(1, &k.release);
+        let new = release(2, &k.release);
+        (k.trust, old.id, new.bundle, new.chunks)
+    })
+}

@@ -1,0 +1,56 @@
+//! `meshota sim --lora`: the LoRa scenarios from the command line.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::process::Command;
+
+mod common;
+use common::*;
+
+fn sim_lora(args: &[&str]) -> std::process::Output {
+    Command::new(meshota())
+        .args(["sim", "--lora"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn sim_lora_json_reports_airtime_bound_baseline_and_duty_cycle_and_is_deterministic() {
+    let args = [
+        "--topology",
+        "line:3",
+        "--payload-bytes",
+        "8192",
+        "--seed",
+        "5",
+        "--json",
+        "--baseline",
+    ];
+    let a = sim_lora(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = sim_lora(&args);
+    assert_eq!(a.stdout, b.stdout, "same arguments, same output");
+    let v: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(v["converged"], true);
+    assert_eq!(v["duty_cycle_violations"], 0);
+    let airtime = v["airtime_total_s"].as_f64().unwrap();
+    let bound = v["bound_airtime_s"].as_f64().unwrap();
+    let baseline = v["baseline_airtime_s"].as_f64().unwrap();
+    assert!(
+        bound > 0.0 && airtime >= bound,
+        "{airtime} vs bound {bound}"
+    );
+    assert!(baseline > 0.0);
+    assert!(v["virtual_seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn sim_lora_without_baseline_omits_its_airtime_and_refuses_a_bad_topology() {
+    let out = sim_lora(&["--topology", "line:2", "--payload-bytes", "4096", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.get("baseline_airtime_s").is_none());
+    let bad = sim_lora(&["--topology", "ring:5"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("line:HOPS"), "{}", stderr(&bad));
+}
