@@ -53,6 +53,7 @@ pub mod dutycycle;
 mod error;
 pub mod fragment;
 pub mod frame;
+pub mod leb128;
 pub mod lora;
 pub mod medium;
 pub mod progress;

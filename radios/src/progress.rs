@@ -91,13 +91,13 @@ impl Progress {
             if self.get(i) == current {
                 run += 1;
             } else {
-                push_leb128(&mut out, run);
+                crate::leb128::push(&mut out, u32::try_from(run).unwrap_or(u32::MAX));
                 current = !current;
                 run = 1;
             }
         }
         if run > 0 || self.len == 0 {
-            push_leb128(&mut out, run);
+            crate::leb128::push(&mut out, u32::try_from(run).unwrap_or(u32::MAX));
         }
         out
     }
@@ -139,7 +139,8 @@ impl Progress {
                 let mut set = false;
                 let mut rest = body;
                 while !rest.is_empty() {
-                    let (run, used) = read_leb128(rest).ok_or(bad("bad run length"))?;
+                    let (run, used) = crate::leb128::read(rest).ok_or(bad("bad run length"))?;
+                    let run = run as usize;
                     rest = &rest[used..];
                     let end = at
                         .checked_add(run)
@@ -161,31 +162,6 @@ impl Progress {
         }
         Ok(p)
     }
-}
-
-fn push_leb128(out: &mut Vec<u8>, mut v: usize) {
-    loop {
-        let byte = (v & 0x7F) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A LEB128 value of at most 3 bytes (enough for [`PROGRESS_OBJECTS_MAX`])
-/// and the bytes it used.
-fn read_leb128(bytes: &[u8]) -> Option<(usize, usize)> {
-    let mut v = 0usize;
-    for (i, &b) in bytes.iter().take(3).enumerate() {
-        v |= usize::from(b & 0x7F) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -186,7 +186,7 @@ impl PayloadRequest {
         out.extend_from_slice(&bitmap);
         for &n in self.needs.iter().take(NEEDS_MAX) {
             let mut v = Vec::new();
-            push_leb128(&mut v, n);
+            meshota_radios::leb128::push(&mut v, n);
             if out.len() + v.len() > room {
                 break;
             }
@@ -222,7 +222,7 @@ impl PayloadRequest {
                     reason: "more needs than the limit",
                 });
             }
-            let (v, used) = read_leb128(rest).ok_or(RadioError::Malformed {
+            let (v, used) = meshota_radios::leb128::read(rest).ok_or(RadioError::Malformed {
                 what: WHAT,
                 reason: "bad varint",
             })?;
@@ -231,31 +231,6 @@ impl PayloadRequest {
         }
         Ok(Self { tag, held, needs })
     }
-}
-
-fn push_leb128(out: &mut Vec<u8>, mut v: u32) {
-    loop {
-        let byte = (v & 0x7F) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A LEB128 value of at most 3 bytes (2^21 symbols is far above any
-/// object) and the bytes it used.
-fn read_leb128(bytes: &[u8]) -> Option<(u32, usize)> {
-    let mut v = 0u32;
-    for (i, &b) in bytes.iter().take(3).enumerate() {
-        v |= u32::from(b & 0x7F) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 #[cfg(test)]
