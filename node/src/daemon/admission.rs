@@ -2,7 +2,8 @@
 //! certificate chain its hello carries chains to the fleet's root, is
 //! valid now, is not on the revocation list, and is for the key the peer
 //! proved by channel binding. The rules are `meshota_provision::verify`;
-//! this module adapts them to the QUIC driver's [`PeerCheck`].
+//! this module adapts them to the QUIC driver's [`PeerCheck`]. The
+//! revocation list is re-read when its file changes.
 
 use meshota_manifest::fs::read_limited;
 use meshota_manifest::{PublicKey, UnixTime};
@@ -53,16 +54,53 @@ pub(crate) fn certified(
     own_key: &PublicKey,
 ) -> CmdResult<(PeerCheck, Vec<u8>)> {
     let root = read_cert(&cfg.root).at(&cfg.root)?;
-    let crl = match &cfg.crl {
-        Some(p) => Some(parse_crl(&read_limited(p, 64 << 20)?).at(p)?),
-        None => None,
-    };
+    let crl = RevocationList::open(cfg.crl.clone())?;
     let own = read_limited(&cfg.chain, MAX_CREDENTIAL_BYTES)?;
-    check_peer(&root, crl.as_ref(), own_key, &own, now())
+    check_peer(&root, crl.current()?.as_ref(), own_key, &own, now())
         .map_err(|e| Failure::file(&cfg.chain, format!("this node's own certificate: {e}")))?;
-    let check =
-        PeerCheck::new(move |key, creds| check_peer(&root, crl.as_ref(), key, creds, now()));
+    let check = PeerCheck::new(move |key, creds| {
+        let list = crl.current().map_err(|f| f.message)?;
+        check_peer(&root, list.as_ref(), key, creds, now())
+    });
     Ok((check, own))
+}
+
+/// The configured revocation list, re-read whenever its file's
+/// modification time changes, so a list copied in after a `provision
+/// revoke` takes effect on the next connection without a restart. A list
+/// that cannot be read or parsed refuses every peer (fail closed).
+struct RevocationList {
+    path: Option<std::path::PathBuf>,
+    cached: std::sync::Mutex<(Option<std::time::SystemTime>, Option<CertificateList>)>,
+}
+
+impl RevocationList {
+    fn open(path: Option<std::path::PathBuf>) -> CmdResult<Self> {
+        let list = Self {
+            path,
+            cached: std::sync::Mutex::new((None, None)),
+        };
+        list.current()?;
+        Ok(list)
+    }
+
+    fn current(&self) -> CmdResult<Option<CertificateList>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .at(path)?;
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cached.0 != Some(modified) || cached.1.is_none() {
+            let list = parse_crl(&read_limited(path, 64 << 20)?).at(path)?;
+            *cached = (Some(modified), Some(list));
+        }
+        Ok(cached.1.clone())
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +190,47 @@ mod tests {
         assert!(e.contains("another key"), "{e}");
         let e = check_peer(root.certificate(), None, k.public(), b"", NOW).unwrap_err();
         assert!(e.contains("no device certificate"), "{e}");
+    }
+
+    #[test]
+    fn a_revocation_list_replaced_on_disk_takes_effect_without_a_restart() {
+        use meshota_provision::ca::crl_to_pem;
+        let d = tempfile::tempdir().unwrap();
+        let (root, inter) = cas(d.path(), 11);
+        let k = SecretKey::from_seed([51; 32], "n1").unwrap();
+        let (creds, c) = chain(&inter, "n1", &k);
+        let path = d.path().join("crl.pem");
+        let write = |crl: &CertificateList, secs: u64| {
+            std::fs::write(&path, crl_to_pem(crl).unwrap()).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .unwrap();
+        };
+        write(&inter.issue_crl(&[], 1, NOW, 30).unwrap(), 1_000);
+        let list = RevocationList::open(Some(path.clone())).unwrap();
+        let at = |l: &RevocationList| {
+            check_peer(
+                root.certificate(),
+                l.current().unwrap().as_ref(),
+                k.public(),
+                &creds,
+                NOW,
+            )
+        };
+        at(&list).unwrap();
+        let serial = c.tbs_certificate().serial_number().as_bytes().to_vec();
+        write(
+            &inter.issue_crl(&[(serial, NOW)], 2, NOW, 30).unwrap(),
+            2_000,
+        );
+        let e = at(&list).unwrap_err();
+        assert!(e.contains("revoked"), "{e}");
+        // An unreadable list refuses (fail closed), it does not admit.
+        std::fs::write(&path, b"not a crl").unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(3_000))
+            .unwrap();
+        assert!(list.current().is_err());
     }
 
     #[test]
