@@ -143,45 +143,35 @@ impl core::fmt::Debug for Registry {
     }
 }
 
-fn encode(r: &DeviceRecord) -> Result<Vec<u8>> {
+/// Names of the registry's values in errors.
+const RECORD_NAME: &str = "device record";
+const ARTIFACTS_NAME: &str = "device artifacts record";
+
+/// A versioned registry value: `RECORD_VERSION` then postcard. `what`
+/// names it in errors ("device record", "device artifacts").
+fn encode<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>> {
     let mut out = vec![RECORD_VERSION];
-    out.extend(postcard::to_stdvec(r).map_err(|e| Error::build("registry record", e))?);
+    out.extend(postcard::to_stdvec(value).map_err(|e| Error::build(what, e))?);
     Ok(out)
 }
 
-fn decode(bytes: &[u8], path: &Path) -> Result<DeviceRecord> {
+/// Reads a value written by [`encode`], refusing other versions and
+/// values over [`MAX_RECORD_BYTES`].
+fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    what: &'static str,
+) -> Result<T> {
     let bad = |reason: String| Error::Registry {
         path: path.to_path_buf(),
         reason,
     };
     match bytes.split_first() {
         Some((&RECORD_VERSION, rest)) if rest.len() <= MAX_RECORD_BYTES => {
-            postcard::from_bytes(rest)
-                .map_err(|e| bad(format!("a device record does not decode: {e}")))
+            postcard::from_bytes(rest).map_err(|e| bad(format!("a {what} does not decode: {e}")))
         }
-        Some((v, _)) => Err(bad(format!("a device record has unknown version {v}"))),
-        None => Err(bad("an empty device record".into())),
-    }
-}
-
-fn encode_artifacts(a: &DeviceArtifacts) -> Result<Vec<u8>> {
-    let mut out = vec![RECORD_VERSION];
-    out.extend(postcard::to_stdvec(a).map_err(|e| Error::build("registry artifacts", e))?);
-    Ok(out)
-}
-
-fn decode_artifacts(bytes: &[u8], path: &Path) -> Result<DeviceArtifacts> {
-    let bad = |reason: String| Error::Registry {
-        path: path.to_path_buf(),
-        reason,
-    };
-    match bytes.split_first() {
-        Some((&RECORD_VERSION, rest)) if rest.len() <= MAX_RECORD_BYTES => {
-            postcard::from_bytes(rest)
-                .map_err(|e| bad(format!("device artifacts do not decode: {e}")))
-        }
-        Some((v, _)) => Err(bad(format!("device artifacts have unknown version {v}"))),
-        None => Err(bad("empty device artifacts".into())),
+        Some((v, _)) => Err(bad(format!("a {what} has unknown version {v}"))),
+        None => Err(bad(format!("an empty {what}"))),
     }
 }
 
@@ -225,7 +215,7 @@ impl Registry {
         let t = tx.open_table(DEVICES).map_err(|e| self.err(e))?;
         t.get(device_id)
             .map_err(|e| self.err(e))?
-            .map(|v| decode(v.value(), &self.path))
+            .map(|v| decode(v.value(), &self.path, RECORD_NAME))
             .transpose()
     }
 
@@ -238,7 +228,7 @@ impl Registry {
         let t = tx.open_table(ARTIFACTS).map_err(|e| self.err(e))?;
         t.get(device_id)
             .map_err(|e| self.err(e))?
-            .map(|v| decode_artifacts(v.value(), &self.path))
+            .map(|v| decode(v.value(), &self.path, ARTIFACTS_NAME))
             .transpose()
     }
 
@@ -308,7 +298,7 @@ impl Registry {
                     Some(id) => devices
                         .get(id.as_str())
                         .map_err(|e| self.err(e))?
-                        .map(|v| decode(v.value(), &self.path))
+                        .map(|v| decode(v.value(), &self.path, RECORD_NAME))
                         .transpose()?,
                     None => None,
                 };
@@ -316,7 +306,7 @@ impl Registry {
                     devices
                         .get(i.device_id.as_str())
                         .map_err(|e| self.err(e))?
-                        .map(|v| decode(v.value(), &self.path))
+                        .map(|v| decode(v.value(), &self.path, RECORD_NAME))
                         .transpose()?
                 } else {
                     None
@@ -352,7 +342,7 @@ impl Registry {
                     revoked_certs,
                 };
                 devices
-                    .insert(id.as_str(), encode(&record)?.as_slice())
+                    .insert(id.as_str(), encode(&record, RECORD_NAME)?.as_slice())
                     .map_err(|e| self.err(e))?;
                 serials
                     .insert(serial.as_str(), id.as_str())
@@ -363,7 +353,7 @@ impl Registry {
                 match &i.artifacts {
                     Some(a) => {
                         artifacts
-                            .insert(id.as_str(), encode_artifacts(a)?.as_slice())
+                            .insert(id.as_str(), encode(a, ARTIFACTS_NAME)?.as_slice())
                             .map_err(|e| self.err(e))?;
                     }
                     // A certificate the station keeps nothing of: drop what
@@ -409,10 +399,10 @@ impl Registry {
                 })
             };
             let id = id.ok_or_else(unknown)?;
-            let mut record = devices
+            let mut record: DeviceRecord = devices
                 .get(id.as_str())
                 .map_err(|e| self.err(e))?
-                .map(|v| decode(v.value(), &self.path))
+                .map(|v| decode(v.value(), &self.path, RECORD_NAME))
                 .transpose()?
                 .ok_or_else(unknown)?;
             if record.status == Status::Active {
@@ -423,7 +413,7 @@ impl Registry {
                     not_after: record.not_after,
                 });
                 devices
-                    .insert(id.as_str(), encode(&record)?.as_slice())
+                    .insert(id.as_str(), encode(&record, RECORD_NAME)?.as_slice())
                     .map_err(|e| self.err(e))?;
             }
             record
@@ -442,7 +432,7 @@ impl Registry {
         let mut out = Vec::new();
         for item in t.iter().map_err(|e| self.err(e))? {
             let (_, v) = item.map_err(|e| self.err(e))?;
-            out.push(decode(v.value(), &self.path)?);
+            out.push(decode(v.value(), &self.path, RECORD_NAME)?);
         }
         Ok(out)
     }
