@@ -89,7 +89,7 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct Checker<'a> {
     policy: Policy<'a>,
-    releases: Vec<(Verified<ReleaseManifest>, usize)>,
+    releases: Vec<Verified<ReleaseManifest>>,
     /// Index id → the releases naming it.
     wanted_indexes: HashMap<Hash, Vec<usize>>,
     /// Patch index id → (its size limit, releases listing it).
@@ -128,7 +128,7 @@ impl<'a> Checker<'a> {
     /// The manifests verified so far, in record order.
     #[must_use]
     pub fn manifests(&self) -> Vec<&Verified<ReleaseManifest>> {
-        self.releases.iter().map(|(m, _)| m).collect()
+        self.releases.iter().collect()
     }
 
     /// Checks one record (the reader already checked its id).
@@ -225,7 +225,7 @@ impl<'a> Checker<'a> {
             e.0 = e.0.min(p.size);
             e.1.push(n);
         }
-        self.releases.push((verified, 0));
+        self.releases.push(verified);
         Ok(())
     }
 
@@ -285,7 +285,7 @@ impl<'a> Checker<'a> {
     /// # Errors
     /// [`Error::MissingIndex`] when a release's chunk index is not in the bundle.
     pub fn finish(self, encrypted: bool, recipients: &[Hash], file_bytes: u64) -> Result<Summary> {
-        for (m, _) in &self.releases {
+        for m in &self.releases {
             for c in &m.components {
                 if !self.index_chunks.contains_key(&c.chunk_index) {
                     return Err(Error::MissingIndex {
@@ -299,7 +299,7 @@ impl<'a> Checker<'a> {
         let releases =
             self.releases
                 .iter()
-                .map(|(m, _)| {
+                .map(|m| {
                     let mut chunks: HashSet<Hash> = HashSet::new();
                     for c in &m.components {
                         if let Some(list) = self.index_chunks.get(&c.chunk_index) {

@@ -691,9 +691,20 @@ impl Daemon {
             }
         }
         // Patch indexes held (published here, or fetched before a restart).
-        let patch_ids: Vec<Hash> = self
-            .core
-            .releases()
+        let releases = self.core.releases();
+        self.load_patch_indexes(now, &releases);
+        let chunks = self.store.list().at(&self.store_dir)?;
+        let n = chunks.len();
+        self.core
+            .add_chunks(now, chunks.into_iter().map(|(h, _)| h));
+        tracing::info!(releases = loaded, chunks = n, "loaded the store");
+        Ok(())
+    }
+
+    /// Hands the core every patch index the store holds for `releases`
+    /// (at start, and after a bundle import brought some).
+    fn load_patch_indexes(&mut self, now: Timestamp, releases: &[Hash]) {
+        let patch_ids: Vec<Hash> = releases
             .iter()
             .filter_map(|id| self.core.manifest(id))
             .flat_map(|m| m.patches.iter().map(|p| p.patch))
@@ -705,12 +716,6 @@ impl Daemon {
                 }
             }
         }
-        let chunks = self.store.list().at(&self.store_dir)?;
-        let n = chunks.len();
-        self.core
-            .add_chunks(now, chunks.into_iter().map(|(h, _)| h));
-        tracing::info!(releases = loaded, chunks = n, "loaded the store");
-        Ok(())
     }
 
     /// Serves the confirmed slot's image in place (`Node::seed_confirmed_slot`):
@@ -1354,22 +1359,8 @@ impl Daemon {
                 }
                 // Patch indexes the bundle carried (they travel as chunks):
                 // the core plans with them as with ones fetched.
-                let carried: std::collections::HashSet<Hash> =
-                    imported.chunks.iter().copied().collect();
-                let patch_ids: Vec<Hash> = imported
-                    .releases
-                    .iter()
-                    .filter_map(|r| self.core.manifest(&r.id))
-                    .flat_map(|m| m.patches.iter().map(|p| p.patch))
-                    .filter(|id| carried.contains(id))
-                    .collect();
-                for id in patch_ids {
-                    if let Ok(bytes) = self.store.get(&id) {
-                        if let Err(e) = self.core.add_patch_index(now, &bytes) {
-                            tracing::warn!(patch = %id.short(), "imported but not loaded: {e}");
-                        }
-                    }
-                }
+                let ids: Vec<Hash> = imported.releases.iter().map(|r| r.id).collect();
+                self.load_patch_indexes(now, &ids);
                 self.core.add_chunks(now, imported.chunks.iter().copied());
                 tracing::info!(
                     releases = imported.releases.len(),
