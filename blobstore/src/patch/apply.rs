@@ -66,18 +66,18 @@ pub fn apply_piece<B: ReadAt + ?Sized>(
             p.output_len
         )));
     }
-    let (control, diff, extra) = p.streams()?;
+    let (control, mut diff, extra) = p.streams()?;
     let mut reader = WindowReader::new(base, patch.base_size());
     let mut out = Output::new(refs, piece.first);
     let mut controls = Controls::new(&control);
-    let (mut d, mut e) = (0usize, 0usize);
+    let (mut d, mut e) = (0u64, 0usize);
     let mut cursor = i128::from(p.base_cursor);
     let mut old = vec![0u8; super::source::BASE_WINDOW];
     while let Some(c) = controls.next_control()? {
         let add = c.add as usize;
-        let Some(diff_run) = diff.get(d..d.saturating_add(add)) else {
+        if d + add as u64 > u64::from(p.diff_len) {
             return Err(malformed("add runs past the diff stream".into()));
-        };
+        }
         let mut done = 0usize;
         while done < add {
             let n = (add - done).min(old.len());
@@ -89,13 +89,13 @@ pub fn apply_piece<B: ReadAt + ?Sized>(
                     patch.base_size()
                 )));
             }
-            for (o, x) in old[..n].iter_mut().zip(&diff_run[done..done + n]) {
-                *o = o.wrapping_add(*x);
+            for o in &mut old[..n] {
+                *o = o.wrapping_add(diff.next(*o)?);
             }
             out.push(&old[..n])?;
             done += n;
         }
-        d += add;
+        d += add as u64;
         let Some(copy_run) = extra.get(e..e.saturating_add(c.copy as usize)) else {
             return Err(malformed("copy runs past the extra stream".into()));
         };
@@ -103,9 +103,10 @@ pub fn apply_piece<B: ReadAt + ?Sized>(
         e += c.copy as usize;
         cursor += add as i128 + i128::from(c.seek);
     }
-    if d != diff.len() || e != extra.len() {
+    if d != u64::from(p.diff_len) || e != extra.len() {
         return Err(malformed("streams not fully used".into()));
     }
+    diff.finish()?;
     out.finish()
 }
 

@@ -9,7 +9,7 @@ use meshota_manifest::{ChunkingAlgorithm, ChunkingParams, Hash};
 use super::apply::apply_piece;
 use super::format::{PatchIndex, PieceRef};
 use super::matcher::Window;
-use super::piece::{Piece, deflate};
+use super::piece::{DiffCodec, Piece, code_diff, deflate};
 use super::source::{ReadAt, hash_prefix, read_err};
 use super::{MAX_PATCH_PIECES, MAX_PIECE_BYTES, MAX_PIECE_OUTPUT};
 use crate::error::{Error, Result};
@@ -31,8 +31,11 @@ pub struct PatchOptions {
     /// window plus 4 bytes per window byte for its suffix array. A base no
     /// larger is matched whole.
     pub window_bytes: usize,
-    /// zstd level of the control, diff and extra streams.
+    /// zstd level of the control and extra streams (and of the diff
+    /// stream when `diff_codec` is [`DiffCodec::Zstd`]).
     pub zstd_level: i32,
+    /// How the diff stream is coded.
+    pub diff_codec: DiffCodec,
 }
 
 impl Default for PatchOptions {
@@ -41,6 +44,7 @@ impl Default for PatchOptions {
             piece_output_bytes: 1 << 20,
             window_bytes: 64 << 20,
             zstd_level: 22,
+            diff_codec: DiffCodec::BaseContext,
         }
     }
 }
@@ -288,9 +292,16 @@ fn encode_piece(
             reason: e.to_string(),
         })?;
     }
+    let mut under = Vec::with_capacity(streams.diff.len());
+    let mut at = 0i64;
+    for c in &streams.controls {
+        let from = usize::try_from(at).unwrap_or(0);
+        under.extend_from_slice(window.old.get(from..from + c.add as usize).unwrap_or(&[]));
+        at += i64::from(c.add) + c.seek;
+    }
     let (c, d, x) = (
         deflate(&control, opts.zstd_level)?,
-        deflate(&streams.diff, opts.zstd_level)?,
+        code_diff(opts.diff_codec, &streams.diff, &under, opts.zstd_level)?,
         deflate(&streams.extra, opts.zstd_level)?,
     );
     let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -302,6 +313,7 @@ fn encode_piece(
         output_len: as_u32(new.len()),
         control_len: as_u32(control.len()),
         diff_len: as_u32(streams.diff.len()),
+        diff_codec: opts.diff_codec as u8,
         control: &c,
         diff: &d,
         extra: &x,

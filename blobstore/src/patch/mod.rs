@@ -27,6 +27,7 @@
 
 pub mod apply;
 pub mod create;
+mod diffcode;
 pub mod format;
 pub mod install;
 mod matcher;
@@ -37,7 +38,7 @@ pub use apply::apply_piece;
 pub use create::{PatchBuild, PatchOptions, create_patch};
 pub use format::{PatchIndex, PieceRef};
 pub use install::{PieceFailure, RebuildReport, rebuild_from_patch};
-pub use piece::Piece;
+pub use piece::{DiffCodec, Piece};
 pub use source::{ReadAt, hash_image, hash_prefix};
 
 use crate::store::MAX_CHUNK_BYTES;

@@ -4,8 +4,10 @@
 //! Wire form: `b"MOTA"`, format version 1, kind [`KIND_PATCH_PIECE`] (34),
 //! then the postcard encoding of
 //! `(base_image_hash, base_cursor, first, count, output_len, control_len,
-//! diff_len, control: bytes, diff: bytes, extra: bytes)`. `control`, `diff`
-//! and `extra` are zstd frames (empty when their decoded length is 0).
+//! diff_len, diff_codec: u8, control: bytes, diff: bytes, extra: bytes)`.
+//! `control` and `extra` are zstd frames (empty when their decoded length
+//! is 0); `diff` is coded as `diff_codec` says ([`DiffCodec`]): a zstd
+//! frame (0), or the base-context coder of [`super::diffcode`] (1).
 //!
 //! Decoded, the control stream is a sequence of postcard triples
 //! `(add: u32, copy: u32, seek: i64)`, applied from the base cursor
@@ -16,6 +18,7 @@
 use meshota_manifest::{Hash, frame};
 use serde::{Deserialize, Serialize};
 
+use super::diffcode;
 use super::format::open_frame;
 use super::{MAX_PIECE_BYTES, MAX_PIECE_CONTROL, MAX_PIECE_OUTPUT};
 use crate::error::{Error, Result};
@@ -24,6 +27,27 @@ use crate::error::{Error, Result};
 pub const KIND_PATCH_PIECE: u8 = frame::Kind::PatchPiece as u8;
 
 const WHAT: &str = "patch piece";
+
+/// How a piece's diff stream is coded (the `diff_codec` byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffCodec {
+    /// A zstd frame of the diff bytes.
+    Zstd = 0,
+    /// The base-context coder ([`super::diffcode`]): each diff byte
+    /// predicted from the base bytes under it and the diffs before it.
+    /// Smaller on executables; the default.
+    BaseContext = 1,
+}
+
+impl DiffCodec {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Self::Zstd),
+            1 => Some(Self::BaseContext),
+            _ => None,
+        }
+    }
+}
 
 /// A decoded piece, borrowing its compressed streams from the encoded bytes.
 ///
@@ -41,6 +65,7 @@ pub struct Piece<'a> {
     pub(crate) output_len: u32,
     pub(crate) control_len: u32,
     pub(crate) diff_len: u32,
+    pub(crate) diff_codec: u8,
     #[serde(borrow)]
     pub(crate) control: &'a [u8],
     #[serde(borrow)]
@@ -132,6 +157,9 @@ impl<'a> Piece<'a> {
         if self.count == 0 {
             return bad("produces no chunk".into());
         }
+        if DiffCodec::from_byte(self.diff_codec).is_none() {
+            return bad(format!("unknown diff codec {}", self.diff_codec));
+        }
         let extra_len = self.output_len - self.diff_len;
         for (name, len, bytes) in [
             ("control", self.control_len, self.control),
@@ -148,18 +176,92 @@ impl<'a> Piece<'a> {
         Ok(())
     }
 
-    /// The decoded streams (control, diff, extra), each decompressed into a
-    /// buffer of exactly its declared length; anything else is malformed.
+    /// The control and extra streams, each decompressed into a buffer of
+    /// exactly its declared length, and the diff stream's reader; anything
+    /// else is malformed.
     ///
     /// # Errors
     /// [`Error::PatchMalformed`].
-    pub(crate) fn streams(&self) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    pub(crate) fn streams(&self) -> Result<(Vec<u8>, DiffSource<'a>, Vec<u8>)> {
         let extra_len = self.output_len - self.diff_len;
+        let diff = match DiffCodec::from_byte(self.diff_codec) {
+            Some(DiffCodec::Zstd) => DiffSource::Plain {
+                bytes: inflate("diff", self.diff, self.diff_len)?,
+                pos: 0,
+            },
+            Some(DiffCodec::BaseContext) if self.diff_len == 0 => DiffSource::Plain {
+                bytes: Vec::new(),
+                pos: 0,
+            },
+            Some(DiffCodec::BaseContext) => {
+                DiffSource::Coded(Box::new(diffcode::Decoder::new(self.diff)?))
+            }
+            None => return Err(malformed(format!("unknown diff codec {}", self.diff_codec))),
+        };
         Ok((
             inflate("control", self.control, self.control_len)?,
-            inflate("diff", self.diff, self.diff_len)?,
+            diff,
             inflate("extra", self.extra, extra_len)?,
         ))
+    }
+}
+
+/// The diff stream as the applier reads it: one byte per base byte, in
+/// order. The applier checks beforehand that the add runs total
+/// `diff_len`; [`DiffSource::finish`] that the stream was used exactly.
+pub(crate) enum DiffSource<'a> {
+    /// Decompressed whole (zstd).
+    Plain { bytes: Vec<u8>, pos: usize },
+    /// Decoded as read (base-context coder).
+    Coded(Box<diffcode::Decoder<'a>>),
+}
+
+impl DiffSource<'_> {
+    /// The diff byte to add to the base byte `under`.
+    ///
+    /// # Errors
+    /// [`Error::PatchMalformed`] past the stream's end.
+    pub(crate) fn next(&mut self, under: u8) -> Result<u8> {
+        match self {
+            Self::Plain { bytes, pos } => {
+                let Some(&d) = bytes.get(*pos) else {
+                    return Err(malformed("add runs past the diff stream".into()));
+                };
+                *pos += 1;
+                Ok(d)
+            }
+            Self::Coded(decoder) => decoder.next(under),
+        }
+    }
+
+    /// Checks that every diff byte was used.
+    ///
+    /// # Errors
+    /// [`Error::PatchMalformed`].
+    pub(crate) fn finish(self) -> Result<()> {
+        match self {
+            Self::Plain { bytes, pos } if pos == bytes.len() => Ok(()),
+            Self::Plain { .. } => Err(malformed("streams not fully used".into())),
+            Self::Coded(decoder) => decoder.finish(),
+        }
+    }
+}
+
+/// Codes a diff stream with `codec`; `under` holds the base byte under
+/// each diff byte (used by [`DiffCodec::BaseContext`]).
+///
+/// # Errors
+/// [`Error::PatchMalformed`] if zstd fails (not expected).
+pub(crate) fn code_diff(
+    codec: DiffCodec,
+    diff: &[u8],
+    under: &[u8],
+    level: i32,
+) -> Result<Vec<u8>> {
+    match codec {
+        _ if diff.is_empty() => Ok(Vec::new()),
+        DiffCodec::Zstd => deflate(diff, level),
+        DiffCodec::BaseContext => Ok(diffcode::encode(diff, under)),
     }
 }
 
@@ -248,6 +350,7 @@ mod tests {
             output_len: 5,
             control_len: control.len() as u32,
             diff_len: 3,
+            diff_codec: DiffCodec::Zstd as u8,
             control: &c,
             diff: &d,
             extra: &e,
@@ -272,7 +375,21 @@ mod tests {
             })
         );
         assert_eq!(controls.next_control().unwrap(), None);
+        let DiffSource::Plain { bytes: d, .. } = d else {
+            panic!("a zstd diff stream is decompressed whole");
+        };
         assert_eq!((d, e), (vec![0, 0, 1], b"xy".to_vec()));
+    }
+
+    #[test]
+    fn rejects_an_unknown_diff_codec() {
+        let bytes = sample_bytes();
+        let p = Piece::decode(&bytes).unwrap();
+        let other = Piece { diff_codec: 2, ..p }.encode().unwrap();
+        assert!(matches!(
+            Piece::decode(&other),
+            Err(Error::PatchMalformed { reason, .. }) if reason.contains("diff codec")
+        ));
     }
 
     #[test]
@@ -310,6 +427,7 @@ mod tests {
             output_len: 5,
             control_len: 0,
             diff_len: 3,
+            diff_codec: DiffCodec::Zstd as u8,
             control: &[],
             diff: &d,
             extra: &e,

@@ -6,7 +6,7 @@
 use meshota_manifest::Hash;
 use proptest::prelude::*;
 
-use super::piece::{Control, Piece, deflate};
+use super::piece::{Control, DiffSource, Piece, deflate};
 use super::*;
 use crate::chunking::DEFAULT_PARAMS;
 use crate::index::ChunkIndex;
@@ -79,16 +79,13 @@ fn small_pieces() -> PatchOptions {
 }
 
 fn make_patch(r: &Release) -> PatchBuild {
-    create_patch(
-        &r.origin,
-        &r.old,
-        &r.old_index,
-        &r.new,
-        &r.new_index,
-        &small_pieces(),
-    )
-    .unwrap()
-    .expect("a patch beats fetching these chunks")
+    make_patch_with(r, &small_pieces())
+}
+
+fn make_patch_with(r: &Release, opts: &PatchOptions) -> PatchBuild {
+    create_patch(&r.origin, &r.old, &r.old_index, &r.new, &r.new_index, opts)
+        .unwrap()
+        .expect("a patch beats fetching these chunks")
 }
 
 /// A node on the old release: its store holds the base's chunks (as a
@@ -227,14 +224,27 @@ fn rejects_a_piece_made_for_another_base_listed_in_this_patch() {
 #[test]
 fn corrupt_piece_output_is_discarded_and_its_chunks_fetched_plainly() {
     let r = release();
-    let build = make_patch(&r);
+    // zstd-coded, so that one diff byte can be altered alone.
+    let build = make_patch_with(
+        &r,
+        &PatchOptions {
+            diff_codec: DiffCodec::Zstd,
+            ..small_pieces()
+        },
+    );
     // A piece whose diff stream is altered, listed under its own hash (as
     // a buggy or hostile release tool would list it): it decodes and
     // applies, but its output does not hash to the signed index.
     let victim = build.index.pieces()[0];
     let good = r.origin.get(&victim.hash).unwrap();
     let p = Piece::decode(&good).unwrap();
-    let (control, mut diff, extra) = p.streams().unwrap();
+    let (control, diff, extra) = p.streams().unwrap();
+    let DiffSource::Plain {
+        bytes: mut diff, ..
+    } = diff
+    else {
+        panic!("a zstd diff stream is decompressed whole");
+    };
     let mid = diff.len() / 2;
     diff[mid] ^= 0x55;
     let (c, d, e) = (
@@ -273,6 +283,50 @@ fn corrupt_piece_output_is_discarded_and_its_chunks_fetched_plainly() {
         Error::PieceOutputMismatch { .. }
     ));
     // Nothing of the bad piece's range was accepted from it.
+    for c in &r.new_index.chunks()[victim.ordinals()] {
+        if !r.old_index.chunks().iter().any(|o| o.hash == c.hash) {
+            assert!(report.still_missing.iter().any(|m| m.hash == c.hash));
+        }
+    }
+    finish_plainly(&r, &node);
+}
+
+#[test]
+fn corrupt_coded_diff_stream_is_discarded_and_its_chunks_fetched_plainly() {
+    let r = release();
+    let build = make_patch(&r);
+    let victim = build.index.pieces()[0];
+    let good = r.origin.get(&victim.hash).unwrap();
+    let p = Piece::decode(&good).unwrap();
+    assert_eq!(p.diff_codec, DiffCodec::BaseContext as u8);
+    let mut diff = p.diff.to_vec();
+    let mid = diff.len() / 2;
+    diff[mid] ^= 0x55;
+    let bad = Piece { diff: &diff, ..p }.encode().unwrap();
+    let mut pieces = build.index.pieces().to_vec();
+    pieces[0] = PieceRef {
+        hash: Hash::of(&bad),
+        size: bad.len() as u32,
+        ..victim
+    };
+    let patch = PatchIndex::new(
+        build.index.base_image_hash(),
+        build.index.base_size(),
+        build.index.target_index(),
+        pieces.clone(),
+    )
+    .unwrap();
+    let node = node_on_base(&r);
+    node.put(Hash::of(&bad), &bad).unwrap();
+    deliver(&r.origin, &node, pieces[1..].iter().map(|p| p.hash));
+    let report = rebuild(&r, &node, &patch, &r.old).unwrap();
+    assert_eq!(report.failed.len(), 1);
+    // A flipped coded byte garbles the rest of the stream: the output
+    // fails its hash, or the stream no longer ends where it should.
+    assert!(matches!(
+        report.failed[0].error,
+        Error::PieceOutputMismatch { .. } | Error::PatchMalformed { .. }
+    ));
     for c in &r.new_index.chunks()[victim.ordinals()] {
         if !r.old_index.chunks().iter().any(|o| o.hash == c.hash) {
             assert!(report.still_missing.iter().any(|m| m.hash == c.hash));
@@ -458,6 +512,7 @@ proptest! {
             output_len,
             control_len: control.len() as u32,
             diff_len,
+            diff_codec: DiffCodec::Zstd as u8,
             control: &c,
             diff: &d,
             extra: &e,
