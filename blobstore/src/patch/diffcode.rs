@@ -64,9 +64,12 @@ fn squash(x: i32) -> i32 {
     (SQUASH_POINTS[i] * (128 - w) + SQUASH_POINTS[i + 1] * w + 64) >> 7
 }
 
+/// [`stretch_table`]: indexable by any 12-bit probability without a check.
+type Stretch = [i16; 4096];
+
 /// The inverse of [`squash`], tabulated for every 12-bit probability.
-fn stretch_table() -> Vec<i16> {
-    let mut table = vec![2047i16; 4096];
+fn stretch_table() -> Box<Stretch> {
+    let mut table = Box::new([2047i16; 4096]);
     let mut next = 0usize;
     for x in -2047i16..=2047 {
         let v = usize::try_from(squash(i32::from(x))).unwrap_or(0);
@@ -80,7 +83,9 @@ fn stretch_table() -> Vec<i16> {
 
 /// One set of context models and their mixer.
 struct Predictor {
-    tables: Vec<Vec<u16>>,
+    /// `MODELS` tables of `2^TABLE_BITS` probabilities, one after another.
+    tables: Vec<u16>,
+    /// Weight sets; their number is a power of two.
     weights: Vec<[i32; MODELS]>,
     /// The slots and stretched predictions of the decision in flight.
     slots: [usize; MODELS],
@@ -91,10 +96,9 @@ struct Predictor {
 
 impl Predictor {
     fn new(mixers: usize) -> Self {
+        debug_assert!(mixers.is_power_of_two());
         Self {
-            tables: (0..MODELS)
-                .map(|_| vec![1 << 15; 1 << TABLE_BITS])
-                .collect(),
+            tables: vec![1 << 15; MODELS << TABLE_BITS],
             weights: vec![[1 << 14; MODELS]; mixers],
             slots: [0; MODELS],
             inputs: [0; MODELS],
@@ -104,14 +108,15 @@ impl Predictor {
     }
 
     /// The probability (12 bits, 1..=4095) that the next decision is 1.
-    fn predict(&mut self, stretch: &[i16], contexts: &[u32; MODELS], mixer: usize) -> i32 {
-        self.mixer = mixer % self.weights.len();
+    fn predict(&mut self, stretch: &Stretch, contexts: &[u32; MODELS], mixer: usize) -> i32 {
+        self.mixer = mixer & (self.weights.len() - 1);
         let w = &self.weights[self.mixer];
         let mut dot = 0i64;
         for (i, &c) in contexts.iter().enumerate() {
-            let slot = (c.wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize;
+            let slot =
+                (i << TABLE_BITS) | (c.wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize;
             self.slots[i] = slot;
-            let s = i32::from(stretch[usize::from(self.tables[i][slot] >> 4)]);
+            let s = i32::from(stretch[usize::from(self.tables[slot] >> 4)]);
             self.inputs[i] = s;
             dot += i64::from(s) * i64::from(w[i]);
         }
@@ -123,9 +128,9 @@ impl Predictor {
     fn update(&mut self, bit: bool) {
         let err = (i32::from(bit) << 12) - self.p;
         let w = &mut self.weights[self.mixer];
-        for (i, (w, table)) in w.iter_mut().zip(&mut self.tables).enumerate() {
+        for (i, w) in w.iter_mut().enumerate() {
             *w = w.saturating_add((self.inputs[i] * err) >> 10);
-            let v = &mut table[self.slots[i]];
+            let v = &mut self.tables[self.slots[i]];
             if bit {
                 *v += (u16::MAX - *v) >> RATE;
             } else {
@@ -137,7 +142,7 @@ impl Predictor {
 
 /// The model state both sides keep in step: history and predictors.
 struct Model {
-    stretch: Vec<i16>,
+    stretch: Box<Stretch>,
     flag: Predictor,
     bits: Predictor,
     /// Previous diff bytes, most recent first.
