@@ -31,11 +31,13 @@ pub struct PatchOptions {
     /// window plus 4 bytes per window byte for its suffix array. A base no
     /// larger is matched whole.
     pub window_bytes: usize,
-    /// zstd level of the control and extra streams (and of the diff
-    /// stream when `diff_codec` is [`DiffCodec::Zstd`]).
+    /// zstd level of the control and extra streams (and of a diff stream
+    /// coded with zstd).
     pub zstd_level: i32,
-    /// How the diff stream is coded.
-    pub diff_codec: DiffCodec,
+    /// How each piece's diff stream is coded: `None` (the default) tries
+    /// both codecs and keeps the smaller, so a piece is never larger than
+    /// with zstd alone; `Some` forces one.
+    pub diff_codec: Option<DiffCodec>,
 }
 
 impl Default for PatchOptions {
@@ -44,7 +46,7 @@ impl Default for PatchOptions {
             piece_output_bytes: 1 << 20,
             window_bytes: 64 << 20,
             zstd_level: 22,
-            diff_codec: DiffCodec::BaseContext,
+            diff_codec: None,
         }
     }
 }
@@ -299,9 +301,9 @@ fn encode_piece(
         under.extend_from_slice(window.old.get(from..from + c.add as usize).unwrap_or(&[]));
         at += i64::from(c.add) + c.seek;
     }
-    let (c, d, x) = (
+    let (diff_codec, d) = code_diff(opts.diff_codec, &streams.diff, &under, opts.zstd_level)?;
+    let (c, x) = (
         deflate(&control, opts.zstd_level)?,
-        code_diff(opts.diff_codec, &streams.diff, &under, opts.zstd_level)?,
         deflate(&streams.extra, opts.zstd_level)?,
     );
     let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -313,7 +315,7 @@ fn encode_piece(
         output_len: as_u32(new.len()),
         control_len: as_u32(control.len()),
         diff_len: as_u32(streams.diff.len()),
-        diff_codec: opts.diff_codec as u8,
+        diff_codec: diff_codec as u8,
         control: &c,
         diff: &d,
         extra: &x,

@@ -193,9 +193,10 @@ impl<'a> Piece<'a> {
                 bytes: Vec::new(),
                 pos: 0,
             },
-            Some(DiffCodec::BaseContext) => {
-                DiffSource::Coded(Box::new(diffcode::Decoder::new(self.diff)?))
-            }
+            Some(DiffCodec::BaseContext) => DiffSource::Coded(Box::new(diffcode::Decoder::new(
+                self.diff,
+                self.diff_len as usize,
+            )?)),
             None => return Err(malformed(format!("unknown diff codec {}", self.diff_codec))),
         };
         Ok((
@@ -247,21 +248,35 @@ impl DiffSource<'_> {
     }
 }
 
-/// Codes a diff stream with `codec`; `under` holds the base byte under
-/// each diff byte (used by [`DiffCodec::BaseContext`]).
+/// Codes a diff stream with `codec`, or when `None` with whichever codec
+/// makes it smaller; returns the codec used and the coded bytes. `under`
+/// holds the base byte under each diff byte (used by
+/// [`DiffCodec::BaseContext`]).
 ///
 /// # Errors
 /// [`Error::PatchMalformed`] if zstd fails (not expected).
 pub(crate) fn code_diff(
-    codec: DiffCodec,
+    codec: Option<DiffCodec>,
     diff: &[u8],
     under: &[u8],
     level: i32,
-) -> Result<Vec<u8>> {
+) -> Result<(DiffCodec, Vec<u8>)> {
+    let chosen = codec.unwrap_or(DiffCodec::BaseContext);
+    if diff.is_empty() {
+        return Ok((chosen, Vec::new()));
+    }
+    let context = || diffcode::encode(diff, under);
     match codec {
-        _ if diff.is_empty() => Ok(Vec::new()),
-        DiffCodec::Zstd => deflate(diff, level),
-        DiffCodec::BaseContext => Ok(diffcode::encode(diff, under)),
+        Some(DiffCodec::Zstd) => Ok((DiffCodec::Zstd, deflate(diff, level)?)),
+        Some(DiffCodec::BaseContext) => Ok((DiffCodec::BaseContext, context())),
+        None => {
+            let (c, z) = (context(), deflate(diff, level)?);
+            Ok(if c.len() <= z.len() {
+                (DiffCodec::BaseContext, c)
+            } else {
+                (DiffCodec::Zstd, z)
+            })
+        }
     }
 }
 

@@ -228,7 +228,7 @@ fn corrupt_piece_output_is_discarded_and_its_chunks_fetched_plainly() {
     let build = make_patch_with(
         &r,
         &PatchOptions {
-            diff_codec: DiffCodec::Zstd,
+            diff_codec: Some(DiffCodec::Zstd),
             ..small_pieces()
         },
     );
@@ -292,9 +292,39 @@ fn corrupt_piece_output_is_discarded_and_its_chunks_fetched_plainly() {
 }
 
 #[test]
+fn default_diff_coding_is_never_larger_than_either_codec_alone() {
+    let r = release();
+    let size = |codec| {
+        make_patch_with(
+            &r,
+            &PatchOptions {
+                diff_codec: codec,
+                ..small_pieces()
+            },
+        )
+        .patch_bytes
+    };
+    let (best, zstd, context) = (
+        size(None),
+        size(Some(DiffCodec::Zstd)),
+        size(Some(DiffCodec::BaseContext)),
+    );
+    assert!(
+        best <= zstd.min(context),
+        "best {best}, zstd {zstd}, base-context {context}"
+    );
+}
+
+#[test]
 fn corrupt_coded_diff_stream_is_discarded_and_its_chunks_fetched_plainly() {
     let r = release();
-    let build = make_patch(&r);
+    let build = make_patch_with(
+        &r,
+        &PatchOptions {
+            diff_codec: Some(DiffCodec::BaseContext),
+            ..small_pieces()
+        },
+    );
     let victim = build.index.pieces()[0];
     let good = r.origin.get(&victim.hash).unwrap();
     let p = Piece::decode(&good).unwrap();
