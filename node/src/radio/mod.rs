@@ -81,6 +81,7 @@ pub(crate) enum RadioSetupError {
     )]
     Sx126xNotBuilt,
     /// The SX126x did not initialise.
+    #[cfg_attr(not(feature = "sx126x"), allow(dead_code))]
     #[error("sx126x radio: {0}")]
     Hardware(String),
     /// The radio link refused its configuration.

@@ -74,9 +74,6 @@ pub(crate) enum WireError {
         /// The version received.
         got: u8,
     },
-    /// A message of the wrong direction or out of order.
-    #[error("unexpected {0} message")]
-    Unexpected(&'static str),
 }
 
 /// One message of the protocol.
