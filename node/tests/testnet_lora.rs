@@ -143,7 +143,7 @@ fn medium_status(dir: &Path) -> Value {
 
 fn node_status(dir: &Path, i: usize) -> Value {
     let config = dir.join(format!("node-{i}/node.toml"));
-    let o = run(&["node", "status", "--config", config.to_str().unwrap()]);
+    let o = run(&["node", "status", "--json", "--config", config.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -193,6 +193,8 @@ fn a_lora_line_of_three_converges_with_no_duty_cycle_violation() {
     }
     let n1 = node_status(&dir, 1);
     assert_eq!(n1["radio"]["neighbours"].as_array().unwrap().len(), 2);
+    let human = ok(&["node", "status", "--config", dir.join("node-1/node.toml").to_str().unwrap()]);
+    assert!(human.contains("radio      medium EU868 869.525 MHz SF7/125 kHz"), "{human}");
     // The medium's checker saw no duty-cycle violation; `testnet status`
     // shows the medium.
     std::thread::sleep(Duration::from_millis(700));
