@@ -762,7 +762,10 @@ timeout_ms = 5000
         assert_eq!((r.frequency_hz, r.data_rate), (869_525_000, 5));
         assert_eq!(r.mesh_key_file, Path::new("/n/radio.key"));
         let m = r.medium.unwrap();
-        assert_eq!((m.socket.as_path(), m.node), (Path::new("/n/../medium.sock"), 3));
+        assert_eq!(
+            (m.socket.as_path(), m.node),
+            (Path::new("/n/../medium.sock"), 3)
+        );
     }
 
     #[test]

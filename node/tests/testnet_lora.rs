@@ -143,7 +143,13 @@ fn medium_status(dir: &Path) -> Value {
 
 fn node_status(dir: &Path, i: usize) -> Value {
     let config = dir.join(format!("node-{i}/node.toml"));
-    let o = run(&["node", "status", "--json", "--config", config.to_str().unwrap()]);
+    let o = run(&[
+        "node",
+        "status",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -187,14 +193,25 @@ fn a_lora_line_of_three_converges_with_no_duty_cycle_violation() {
         assert_eq!(st["peers"], 0, "node {i} has QUIC peers");
         let r = &st["radio"];
         assert_eq!(r["complete"], true, "node {i}: {r:#}");
-        assert!(r["to_core"].as_array().unwrap().len() == 1, "node {i}: {r:#}");
+        assert!(
+            r["to_core"].as_array().unwrap().len() == 1,
+            "node {i}: {r:#}"
+        );
         assert!(r["frames_heard"].as_u64().unwrap() > 0);
         assert!(r["airtime_us"].as_u64().unwrap() <= r["budget_per_hour_us"].as_u64().unwrap());
     }
     let n1 = node_status(&dir, 1);
     assert_eq!(n1["radio"]["neighbours"].as_array().unwrap().len(), 2);
-    let human = ok(&["node", "status", "--config", dir.join("node-1/node.toml").to_str().unwrap()]);
-    assert!(human.contains("radio      medium EU868 869.525 MHz SF7/125 kHz"), "{human}");
+    let human = ok(&[
+        "node",
+        "status",
+        "--config",
+        dir.join("node-1/node.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        human.contains("radio      medium EU868 869.525 MHz SF7/125 kHz"),
+        "{human}"
+    );
     // The medium's checker saw no duty-cycle violation; `testnet status`
     // shows the medium.
     std::thread::sleep(Duration::from_millis(700));
@@ -207,7 +224,10 @@ fn a_lora_line_of_three_converges_with_no_duty_cycle_violation() {
     assert!(human.contains("radio "), "{human}");
     // `down` stops the medium too.
     ok(&["testnet", "down", "--dir", ds]);
-    assert!(!alive(medium_pid), "the medium server outlived `testnet down`");
+    assert!(
+        !alive(medium_pid),
+        "the medium server outlived `testnet down`"
+    );
     assert!(state(&dir)["lora"]["pid"].is_null());
     drop(guard);
 }
@@ -231,7 +251,10 @@ fn a_mixed_net_forwards_between_quic_and_lora_both_ways() {
     assert_eq!(n2["peers"], 0);
     assert_eq!(n2["radio"]["to_core"].as_array().unwrap().len(), 1);
     let n1 = node_status(&dir, 1);
-    assert!(!n1["radio"]["to_radio"].as_array().unwrap().is_empty(), "{n1:#}");
+    assert!(
+        !n1["radio"]["to_radio"].as_array().unwrap().is_empty(),
+        "{n1:#}"
+    );
     // LoRa -> QUIC: injected at the radio-only node.
     let v2 = t.path().join("v2.img");
     write_image(&v2, 3_500, 40_503);
@@ -267,7 +290,10 @@ fn a_node_with_another_mesh_key_is_not_acted_upon() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
         &cfg,
-        text.replace("mesh_key_file = \"../radio.key\"", "mesh_key_file = \"other.key\""),
+        text.replace(
+            "mesh_key_file = \"../radio.key\"",
+            "mesh_key_file = \"other.key\"",
+        ),
     )
     .unwrap();
     std::fs::remove_file(dir.join("medium-status.json")).unwrap();
@@ -282,11 +308,20 @@ fn a_node_with_another_mesh_key_is_not_acted_upon() {
     std::thread::sleep(Duration::from_secs(3));
     for i in 0..2 {
         let r = node_status(&dir, i)["radio"].clone();
-        assert!(r["frames_bad_mac"].as_u64().unwrap() > 0 || i == 1, "node {i}: {r:#}");
-        assert!(r["neighbours"].as_array().unwrap().is_empty(), "node {i}: {r:#}");
+        assert!(
+            r["frames_bad_mac"].as_u64().unwrap() > 0 || i == 1,
+            "node {i}: {r:#}"
+        );
+        assert!(
+            r["neighbours"].as_array().unwrap().is_empty(),
+            "node {i}: {r:#}"
+        );
     }
     let n1 = node_status(&dir, 1);
-    assert!(n1["radio"]["frames_bad_mac"].as_u64().unwrap() > 0, "{n1:#}");
+    assert!(
+        n1["radio"]["frames_bad_mac"].as_u64().unwrap() > 0,
+        "{n1:#}"
+    );
     assert!(n1["radio"]["release"].is_null(), "{n1:#}");
     assert_eq!(n1["radio"]["requests"], 0, "{n1:#}");
     assert_eq!(n1["installed"]["version"], "0.1.0");
@@ -312,7 +347,12 @@ fn run_with_radio(dir: &Path, radio: &str, features_note: &str) -> (bool, String
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (status.success(), err);
         }
         if start.elapsed() > Duration::from_secs(20) {
@@ -332,7 +372,16 @@ fn a_bad_radio_config_stops_the_daemon_at_start_with_a_clear_error() {
     let ds = dir.to_str().unwrap();
     let guard = {
         ok(&[
-            "testnet", "up", "--nodes", "1", "--dir", ds, "--base-port", "0", "--image-size", "1",
+            "testnet",
+            "up",
+            "--nodes",
+            "1",
+            "--dir",
+            ds,
+            "--base-port",
+            "0",
+            "--image-size",
+            "1",
         ]);
         Down(dir.clone())
     };
@@ -348,14 +397,20 @@ fn a_bad_radio_config_stops_the_daemon_at_start_with_a_clear_error() {
         "missing socket",
     );
     assert!(!ok_exit);
-    assert!(err.contains("medium socket") && err.contains("no-such-medium.sock"), "{err}");
+    assert!(
+        err.contains("medium socket") && err.contains("no-such-medium.sock"),
+        "{err}"
+    );
     let (ok_exit, err) = run_with_radio(
         &dir,
         "\n[radio]\nbackend = \"carrier-pigeon\"\nmesh_key_file = \"mesh.key\"\n",
         "unknown backend",
     );
     assert!(!ok_exit);
-    assert!(err.contains("carrier-pigeon") && err.contains("medium"), "{err}");
+    assert!(
+        err.contains("carrier-pigeon") && err.contains("medium"),
+        "{err}"
+    );
     let sx = "\n[radio]\nbackend = \"sx126x\"\nmesh_key_file = \"mesh.key\"\n\n[radio.sx126x]\nspidev = \"/dev/null-spidev\"\ngpio_chip = \"/dev/null-gpiochip\"\nreset_line = 18\nbusy_line = 20\ndio1_line = 16\n";
     let (ok_exit, err) = run_with_radio(&dir, sx, "sx126x");
     assert!(!ok_exit);

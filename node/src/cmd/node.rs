@@ -168,12 +168,18 @@ fn status(a: &StatusArgs) -> CmdResult {
             r["sf"],
             r["bw_khz"],
             str_of(&r["short_id"]),
-            if r["connected"] == true { "connected".to_string() } else { format!("down: {}", str_of(&r["down_reason"])) }
+            if r["connected"] == true {
+                "connected".to_string()
+            } else {
+                format!("down: {}", str_of(&r["down_reason"]))
+            }
         );
         println!(
             "radio      neighbours {}, release {} {}/{} chunks, airtime {:.1} s ({:.1} s of {:.0} s in the last hour, sub-band {})",
             r["neighbours"].as_array().map_or(0, Vec::len),
-            r["release"].as_str().map_or("-", |h| h.get(..16).unwrap_or(h)),
+            r["release"]
+                .as_str()
+                .map_or("-", |h| h.get(..16).unwrap_or(h)),
             r["have_chunks"],
             r["total_chunks"],
             r["airtime_us"].as_u64().unwrap_or(0) as f64 / 1e6,

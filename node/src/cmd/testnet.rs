@@ -259,8 +259,10 @@ fn up(a: &UpArgs) -> CmdResult {
             l.topology,
             l.time_scale,
             l.socket.display(),
-            l.mixed
-                .map_or_else(String::new, |k| format!("; nodes 0..{k} on QUIC, node {} on both", k - 1))
+            l.mixed.map_or_else(String::new, |k| format!(
+                "; nodes 0..{k} on QUIC, node {} on both",
+                k - 1
+            ))
         );
     }
     let d = state.dir.display();

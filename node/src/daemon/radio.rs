@@ -140,8 +140,7 @@ async fn connect_medium(
     let channel = settings.channel;
     tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            if w
-                .write_all(&Msg::Transmit { channel, frame }.encode())
+            if w.write_all(&Msg::Transmit { channel, frame }.encode())
                 .await
                 .is_err()
             {
@@ -212,7 +211,8 @@ fn connect_sx126x(
             loop {
                 match rx.try_recv() {
                     Ok(frame) => {
-                        let sent = meshota_radios::sx126x::block_on(radio.transmit(&channel, &frame));
+                        let sent =
+                            meshota_radios::sx126x::block_on(radio.transmit(&channel, &frame));
                         if let Err(e) = sent {
                             tracing::warn!("sx126x transmit: {e}");
                         }
@@ -461,7 +461,9 @@ impl Daemon {
             let mut at = 0usize;
             for c in index.chunks() {
                 let end = at + c.len as usize;
-                let data = payload.get(at..end).ok_or("payload shorter than the index")?;
+                let data = payload
+                    .get(at..end)
+                    .ok_or("payload shorter than the index")?;
                 items.push((c.hash, data));
                 at = end;
             }
@@ -528,8 +530,12 @@ impl Daemon {
                 };
                 let now = r.now();
                 match r.link.add_release(now, bundle_bytes, &chunks) {
-                    Ok(()) => tracing::info!(release = %id.short(), "radio: serving a release the mesh core holds"),
-                    Err(e) => tracing::warn!(release = %id.short(), "radio: release not taken by the link: {e}"),
+                    Ok(()) => {
+                        tracing::info!(release = %id.short(), "radio: serving a release the mesh core holds")
+                    }
+                    Err(e) => {
+                        tracing::warn!(release = %id.short(), "radio: release not taken by the link: {e}")
+                    }
                 }
             }
             Err(e) => tracing::warn!(release = %id.short(), "radio: release not handed over: {e}"),

@@ -138,7 +138,10 @@ impl MediumSpec {
                 format!("time_scale {} is not 1 to {TIME_SCALE_MAX}", s.time_scale),
             ));
         }
-        if s.positions.iter().any(|p| !p.0.is_finite() || !p.1.is_finite()) {
+        if s.positions
+            .iter()
+            .any(|p| !p.0.is_finite() || !p.1.is_finite())
+        {
             return Err(Failure::file(&path, "a position is not a finite number"));
         }
         Ok(s)
@@ -242,7 +245,9 @@ impl Server {
             let busy = self
                 .on_air
                 .iter()
-                .filter(|(j, end, c)| *end > now && c.freq_hz == channel.freq_hz && self.senses(*j, i, c))
+                .filter(|(j, end, c)| {
+                    *end > now && c.freq_hz == channel.freq_hz && self.senses(*j, i, c)
+                })
                 .map(|(_, end, _)| *end)
                 .max();
             if let Some(end) = busy {
@@ -362,7 +367,9 @@ async fn client(stream: UnixStream, conn: u64, events: mpsc::Sender<Event>) {
     let node = match read_msg(&mut r).await {
         Ok(Msg::Hello { node }) => node,
         Ok(_) => {
-            let _ = w.write_all(&refuse("the first message must be a hello".into())).await;
+            let _ = w
+                .write_all(&refuse("the first message must be a hello".into()))
+                .await;
             return;
         }
         Err(ReadError::Wire(e)) => {
@@ -387,7 +394,10 @@ async fn client(stream: UnixStream, conn: u64, events: mpsc::Sender<Event>) {
     }
     match answer.await {
         Ok(Ok(time_scale)) => {
-            if w.write_all(&Msg::Welcome { time_scale }.encode()).await.is_err() {
+            if w.write_all(&Msg::Welcome { time_scale }.encode())
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -506,7 +516,9 @@ async fn serve_async(dir: PathBuf, spec: MediumSpec) -> CmdResult {
     loop {
         s.pump();
         let scale = u64::from(s.spec.time_scale);
-        let wake = s.next_wake().map(|v| s.start + Duration::from_micros(v.div_ceil(scale)));
+        let wake = s
+            .next_wake()
+            .map(|v| s.start + Duration::from_micros(v.div_ceil(scale)));
         let sleep = async move {
             match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,

@@ -153,12 +153,13 @@ pub(crate) fn settings(
             hz: cfg.frequency_hz,
             region: region.name,
         })?;
-    let frame_len = region
-        .frame_limit(&[cfg.data_rate])
-        .map_err(|_| RadioSetupError::DataRate {
-            dr: cfg.data_rate,
-            region: region.name,
-        })?;
+    let frame_len =
+        region
+            .frame_limit(&[cfg.data_rate])
+            .map_err(|_| RadioSetupError::DataRate {
+                dr: cfg.data_rate,
+                region: region.name,
+            })?;
     let mesh_key = read_mesh_key(&cfg.mesh_key_file)?;
     let short_id = cfg
         .short_id

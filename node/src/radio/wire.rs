@@ -211,8 +211,8 @@ impl Msg {
                 let sf = SpreadingFactor::from_number(body[4])
                     .map_err(|_| bad(format!("spreading factor {}", body[4])))?;
                 let khz = u16::from_le_bytes([body[5], body[6]]);
-                let bw =
-                    Bandwidth::from_khz(u32::from(khz)).map_err(|_| bad(format!("bandwidth {khz} kHz")))?;
+                let bw = Bandwidth::from_khz(u32::from(khz))
+                    .map_err(|_| bad(format!("bandwidth {khz} kHz")))?;
                 let cr = CodingRate::from_denominator(body[7])
                     .map_err(|_| bad(format!("coding rate 4/{}", body[7])))?;
                 let frame = body[8..].to_vec();
@@ -368,7 +368,12 @@ mod tests {
             Msg::decode(TRANSMIT, &b)
         };
         assert!(tx(7, 125, 5, 10).is_ok());
-        for bad in [tx(13, 125, 5, 10), tx(7, 300, 5, 10), tx(7, 125, 9, 10), tx(7, 125, 5, 256)] {
+        for bad in [
+            tx(13, 125, 5, 10),
+            tx(7, 300, 5, 10),
+            tx(7, 125, 9, 10),
+            tx(7, 125, 5, 256),
+        ] {
             assert!(matches!(bad, Err(WireError::BadField { .. })), "{bad:?}");
         }
         assert!(matches!(tx(7, 125, 5, 0), Err(WireError::BadLength { .. })));

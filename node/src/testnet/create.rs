@@ -32,8 +32,8 @@ use crate::config::NodeConfig;
 use crate::device::{ImageSource, Node, install_failure};
 use crate::failure::{AtPath, CmdResult, Failure};
 use crate::keyio::load_secret;
-use crate::testnet::image;
 use crate::radio::medium::{MediumSpec, SOCKET_FILE};
+use crate::testnet::image;
 use crate::testnet::state::{FORMAT, LoraRecord, NodeRecord, ReleaseRecord, TestnetState};
 use crate::testnet::topology;
 use crate::timefmt::now;
@@ -550,7 +550,9 @@ fn make_medium(dir: &Path, l: &LoraPlan, radio_nodes: &[usize]) -> CmdResult<Lor
     if socket.as_os_str().len() > MAX_SOCKET_PATH {
         return Err(Failure::file(
             &socket,
-            format!("the medium socket path is longer than {MAX_SOCKET_PATH} bytes; use a shorter testnet directory"),
+            format!(
+                "the medium socket path is longer than {MAX_SOCKET_PATH} bytes; use a shorter testnet directory"
+            ),
         ));
     }
     Ok(LoraRecord {

@@ -132,10 +132,10 @@ impl NodeView {
                         .is_some_and(|id| id.eq_ignore_ascii_case(&target.release))
                 });
                 match r {
-                    Some(r) if u64_at(r, &["total_chunks"]) > 0 => (u64_at(r, &["have_chunks"])
-                        as f64
-                        / u64_at(r, &["total_chunks"]) as f64)
-                        .min(0.99),
+                    Some(r) if u64_at(r, &["total_chunks"]) > 0 => {
+                        (u64_at(r, &["have_chunks"]) as f64 / u64_at(r, &["total_chunks"]) as f64)
+                            .min(0.99)
+                    }
                     _ => 0.0,
                 }
             }
@@ -167,7 +167,9 @@ impl NodeView {
                 "  radio {}/{} chunks, {} neighbours, airtime {:.1} s",
                 u64_at(r, &["have_chunks"]),
                 u64_at(r, &["total_chunks"]),
-                r.get("neighbours").and_then(Value::as_array).map_or(0, Vec::len),
+                r.get("neighbours")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len),
                 u64_at(r, &["airtime_us"]) as f64 / 1e6,
             ));
         }
