@@ -75,6 +75,7 @@ pub(crate) enum RadioSetupError {
         reason: String,
     },
     /// `backend = "sx126x"` in a build without the feature.
+    #[cfg_attr(feature = "sx126x", allow(dead_code))]
     #[error(
         "radio.backend = \"sx126x\" but this meshota was built without the `sx126x` feature \
          (cargo build -p meshota-node --features sx126x)"
