@@ -221,6 +221,19 @@ fn a_lora_line_of_three_converges_with_no_duty_cycle_violation() {
     assert_eq!(m["refused"], 0, "{m:#}");
     let human = ok(&["testnet", "status", "--dir", ds]);
     assert!(human.contains("duty-cycle violations"), "{human}");
+    // Bad input on the medium socket is refused, not a crash: an unknown
+    // kind, a node index off the medium, a node already connected.
+    let sock = dir.join("medium.sock");
+    for (hello, want) in [
+        (vec![0x7f, 0, 0], "unknown message kind"),
+        (vec![0x01, 3, 0, 1, 99, 0], "not on the medium"),
+        (vec![0x01, 3, 0, 1, 1, 0], "already connected"),
+        (vec![0x01, 3, 0, 9, 0, 0], "protocol version 9"),
+    ] {
+        let reason = refused(&sock, &hello);
+        assert!(reason.contains(want), "{hello:?}: {reason}");
+    }
+    assert!(alive(medium_pid), "the medium server died on bad input");
     assert!(human.contains("radio "), "{human}");
     // `down` stops the medium too.
     ok(&["testnet", "down", "--dir", ds]);
@@ -327,6 +340,21 @@ fn a_node_with_another_mesh_key_is_not_acted_upon() {
     assert_eq!(n1["installed"]["version"], "0.1.0");
     assert!(n1["releases"].as_array().unwrap().is_empty(), "{n1:#}");
     drop(guard);
+}
+
+/// Sends `bytes` on a new connection to the medium socket and returns
+/// the reason of the Refused answer (bounded by a 5 s read timeout).
+fn refused(sock: &Path, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(bytes).unwrap();
+    let mut header = [0u8; 3];
+    c.read_exact(&mut header).unwrap();
+    assert_eq!(header[0], 0x83, "not a Refused message");
+    let mut body = vec![0u8; usize::from(u16::from_le_bytes([header[1], header[2]]))];
+    c.read_exact(&mut body).unwrap();
+    String::from_utf8(body).unwrap()
 }
 
 /// `node run` with `[radio]` appended to a plain testnet node's config:
