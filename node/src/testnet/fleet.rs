@@ -165,6 +165,13 @@ impl Fleet {
     /// Starts `meshota testnet medium --dir D` and waits (at most
     /// [`MEDIUM_READY`]) for its socket.
     fn spawn_medium(&mut self, exe: &Path, state: &mut TestnetState, own_group: bool) -> CmdResult {
+        // A medium server left running (its nodes gone) is stopped first.
+        let left = stop_medium(state, &mut || self.reap());
+        if !left.is_empty() {
+            return Err(Failure::rejected(format!(
+                "an earlier medium server (pid {left:?}) does not stop"
+            )));
+        }
         let dir = state.dir.clone();
         let Some(l) = state.lora.as_mut() else {
             return Ok(());
