@@ -8,6 +8,8 @@
 //! (one durable commit per batch); until a batch is written, requests for
 //! its chunks are served from memory. After a crash the core restarts from
 //! what the store holds, so verified chunks are never fetched twice.
+//! With a `[radio]` table the same task drives a LoRa radio link and
+//! hands releases between it and the core (`radio.rs`).
 
 mod admission;
 pub(crate) mod control;

@@ -88,10 +88,11 @@ pub(super) async fn connect(
 ) -> Result<Transport, RadioSetupError> {
     match cfg.backend {
         RadioBackend::Medium => {
+            // The config reader refuses `medium` without its table.
             let Some(m) = cfg.medium.as_ref() else {
                 return Err(RadioSetupError::MediumProtocol {
-                    path: cfg.mesh_key_file.clone(),
-                    reason: "no [radio.medium] table".into(),
+                    path: std::path::PathBuf::from("[radio.medium]"),
+                    reason: "the table is missing".into(),
                 });
             };
             connect_medium(&m.socket, m.node, settings, inputs).await
