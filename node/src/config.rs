@@ -76,6 +76,119 @@ pub(crate) struct NodeConfig {
     /// Provisioning (`meshota provision apply|fetch`).
     #[serde(default)]
     pub(crate) provision: Option<ProvisionConfig>,
+    /// A LoRa radio the daemon drives beside (or instead of) its QUIC
+    /// peers: `[radio]`, see docs/node-config.md.
+    #[serde(default)]
+    pub(crate) radio: Option<RadioConfig>,
+}
+
+/// Which radio the `[radio]` table drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RadioBackend {
+    /// The simulated medium of `meshota testnet medium`, over a Unix socket.
+    Medium,
+    /// An SX126x on spidev and GPIO (needs the `sx126x` build feature).
+    Sx126x,
+}
+
+/// The `[radio]` table: one LoRa radio driven by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RadioConfig {
+    /// `medium` or `sx126x`.
+    pub(crate) backend: RadioBackend,
+    /// The mesh key file: 64 hex digits (32 bytes), shared by every node of
+    /// the radio mesh; frames under another key are dropped unparsed.
+    pub(crate) mesh_key_file: PathBuf,
+    /// `EU868` (default) or `US915`.
+    #[serde(default = "default_region")]
+    pub(crate) region: String,
+    /// Centre frequency (Hz); its sub-band sets the duty cycle. Default
+    /// 869.525 MHz (EU868 g3, 10 %).
+    #[serde(default = "default_frequency_hz")]
+    pub(crate) frequency_hz: u32,
+    /// The region's data rate index (default 5: SF7/125 kHz in EU868).
+    #[serde(default = "default_data_rate")]
+    pub(crate) data_rate: u8,
+    /// Short id on the air (default: derived from the device key).
+    #[serde(default)]
+    pub(crate) short_id: Option<u16>,
+    /// Seed of the link's random choices (default: from the node id).
+    #[serde(default)]
+    pub(crate) seed: Option<u64>,
+    /// `backend = "medium"`: the medium server's socket and this node's
+    /// place on it.
+    #[serde(default)]
+    pub(crate) medium: Option<MediumLinkConfig>,
+    /// `backend = "sx126x"`: where the radio is wired.
+    #[serde(default)]
+    pub(crate) sx126x: Option<Sx126xConfig>,
+}
+
+/// The `[radio.medium]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MediumLinkConfig {
+    /// The medium server's Unix socket.
+    pub(crate) socket: PathBuf,
+    /// This node's index on the medium (its position there).
+    pub(crate) node: u16,
+}
+
+/// The `[radio.sx126x]` table (docs/radio-sx1262.md has the wiring).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Sx126xConfig {
+    /// The spidev device (`/dev/spidev0.0`).
+    pub(crate) spidev: PathBuf,
+    /// The GPIO chip (`/dev/gpiochip0`).
+    pub(crate) gpio_chip: PathBuf,
+    /// NRESET line.
+    pub(crate) reset_line: u32,
+    /// BUSY line.
+    pub(crate) busy_line: u32,
+    /// DIO1 line.
+    pub(crate) dio1_line: u32,
+    /// NSS on a GPIO line (none: the spidev chip select).
+    #[serde(default)]
+    pub(crate) nss_line: Option<u32>,
+    /// SPI clock (Hz, default 2 MHz).
+    #[serde(default = "default_spi_hz")]
+    pub(crate) spi_speed_hz: u32,
+    /// TCXO on DIO3 at 1.8 V.
+    #[serde(default)]
+    pub(crate) tcxo_1v8: bool,
+    /// DC-DC regulator (default true).
+    #[serde(default = "default_true")]
+    pub(crate) use_dcdc: bool,
+    /// Transmit power (dBm, default 14).
+    #[serde(default = "default_tx_power")]
+    pub(crate) tx_power_dbm: i32,
+}
+
+fn default_region() -> String {
+    "EU868".to_string()
+}
+
+const fn default_frequency_hz() -> u32 {
+    869_525_000
+}
+
+const fn default_data_rate() -> u8 {
+    5
+}
+
+const fn default_spi_hz() -> u32 {
+    2_000_000
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+const fn default_tx_power() -> i32 {
+    14
 }
 
 /// The `[mesh.certificate]` table: admit peers whose device certificate
@@ -335,6 +448,26 @@ impl NodeConfig {
         if let Some(g) = &self.gateway {
             g.validate()?;
         }
+        if let Some(r) = &self.radio {
+            if self.mesh.is_none() {
+                return Err("a [radio] needs the [mesh] table: the daemon drives it".into());
+            }
+            match r.backend {
+                RadioBackend::Medium if r.medium.is_none() => {
+                    return Err(
+                        "radio.backend = \"medium\" needs a [radio.medium] table (socket, node)"
+                            .into(),
+                    );
+                }
+                RadioBackend::Sx126x if r.sx126x.is_none() => {
+                    return Err(
+                        "radio.backend = \"sx126x\" needs a [radio.sx126x] table (spidev, gpio_chip, lines)"
+                            .into(),
+                    );
+                }
+                _ => {}
+            }
+        }
         if self.device.trial_boots == 0 {
             return Err("field `device.trial_boots` is 0; it must be 1 to 255".to_string());
         }
@@ -378,6 +511,12 @@ impl NodeConfig {
         }
         if let Some(p) = &mut self.provision {
             resolve(base, &mut p.keys);
+        }
+        if let Some(r) = &mut self.radio {
+            resolve(base, &mut r.mesh_key_file);
+            if let Some(m) = &mut r.medium {
+                resolve(base, &mut m.socket);
+            }
         }
         resolve(base, &mut self.trust_root);
         resolve(base, &mut self.data_dir);
@@ -610,5 +749,37 @@ timeout_ms = 5000
         let text = format!("{FULL}{MESH}[mesh.mdns]\nport = 0\n");
         let e = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
         assert!(e.contains("mesh.mdns.port"), "{e}");
+    }
+
+    const RADIO: &str = "\n[radio]\nbackend = \"medium\"\nmesh_key_file = \"radio.key\"\n\n[radio.medium]\nsocket = \"../medium.sock\"\nnode = 3\n";
+
+    #[test]
+    fn a_radio_table_parses_with_defaults_and_resolves_its_paths() {
+        let c = NodeConfig::parse(&format!("{FULL}{MESH}{RADIO}"), Path::new("/n")).unwrap();
+        let r = c.radio.unwrap();
+        assert_eq!(r.backend, RadioBackend::Medium);
+        assert_eq!(r.region, "EU868");
+        assert_eq!((r.frequency_hz, r.data_rate), (869_525_000, 5));
+        assert_eq!(r.mesh_key_file, Path::new("/n/radio.key"));
+        let m = r.medium.unwrap();
+        assert_eq!(
+            (m.socket.as_path(), m.node),
+            (Path::new("/n/../medium.sock"), 3)
+        );
+    }
+
+    #[test]
+    fn a_radio_table_without_its_backend_table_or_mesh_or_with_another_backend_is_refused() {
+        let e = NodeConfig::parse(&format!("{FULL}{RADIO}"), Path::new("/")).unwrap_err();
+        assert!(e.contains("[mesh]"), "{e}");
+        let bare = RADIO.split("\n[radio.medium]").next().unwrap();
+        let e = NodeConfig::parse(&format!("{FULL}{MESH}{bare}"), Path::new("/")).unwrap_err();
+        assert!(e.contains("[radio.medium]"), "{e}");
+        let sx = bare.replace("\"medium\"", "\"sx126x\"");
+        let e = NodeConfig::parse(&format!("{FULL}{MESH}{sx}"), Path::new("/")).unwrap_err();
+        assert!(e.contains("[radio.sx126x]"), "{e}");
+        let other = RADIO.replace("\"medium\"", "\"wifi\"");
+        let e = NodeConfig::parse(&format!("{FULL}{MESH}{other}"), Path::new("/")).unwrap_err();
+        assert!(e.contains("wifi") && e.contains("medium"), "{e}");
     }
 }

@@ -15,6 +15,7 @@ mod device;
 mod failure;
 mod image_reader;
 mod keyio;
+mod radio;
 mod testnet;
 mod timefmt;
 

@@ -226,6 +226,20 @@ impl RadioLink {
         Some(out)
     }
 
+    /// The carried release's verified bundle (signed manifest and chunk
+    /// index, as relayed), if any: what a driver stores beside
+    /// [`RadioLink::payload`] to hand the release to another link.
+    #[must_use]
+    pub fn bundle(&self) -> Option<&bundle::VerifiedBundle> {
+        self.carried.as_ref().map(|c| &c.bundle)
+    }
+
+    /// Chunks held and chunks in the carried release, if any.
+    #[must_use]
+    pub fn chunk_progress(&self) -> Option<(usize, usize)> {
+        self.carried.as_ref().map(|c| (c.held, c.slots.len()))
+    }
+
     /// Short ids of the neighbours whose frames authenticated.
     pub fn neighbours(&self) -> impl Iterator<Item = ShortId> + '_ {
         self.neighbours.keys().copied()

@@ -170,6 +170,7 @@ fn phases(a: &DemoArgs, dir: &Path, running: &mut Option<Running>, out: &mut Out
         dir: dir.to_path_buf(),
         base_port: a.base_port,
         image_size_mib: a.size,
+        lora: None,
     })?;
     say("starting the daemons");
     let fleet = start(&mut state, false)?;
@@ -192,7 +193,7 @@ fn phases(a: &DemoArgs, dir: &Path, running: &mut Option<Running>, out: &mut Out
             human_bytes(size)
         ));
         let t0 = Instant::now();
-        let rec = publish_release(&mut r.state, path, version, None)?;
+        let rec = publish_release(&mut r.state, path, version, None, 0)?;
         let mut err = std::io::stderr();
         let tty = err.is_terminal() && !a.json;
         let w = view::watch(

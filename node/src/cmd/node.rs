@@ -158,5 +158,35 @@ fn status(a: &StatusArgs) -> CmdResult {
         s["chunk_bytes_fetched"],
         s["chunks_served"]
     );
+    let r = &s["radio"];
+    if r.is_object() {
+        println!(
+            "radio      {} {} {} MHz SF{}/{} kHz, short id {}, {}",
+            str_of(&r["backend"]),
+            str_of(&r["region"]),
+            r["frequency_hz"].as_u64().unwrap_or(0) as f64 / 1e6,
+            r["sf"],
+            r["bw_khz"],
+            str_of(&r["short_id"]),
+            if r["connected"] == true {
+                "connected".to_string()
+            } else {
+                format!("down: {}", str_of(&r["down_reason"]))
+            }
+        );
+        println!(
+            "radio      neighbours {}, release {} {}/{} chunks, airtime {:.1} s ({:.1} s of {:.0} s in the last hour, sub-band {})",
+            r["neighbours"].as_array().map_or(0, Vec::len),
+            r["release"]
+                .as_str()
+                .map_or("-", |h| h.get(..16).unwrap_or(h)),
+            r["have_chunks"],
+            r["total_chunks"],
+            r["airtime_us"].as_u64().unwrap_or(0) as f64 / 1e6,
+            r["airtime_last_hour_us"].as_u64().unwrap_or(0) as f64 / 1e6,
+            r["budget_per_hour_us"].as_u64().unwrap_or(0) as f64 / 1e6,
+            str_of(&r["sub_band"]),
+        );
+    }
     Ok(())
 }

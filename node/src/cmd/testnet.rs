@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::failure::{AtPath, CmdResult, Failure};
-use crate::testnet::create::{self, Plan, sign_release};
+use crate::testnet::create::{self, LoraLayout, LoraPlan, Plan, sign_release};
 use crate::testnet::fleet::{Fleet, is_daemon_of, stop_nodes};
 use crate::testnet::state::{ReleaseRecord, TestnetState};
 use crate::testnet::{control, view};
@@ -37,6 +37,27 @@ pub(crate) enum TestnetCmd {
     Status(StatusArgs),
     /// Stop every daemon (the directory is kept unless `--clean`).
     Down(DownArgs),
+    /// Run the simulated LoRa medium of a `--lora` testnet (started by
+    /// `testnet up`; not for people).
+    #[command(hide = true)]
+    Medium(MediumArgs),
+}
+
+/// Arguments of the hidden `testnet medium`.
+#[derive(Debug, Args)]
+pub(crate) struct MediumArgs {
+    /// The testnet directory (its `medium.json`).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+/// `--lora-topology`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LoraTopologyArg {
+    /// Neighbours 3 km apart in a line: every hop a radio hop.
+    Line,
+    /// A square-ish grid, 3 km pitch.
+    Grid,
 }
 
 /// Arguments of `testnet up`.
@@ -55,6 +76,22 @@ pub(crate) struct UpArgs {
     /// Largest image the slots must hold, in MiB.
     #[arg(long, default_value_t = 64)]
     image_size: u64,
+    /// Put the nodes on a simulated LoRa medium (a medium server process
+    /// over a Unix socket, EU868 g3, SF7/125 kHz), radio only unless
+    /// `--mixed`.
+    #[arg(long)]
+    lora: bool,
+    /// Where the radio nodes sit (with `--lora`).
+    #[arg(long, value_enum, default_value_t = LoraTopologyArg::Line, requires = "lora")]
+    lora_topology: LoraTopologyArg,
+    /// Nodes 0..K are on QUIC and K-1..N on the radio: node K-1 has both
+    /// and forwards between them (with `--lora`).
+    #[arg(long, value_name = "K", requires = "lora")]
+    mixed: Option<usize>,
+    /// The medium runs this many times faster than the wall clock, and so
+    /// do the nodes' radio links (airtime, duty cycle, timers alike).
+    #[arg(long, default_value_t = 1, requires = "lora")]
+    lora_time_scale: u32,
 }
 
 /// Arguments of `testnet publish`.
@@ -71,6 +108,9 @@ pub(crate) struct PublishArgs {
     /// Security version (default: the previous one plus 1).
     #[arg(long)]
     security_version: Option<u64>,
+    /// The node to inject at (default 0).
+    #[arg(long, default_value_t = 0)]
+    node: usize,
 }
 
 /// Arguments of `testnet status`.
@@ -108,6 +148,10 @@ pub(crate) fn run(cmd: TestnetCmd) -> CmdResult {
         TestnetCmd::Publish(a) => publish(&a),
         TestnetCmd::Status(a) => status(&a),
         TestnetCmd::Down(a) => down(&a),
+        TestnetCmd::Medium(a) => {
+            crate::cmd::node::init_logging();
+            crate::radio::medium::serve(&a.dir)
+        }
     }
 }
 
@@ -159,11 +203,28 @@ pub(crate) fn start(state: &mut TestnetState, own_group: bool) -> CmdResult<Flee
 }
 
 fn up(a: &UpArgs) -> CmdResult {
+    if !(1..=crate::radio::medium::TIME_SCALE_MAX).contains(&a.lora_time_scale) {
+        return Err(Failure::usage(format!(
+            "--lora-time-scale {} must be 1 to {}",
+            a.lora_time_scale,
+            crate::radio::medium::TIME_SCALE_MAX
+        )));
+    }
+    let lora = a.lora.then(|| LoraPlan {
+        layout: match a.lora_topology {
+            LoraTopologyArg::Line => LoraLayout::Line,
+            LoraTopologyArg::Grid => LoraLayout::Grid,
+        },
+        mixed: a.mixed,
+        time_scale: a.lora_time_scale,
+        seed: u64::from(std::process::id()),
+    });
     let plan = Plan {
         nodes: a.nodes.unwrap_or(DEFAULT_NODES),
         dir: a.dir.clone(),
         base_port: a.base_port,
         image_size_mib: a.image_size,
+        lora,
     };
     let mut state = prepare(&plan, a.nodes.is_some())?;
     let fleet = start(&mut state, true)?;
@@ -190,6 +251,20 @@ fn up(a: &UpArgs) -> CmdResult {
             }
         );
     }
+    if let Some(l) = &state.lora {
+        println!(
+            "radio     {} nodes {:?} on the medium ({}, time scale {}x, socket {}){}",
+            l.radio_nodes.len(),
+            l.radio_nodes,
+            l.topology,
+            l.time_scale,
+            l.socket.display(),
+            l.mixed.map_or_else(String::new, |k| format!(
+                "; nodes 0..{k} on QUIC, node {} on both",
+                k - 1
+            ))
+        );
+    }
     let d = state.dir.display();
     println!("publish   meshota testnet publish --dir {d} IMAGE --version 1.0.0");
     println!("watch     meshota testnet status --dir {d} --watch");
@@ -204,6 +279,7 @@ pub(crate) fn publish_release(
     image: &Path,
     version: &str,
     security_version: Option<u64>,
+    at: usize,
 ) -> CmdResult<ReleaseRecord> {
     let image = std::fs::canonicalize(image).at(image)?;
     let size = std::fs::metadata(&image).at(&image)?.len();
@@ -236,21 +312,23 @@ pub(crate) fn publish_release(
         sv,
         &out,
     )?;
-    let node = state
-        .nodes
-        .first()
-        .ok_or_else(|| Failure::file(&state.dir, "the testnet has no nodes"))?;
+    let node = state.nodes.get(at).ok_or_else(|| {
+        Failure::usage(format!(
+            "the testnet has {} nodes; there is no node {at}",
+            state.nodes.len()
+        ))
+    })?;
     let id = control::publish(&node.socket, &rec.manifest, &rec.image, PUBLISH_TIMEOUT).map_err(
         |e| {
             Failure::file(
                 &node.socket,
-                format!("node 0 refused the release {version}: {e}"),
+                format!("node {at} refused the release {version}: {e}"),
             )
         },
     )?;
     if !id.is_empty() && !id.eq_ignore_ascii_case(&rec.release) {
         eprintln!(
-            "warning: node 0 reports release {id}, the manifest's id is {}",
+            "warning: node {at} reports release {id}, the manifest's id is {}",
             rec.release
         );
     }
@@ -261,10 +339,10 @@ pub(crate) fn publish_release(
 
 fn publish(a: &PublishArgs) -> CmdResult {
     let mut state = TestnetState::load(&a.dir)?;
-    let rec = publish_release(&mut state, &a.image, &a.version, a.security_version)?;
+    let rec = publish_release(&mut state, &a.image, &a.version, a.security_version, a.node)?;
     println!(
-        "published {} (security version {}, {} bytes) at node 0",
-        rec.version, rec.security_version, rec.size
+        "published {} (security version {}, {} bytes) at node {}",
+        rec.version, rec.security_version, rec.size, a.node
     );
     println!("release   {}", rec.release);
     println!("manifest  {}", rec.manifest.display());
@@ -301,6 +379,10 @@ fn status_json(state: &TestnetState, views: &[view::NodeView], seconds: Option<f
         "converged": view::all_converged(views, t),
         "seconds": seconds,
         "nodes": nodes,
+        "medium": state.lora.as_ref().map(|_| {
+            crate::radio::medium::MediumStatus::load(&state.dir)
+                .map_or(Value::Null, |m| json!(m))
+        }),
     })
 }
 
@@ -376,12 +458,32 @@ fn status(a: &StatusArgs) -> CmdResult {
         views.len(),
         target.version
     );
+    if state.lora.is_some() {
+        match crate::radio::medium::MediumStatus::load(&state.dir) {
+            Some(m) => println!(
+                "medium: {:.0} s virtual ({}x), {} frames, {} delivered, lost {} collision / {} half duplex / {} noise, {} duty-cycle violations",
+                m.virtual_seconds,
+                m.time_scale,
+                m.frames,
+                m.delivered,
+                m.losses[0],
+                m.losses[1],
+                m.losses[2],
+                m.duty_cycle_violations
+            ),
+            None => println!("medium: no status yet"),
+        }
+    }
     Ok(())
 }
 
 fn down(a: &DownArgs) -> CmdResult {
     let mut state = TestnetState::load(&a.dir)?;
-    let running = state.nodes.iter().filter(|n| n.pid.is_some()).count();
+    let running = state.nodes.iter().filter(|n| n.pid.is_some()).count()
+        + state
+            .lora
+            .as_ref()
+            .map_or(0, |l| usize::from(l.pid.is_some()));
     let left = stop_nodes(&mut state, &mut || {});
     state.save()?;
     if !left.is_empty() {

@@ -8,6 +8,8 @@
 //! (one durable commit per batch); until a batch is written, requests for
 //! its chunks are served from memory. After a crash the core restarts from
 //! what the store holds, so verified chunks are never fetched twice.
+//! With a `[radio]` table the same task drives a LoRa radio link and
+//! hands releases between it and the core (`radio.rs`).
 
 mod admission;
 pub(crate) mod control;
@@ -15,6 +17,7 @@ mod discovery;
 mod gateway;
 mod metrics;
 pub(crate) mod patch;
+mod radio;
 mod station;
 
 use std::collections::{BTreeMap, HashMap};
@@ -103,6 +106,10 @@ enum Input {
         result: Result<meshota_sneakernet::Imported, String>,
         reply: oneshot::Sender<serde_json::Value>,
     },
+    /// The radio received a frame.
+    RadioFrame(Vec<u8>),
+    /// The radio's connection ended (the reason).
+    RadioDown(String),
     /// A patch was applied (or could not be).
     PatchDone {
         release: Hash,
@@ -183,6 +190,8 @@ struct Daemon {
     /// Gateway duties (`meshota gateway run`), none for a plain node.
     gateway: Option<gateway::GatewayState>,
     patches: PatchCounters,
+    /// The LoRa radio (`[radio]`), if configured.
+    radio: Option<radio::RadioDriver>,
 }
 
 /// A discovered peer and the dialer that keeps a connection to it.
@@ -332,6 +341,10 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
             Some(now())
         },
     };
+    let radio_installed = (
+        installed.release.unwrap_or_else(|| Hash::of(&[])),
+        installed.security_version.unwrap_or(0),
+    );
     let core = meshota_mesh::Node::new(config, trust.clone(), installed, Timestamp(0));
     let (tx, mut rx) = mpsc::channel(INPUT_QUEUE);
     let mut d = Daemon {
@@ -361,9 +374,31 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
         discovered: BTreeMap::new(),
         gateway: None,
         patches: PatchCounters::default(),
+        radio: None,
     };
     d.load_store()?;
     d.seed_active_slot();
+    // The radio, when configured: an absent or refusing radio stops the
+    // start (a typed error naming the cause), it is never skipped.
+    if let Some(rc) = node.config.radio.clone() {
+        let fail = |e: crate::radio::RadioSetupError| Failure::file(&node.path, e);
+        let settings = crate::radio::settings(&rc, &d.key.id().0).map_err(fail)?;
+        let transport = radio::connect(&rc, &settings, tx.clone())
+            .await
+            .map_err(fail)?;
+        let driver = radio::RadioDriver::new(
+            settings,
+            rc.backend,
+            transport,
+            d.trust.clone(),
+            radio_installed,
+            node.config.hardware.clone(),
+            node.config.expiration(),
+        )
+        .map_err(fail)?;
+        tracing::info!(backend = ?rc.backend, "radio running");
+        d.radio = Some(driver);
+    }
 
     // Control socket.
     let sock = node.config.control_socket();
@@ -489,6 +524,13 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
             .poll_timeout()
             .map_or(Duration::from_secs(3600), |t| Duration::from_millis(t.0));
         let sleep = tokio::time::sleep_until((d.start + deadline).into());
+        let radio_at = d.radio.as_ref().map(radio::RadioDriver::deadline);
+        let radio_sleep = async move {
+            match radio_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             input = rx.recv() => match input {
                 Some(i) => d.input(i),
@@ -498,11 +540,16 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
                 let now = d.now();
                 d.core.handle(now, Event::Timeout);
             }
+            () = radio_sleep => {}
             _ = flush.tick() => d.flush_in_background(),
             _ = sigint.recv() => d.shutdown = true,
             _ = sigterm.recv() => d.shutdown = true,
         }
         d.drain_actions();
+        if d.radio.is_some() {
+            d.radio_step();
+            d.drain_actions();
+        }
     }
     d.flush();
     for p in d.peers.values() {
@@ -802,6 +849,12 @@ impl Daemon {
                 patch,
                 result,
             } => self.patch_done(release, patch, result),
+            Input::RadioFrame(frame) => self.radio_frame(&frame),
+            Input::RadioDown(why) => {
+                if let Some(r) = &mut self.radio {
+                    r.transport_down(why);
+                }
+            }
         }
     }
 
@@ -1558,6 +1611,7 @@ impl Daemon {
     }
 
     fn status(&mut self) -> serde_json::Value {
+        let radio = self.radio.as_mut().map(radio::RadioDriver::status);
         let stats = *self.core.stats();
         let installed = self.core.running();
         let wanted = self.core.wanted().map(|id| {
@@ -1648,6 +1702,7 @@ impl Daemon {
             "messages_out": stats.messages_sent,
             "bans": stats.bans,
             "gateway": self.gateway.as_ref().map(gateway::GatewayState::status),
+            "radio": radio,
             "time": UnixTime(now().0).to_string(),
         })
     }

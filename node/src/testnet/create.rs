@@ -32,8 +32,9 @@ use crate::config::NodeConfig;
 use crate::device::{ImageSource, Node, install_failure};
 use crate::failure::{AtPath, CmdResult, Failure};
 use crate::keyio::load_secret;
+use crate::radio::medium::{MediumSpec, SOCKET_FILE};
 use crate::testnet::image;
-use crate::testnet::state::{FORMAT, NodeRecord, ReleaseRecord, TestnetState};
+use crate::testnet::state::{FORMAT, LoraRecord, NodeRecord, ReleaseRecord, TestnetState};
 use crate::testnet::topology;
 use crate::timefmt::now;
 
@@ -61,6 +62,69 @@ pub(crate) struct Plan {
     pub(crate) base_port: u16,
     /// The largest image the slots must hold, in MiB.
     pub(crate) image_size_mib: u64,
+    /// Nodes on the simulated LoRa medium (`--lora`), if any.
+    pub(crate) lora: Option<LoraPlan>,
+}
+
+/// How the nodes of a `--lora` testnet sit on the medium.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoraLayout {
+    /// In a line, neighbours 3 km apart (the simulator's `line:H`).
+    Line,
+    /// Row-major on a square-ish grid, 3 km pitch (`grid:N`).
+    Grid,
+}
+
+/// The radio part of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LoraPlan {
+    /// Positions of the radio nodes.
+    pub(crate) layout: LoraLayout,
+    /// `Some(K)`: nodes 0..K are on QUIC and K-1..N on the radio (node
+    /// K-1 on both); `None`: every node on the radio only.
+    pub(crate) mixed: Option<usize>,
+    /// Virtual µs per wall-clock µs of the medium.
+    pub(crate) time_scale: u32,
+    /// Seed of the medium's losses.
+    pub(crate) seed: u64,
+}
+
+impl LoraPlan {
+    /// (nodes on QUIC, testnet indexes of the nodes on the radio) for a
+    /// testnet of `n` nodes.
+    ///
+    /// # Errors
+    /// A `--mixed` that leaves fewer than 2 radio nodes or no QUIC node.
+    pub(crate) fn split(&self, n: usize) -> CmdResult<(usize, Vec<usize>)> {
+        match self.mixed {
+            None => Ok((0, (0..n).collect())),
+            Some(k) if (1..n).contains(&k) => Ok((k, (k - 1..n).collect())),
+            Some(k) => Err(Failure::usage(format!(
+                "--mixed {k} with {n} nodes: K must be 1 to {} (nodes 0..K on QUIC, K-1..N on the radio)",
+                n.saturating_sub(1)
+            ))),
+        }
+    }
+}
+
+/// The `[radio]` table of a testnet node on the medium: the testnet's mesh
+/// key, EU868 g3 (869.525 MHz, 10 %), DR5 (SF7/125 kHz), as the simulator.
+pub(crate) fn radio_toml(socket: &Path, node: usize) -> String {
+    format!(
+        r#"
+[radio]
+backend = "medium"
+mesh_key_file = "../radio.key"
+region = "EU868"
+frequency_hz = 869525000
+data_rate = 5
+
+[radio.medium]
+socket = "{}"
+node = {node}
+"#,
+        socket.display()
+    )
 }
 
 /// Whether `dir` holds nothing (or does not exist).
@@ -298,6 +362,7 @@ fn make_node(
     peers: Vec<String>,
     slot_bytes: u64,
     initial: &ReleaseRecord,
+    radio: Option<String>,
 ) -> CmdResult<NodeRecord> {
     let dir = state_dir.join(format!("node-{i}"));
     for sub in ["state", "store"] {
@@ -321,7 +386,12 @@ fn make_node(
     let device = device_toml();
     write_atomic(
         &config_path,
-        format!("{device}{}", mesh_toml(listen, &peers)).as_bytes(),
+        format!(
+            "{device}{}{}",
+            mesh_toml(listen, &peers),
+            radio.unwrap_or_default()
+        )
+        .as_bytes(),
         0o644,
     )?;
     // Provision from the device part of the config, so this does not depend
@@ -400,14 +470,30 @@ pub(crate) fn create(plan: &Plan) -> CmdResult<TestnetState> {
         &dir.join("releases").join(format!("{INITIAL_VERSION}.mota")),
     )?;
     let addr = |p: u16| format!("127.0.0.1:{p}");
-    let links = topology::links(plan.nodes);
+    let (quic_nodes, radio_nodes) = match &plan.lora {
+        Some(l) => l.split(plan.nodes)?,
+        None => (plan.nodes, Vec::new()),
+    };
+    let lora = match &plan.lora {
+        Some(l) => Some(make_medium(&dir, l, &radio_nodes)?),
+        None => None,
+    };
+    let links = topology::links(quic_nodes);
     let slot_bytes = slot_bytes(plan.image_size_mib);
     let mut nodes = Vec::with_capacity(plan.nodes);
     for (i, &port) in ports.iter().enumerate() {
-        let peers = topology::dials(&links, i)
-            .into_iter()
-            .map(|j| addr(ports[j]))
-            .collect();
+        let peers = if i < quic_nodes {
+            topology::dials(&links, i)
+                .into_iter()
+                .map(|j| addr(ports[j]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let radio = match (&lora, radio_nodes.iter().position(|&r| r == i)) {
+            (Some(l), Some(at)) => Some(radio_toml(&l.socket, at)),
+            _ => None,
+        };
         nodes.push(make_node(
             &dir,
             i,
@@ -415,6 +501,7 @@ pub(crate) fn create(plan: &Plan) -> CmdResult<TestnetState> {
             peers,
             slot_bytes,
             &initial,
+            radio,
         )?);
     }
     let state = TestnetState {
@@ -429,9 +516,54 @@ pub(crate) fn create(plan: &Plan) -> CmdResult<TestnetState> {
         initial,
         releases: vec![],
         nodes,
+        lora,
     };
     state.save()?;
     Ok(state)
+}
+
+/// Writes the medium's spec (positions of the radio nodes) and the
+/// testnet's mesh key; returns the record of the medium server to run.
+fn make_medium(dir: &Path, l: &LoraPlan, radio_nodes: &[usize]) -> CmdResult<LoraRecord> {
+    use meshota_sim::lora::LoraTopology;
+    let m = radio_nodes.len();
+    if m < 2 {
+        return Err(Failure::usage(format!(
+            "a --lora testnet needs at least 2 nodes on the radio, not {m}"
+        )));
+    }
+    let (topology, name) = match l.layout {
+        LoraLayout::Line => (LoraTopology::Line(m - 1), "line"),
+        LoraLayout::Grid => (LoraTopology::Grid(m), "grid"),
+    };
+    let positions = meshota_sim::lora::scenario::positions(topology, l.seed)
+        .map_err(|e| Failure::usage(format!("--lora-topology {name}: {e}")))?;
+    MediumSpec {
+        positions,
+        seed: l.seed,
+        time_scale: l.time_scale,
+    }
+    .save(dir)?;
+    let key = dir.join("radio.key");
+    write_atomic(&key, hex::encode(random_seed()?).as_bytes(), 0o600)?;
+    let socket = dir.join(SOCKET_FILE);
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(Failure::file(
+            &socket,
+            format!(
+                "the medium socket path is longer than {MAX_SOCKET_PATH} bytes; use a shorter testnet directory"
+            ),
+        ));
+    }
+    Ok(LoraRecord {
+        topology: name.to_string(),
+        mixed: l.mixed,
+        radio_nodes: radio_nodes.to_vec(),
+        time_scale: l.time_scale,
+        socket,
+        log: dir.join("medium.log"),
+        pid: None,
+    })
 }
 
 #[cfg(test)]
@@ -490,6 +622,7 @@ mod tests {
             dir: dir.clone(),
             base_port: 0,
             image_size_mib: 1,
+            lora: None,
         })
         .unwrap();
         assert_eq!(s.nodes.len(), 3);
@@ -512,6 +645,7 @@ mod tests {
             dir,
             base_port: 0,
             image_size_mib: 1,
+            lora: None,
         });
         assert!(again.unwrap_err().message.contains("not empty"));
     }

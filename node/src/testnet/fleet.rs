@@ -15,6 +15,8 @@ use crate::testnet::state::{NodeRecord, TestnetState};
 
 /// How often the waits below look again.
 const POLL: Duration = Duration::from_millis(100);
+/// How long the medium server may take to open its socket.
+const MEDIUM_READY: Duration = Duration::from_secs(10);
 
 /// Whether process `pid` exists and is not a zombie.
 pub(crate) fn pid_alive(pid: u32) -> bool {
@@ -90,6 +92,13 @@ impl Fleet {
         let exe = std::env::current_exe()
             .map_err(|e| Failure::rejected(format!("cannot find the meshota executable: {e}")))?;
         let mut fleet = Self::default();
+        // The medium first: a radio node refuses to start without it.
+        if state.lora.is_some() {
+            if let Err(e) = fleet.spawn_medium(&exe, state, own_group) {
+                fleet.stop(state);
+                return Err(e);
+            }
+        }
         for i in 0..state.nodes.len() {
             match spawn_one(&exe, &state.nodes[i], own_group) {
                 Ok(child) => {
@@ -151,6 +160,60 @@ impl Fleet {
             }
             std::thread::sleep(POLL * 2);
         }
+    }
+
+    /// Starts `meshota testnet medium --dir D` and waits (at most
+    /// [`MEDIUM_READY`]) for its socket.
+    fn spawn_medium(&mut self, exe: &Path, state: &mut TestnetState, own_group: bool) -> CmdResult {
+        // A medium server left running (its nodes gone) is stopped first.
+        let left = stop_medium(state, &mut || self.reap());
+        if !left.is_empty() {
+            return Err(Failure::rejected(format!(
+                "an earlier medium server (pid {left:?}) does not stop"
+            )));
+        }
+        let dir = state.dir.clone();
+        let Some(l) = state.lora.as_mut() else {
+            return Ok(());
+        };
+        let _ = std::fs::remove_file(&l.socket);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&l.log)
+            .at(&l.log)?;
+        let err = log.try_clone().at(&l.log)?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["testnet", "medium", "--dir"])
+            .arg(&dir)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        if own_group {
+            cmd.process_group(0);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Failure::rejected(format!("cannot start the medium server: {e}")))?;
+        let pid = child.id();
+        l.pid = Some(pid);
+        let deadline = Instant::now() + MEDIUM_READY;
+        while !l.socket.exists() {
+            if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                l.pid = None;
+                return Err(Failure::rejected(format!(
+                    "the medium server did not start; the end of {}:\n{}",
+                    l.log.display(),
+                    log_tail(&l.log, 15)
+                )));
+            }
+            std::thread::sleep(POLL);
+        }
+        self.children.push(child);
+        Ok(())
     }
 
     /// Reaps children that exited (so they do not linger as zombies).
@@ -270,6 +333,47 @@ pub(crate) fn stop_nodes(state: &mut TestnetState, reap: &mut dyn FnMut()) -> Ve
         if n.pid.is_some_and(|p| !left.contains(&p)) {
             n.pid = None;
         }
+    }
+    left.extend(stop_medium(state, reap));
+    left
+}
+
+/// Whether `pid` is alive and is the medium server of testnet `dir`.
+fn is_medium_of(pid: u32, dir: &Path) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => {
+            let want = dir.as_os_str().as_encoded_bytes();
+            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            args.contains(&&b"medium"[..]) && args.contains(&want)
+        }
+        Err(_) => !Path::new("/proc/self").exists(),
+    }
+}
+
+/// Stops the medium server of `state` (after the nodes): SIGTERM, up to
+/// 5 s, then SIGKILL and up to 2 s. Returns its pid if still alive.
+fn stop_medium(state: &mut TestnetState, reap: &mut dyn FnMut()) -> Vec<u32> {
+    let dir = state.dir.clone();
+    let Some(l) = state.lora.as_mut() else {
+        return Vec::new();
+    };
+    let Some(pid) = l.pid.filter(|&p| is_medium_of(p, &dir)) else {
+        l.pid = None;
+        return Vec::new();
+    };
+    let mut left = vec![pid];
+    for (sig, wait) in [("TERM", 5), ("KILL", 2)] {
+        if left.is_empty() {
+            break;
+        }
+        signal(pid, sig);
+        left = wait_gone(&left, Duration::from_secs(wait), reap);
+    }
+    if left.is_empty() {
+        l.pid = None;
     }
     left
 }

@@ -43,6 +43,29 @@ pub(crate) struct TestnetState {
     pub(crate) releases: Vec<ReleaseRecord>,
     /// The nodes, by index.
     pub(crate) nodes: Vec<NodeRecord>,
+    /// The simulated LoRa medium (`testnet up --lora`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lora: Option<LoraRecord>,
+}
+
+/// The radio side of a `--lora` testnet: its medium server and which nodes
+/// are on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LoraRecord {
+    /// `line` or `grid`.
+    pub(crate) topology: String,
+    /// With `--mixed K`: nodes 0..K are on QUIC (node K-1 on both).
+    pub(crate) mixed: Option<usize>,
+    /// Testnet indexes of the nodes on the radio, in medium order.
+    pub(crate) radio_nodes: Vec<usize>,
+    /// Virtual µs per wall-clock µs of the medium (and the nodes' links).
+    pub(crate) time_scale: u32,
+    /// The medium server's socket.
+    pub(crate) socket: PathBuf,
+    /// The medium server's log.
+    pub(crate) log: PathBuf,
+    /// The medium server's pid while the testnet is up.
+    pub(crate) pid: Option<u32>,
 }
 
 /// One node of a testnet.
@@ -177,6 +200,7 @@ mod tests {
             initial: release("0.1.0", 1),
             releases: vec![],
             nodes: vec![],
+            lora: None,
         }
     }
 

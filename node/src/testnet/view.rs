@@ -124,7 +124,21 @@ impl NodeView {
                 // Fetching done but not yet confirmed stays just below full.
                 ((*have as f64) / (*total as f64)).min(0.99)
             }
-            _ => 0.0,
+            _ => {
+                // Over the radio: the link's progress on the target.
+                let r = self.raw.get("radio").filter(|r| {
+                    r.get("release")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| id.eq_ignore_ascii_case(&target.release))
+                });
+                match r {
+                    Some(r) if u64_at(r, &["total_chunks"]) > 0 => {
+                        (u64_at(r, &["have_chunks"]) as f64 / u64_at(r, &["total_chunks"]) as f64)
+                            .min(0.99)
+                    }
+                    _ => 0.0,
+                }
+            }
         }
     }
 
@@ -148,6 +162,17 @@ impl NodeView {
             self.peers,
             human_bytes(self.chunk_bytes_fetched),
         );
+        if let Some(r) = self.raw.get("radio").filter(|r| !r.is_null()) {
+            line.push_str(&format!(
+                "  radio {}/{} chunks, {} neighbours, airtime {:.1} s",
+                u64_at(r, &["have_chunks"]),
+                u64_at(r, &["total_chunks"]),
+                r.get("neighbours")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len),
+                u64_at(r, &["airtime_us"]) as f64 / 1e6,
+            ));
+        }
         if self.state == "failed" || self.state == "down" {
             if let Some(f) = &self.last_failure {
                 line.push_str(&format!("  ({f})"));

@@ -1,0 +1,594 @@
+//! The daemon's radio driver: one sans-IO [`RadioLink`] fed from a radio
+//! (the medium server's socket, or an SX126x) and the daemon's clock, and
+//! the hand-over of releases between it and the QUIC core.
+//!
+//! # Driving the link
+//! Received frames arrive as `Input::RadioFrame` and go to
+//! [`RadioLink::handle_frame`]; after every turn of the daemon's loop
+//! [`Daemon::radio_step`] runs the link's due timers, sends what
+//! [`RadioLink::poll_transmit`] returns (already charged to the link's
+//! duty-cycle budget) and acts on its events. The link's clock is the
+//! daemon's monotonic clock in µs times the medium's time scale (1 on
+//! real hardware).
+//!
+//! # Mixed QUIC + LoRa
+//! The core is the node's one store of releases. A release the radio
+//! completed (every chunk decoded and checked against the signed index) is
+//! written to the chunk store and handed to the core (`add_release`,
+//! `add_chunks`): the core verifies the manifest again, announces it to
+//! QUIC peers, and, when it is the node's wanted release, emits
+//! `InstallReady`, so the same install pipeline runs as for a release
+//! fetched over QUIC. The other way, the newest release the core holds
+//! whole (published here, fetched over QUIC, imported from a bundle) is
+//! given to the link with [`RadioLink::add_release`], which verifies the
+//! bundle and every chunk again, and the link announces and serves it.
+//! Releases over [`RADIO_RELEASE_BYTES_MAX`] stay off the radio.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use meshota_blobstore::{ChunkIndex, ChunkStore};
+use meshota_manifest::Hash;
+use meshota_mesh::radio::{LinkEvent, RadioLink, bundle};
+use meshota_radios::Micros;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{Daemon, Input};
+use crate::config::{RadioBackend, RadioConfig};
+use crate::radio::wire::{Msg, ReadError, read_msg};
+use crate::radio::{RadioSettings, RadioSetupError};
+
+/// Largest release image the daemon hands to its radio link (the
+/// simulator's limit: bigger images do not belong on LoRa).
+pub(super) const RADIO_RELEASE_BYTES_MAX: u64 = 1 << 20;
+/// Frames queued toward the radio before further ones are dropped (the
+/// link sends one at a time; its retries recover a drop).
+const RADIO_TX_QUEUE: usize = 16;
+/// How long the medium server may take to answer the hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Own transmissions remembered for the last-hour airtime in the status.
+const SENT_RECORDS_MAX: usize = 20_000;
+
+/// The radio side of a daemon.
+pub(super) struct RadioDriver {
+    pub(super) link: RadioLink,
+    settings: RadioSettings,
+    backend: RadioBackend,
+    start: Instant,
+    time_scale: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Releases the radio completed and handed to the core.
+    to_core: BTreeSet<Hash>,
+    /// Releases the core held whole and handed to the link (or tried to).
+    to_radio: BTreeSet<Hash>,
+    /// Own frames: (when, airtime µs), the last hour's.
+    sent: VecDeque<(Micros, u64)>,
+    tx_dropped: u64,
+    down: Option<String>,
+}
+
+/// What a connected radio gives the driver: where frames go, and the
+/// time scale.
+pub(super) struct Transport {
+    tx: mpsc::Sender<Vec<u8>>,
+    time_scale: u32,
+}
+
+/// Connects the radio `cfg` names: received frames become
+/// `Input::RadioFrame` on `inputs`.
+///
+/// # Errors
+/// The backend's [`RadioSetupError`]: an unreachable or refusing medium
+/// server, a build without `sx126x`, a radio that does not initialise.
+pub(super) async fn connect(
+    cfg: &RadioConfig,
+    settings: &RadioSettings,
+    inputs: mpsc::Sender<Input>,
+) -> Result<Transport, RadioSetupError> {
+    match cfg.backend {
+        RadioBackend::Medium => {
+            // The config reader refuses `medium` without its table.
+            let Some(m) = cfg.medium.as_ref() else {
+                return Err(RadioSetupError::MediumProtocol {
+                    path: std::path::PathBuf::from("[radio.medium]"),
+                    reason: "the table is missing".into(),
+                });
+            };
+            connect_medium(&m.socket, m.node, settings, inputs).await
+        }
+        RadioBackend::Sx126x => connect_sx126x(cfg, settings, inputs),
+    }
+}
+
+async fn connect_medium(
+    path: &std::path::Path,
+    node: u16,
+    settings: &RadioSettings,
+    inputs: mpsc::Sender<Input>,
+) -> Result<Transport, RadioSetupError> {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|source| RadioSetupError::MediumSocket {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let (mut r, mut w) = stream.into_split();
+    let protocol = |reason: String| RadioSetupError::MediumProtocol {
+        path: path.to_path_buf(),
+        reason,
+    };
+    w.write_all(&Msg::Hello { node }.encode())
+        .await
+        .map_err(|e| protocol(format!("sending hello: {e}")))?;
+    let answer = tokio::time::timeout(HELLO_TIMEOUT, read_msg(&mut r))
+        .await
+        .map_err(|_| protocol(format!("no answer within {} s", HELLO_TIMEOUT.as_secs())))?;
+    let time_scale = match answer {
+        Ok(Msg::Welcome { time_scale }) => time_scale,
+        Ok(Msg::Refused { reason }) => {
+            return Err(RadioSetupError::MediumRefused {
+                path: path.to_path_buf(),
+                node,
+                reason,
+            });
+        }
+        Ok(other) => return Err(protocol(format!("answered {other:?}, not a welcome"))),
+        Err(e) => return Err(protocol(e.to_string())),
+    };
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(RADIO_TX_QUEUE);
+    let channel = settings.channel;
+    tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if w.write_all(&Msg::Transmit { channel, frame }.encode())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let why = loop {
+            match read_msg(&mut r).await {
+                Ok(Msg::Receive { frame, .. }) => {
+                    if inputs.send(Input::RadioFrame(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Msg::Refused { reason }) => break format!("medium server refused: {reason}"),
+                Ok(other) => break format!("medium server sent {other:?}"),
+                Err(ReadError::Wire(e)) => break format!("medium server: {e}"),
+                Err(ReadError::Io(e)) => break format!("medium socket: {e}"),
+            }
+        };
+        let _ = inputs.send(Input::RadioDown(why)).await;
+    });
+    Ok(Transport { tx, time_scale })
+}
+
+#[cfg(not(feature = "sx126x"))]
+fn connect_sx126x(
+    _cfg: &RadioConfig,
+    _settings: &RadioSettings,
+    _inputs: mpsc::Sender<Input>,
+) -> Result<Transport, RadioSetupError> {
+    Err(RadioSetupError::Sx126xNotBuilt)
+}
+
+/// The SX126x on a blocking thread: it sends what the link hands it, and
+/// between frames listens (single receive; a frame to send waits for the
+/// receive to end, at most the adapters' 10 s edge wait).
+#[cfg(feature = "sx126x")]
+fn connect_sx126x(
+    cfg: &RadioConfig,
+    settings: &RadioSettings,
+    inputs: mpsc::Sender<Input>,
+) -> Result<Transport, RadioSetupError> {
+    use meshota_radios::sx126x::{HatConfig, open};
+    let Some(hw) = cfg.sx126x.as_ref() else {
+        return Err(RadioSetupError::Hardware("no [radio.sx126x] table".into()));
+    };
+    let hat = HatConfig {
+        spi_path: hw.spidev.clone(),
+        spi_speed_hz: hw.spi_speed_hz,
+        gpio_chip: hw.gpio_chip.clone(),
+        nss_line: hw.nss_line,
+        reset_line: hw.reset_line,
+        busy_line: hw.busy_line,
+        dio1_line: hw.dio1_line,
+        tcxo_1v8: hw.tcxo_1v8,
+        use_dcdc: hw.use_dcdc,
+        tx_power_dbm: hw.tx_power_dbm,
+    };
+    let mut radio = open(&hat).map_err(|e| RadioSetupError::Hardware(e.to_string()))?;
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(RADIO_TX_QUEUE);
+    let channel = settings.channel;
+    std::thread::Builder::new()
+        .name("sx126x".into())
+        .spawn(move || {
+            let mut buf = [0u8; 255];
+            loop {
+                match rx.try_recv() {
+                    Ok(frame) => {
+                        let sent =
+                            meshota_radios::sx126x::block_on(radio.transmit(&channel, &frame));
+                        if let Err(e) = sent {
+                            tracing::warn!("sx126x transmit: {e}");
+                        }
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+                match meshota_radios::sx126x::block_on(radio.receive(&channel, &mut buf)) {
+                    Ok((len, _rssi)) => {
+                        let frame = buf[..len.min(buf.len())].to_vec();
+                        if inputs.blocking_send(Input::RadioFrame(frame)).is_err() {
+                            return;
+                        }
+                    }
+                    // A receive timeout is an error of the adapter: listen again.
+                    Err(e) => tracing::debug!("sx126x receive: {e}"),
+                }
+            }
+        })
+        .map_err(|e| RadioSetupError::Hardware(format!("cannot start the radio thread: {e}")))?;
+    Ok(Transport { tx, time_scale: 1 })
+}
+
+impl RadioDriver {
+    /// A link for a node running `installed`, over `transport`.
+    ///
+    /// # Errors
+    /// [`RadioSetupError::Link`] when the link refuses the settings.
+    pub(super) fn new(
+        settings: RadioSettings,
+        backend: RadioBackend,
+        transport: Transport,
+        trust: meshota_manifest::Verified<meshota_manifest::TrustRoot>,
+        installed: (Hash, u64),
+        hardware: String,
+        expiration: meshota_manifest::Expiration,
+    ) -> Result<Self, RadioSetupError> {
+        let config = meshota_mesh::radio::RadioConfig {
+            mesh_key: settings.mesh_key,
+            short_id: settings.short_id,
+            channel: settings.channel,
+            region: settings.region,
+            frame_len: settings.frame_len,
+            trickle: meshota_mesh::TrickleConfig::LORA,
+            timing: meshota_mesh::radio::RadioTiming::LORA,
+            seed: settings.seed,
+            hardware: Some(hardware),
+            expiration,
+        };
+        let start = Instant::now();
+        let link = RadioLink::new(config, trust, installed, Micros(0))?;
+        Ok(Self {
+            link,
+            settings,
+            backend,
+            start,
+            time_scale: u64::from(transport.time_scale.max(1)),
+            tx: transport.tx,
+            to_core: BTreeSet::new(),
+            to_radio: BTreeSet::new(),
+            sent: VecDeque::new(),
+            tx_dropped: 0,
+            down: None,
+        })
+    }
+
+    /// The link's clock: daemon time (µs) times the time scale.
+    pub(super) fn now(&self) -> Micros {
+        let us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Micros(us.saturating_mul(self.time_scale))
+    }
+
+    /// When the link next needs a step, on the daemon's clock.
+    pub(super) fn deadline(&self) -> Instant {
+        let at = self.link.poll_timeout().0.div_ceil(self.time_scale);
+        self.start + Duration::from_micros(at)
+    }
+
+    /// The radio's connection ended: the link keeps its state, sends
+    /// nothing more, and the status says why.
+    pub(super) fn transport_down(&mut self, why: String) {
+        tracing::error!("radio down: {why}");
+        self.down = Some(why);
+    }
+
+    fn airtime_last_hour(&mut self, now: Micros) -> u64 {
+        while self
+            .sent
+            .front()
+            .is_some_and(|(t, _)| now.since(*t) > Micros::HOUR)
+        {
+            self.sent.pop_front();
+        }
+        self.sent.iter().map(|(_, a)| a).sum()
+    }
+
+    /// The `radio` object of the status.
+    pub(super) fn status(&mut self) -> serde_json::Value {
+        let now = self.now();
+        let last_hour = self.airtime_last_hour(now);
+        let s = self.link.stats().clone();
+        let carried = self.link.release();
+        let (have, total) = self.link.chunk_progress().unwrap_or((0, 0));
+        let p = self.settings.channel.params;
+        json!({
+            "backend": match self.backend { RadioBackend::Medium => "medium", RadioBackend::Sx126x => "sx126x" },
+            "connected": self.down.is_none(),
+            "down_reason": self.down,
+            "short_id": format!("{:04x}", self.settings.short_id.0),
+            "region": self.settings.region.name,
+            "sub_band": self.settings.sub_band,
+            "frequency_hz": self.settings.channel.freq_hz,
+            "sf": p.sf.number(),
+            "bw_khz": p.bw.hz() / 1000,
+            "frame_len": self.settings.frame_len,
+            "time_scale": self.time_scale,
+            "neighbours": self.link.neighbours().map(|n| format!("{:04x}", n.0)).collect::<Vec<_>>(),
+            "release": carried.map(|h| h.to_hex()),
+            "complete": self.link.is_complete(),
+            "have_chunks": have,
+            "total_chunks": total,
+            "airtime_us": s.airtime_us,
+            "airtime_last_hour_us": last_hour,
+            "budget_per_hour_us": self.settings.budget_per_hour_us,
+            "frames_heard": s.frames_heard,
+            "frames_bad_mac": s.frames_bad_mac,
+            "frames_malformed": s.frames_malformed,
+            "frames_sent": s.frames_sent,
+            "frames_dropped": self.tx_dropped,
+            "announces": s.sent_announces,
+            "requests": s.sent_requests,
+            "pieces": s.sent_pieces,
+            "symbols": s.sent_symbols,
+            "budget_waits": s.budget_waits,
+            "bundle_failures": s.bundle_failures,
+            "chunk_failures": s.chunk_failures,
+            "to_core": self.to_core.iter().map(Hash::to_hex).collect::<Vec<_>>(),
+            "to_radio": self.to_radio.iter().map(Hash::to_hex).collect::<Vec<_>>(),
+            "state": self.link.describe(),
+        })
+    }
+}
+
+/// Splits a bundle into the signed manifest and the index bytes
+/// (`varint(len(manifest)) || manifest || index`).
+fn split_bundle(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let mut len = 0usize;
+    let mut at = 0usize;
+    loop {
+        let b = *bytes.get(at).ok_or("bundle truncated")?;
+        if at >= 3 {
+            return Err("bundle length prefix too long".into());
+        }
+        len |= usize::from(b & 0x7F) << (7 * at);
+        at += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let end = at.checked_add(len).ok_or("bundle length overflows")?;
+    let manifest = bytes.get(at..end).ok_or("bundle truncated")?;
+    Ok((manifest, &bytes[end..]))
+}
+
+impl Daemon {
+    /// A frame the radio received.
+    pub(super) fn radio_frame(&mut self, frame: &[u8]) {
+        if let Some(r) = &mut self.radio {
+            let now = r.now();
+            r.link.handle_frame(now, frame);
+        }
+    }
+
+    /// Runs the link's due timers, sends its frames, and acts on its
+    /// events; then offers the core's newest whole release to it.
+    pub(super) fn radio_step(&mut self) {
+        let mut events = Vec::new();
+        {
+            let Some(r) = &mut self.radio else {
+                return;
+            };
+            let now = r.now();
+            if now >= r.link.poll_timeout() {
+                r.link.handle_timeout(now);
+            }
+            if r.down.is_none() {
+                while let Some(frame) = r.link.poll_transmit(now) {
+                    let airtime = r
+                        .settings
+                        .channel
+                        .params
+                        .time_on_air_us(frame.len())
+                        .unwrap_or(0);
+                    if r.sent.len() >= SENT_RECORDS_MAX {
+                        r.sent.pop_front();
+                    }
+                    r.sent.push_back((now, airtime));
+                    if r.tx.try_send(frame).is_err() {
+                        r.tx_dropped += 1;
+                    }
+                }
+            }
+            while let Some(e) = r.link.poll_event() {
+                events.push(e);
+            }
+        }
+        for e in events {
+            match e {
+                LinkEvent::ManifestVerified { release } => {
+                    tracing::info!(release = %release.short(), "radio: bundle verified");
+                }
+                LinkEvent::BundleRejected { release, error } => {
+                    tracing::warn!(release = %release.short(), "radio: bundle rejected: {error}");
+                }
+                LinkEvent::ReleaseComplete { release } => self.radio_to_core(release),
+                other => tracing::debug!("radio: {other:?}"),
+            }
+        }
+        self.core_to_radio();
+    }
+
+    fn core_holds_whole(&self, id: &Hash) -> bool {
+        self.core.progress(id).is_some_and(|(h, t)| h == t)
+    }
+
+    /// A release the radio completed: chunks and index into the store,
+    /// manifest and chunks to the core (which installs it when wanted and
+    /// serves it to QUIC peers).
+    fn radio_to_core(&mut self, release: Hash) {
+        if self.core_holds_whole(&release) {
+            return;
+        }
+        let Some(r) = &mut self.radio else {
+            return;
+        };
+        let (Some(b), Some(payload)) = (r.link.bundle(), r.link.payload()) else {
+            return;
+        };
+        r.to_core.insert(release);
+        let bundle_bytes = b.bytes.clone();
+        let result = (|| -> Result<(), String> {
+            let (manifest, index_bytes) = split_bundle(&bundle_bytes)?;
+            let index = ChunkIndex::decode(index_bytes).map_err(|e| e.to_string())?;
+            let mut items: Vec<(Hash, &[u8])> = Vec::with_capacity(index.chunks().len());
+            let mut at = 0usize;
+            for c in index.chunks() {
+                let end = at + c.len as usize;
+                let data = payload
+                    .get(at..end)
+                    .ok_or("payload shorter than the index")?;
+                items.push((c.hash, data));
+                at = end;
+            }
+            let store = self.store.clone();
+            tokio::task::block_in_place(|| -> Result<(), String> {
+                store.put_batch(&items).map_err(|e| e.to_string())?;
+                store.put_index(&index).map_err(|e| e.to_string())?;
+                Ok(())
+            })?;
+            let now = self.now();
+            let id = self
+                .core
+                .add_release(now, manifest, Some(index_bytes))
+                .map_err(|e| e.to_string())?;
+            let index_id = index.id().map_err(|e| e.to_string())?;
+            self.store
+                .pin(id, index_id)
+                .map_err(|e| format!("pinning: {e}"))?;
+            self.core
+                .add_chunks(now, index.chunks().iter().map(|c| c.hash));
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                tracing::info!(release = %release.short(), "radio: release complete, handed to the mesh core");
+            }
+            Err(e) => tracing::error!(release = %release.short(), "radio: release not stored: {e}"),
+        }
+    }
+
+    /// The newest release the core holds whole, if newer than what the
+    /// link carries: handed to the link (once per release).
+    fn core_to_radio(&mut self) {
+        let Some(r) = &self.radio else {
+            return;
+        };
+        let carried_sv = r.link.bundle().map(|b| b.security_version);
+        let carried = r.link.release();
+        let best = self
+            .core
+            .releases()
+            .into_iter()
+            .filter(|id| Some(*id) != carried && !r.to_radio.contains(id))
+            .filter(|id| self.core_holds_whole(id))
+            .filter_map(|id| {
+                let m = self.core.manifest(&id)?;
+                let size = m.components.first()?.size;
+                (size <= RADIO_RELEASE_BYTES_MAX).then_some((m.security_version, id))
+            })
+            .max();
+        let Some((sv, id)) = best else {
+            return;
+        };
+        if carried_sv.is_some_and(|c| c >= sv) {
+            return;
+        }
+        if let Some(r) = &mut self.radio {
+            r.to_radio.insert(id);
+        }
+        match self.release_for_radio(&id) {
+            Ok((bundle_bytes, chunks)) => {
+                let Some(r) = &mut self.radio else {
+                    return;
+                };
+                let now = r.now();
+                match r.link.add_release(now, bundle_bytes, &chunks) {
+                    Ok(()) => {
+                        tracing::info!(release = %id.short(), "radio: serving a release the mesh core holds")
+                    }
+                    Err(e) => {
+                        tracing::warn!(release = %id.short(), "radio: release not taken by the link: {e}")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(release = %id.short(), "radio: release not handed over: {e}"),
+        }
+    }
+
+    /// The bundle and chunks of a release the core holds whole: chunks
+    /// from memory (not yet written) or the store.
+    fn release_for_radio(&mut self, id: &Hash) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+        let m = self.core.manifest(id).ok_or("no manifest")?;
+        let manifest = m.encode().map_err(|e| e.to_string())?;
+        let index_id = m
+            .components
+            .first()
+            .map(|c| c.chunk_index)
+            .ok_or("no component")?;
+        let store = self.store.clone();
+        let index = tokio::task::block_in_place(|| store.get_index(&index_id))
+            .map_err(|e| e.to_string())?;
+        let index_bytes = index.encode().map_err(|e| e.to_string())?;
+        let bundle_bytes = bundle::encode(&manifest, &index_bytes).map_err(|e| e.to_string())?;
+        let mut chunks = Vec::with_capacity(index.chunks().len());
+        for c in index.chunks() {
+            let in_memory = self.pending.get(&c.hash).or_else(|| {
+                self.flushing
+                    .as_ref()
+                    .and_then(|(_, batch, _)| batch.get(&c.hash))
+            });
+            let data = match in_memory {
+                Some(d) => d.clone(),
+                None => tokio::task::block_in_place(|| self.store.get(&c.hash))
+                    .map_err(|e| e.to_string())?,
+            };
+            chunks.push(data);
+        }
+        Ok((bundle_bytes, chunks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_bundle_splits_into_manifest_and_index_and_bad_prefixes_are_errors() {
+        let b = bundle::encode(&[1; 200], &[2; 5]).unwrap();
+        let (m, i) = split_bundle(&b).unwrap();
+        assert_eq!((m.len(), i), (200, &[2u8; 5][..]));
+        assert!(split_bundle(&[]).is_err());
+        assert!(split_bundle(&[0x80, 0x80, 0x80, 0x80]).is_err());
+        assert!(split_bundle(&[10, 1, 2]).is_err());
+    }
+}

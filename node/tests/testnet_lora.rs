@@ -1,0 +1,458 @@
+//! `meshota testnet up --lora`: real daemons on the simulated LoRa medium
+//! (a medium server process over a Unix socket), radio only and mixed with
+//! QUIC; the radio's start-up errors. Every wait is bounded (the commands'
+//! own timeouts, or a counted loop); a guard stops the testnet if an
+//! assertion fails midway.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The medium and the nodes' links run this many times faster than the
+/// wall clock (airtime, duty cycle and timers alike).
+const TIME_SCALE: &str = "10";
+/// Longest wait for a release to converge (wall seconds).
+const CONVERGE_S: &str = "150";
+
+fn meshota() -> &'static str {
+    env!("CARGO_BIN_EXE_meshota")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(meshota())
+        .args(args)
+        .env_remove("MESHOTA_PASSPHRASE")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed ({:?}): stdout {} stderr {}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .is_some_and(|st| st != "Z" && st != "X")
+    })
+}
+
+/// Runs `testnet down` on drop.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = run(&["testnet", "down", "--dir", self.0.to_str().unwrap()]);
+    }
+}
+
+fn up_lora(dir: &Path, nodes: usize, extra: &[&str]) -> Down {
+    let n = nodes.to_string();
+    let mut args = vec![
+        "testnet",
+        "up",
+        "--nodes",
+        &n,
+        "--dir",
+        dir.to_str().unwrap(),
+        "--base-port",
+        "0",
+        "--image-size",
+        "1",
+        "--lora",
+        "--lora-time-scale",
+        TIME_SCALE,
+    ];
+    args.extend_from_slice(extra);
+    let out = ok(&args);
+    assert!(out.contains("on the medium"), "{out}");
+    Down(dir.to_path_buf())
+}
+
+fn write_image(path: &Path, len: u32, mul: u32) {
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(mul) >> 7) as u8 ^ (i as u8))
+        .collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn publish_at(ds: &str, img: &Path, version: &str, node: usize) -> String {
+    ok(&[
+        "testnet",
+        "publish",
+        "--dir",
+        ds,
+        img.to_str().unwrap(),
+        "--version",
+        version,
+        "--node",
+        &node.to_string(),
+    ])
+}
+
+/// `testnet status --watch --json` until every node runs the newest
+/// release confirmed; the JSON.
+fn watch(ds: &str) -> Value {
+    let o = run(&[
+        "testnet",
+        "status",
+        "--dir",
+        ds,
+        "--watch",
+        "--json",
+        "--timeout",
+        CONVERGE_S,
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert!(
+        o.status.success(),
+        "not converged: {:#}\nstderr {}",
+        v,
+        text(&o.stderr)
+    );
+    v
+}
+
+fn state(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap()
+}
+
+/// The medium's status file (null until the server wrote one).
+fn medium_status(dir: &Path) -> Value {
+    std::fs::read_to_string(dir.join("medium-status.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn node_status(dir: &Path, i: usize) -> Value {
+    let config = dir.join(format!("node-{i}/node.toml"));
+    let o = run(&[
+        "node",
+        "status",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Waits (bounded) until the medium's status file says more than `frames`
+/// frames went on air; the status.
+fn wait_frames(dir: &Path, frames: u64, timeout: Duration) -> Value {
+    let start = Instant::now();
+    for _ in 0..10_000 {
+        let m = medium_status(dir);
+        if m["frames"].as_u64().unwrap_or(0) > frames || start.elapsed() > timeout {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    medium_status(dir)
+}
+
+#[test]
+fn a_lora_line_of_three_converges_with_no_duty_cycle_violation() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    let guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
+    let s = state(&dir);
+    let medium_pid = s["lora"]["pid"].as_u64().unwrap();
+    assert!(alive(medium_pid));
+    assert_eq!(s["lora"]["radio_nodes"], serde_json::json!([0, 1, 2]));
+    // Radio only: no QUIC peers anywhere.
+    for n in s["nodes"].as_array().unwrap() {
+        assert!(n["peers"].as_array().unwrap().is_empty());
+    }
+    let img = t.path().join("v1.img");
+    write_image(&img, 3_000, 2_654_435_761);
+    publish_at(ds, &img, "1.0.0", 0);
+    let v = watch(ds);
+    assert_eq!(v["converged"], true);
+    // Every node got it over the radio; node 2 only through node 1.
+    for i in 1..3 {
+        let st = node_status(&dir, i);
+        assert_eq!(st["peers"], 0, "node {i} has QUIC peers");
+        let r = &st["radio"];
+        assert_eq!(r["complete"], true, "node {i}: {r:#}");
+        assert!(
+            r["to_core"].as_array().unwrap().len() == 1,
+            "node {i}: {r:#}"
+        );
+        assert!(r["frames_heard"].as_u64().unwrap() > 0);
+        assert!(r["airtime_us"].as_u64().unwrap() <= r["budget_per_hour_us"].as_u64().unwrap());
+    }
+    let n1 = node_status(&dir, 1);
+    assert_eq!(n1["radio"]["neighbours"].as_array().unwrap().len(), 2);
+    let human = ok(&[
+        "node",
+        "status",
+        "--config",
+        dir.join("node-1/node.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        human.contains("radio      medium EU868 869.525 MHz SF7/125 kHz"),
+        "{human}"
+    );
+    // The medium's checker saw no duty-cycle violation; `testnet status`
+    // shows the medium.
+    std::thread::sleep(Duration::from_millis(700));
+    let m = medium_status(&dir);
+    assert_eq!(m["duty_cycle_violations"], 0, "{m:#}");
+    assert!(m["frames"].as_u64().unwrap() > 10, "{m:#}");
+    assert_eq!(m["refused"], 0, "{m:#}");
+    let human = ok(&["testnet", "status", "--dir", ds]);
+    assert!(human.contains("duty-cycle violations"), "{human}");
+    // Bad input on the medium socket is refused, not a crash: an unknown
+    // kind, a node index off the medium, a node already connected.
+    let sock = dir.join("medium.sock");
+    for (hello, want) in [
+        (vec![0x7f, 0, 0], "unknown message kind"),
+        (vec![0x01, 3, 0, 1, 99, 0], "not on the medium"),
+        (vec![0x01, 3, 0, 1, 1, 0], "already connected"),
+        (vec![0x01, 3, 0, 9, 0, 0], "protocol version 9"),
+    ] {
+        let reason = refused(&sock, &hello);
+        assert!(reason.contains(want), "{hello:?}: {reason}");
+    }
+    assert!(alive(medium_pid), "the medium server died on bad input");
+    assert!(human.contains("radio "), "{human}");
+    // `down` stops the medium too.
+    ok(&["testnet", "down", "--dir", ds]);
+    assert!(
+        !alive(medium_pid),
+        "the medium server outlived `testnet down`"
+    );
+    assert!(state(&dir)["lora"]["pid"].is_null());
+    drop(guard);
+}
+
+#[test]
+fn a_mixed_net_forwards_between_quic_and_lora_both_ways() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    // Node 0: QUIC only; node 1: QUIC and radio; node 2: radio only.
+    let _guard = up_lora(&dir, 3, &["--mixed", "2"]);
+    let s = state(&dir);
+    assert_eq!(s["lora"]["radio_nodes"], serde_json::json!([1, 2]));
+    assert!(s["nodes"][2]["peers"].as_array().unwrap().is_empty());
+    // QUIC -> LoRa: published at the QUIC-only node.
+    let v1 = t.path().join("v1.img");
+    write_image(&v1, 3_000, 2_654_435_761);
+    publish_at(ds, &v1, "1.0.0", 0);
+    watch(ds);
+    let n2 = node_status(&dir, 2);
+    assert_eq!(n2["peers"], 0);
+    assert_eq!(n2["radio"]["to_core"].as_array().unwrap().len(), 1);
+    let n1 = node_status(&dir, 1);
+    assert!(
+        !n1["radio"]["to_radio"].as_array().unwrap().is_empty(),
+        "{n1:#}"
+    );
+    // LoRa -> QUIC: injected at the radio-only node.
+    let v2 = t.path().join("v2.img");
+    write_image(&v2, 3_500, 40_503);
+    publish_at(ds, &v2, "2.0.0", 2);
+    let v = watch(ds);
+    let n0 = node_status(&dir, 0);
+    assert!(n0["radio"].is_null(), "node 0 has no radio");
+    assert!(n0["chunk_bytes_fetched"].as_u64().unwrap() > 0);
+    let n1 = node_status(&dir, 1);
+    assert!(
+        n1["radio"]["to_core"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| v["target"]["release"] == *r),
+        "{n1:#}"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
+}
+
+#[test]
+fn a_node_with_another_mesh_key_is_not_acted_upon() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    let guard = up_lora(&dir, 2, &[]);
+    ok(&["testnet", "down", "--dir", ds]);
+    // Node 1 gets a mesh key of its own.
+    let other = dir.join("node-1/other.key");
+    std::fs::write(&other, "66".repeat(32)).unwrap();
+    let cfg = dir.join("node-1/node.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "mesh_key_file = \"../radio.key\"",
+            "mesh_key_file = \"other.key\"",
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("medium-status.json")).unwrap();
+    ok(&["testnet", "up", "--dir", ds]);
+    let img = t.path().join("v1.img");
+    write_image(&img, 3_000, 2_654_435_761);
+    publish_at(ds, &img, "1.0.0", 0);
+    // Long enough for node 0 to announce and for node 1 to act if it would
+    // (at 10x: several Trickle intervals).
+    let m = wait_frames(&dir, 6, Duration::from_secs(30));
+    assert!(m["delivered"].as_u64().unwrap() > 0, "{m:#}");
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..2 {
+        let r = node_status(&dir, i)["radio"].clone();
+        assert!(
+            r["frames_bad_mac"].as_u64().unwrap() > 0 || i == 1,
+            "node {i}: {r:#}"
+        );
+        assert!(
+            r["neighbours"].as_array().unwrap().is_empty(),
+            "node {i}: {r:#}"
+        );
+    }
+    let n1 = node_status(&dir, 1);
+    assert!(
+        n1["radio"]["frames_bad_mac"].as_u64().unwrap() > 0,
+        "{n1:#}"
+    );
+    assert!(n1["radio"]["release"].is_null(), "{n1:#}");
+    assert_eq!(n1["radio"]["requests"], 0, "{n1:#}");
+    assert_eq!(n1["installed"]["version"], "0.1.0");
+    assert!(n1["releases"].as_array().unwrap().is_empty(), "{n1:#}");
+    drop(guard);
+}
+
+/// Sends `bytes` on a new connection to the medium socket and returns
+/// the reason of the Refused answer (bounded by a 5 s read timeout).
+fn refused(sock: &Path, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(bytes).unwrap();
+    let mut header = [0u8; 3];
+    c.read_exact(&mut header).unwrap();
+    assert_eq!(header[0], 0x83, "not a Refused message");
+    let mut body = vec![0u8; usize::from(u16::from_le_bytes([header[1], header[2]]))];
+    c.read_exact(&mut body).unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+/// `node run` with `[radio]` appended to a plain testnet node's config:
+/// exit status and stderr, bounded.
+fn run_with_radio(dir: &Path, radio: &str, features_note: &str) -> (bool, String) {
+    let cfg = dir.join("node-0/node.toml");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let base = base.split("\n[radio]").next().unwrap().to_string();
+    std::fs::write(&cfg, format!("{base}{radio}")).unwrap();
+    let mut child = Command::new(meshota())
+        .args(["node", "run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), err);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("node run with a bad [radio] ({features_note}) did not exit within 20 s");
+}
+
+#[test]
+fn a_bad_radio_config_stops_the_daemon_at_start_with_a_clear_error() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    let guard = {
+        ok(&[
+            "testnet",
+            "up",
+            "--nodes",
+            "1",
+            "--dir",
+            ds,
+            "--base-port",
+            "0",
+            "--image-size",
+            "1",
+        ]);
+        Down(dir.clone())
+    };
+    ok(&["testnet", "down", "--dir", ds]);
+    std::fs::write(dir.join("node-0/mesh.key"), "4d".repeat(32)).unwrap();
+    let missing = dir.join("no-such-medium.sock");
+    let (ok_exit, err) = run_with_radio(
+        &dir,
+        &format!(
+            "\n[radio]\nbackend = \"medium\"\nmesh_key_file = \"mesh.key\"\n\n[radio.medium]\nsocket = \"{}\"\nnode = 0\n",
+            missing.display()
+        ),
+        "missing socket",
+    );
+    assert!(!ok_exit);
+    assert!(
+        err.contains("medium socket") && err.contains("no-such-medium.sock"),
+        "{err}"
+    );
+    let (ok_exit, err) = run_with_radio(
+        &dir,
+        "\n[radio]\nbackend = \"carrier-pigeon\"\nmesh_key_file = \"mesh.key\"\n",
+        "unknown backend",
+    );
+    assert!(!ok_exit);
+    assert!(
+        err.contains("carrier-pigeon") && err.contains("medium"),
+        "{err}"
+    );
+    let sx = "\n[radio]\nbackend = \"sx126x\"\nmesh_key_file = \"mesh.key\"\n\n[radio.sx126x]\nspidev = \"/dev/null-spidev\"\ngpio_chip = \"/dev/null-gpiochip\"\nreset_line = 18\nbusy_line = 20\ndio1_line = 16\n";
+    let (ok_exit, err) = run_with_radio(&dir, sx, "sx126x");
+    assert!(!ok_exit);
+    if cfg!(feature = "sx126x") {
+        assert!(err.contains("sx126x radio"), "{err}");
+    } else {
+        assert!(err.contains("without the `sx126x` feature"), "{err}");
+    }
+    let (ok_exit, err) = run_with_radio(
+        &dir,
+        "\n[radio]\nbackend = \"medium\"\nmesh_key_file = \"no-such.key\"\n\n[radio.medium]\nsocket = \"x.sock\"\nnode = 0\n",
+        "missing key",
+    );
+    assert!(!ok_exit);
+    assert!(err.contains("mesh key file"), "{err}");
+    drop(guard);
+}
