@@ -226,34 +226,34 @@ struct Keys {
 fn keys() -> Result<Keys, Error> {
     let fx = |e: &dyn core::fmt::Display| Error::Fixture(e.to_string());
     let root = key(1, "sim-root")?;
-        let release = key(2, "sim-release")?;
-        let rogue = key(66, "rogue")?;
-        let body = TrustRoot {
-            version: 1,
+    let release = key(2, "sim-release")?;
+    let rogue = key(66, "rogue")?;
+    let body = TrustRoot {
+        version: 1,
+        expires: None,
+        root_keys: vec![RootKey {
+            name: "sim-root".into(),
+            key: root.public().clone(),
+        }],
+        root_threshold: 1,
+        release_keys: vec![ReleaseKey {
+            name: "sim-release".into(),
+            key: release.public().clone(),
+            scope: Scope::default(),
             expires: None,
-            root_keys: vec![RootKey {
-                name: "sim-root".into(),
-                key: root.public().clone(),
-            }],
-            root_threshold: 1,
-            release_keys: vec![ReleaseKey {
-                name: "sim-release".into(),
-                key: release.public().clone(),
-                scope: Scope::default(),
-                expires: None,
-            }],
-            release_threshold: 1,
-            revoked: vec![],
-            provisioning_keys: vec![],
-        };
-        let doc = SignedDocument::sign(body, &[&root]).map_err(|e| fx(&e))?;
-        let trust =
-            TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).map_err(|e| fx(&e))?;
-        Ok(Keys {
-            release,
-            rogue,
-            trust,
-        })
+        }],
+        release_threshold: 1,
+        revoked: vec![],
+        provisioning_keys: vec![],
+    };
+    let doc = SignedDocument::sign(body, &[&root]).map_err(|e| fx(&e))?;
+    let trust =
+        TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).map_err(|e| fx(&e))?;
+    Ok(Keys {
+        release,
+        rogue,
+        trust,
+    })
 }
 
 impl Fixture {
@@ -329,8 +329,10 @@ impl Fixture {
         let new_img = evolve(&base_img, fresh, seed);
         let installed = publish(&release, &base_img, "1.0.0", INSTALLED_SECURITY_VERSION)?;
         let plain = publish(&release, &new_img, "2.0.0", TARGET_SECURITY_VERSION)?;
-        let base_index = meshota_blobstore::ChunkIndex::decode(&installed.index).map_err(|e| fx(&e))?;
-        let target_index = meshota_blobstore::ChunkIndex::decode(&plain.index).map_err(|e| fx(&e))?;
+        let base_index =
+            meshota_blobstore::ChunkIndex::decode(&installed.index).map_err(|e| fx(&e))?;
+        let target_index =
+            meshota_blobstore::ChunkIndex::decode(&plain.index).map_err(|e| fx(&e))?;
         let store = MemStore::new();
         let opts = PatchOptions {
             piece_output_bytes: SIM_PIECE_OUTPUT_BYTES,
@@ -383,7 +385,12 @@ impl Fixture {
             vec![patch],
         )?;
         let other_img = image(seed ^ 7, base_len);
-        let other = publish(&release, &other_img, "1.0.0-other", INSTALLED_SECURITY_VERSION)?;
+        let other = publish(
+            &release,
+            &other_img,
+            "1.0.0-other",
+            INSTALLED_SECURITY_VERSION,
+        )?;
         let small = 64 * 1024;
         let patched = PatchedRelease {
             base_image: Rc::from(base_img),

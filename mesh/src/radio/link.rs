@@ -461,9 +461,7 @@ impl RadioLink {
             || "no release".into(),
             |c| {
                 let patch = c.patch.as_ref().map_or_else(String::new, |p| {
-                    let held = (c.chunks..c.slots.len())
-                        .filter(|&j| c.is_held(j))
-                        .count();
+                    let held = (c.chunks..c.slots.len()).filter(|&j| c.is_held(j)).count();
                     alloc::format!(
                         ", patch {} {} index, {held}/{} pieces{}",
                         p.id.short(),
@@ -711,7 +709,12 @@ impl RadioLink {
     /// A fragment of the patch index: collected by a node fetching the
     /// patch, verified once whole (hash against the manifest's patch id,
     /// size, base and target) before any piece is asked for.
-    fn on_patch_fragment(&mut self, now: Micros, h: &Header, data: &[u8]) -> Result<(), RadioError> {
+    fn on_patch_fragment(
+        &mut self,
+        now: Micros,
+        h: &Header,
+        data: &[u8],
+    ) -> Result<(), RadioError> {
         let symbol_size = self.symbol_size;
         let Some(c) = self.carried.as_mut() else {
             return Ok(());
@@ -1261,8 +1264,7 @@ impl RadioLink {
         self.neighbours
             .iter()
             .filter(|(_, n)| {
-                n.pieces_at.is_some()
-                    || n.announced.is_some_and(|a| a.release == mine && a.pieces)
+                n.pieces_at.is_some() || n.announced.is_some_and(|a| a.release == mine && a.pieces)
             })
             .max_by_key(|(_, n)| {
                 (

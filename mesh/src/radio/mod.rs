@@ -27,7 +27,8 @@
 //!    fresh repair symbols for the largest need it was asked plus a margin,
 //!    and every neighbour that lacks the chunk uses them. No per-frame
 //!    acknowledgements.
-//! 3b. **Patches** ([`patch`]): when the manifest lists a patch from the
+//!
+//!    **Patches** ([`patch`]): when the manifest lists a patch from the
 //!    node's installed image ([`RadioLink::set_base_image`]), the node
 //!    fetches the patch index (fragments like the bundle, checked against
 //!    the signed patch id) and the pieces (RaptorQ objects keyed by their
@@ -56,7 +57,7 @@ pub mod msg;
 pub mod patch;
 mod report;
 
-pub use error::RadioError;
 pub use carried::PATCH_INDEX_BYTES_MAX;
+pub use error::RadioError;
 pub use link::{LinkEvent, LinkStats, RadioConfig, RadioLink, RadioTiming};
 pub use patch::{PieceJob, PieceOutput};

@@ -674,7 +674,11 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
                 let (image, chunks, hash) = if run.other_base == Some(i) {
                     (&p.other_image, &p.other_chunks, Hash::of(&p.other_image))
                 } else {
-                    (&p.base_image, &p.base_chunks, w.fixture.installed.image_hash)
+                    (
+                        &p.base_image,
+                        &p.base_chunks,
+                        w.fixture.installed.image_hash,
+                    )
                 };
                 if !run.chunks_only {
                     station.link.set_base_image(hash);
