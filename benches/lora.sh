@@ -12,9 +12,14 @@
 #     dominating set (goal: coded <= 1.5x the bound);
 #   - the unicast baseline: per-neighbour transfers with acknowledgements
 #     and retransmission (goal on random:50: baseline >= 3x coded).
+# Then, for each scenario, a patch release (issue #8 items 7 and 9): every
+# node runs v1, node 0 holds v2 and a ~20 KiB patch from v1 (v2's image is
+# ten times larger), once fetched by patch
+#   meshota sim --lora --patch --topology T --payload-bytes 20480 --seed S --json
+# and once by v2's chunks the nodes lack (--patch-as-chunks), same seed.
 # Figures go to stdout as markdown (paste under "## LoRa" in BENCHMARKS.md);
 # progress to stderr. Every run is bounded in virtual time (6 h) and steps.
-# Usage: benches/lora.sh [--seed S] [--payloads "20480 102400"] [--topologies "line:5 random:50 grid:200"]
+# Usage: benches/lora.sh [--seed S] [--payloads "20480 102400"] [--topologies "line:5 random:50 grid:200"] [--no-patch]
 # Env: MESHOTA_BIN (default: build $CARGO_TARGET_DIR/release/meshota),
 #      CARGO_TARGET_DIR (default /work/target-bench if writable, else REPO/target).
 set -euo pipefail
@@ -23,12 +28,14 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 SEED=1
 PAYLOADS="20480 102400"
 TOPOLOGIES="line:5 random:50 grid:200"
+PATCH=1
 while (($#)); do
     case $1 in
     --seed) SEED=$2; shift 2 ;;
     --payloads) PAYLOADS=$2; shift 2 ;;
     --topologies) TOPOLOGIES=$2; shift 2 ;;
-    *) echo "usage: $0 [--seed S] [--payloads \"N ...\"] [--topologies \"T ...\"]" >&2; exit 2 ;;
+    --no-patch) PATCH=0; shift ;;
+    *) echo "usage: $0 [--seed S] [--payloads \"N ...\"] [--topologies \"T ...\"] [--no-patch]" >&2; exit 2 ;;
     esac
 done
 log() { echo "lora.sh: $*" >&2; }
@@ -72,4 +79,29 @@ print("| {t} | {kib:g} KiB | {c} | {v:.0f} | {a:.1f} | {p:.2f} | {m:.1f} | {b:.1
     dv=r["duty_cycle_violations"], bdv=vd, w=os.environ["WALL"]))
 ' "$json"
     done
+done
+
+((PATCH)) || exit 0
+echo
+echo "| scenario | patch (B) | image (B) | nodes by patch / chunks / both | time to converge (s) | airtime by patch (s) | airtime by v2's chunks (s) | chunks / patch | bound (patch once per CDS node, s) | duty-cycle violations |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for topo in $TOPOLOGIES; do
+    log "sim --lora --patch --topology $topo --payload-bytes 20480 --seed $SEED (and --patch-as-chunks)"
+    bypatch=$("$M" sim --lora --patch --topology "$topo" --payload-bytes 20480 --seed "$SEED" --json 2>/dev/null) || true
+    bychunks=$("$M" sim --lora --patch --patch-as-chunks --topology "$topo" --payload-bytes 20480 --seed "$SEED" --json 2>/dev/null) || true
+    if [[ -z $bypatch || -z $bychunks ]]; then
+        echo "| $topo | error | | | | | | | | |"
+        continue
+    fi
+    python3 -c '
+import json, sys
+p = json.loads(sys.argv[1]); c = json.loads(sys.argv[2])
+conv = lambda r: "" if r["converged"] else " (NOT converged)"
+print("| {t} | {pb} | {ib} | {bp} / {bc} / {bm} | {v:.0f}{cp} | {a:.1f} | {ac:.1f}{cc} | {x:.2f}x | {b:.1f} | {dv} / {dc} |".format(
+    t=p["topology"], pb=p["patch_bytes"], ib=p["image_bytes"],
+    bp=p["installed_by_patch"], bc=p["installed_by_chunks"], bm=p["installed_mixed"],
+    v=p["virtual_seconds"], cp=conv(p), a=p["airtime_total_s"], ac=c["airtime_total_s"], cc=conv(c),
+    x=c["airtime_total_s"] / max(p["airtime_total_s"], 1e-9), b=p["bound_airtime_s"],
+    dv=p["duty_cycle_violations"], dc=c["duty_cycle_violations"]))
+' "$bypatch" "$bychunks"
 done

@@ -152,7 +152,7 @@ enum Driver {
 /// `b` (on v1, its chunks handed in on `ManifestVerified`) fetches from
 /// `a` over a channel that loses nothing. Bounded.
 fn run_pair(a: &mut RadioLink, b: &mut RadioLink, w: &World, driver: Driver) -> bool {
-    run_pair_until(a, b, w, driver, RadioLink::is_complete)
+    run_pair_until(a, b, w, driver, RadioLink::is_complete, Micros(0)).0
 }
 
 fn run_pair_until(
@@ -161,13 +161,14 @@ fn run_pair_until(
     w: &World,
     driver: Driver,
     stop: fn(&RadioLink) -> bool,
-) -> bool {
+    start: Micros,
+) -> (bool, Micros) {
     let airtime = |len| config(0, 0).channel.params.time_on_air_us(len).unwrap();
     let mut in_flight: Vec<(Micros, bool, Vec<u8>)> = Vec::new();
-    let mut now = Micros(0);
+    let mut now = start;
     let mut jobs = 0;
     for _ in 0..200_000 {
-        if stop(b) || now > Micros(3_600 * Micros::SECOND) {
+        if stop(b) || now > start.plus(3_600 * Micros::SECOND) {
             break;
         }
         in_flight.sort_by_key(|f| f.0);
@@ -212,7 +213,7 @@ fn run_pair_until(
             .unwrap();
         now = next.max(Micros(now.0 + 1));
     }
-    stop(b)
+    (stop(b), now)
 }
 
 fn announces(link: &mut RadioLink, codec: &FrameCodec) -> Option<Announce> {
@@ -322,6 +323,58 @@ fn add_patch_refuses_an_unlisted_index_and_pieces_that_do_not_hash() {
         .unwrap();
 }
 
+/// A member of the mesh broadcasts symbols under a piece's tag that decode
+/// to bytes not hashing to the piece's id (a malicious source): after three
+/// such decodes the piece is given up and its chunks come plainly; nothing
+/// wrong is kept.
+#[test]
+fn a_piece_whose_symbols_keep_decoding_wrong_is_given_up_for_its_chunks() {
+    let k = keys();
+    let w = world(&k);
+    let mut a = origin(&k, &w);
+    let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (w.v1_id, 1), Micros(0)).unwrap();
+    b.set_base_image(Hash::of(&w.v1));
+    let (held, now) = run_pair_until(
+        &mut a,
+        &mut b,
+        &w,
+        Driver::Apply,
+        |b| b.describe().contains("with index"),
+        Micros(0),
+    );
+    assert!(held, "{}", b.describe());
+    let codec = FrameCodec::new(&KEY, 222).unwrap();
+    let piece = &w.pieces[0];
+    let id = Hash::of(piece);
+    let k_symbols = piece.len().div_ceil(200);
+    let mut t = now;
+    for round in 0..3u8 {
+        for esi in 0..k_symbols + 4 {
+            let mut p = id.0[..4].to_vec();
+            p.push(0);
+            p.extend_from_slice(&u32::try_from(esi).unwrap().to_be_bytes()[1..]);
+            p.extend((0..200).map(|i| (i as u8) ^ round ^ (esi as u8)));
+            let h = Header {
+                kind: FrameKind::Symbol,
+                src: ShortId(666),
+                dst: ShortId::BROADCAST,
+                msg_id: 0,
+                frag_index: 0,
+                frag_count: 1,
+            };
+            t = t.plus(1_000);
+            b.handle_frame(t, &codec.encode(&h, &p).unwrap());
+        }
+    }
+    assert!(b.stats().piece_failures >= 1, "{:?}", b.stats());
+    let (done, _) = run_pair_until(&mut a, &mut b, &w, Driver::Apply, RadioLink::is_complete, t);
+    assert!(done, "{}", b.describe());
+    assert_eq!(b.payload().unwrap(), w.v2);
+    let s = b.stats();
+    assert_eq!(s.pieces_applied, w.pieces.len() as u64 - 1, "{s:?}");
+    assert!(s.chunks_decoded > 0, "{s:?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// Authenticated frames with random payloads, some under the patch's
@@ -340,13 +393,14 @@ proptest! {
         let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (w.v1_id, 1), Micros(0)).unwrap();
         b.set_base_image(Hash::of(&w.v1));
         // b verifies the bundle first (so it fetches the patch).
-        prop_assert!(run_pair_until(&mut a, &mut b, w, Driver::Apply, |b| b.release().is_some()));
+        let (verified, mut now) =
+            run_pair_until(&mut a, &mut b, w, Driver::Apply, |b| b.release().is_some(), Micros(0));
+        prop_assert!(verified);
         let codec = FrameCodec::new(&KEY, 222).unwrap();
         let patch_tag = {
             let id = Hash::of(&w.patch_index);
             [id.0[0], id.0[1], id.0[2], id.0[3]]
         };
-        let mut now = Micros(0);
         for (kind, index, count, tagged, mut payload) in frames {
             let kind = match kind {
                 1 => FrameKind::Announce,

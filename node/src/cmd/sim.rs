@@ -201,7 +201,7 @@ fn run_lora(a: &SimArgs) -> CmdResult {
         Ok(())
     } else {
         Err(Failure::rejected(format!(
-            "LoRa simulation failed (converged: {}, {} of {} nodes, duty-cycle violations: {}, corrupt payloads: {}, intruder accepted by {} nodes); replay with: meshota sim --lora --topology {} --payload-bytes {} --seed {}",
+            "LoRa simulation failed (converged: {}, {} of {} nodes, duty-cycle violations: {}, corrupt payloads: {}, intruder accepted by {} nodes); replay with: meshota sim --lora --topology {} --payload-bytes {} --seed {}{}",
             report.converged,
             report.converged_nodes,
             report.honest_nodes,
@@ -210,9 +210,28 @@ fn run_lora(a: &SimArgs) -> CmdResult {
             report.intruder_accepted,
             report.topology,
             report.payload_bytes,
-            report.seed
+            report.seed,
+            patch_flags(a)
         )))
     }
+}
+
+/// The patch flags of a replay line (empty without `--patch`).
+fn patch_flags(a: &SimArgs) -> String {
+    if !a.patch {
+        return String::new();
+    }
+    let mut out = String::from(" --patch");
+    if let Some(n) = a.other_base {
+        out.push_str(&format!(" --other-base {n}"));
+    }
+    if a.corrupt_piece {
+        out.push_str(" --corrupt-piece");
+    }
+    if a.patch_as_chunks {
+        out.push_str(" --patch-as-chunks");
+    }
+    out
 }
 
 fn print_lora(r: &LoraReport, wall_secs: f64) {

@@ -566,6 +566,17 @@ fn world(o: &LoraOptions) -> Result<World, Error> {
             max: PAYLOAD_BYTES_MAX as u64,
         });
     }
+    let nodes = o.topology.nodes();
+    if let Some(i) = o.patch.and_then(|p| p.other_base) {
+        if i == 0 || i >= nodes {
+            return Err(Error::OutOfRange {
+                what: "node on another base",
+                value: i as u64,
+                min: 1,
+                max: nodes as u64 - 1,
+            });
+        }
+    }
     let (fixture, patch) = match o.patch {
         Some(p) => {
             let (f, r) = Fixture::with_patch(o.seed, o.payload_bytes, p.corrupt_piece)?;
