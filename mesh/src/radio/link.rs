@@ -60,6 +60,10 @@ struct Fetch {
     failures: u32,
 }
 
+/// Requests in a row a patch source may leave unanswered before the link
+/// asks for chunks instead.
+const PATCH_SOURCE_SILENCES_MAX: u32 = 3;
+
 /// One node's LoRa link. Invariants: every frame it returns from
 /// [`RadioLink::poll_transmit`] was admitted by its [`DutyCycleBudget`]
 /// and is at most `frame_len` bytes; it carries, relays and serves only a
@@ -1258,13 +1262,21 @@ impl RadioLink {
     }
 
     /// The neighbour to ask for the patch: one that announced it holds the
-    /// patch, or that we heard sending its fragments or pieces.
+    /// patch, or that we heard sending its fragments or pieces. When the
+    /// release lists several patches, an announcer may hold another base's:
+    /// one that left our last [`PATCH_SOURCE_SILENCES_MAX`] requests
+    /// unanswered is then passed over (and complete neighbours asked for
+    /// chunks if no other holder is heard).
     fn choose_patch_source(&self) -> Option<ShortId> {
-        let mine = self.carried.as_ref()?.bundle.id;
+        let c = self.carried.as_ref()?;
+        let mine = c.bundle.id;
+        let several = c.bundle.manifest.body().patches.len() > 1;
         self.neighbours
             .iter()
             .filter(|(_, n)| {
-                n.pieces_at.is_some() || n.announced.is_some_and(|a| a.release == mine && a.pieces)
+                (!several || n.failures < PATCH_SOURCE_SILENCES_MAX)
+                    && (n.pieces_at.is_some()
+                        || n.announced.is_some_and(|a| a.release == mine && a.pieces))
             })
             .max_by_key(|(_, n)| {
                 (
