@@ -216,9 +216,12 @@ impl RadioLink {
 
     /// Gives the link the patch blobs of the release it carries (the
     /// origin, or a node that got them over another link), so it serves
-    /// them: `index` must hash to a patch id the manifest lists (no longer
-    /// than its signed size) and name the release's chunk index; `pieces`
-    /// are the index's pieces in order, each hashing to its entry.
+    /// them; a node fetching by this patch also gets an
+    /// [`LinkEvent::ApplyPiece`] per piece. One patch per carried release
+    /// (a second is refused). `index` must hash to a patch id the manifest
+    /// lists (no longer than its signed size) and name the release's chunk
+    /// index; `pieces` are the index's pieces in order, each hashing to its
+    /// entry.
     ///
     /// # Errors
     /// [`RadioError::Index`] when there is no carried release, the patch is
@@ -278,6 +281,11 @@ impl RadioLink {
         }
         for (i, bytes) in pieces.iter().enumerate() {
             c.slots[c.chunks + i] = ChunkSlot::Held(bytes.clone());
+            // A node on the base that got the blobs another way applies
+            // them like pieces it decoded.
+            if let Some(job) = piece_job(c, i, bytes) {
+                self.events.push_back(LinkEvent::ApplyPiece(job));
+            }
         }
         self.want.resize(c.slots.len(), 0);
         self.trickle.reset(ms(now), &mut self.rng);
