@@ -83,25 +83,26 @@ done
 
 ((PATCH)) || exit 0
 echo
-echo "| scenario | patch (B) | image (B) | nodes by patch / chunks / both | time to converge (s) | airtime by patch (s) | airtime by v2's chunks (s) | chunks / patch | bound (patch once per CDS node, s) | duty-cycle violations |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| scenario | patch (B) | v2 image (B) | v2 chunks v1 lacks (B) | nodes by patch / chunks / both | by patch: time (s) | by patch: airtime (s) | bound (s) | by chunks: time (s) | by chunks: airtime (s) | bound (s) | chunks / patch airtime | duty-cycle violations |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for topo in $TOPOLOGIES; do
     log "sim --lora --patch --topology $topo --payload-bytes 20480 --seed $SEED (and --patch-as-chunks)"
     bypatch=$("$M" sim --lora --patch --topology "$topo" --payload-bytes 20480 --seed "$SEED" --json 2>/dev/null) || true
     bychunks=$("$M" sim --lora --patch --patch-as-chunks --topology "$topo" --payload-bytes 20480 --seed "$SEED" --json 2>/dev/null) || true
     if [[ -z $bypatch || -z $bychunks ]]; then
-        echo "| $topo | error | | | | | | | | |"
+        echo "| $topo | error | | | | | | | | | | | |"
         continue
     fi
     python3 -c '
 import json, sys
 p = json.loads(sys.argv[1]); c = json.loads(sys.argv[2])
-conv = lambda r: "" if r["converged"] else " (NOT converged)"
-print("| {t} | {pb} | {ib} | {bp} / {bc} / {bm} | {v:.0f}{cp} | {a:.1f} | {ac:.1f}{cc} | {x:.2f}x | {b:.1f} | {dv} / {dc} |".format(
-    t=p["topology"], pb=p["patch_bytes"], ib=p["image_bytes"],
+conv = lambda r: "" if r["converged"] else " (NOT converged: {} of {} nodes)".format(r["converged_nodes"], r["honest_nodes"])
+print("| {t} | {pb} | {ib} | {nb} | {bp} / {bc} / {bm} | {v:.0f}{cp} | {a:.1f} | {b:.1f} | {vc:.0f}{cc} | {ac:.1f} | {bcb:.1f} | {x:.2f}x{more} | {dv} / {dc} |".format(
+    t=p["topology"], pb=p["patch_bytes"], ib=p["image_bytes"], nb=p["new_chunk_bytes"],
     bp=p["installed_by_patch"], bc=p["installed_by_chunks"], bm=p["installed_mixed"],
-    v=p["virtual_seconds"], cp=conv(p), a=p["airtime_total_s"], ac=c["airtime_total_s"], cc=conv(c),
-    x=c["airtime_total_s"] / max(p["airtime_total_s"], 1e-9), b=p["bound_airtime_s"],
+    v=p["virtual_seconds"], cp=conv(p), a=p["airtime_total_s"], b=p["bound_airtime_s"],
+    vc=c["virtual_seconds"], cc=conv(c), ac=c["airtime_total_s"], bcb=c["bound_airtime_s"],
+    x=c["airtime_total_s"] / max(p["airtime_total_s"], 1e-9), more="" if c["converged"] else " or more",
     dv=p["duty_cycle_violations"], dc=c["duty_cycle_violations"]))
 ' "$bypatch" "$bychunks"
 done

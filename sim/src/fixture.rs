@@ -173,6 +173,9 @@ pub struct PatchedRelease {
     pub patch_bytes: usize,
     /// The new image's length.
     pub image_bytes: usize,
+    /// Bytes of the new image's chunks the base does not hold: what a node
+    /// on the base fetches without the patch.
+    pub new_chunk_bytes: usize,
     /// Position of the corrupt piece, when one was asked for.
     pub corrupt_piece: Option<usize>,
 }
@@ -401,6 +404,17 @@ impl Fixture {
             patch_index: encoded,
             pieces,
             image_bytes: new_img.len(),
+            new_chunk_bytes: {
+                let old: std::collections::BTreeSet<Hash> =
+                    base_index.chunks().iter().map(|c| c.hash).collect();
+                let mut seen = std::collections::BTreeSet::new();
+                target_index
+                    .chunks()
+                    .iter()
+                    .filter(|c| !old.contains(&c.hash) && seen.insert(c.hash))
+                    .map(|c| c.len as usize)
+                    .sum()
+            },
             corrupt_piece: corrupt,
         };
         let fixture = Self {

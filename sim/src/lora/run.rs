@@ -180,6 +180,9 @@ pub struct LoraReport {
     /// Patch runs: bytes of the new image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_bytes: Option<usize>,
+    /// Patch runs: bytes of the new image's chunks v1 does not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_chunk_bytes: Option<usize>,
     /// Patch runs: nodes (node 0 aside) that completed from their base and
     /// patch pieces alone, with no chunk decoded from chunk symbols.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -718,12 +721,13 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
     let honest_airtime: u64 = out.airtime_us[..w.honest].iter().sum();
     let adj = scenario::usable_links(&w.positions[..w.honest]);
     let cds = greedy_cds(&adj, 0);
-    // The bound sends what must cross: the patch, when nodes fetch by it.
-    let sent = w
-        .patch
-        .as_ref()
-        .filter(|_| o.patch.is_some_and(|p| !p.chunks_only))
-        .map_or(o.payload_bytes, |p| p.patch_bytes);
+    // The bound sends what must cross: the patch when nodes fetch by it,
+    // the new chunks when they fetch v2's chunks they lack.
+    let sent = match (&w.patch, o.patch) {
+        (Some(p), Some(run)) if run.chunks_only => p.new_chunk_bytes,
+        (Some(p), Some(_)) => p.patch_bytes,
+        _ => o.payload_bytes,
+    };
     let bound = bound_airtime_us(sent, cds.len());
     let converged_nodes = required
         .iter()
@@ -771,6 +775,7 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         corrupt_payloads: out.corrupt,
         patch_bytes: w.patch.as_ref().map(|p| p.patch_bytes),
         image_bytes: w.patch.as_ref().map(|p| p.image_bytes),
+        new_chunk_bytes: w.patch.as_ref().map(|p| p.new_chunk_bytes),
         installed_by_patch: None,
         installed_by_chunks: None,
         installed_mixed: None,
