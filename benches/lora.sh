@@ -20,6 +20,7 @@
 # Figures go to stdout as markdown (paste under "## LoRa" in BENCHMARKS.md);
 # progress to stderr. Every run is bounded in virtual time (6 h) and steps.
 # Usage: benches/lora.sh [--seed S] [--payloads "20480 102400"] [--topologies "line:5 random:50 grid:200"] [--no-patch]
+# (--payloads "" runs the patch table only.)
 # Env: MESHOTA_BIN (default: build $CARGO_TARGET_DIR/release/meshota),
 #      CARGO_TARGET_DIR (default /work/target-bench if writable, else REPO/target).
 set -euo pipefail
@@ -52,8 +53,10 @@ fi
 M=$MESHOTA_BIN
 command -v python3 >/dev/null || { echo "lora.sh: needs python3 (to read the JSON)" >&2; exit 2; }
 
+if [[ -n ${PAYLOADS// /} ]]; then
 echo "| scenario | payload | converged | time to converge (s) | airtime total (s) | per node (s) | max node (s) | bound (s) | coded / bound | baseline (s) | baseline / coded | duty-cycle violations | wall (s) |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+fi
 for payload in $PAYLOADS; do
     for topo in $TOPOLOGIES; do
         log "sim --lora --topology $topo --payload-bytes $payload --seed $SEED --baseline"
@@ -82,7 +85,7 @@ print("| {t} | {kib:g} KiB | {c} | {v:.0f} | {a:.1f} | {p:.2f} | {m:.1f} | {b:.1
 done
 
 ((PATCH)) || exit 0
-echo
+[[ -z ${PAYLOADS// /} ]] || echo
 echo "| scenario | patch (B) | v2 image (B) | v2 chunks v1 lacks (B) | nodes by patch / chunks / both | by patch: time (s) | by patch: airtime (s) | bound (s) | by chunks: time (s) | by chunks: airtime (s) | bound (s) | chunks / patch airtime | duty-cycle violations |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for topo in $TOPOLOGIES; do
