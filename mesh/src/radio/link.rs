@@ -209,7 +209,9 @@ impl RadioLink {
     /// [`LinkEvent::ApplyPiece`] with [`RadioLink::piece_applied`]. A
     /// release whose manifest lists a patch from this image is then fetched
     /// by patch (see [`super::patch`]); without it the link fetches chunks.
-    /// Takes effect for releases verified afterwards.
+    /// Takes effect for releases verified afterwards. The driver must
+    /// answer every job (with [`PieceJob::failed`] when it cannot run it):
+    /// the chunks of a piece being applied are not fetched plainly.
     pub fn set_base_image(&mut self, image_hash: Hash) {
         self.base_image = Some(image_hash);
     }

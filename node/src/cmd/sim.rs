@@ -48,7 +48,8 @@ pub(crate) struct SimArgs {
     /// `--lora`: a patch release. Every node runs v1; node 0 holds v2 and
     /// a patch from v1 of about `--payload-bytes` (v2's image is ten times
     /// larger); nodes fetch the patch pieces over radio and apply them.
-    #[arg(long, requires = "lora")]
+    /// (The unicast baseline sends whole images: not with `--baseline`.)
+    #[arg(long, requires = "lora", conflicts_with = "baseline")]
     patch: bool,
     /// `--patch`: this node runs another image (no patch from it) and
     /// fetches chunks.
