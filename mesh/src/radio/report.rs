@@ -26,10 +26,10 @@ pub enum LinkEvent {
     },
     /// A piece of the patch from the node's base decoded: apply it against
     /// the base ([`PieceJob::apply`]) and hand the output back with
-    /// [`RadioLink::piece_applied`] (see `mesh::radio::patch`).
+    /// [`RadioLink::piece_applied`](super::RadioLink::piece_applied) (see `mesh::radio::patch`).
     ApplyPiece(PieceJob),
     /// Every chunk of the release decoded and matched the signed index:
-    /// [`RadioLink::payload`] holds the image.
+    /// [`RadioLink::payload`](super::RadioLink::payload) holds the image.
     ReleaseComplete {
         /// The release.
         release: Hash,
@@ -67,7 +67,7 @@ pub struct LinkStats {
     pub chunk_failures: u64,
     /// Chunks decoded from chunk symbols.
     pub chunks_decoded: u64,
-    /// Chunks the driver supplied ([`RadioLink::add_chunks`], e.g. from
+    /// Chunks the driver supplied ([`RadioLink::add_chunks`](super::RadioLink::add_chunks), e.g. from
     /// the installed image).
     pub chunks_supplied: u64,
     /// Chunks produced by applied patch pieces.
