@@ -12,9 +12,15 @@
 #     dominating set (goal: coded <= 1.5x the bound);
 #   - the unicast baseline: per-neighbour transfers with acknowledgements
 #     and retransmission (goal on random:50: baseline >= 3x coded).
+# Then, for each scenario, a patch release (issue #8 items 7 and 9): every
+# node runs v1, node 0 holds v2 and a ~20 KiB patch from v1 (v2's image is
+# ten times larger), once fetched by patch
+#   meshota sim --lora --patch --topology T --payload-bytes 20480 --seed S --json
+# and once by v2's chunks the nodes lack (--patch-as-chunks), same seed.
 # Figures go to stdout as markdown (paste under "## LoRa" in BENCHMARKS.md);
 # progress to stderr. Every run is bounded in virtual time (6 h) and steps.
-# Usage: benches/lora.sh [--seed S] [--payloads "20480 102400"] [--topologies "line:5 random:50 grid:200"]
+# Usage: benches/lora.sh [--seed S] [--payloads "20480 102400"] [--topologies "line:5 random:50 grid:200"] [--no-patch]
+# (--payloads "" runs the patch table only.)
 # Env: MESHOTA_BIN (default: build $CARGO_TARGET_DIR/release/meshota),
 #      CARGO_TARGET_DIR (default /work/target-bench if writable, else REPO/target).
 set -euo pipefail
@@ -23,12 +29,14 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 SEED=1
 PAYLOADS="20480 102400"
 TOPOLOGIES="line:5 random:50 grid:200"
+PATCH=1
 while (($#)); do
     case $1 in
     --seed) SEED=$2; shift 2 ;;
     --payloads) PAYLOADS=$2; shift 2 ;;
     --topologies) TOPOLOGIES=$2; shift 2 ;;
-    *) echo "usage: $0 [--seed S] [--payloads \"N ...\"] [--topologies \"T ...\"]" >&2; exit 2 ;;
+    --no-patch) PATCH=0; shift ;;
+    *) echo "usage: $0 [--seed S] [--payloads \"N ...\"] [--topologies \"T ...\"] [--no-patch]" >&2; exit 2 ;;
     esac
 done
 log() { echo "lora.sh: $*" >&2; }
@@ -45,8 +53,10 @@ fi
 M=$MESHOTA_BIN
 command -v python3 >/dev/null || { echo "lora.sh: needs python3 (to read the JSON)" >&2; exit 2; }
 
+if [[ -n ${PAYLOADS// /} ]]; then
 echo "| scenario | payload | converged | time to converge (s) | airtime total (s) | per node (s) | max node (s) | bound (s) | coded / bound | baseline (s) | baseline / coded | duty-cycle violations | wall (s) |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+fi
 for payload in $PAYLOADS; do
     for topo in $TOPOLOGIES; do
         log "sim --lora --topology $topo --payload-bytes $payload --seed $SEED --baseline"
@@ -72,4 +82,30 @@ print("| {t} | {kib:g} KiB | {c} | {v:.0f} | {a:.1f} | {p:.2f} | {m:.1f} | {b:.1
     dv=r["duty_cycle_violations"], bdv=vd, w=os.environ["WALL"]))
 ' "$json"
     done
+done
+
+((PATCH)) || exit 0
+[[ -z ${PAYLOADS// /} ]] || echo
+echo "| scenario | patch (B) | v2 image (B) | v2 chunks v1 lacks (B) | nodes by patch / chunks / both | by patch: time (s) | by patch: airtime (s) | bound (s) | by chunks: time (s) | by chunks: airtime (s) | bound (s) | chunks / patch airtime | duty-cycle violations |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for topo in $TOPOLOGIES; do
+    log "sim --lora --patch --topology $topo --payload-bytes 20480 --seed $SEED (and --patch-as-chunks)"
+    bypatch=$("$M" sim --lora --patch --topology "$topo" --payload-bytes 20480 --seed "$SEED" --json 2>/dev/null) || true
+    bychunks=$("$M" sim --lora --patch --patch-as-chunks --topology "$topo" --payload-bytes 20480 --seed "$SEED" --json 2>/dev/null) || true
+    if [[ -z $bypatch || -z $bychunks ]]; then
+        echo "| $topo | error | | | | | | | | | | | |"
+        continue
+    fi
+    python3 -c '
+import json, sys
+p = json.loads(sys.argv[1]); c = json.loads(sys.argv[2])
+conv = lambda r: "" if r["converged"] else " (NOT converged: {} of {} nodes)".format(r["converged_nodes"], r["honest_nodes"])
+print("| {t} | {pb} | {ib} | {nb} | {bp} / {bc} / {bm} | {v:.0f}{cp} | {a:.1f} | {b:.1f} | {vc:.0f}{cc} | {ac:.1f} | {bcb:.1f} | {x:.2f}x{more} | {dv} / {dc} |".format(
+    t=p["topology"], pb=p["patch_bytes"], ib=p["image_bytes"], nb=p["new_chunk_bytes"],
+    bp=p["installed_by_patch"], bc=p["installed_by_chunks"], bm=p["installed_mixed"],
+    v=p["virtual_seconds"], cp=conv(p), a=p["airtime_total_s"], b=p["bound_airtime_s"],
+    vc=c["virtual_seconds"], cc=conv(c), ac=c["airtime_total_s"], bcb=c["bound_airtime_s"],
+    x=c["airtime_total_s"] / max(p["airtime_total_s"], 1e-9), more="" if c["converged"] else " or more",
+    dv=p["duty_cycle_violations"], dc=c["duty_cycle_violations"]))
+' "$bypatch" "$bychunks"
 done

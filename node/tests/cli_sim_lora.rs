@@ -54,3 +54,38 @@ fn sim_lora_without_baseline_omits_its_airtime_and_refuses_a_bad_topology() {
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("line:HOPS"), "{}", stderr(&bad));
 }
+
+#[test]
+fn sim_lora_patch_json_says_how_many_nodes_installed_by_patch_and_by_chunks() {
+    let args = [
+        "--topology",
+        "line:3",
+        "--payload-bytes",
+        "20480",
+        "--seed",
+        "5",
+        "--json",
+        "--patch",
+        "--other-base",
+        "3",
+    ];
+    let out = sim_lora(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["converged"], true);
+    assert_eq!(v["duty_cycle_violations"], 0);
+    // Nodes 1 and 2 run v1 (the patch's base), node 3 another image.
+    assert_eq!(v["installed_by_chunks"], 1, "{v}");
+    let on_base =
+        v["installed_by_patch"].as_u64().unwrap() + v["installed_mixed"].as_u64().unwrap();
+    assert_eq!(on_base, 2, "{v}");
+    assert!(v["pieces_applied"].as_u64().unwrap() > 0, "{v}");
+    let patch = v["patch_bytes"].as_u64().unwrap();
+    assert!(patch > 16 * 1024 && patch < v["image_bytes"].as_u64().unwrap());
+    // Without --patch the fields are absent; --other-base needs --patch.
+    let plain = sim_lora(&["--topology", "line:2", "--payload-bytes", "4096", "--json"]);
+    let p: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(p.get("installed_by_patch").is_none());
+    let bad = sim_lora(&["--topology", "line:2", "--other-base", "1"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}

@@ -2,7 +2,7 @@
 //! EU868 medium with 10 % frame loss and collisions. Each prints its report.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use meshota_sim::lora::{LoraOptions, LoraReport, LoraTopology, run};
+use meshota_sim::lora::{LoraOptions, LoraReport, LoraTopology, PatchRun, run};
 
 const PATCH_BYTES: usize = 20 * 1024;
 
@@ -111,4 +111,109 @@ fn under_a_one_percent_duty_cycle_nodes_wait_for_their_budget_and_never_exceed_i
     );
     assert!(r.airtime_max_node_s > 36.0, "{}", r.to_json());
     assert!(r.virtual_seconds > 3_600.0, "{}", r.to_json());
+}
+
+// Patch releases (issue #8 items 7 and 9): every node runs v1; node 0
+// holds v2 and a patch from v1 of about 20 KiB (v2's image is ten times
+// larger); nodes fetch the patch index and pieces over radio and apply
+// them against their installed image.
+
+fn patch_run(topology: LoraTopology, seed: u64, run: PatchRun) -> LoraReport {
+    lora(&LoraOptions {
+        patch: Some(run),
+        ..LoraOptions::new(topology, PATCH_BYTES, seed)
+    })
+}
+
+fn assert_converged_by_patch(r: &LoraReport) {
+    assert_converged_within_duty_cycle(r);
+    let patch = r.patch_bytes.unwrap();
+    assert!(
+        (16 * 1024..=24 * 1024).contains(&patch),
+        "patch of {patch} bytes"
+    );
+    assert!(r.image_bytes.unwrap() >= 8 * patch);
+    // Every node but the origin rebuilt v2 from its base and the patch:
+    // at least most of them without a single chunk decoded plainly.
+    let fetched = r.honest_nodes - 1;
+    let by_patch = r.installed_by_patch.unwrap();
+    assert_eq!(r.installed_by_chunks, Some(0), "{}", r.to_json());
+    assert!(by_patch * 10 >= fetched * 9, "{}", r.to_json());
+    assert_eq!(r.piece_failures, Some(0));
+    assert!(r.piece_symbols.unwrap() > 0);
+}
+
+#[test]
+fn five_hop_line_converges_on_a_20_kib_patch_release() {
+    let r = patch_run(LoraTopology::Line(5), 1, PatchRun::default());
+    assert_converged_by_patch(&r);
+}
+
+#[test]
+fn fifty_node_random_graph_converges_on_a_20_kib_patch_release() {
+    let r = patch_run(LoraTopology::Random(50), 1, PatchRun::default());
+    assert_converged_by_patch(&r);
+}
+
+#[test]
+fn two_hundred_node_grid_converges_on_a_20_kib_patch_release() {
+    let r = patch_run(LoraTopology::Grid(200), 1, PatchRun::default());
+    assert_converged_by_patch(&r);
+}
+
+#[test]
+fn a_patch_release_costs_less_airtime_than_its_chunks() {
+    let by_patch = patch_run(LoraTopology::Line(5), 2, PatchRun::default());
+    let by_chunks = patch_run(
+        LoraTopology::Line(5),
+        2,
+        PatchRun {
+            chunks_only: true,
+            ..PatchRun::default()
+        },
+    );
+    assert_converged_within_duty_cycle(&by_chunks);
+    assert_eq!(by_chunks.installed_by_patch, Some(0));
+    assert_eq!(by_chunks.installed_by_chunks, Some(5));
+    assert!(
+        by_patch.airtime_total_s < by_chunks.airtime_total_s,
+        "patch {} s, chunks {} s",
+        by_patch.airtime_total_s,
+        by_chunks.airtime_total_s
+    );
+}
+
+#[test]
+fn a_node_on_another_base_converges_by_chunks_beside_patch_nodes() {
+    // Node 2 sits mid-line: the nodes past it hear no patch holder until
+    // they ask it, so they fall back to chunks too, and still converge.
+    let r = patch_run(
+        LoraTopology::Line(5),
+        3,
+        PatchRun {
+            other_base: Some(2),
+            ..PatchRun::default()
+        },
+    );
+    assert_converged_within_duty_cycle(&r);
+    assert!(r.installed_by_chunks.unwrap() >= 1, "{}", r.to_json());
+    assert!(r.installed_by_patch.unwrap() >= 1, "{}", r.to_json());
+}
+
+#[test]
+fn a_corrupt_patch_piece_falls_back_to_chunks_and_installs_no_bad_image() {
+    let r = patch_run(
+        LoraTopology::Random(50),
+        4,
+        PatchRun {
+            corrupt_piece: true,
+            ..PatchRun::default()
+        },
+    );
+    // Converged means every node's assembled image hashes to the manifest's;
+    // corrupt_payloads counts any node that completed with another image.
+    assert_converged_within_duty_cycle(&r);
+    assert!(r.piece_failures.unwrap() > 0, "{}", r.to_json());
+    assert_eq!(r.installed_by_patch, Some(0), "{}", r.to_json());
+    assert!(r.pieces_applied.unwrap() > 0, "{}", r.to_json());
 }

@@ -64,6 +64,36 @@ pub struct VerifiedBundle {
     pub manifest: Verified<ReleaseManifest>,
 }
 
+impl VerifiedBundle {
+    /// The chunk index's bytes inside the bundle (after the manifest).
+    #[must_use]
+    pub fn index_bytes(&self) -> Option<&[u8]> {
+        let (len, at) = manifest_len(&self.bytes).ok()?;
+        self.bytes.get(at.checked_add(len)?..)
+    }
+}
+
+/// The manifest length prefix: (length, bytes it took).
+fn manifest_len(bytes: &[u8]) -> Result<(usize, usize), RadioError> {
+    const WHAT: &str = "bundle";
+    let mut len = 0usize;
+    let mut at = 0usize;
+    loop {
+        let b = *bytes.get(at).ok_or(RadioError::Truncated { what: WHAT })?;
+        if at >= 3 {
+            return Err(RadioError::Malformed {
+                what: WHAT,
+                reason: "manifest length varint too long",
+            });
+        }
+        len |= usize::from(b & 0x7F) << (7 * at);
+        at += 1;
+        if b & 0x80 == 0 {
+            return Ok((len, at));
+        }
+    }
+}
+
 /// Decodes and verifies a bundle: the manifest's signatures against
 /// `trust` (with `policy`), its id against `expected` when given, and the
 /// index against the manifest's first component.
@@ -84,22 +114,7 @@ pub fn verify(
             max: BUNDLE_BYTES_MAX,
         });
     }
-    let mut len = 0usize;
-    let mut at = 0usize;
-    loop {
-        let b = *bytes.get(at).ok_or(RadioError::Truncated { what: WHAT })?;
-        if at >= 3 {
-            return Err(RadioError::Malformed {
-                what: WHAT,
-                reason: "manifest length varint too long",
-            });
-        }
-        len |= usize::from(b & 0x7F) << (7 * at);
-        at += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
+    let (len, at) = manifest_len(&bytes)?;
     let manifest = bytes
         .get(at..at.saturating_add(len))
         .ok_or(RadioError::Truncated { what: WHAT })?;

@@ -18,14 +18,18 @@ use alloc::vec::Vec;
 
 use meshota_manifest::{Hash, InstallPolicy, TrustRoot, Verified};
 use meshota_radios::{
-    DutyCycleBudget, FrameCodec, FrameKind, Header, Micros, ObjectEncoder, ShortId, symbol_size_for,
+    DutyCycleBudget, FrameCodec, FrameKind, Header, Micros, ObjectEncoder, Progress, ShortId,
+    symbol_size_for,
 };
 
 use super::bundle::{self, Pieces};
-use super::carried::{Carried, ChunkSlot};
+use super::carried::{
+    Carried, ChunkSlot, PATCH_INDEX_BYTES_MAX, PIECE_MISMATCHES_MAX, PatchPart, PieceOutcome,
+};
 pub use super::config::{RadioConfig, RadioTiming};
 use super::error::RadioError;
 use super::msg::{Announce, ManifestRequest, PayloadRequest, TAG_LEN, tag_of};
+use super::patch::{PieceJob, PieceOutput};
 pub use super::report::{LinkEvent, LinkStats};
 use crate::rng::SeededRng;
 use crate::time::Timestamp;
@@ -43,6 +47,8 @@ struct Neighbour {
     failures: u32,
     /// Last fragment or symbol heard from it.
     served_at: Option<Micros>,
+    /// Last patch index fragment or piece symbol heard from it.
+    pieces_at: Option<Micros>,
 }
 
 #[derive(Debug)]
@@ -53,6 +59,10 @@ struct Fetch {
     pieces: Pieces,
     failures: u32,
 }
+
+/// Requests in a row a patch source may leave unanswered before the link
+/// asks for chunks instead.
+const PATCH_SOURCE_SILENCES_MAX: u32 = 3;
 
 /// One node's LoRa link. Invariants: every frame it returns from
 /// [`RadioLink::poll_transmit`] was admitted by its [`DutyCycleBudget`]
@@ -69,6 +79,9 @@ pub struct RadioLink {
     trickle: Trickle,
     symbol_size: u16,
     installed: (Hash, u64),
+    /// The installed image's hash, when the driver applies patch pieces
+    /// against it ([`RadioLink::set_base_image`]).
+    base_image: Option<Hash>,
     carried: Option<Carried>,
     fetch: Option<Fetch>,
     rejected: BTreeSet<Hash>,
@@ -89,6 +102,8 @@ pub struct RadioLink {
     askers: BTreeSet<ShortId>,
     round_start: Micros,
     pieces_out: BTreeSet<u8>,
+    /// Patch index fragments to send.
+    patch_out: BTreeSet<u8>,
     want: Vec<u32>,
     next_chunk: usize,
     events: VecDeque<LinkEvent>,
@@ -123,6 +138,7 @@ impl RadioLink {
             trickle,
             symbol_size,
             installed,
+            base_image: None,
             carried: None,
             fetch: None,
             rejected: BTreeSet::new(),
@@ -140,6 +156,7 @@ impl RadioLink {
             askers: BTreeSet::new(),
             round_start: now,
             pieces_out: BTreeSet::new(),
+            patch_out: BTreeSet::new(),
             want: Vec::new(),
             next_chunk: 0,
             events: VecDeque::new(),
@@ -187,6 +204,225 @@ impl RadioLink {
         Ok(())
     }
 
+    /// Tells the link the hash of the image the node has installed (its
+    /// confirmed slot's), and so that the driver answers
+    /// [`LinkEvent::ApplyPiece`] with [`RadioLink::piece_applied`]. A
+    /// release whose manifest lists a patch from this image is then fetched
+    /// by patch (see [`super::patch`]); without it the link fetches chunks.
+    /// Takes effect for releases verified afterwards. The driver must
+    /// answer every job (with [`PieceJob::failed`] when it cannot run it):
+    /// the chunks of a piece being applied are not fetched plainly.
+    pub fn set_base_image(&mut self, image_hash: Hash) {
+        self.base_image = Some(image_hash);
+    }
+
+    /// Gives the link the patch blobs of the release it carries (the
+    /// origin, or a node that got them over another link), so it serves
+    /// them; a node fetching by this patch also gets an
+    /// [`LinkEvent::ApplyPiece`] per piece. One patch per carried release
+    /// (a second is refused). `index` must hash to a patch id the manifest
+    /// lists (no longer than its signed size) and name the release's chunk
+    /// index; `pieces` are the index's pieces in order, each hashing to its
+    /// entry.
+    ///
+    /// # Errors
+    /// [`RadioError::Index`] when there is no carried release, the patch is
+    /// not listed, or a check fails.
+    pub fn add_patch(
+        &mut self,
+        now: Micros,
+        index: Vec<u8>,
+        pieces: &[Vec<u8>],
+    ) -> Result<(), RadioError> {
+        let symbol_size = self.symbol_size;
+        let fragment = bundle::piece_len(self.codec.max_payload());
+        let c = self
+            .carried
+            .as_mut()
+            .ok_or_else(|| RadioError::Index("no release carried".into()))?;
+        let id = Hash::of(&index);
+        let size = c
+            .bundle
+            .manifest
+            .body()
+            .patches
+            .iter()
+            .find(|r| r.patch == id)
+            .map(|r| r.size)
+            .ok_or_else(|| RadioError::Index("patch not listed by the manifest".into()))?;
+        if c.patch.as_ref().is_some_and(|p| p.index.is_some()) {
+            return Err(RadioError::Index("a patch is already carried".into()));
+        }
+        let fetching = c.patch.as_ref().is_some_and(|p| p.id == id && p.fetching);
+        c.patch = Some(PatchPart::new(id, size, fetching, fragment));
+        let n = match c.set_patch_index(index, symbol_size) {
+            Ok(n) => n,
+            Err(e) => {
+                c.patch = None;
+                return Err(e);
+            }
+        };
+        if pieces.len() != n {
+            c.patch = None;
+            return Err(RadioError::Index(
+                "piece count differs from the patch index".into(),
+            ));
+        }
+        for (i, bytes) in pieces.iter().enumerate() {
+            let j = c.chunks + i;
+            if Hash::of(bytes).as_bytes() != &c.infos[j].id {
+                c.slots.truncate(c.chunks);
+                c.infos.truncate(c.chunks);
+                c.chunk_tags.truncate(c.chunks);
+                c.encoders.truncate(c.chunks);
+                c.patch = None;
+                return Err(RadioError::Index(alloc::format!(
+                    "piece {i} does not hash to its id"
+                )));
+            }
+        }
+        for (i, bytes) in pieces.iter().enumerate() {
+            c.slots[c.chunks + i] = ChunkSlot::Held(bytes.clone());
+            // A node on the base that got the blobs another way applies
+            // them like pieces it decoded.
+            if let Some(job) = piece_job(c, i, bytes) {
+                self.events.push_back(LinkEvent::ApplyPiece(job));
+            }
+        }
+        self.want.resize(c.slots.len(), 0);
+        self.trickle.reset(ms(now), &mut self.rng);
+        Ok(())
+    }
+
+    /// Gives the link chunks the node already holds (its store, its
+    /// installed image): those of the carried release's index are kept
+    /// (each checked against it) and not fetched. Call it on
+    /// [`LinkEvent::ManifestVerified`]. Returns how many were new.
+    pub fn add_chunks(&mut self, now: Micros, chunks: &[Vec<u8>]) -> usize {
+        let Some(c) = self.carried.as_mut() else {
+            return 0;
+        };
+        let was_complete = c.complete();
+        let mut by_hash: BTreeMap<Hash, Vec<usize>> = BTreeMap::new();
+        for (j, r) in c.bundle.chunks.iter().enumerate() {
+            by_hash.entry(r.hash).or_default().push(j);
+        }
+        let mut new = 0;
+        for bytes in chunks {
+            let Some(js) = by_hash.get(&Hash::of(bytes)) else {
+                continue;
+            };
+            for &j in js {
+                if c.hold_chunk(j, bytes.clone()) {
+                    new += 1;
+                }
+            }
+        }
+        self.stats.chunks_supplied += new as u64;
+        if !was_complete {
+            self.after_gain(now);
+        }
+        new
+    }
+
+    /// Takes the output of a [`PieceJob`] the driver ran. Every chunk is
+    /// checked against the signed index; the piece's chunks are kept only
+    /// if all match, otherwise the piece counts as failed and its chunks
+    /// are fetched plainly. Outputs for another release, patch or a piece
+    /// not being applied are ignored.
+    pub fn piece_applied(&mut self, now: Micros, output: PieceOutput) {
+        let Some(c) = self.carried.as_mut() else {
+            return;
+        };
+        if c.bundle.id != output.release {
+            return;
+        }
+        let Some(p) = c.patch.as_ref().filter(|p| p.id == output.patch) else {
+            return;
+        };
+        let Some((index, _)) = &p.index else {
+            return;
+        };
+        let i = output.position as usize;
+        let Some(piece) = index.pieces().get(i).copied() else {
+            return;
+        };
+        if p.outcomes.get(i) != Some(&PieceOutcome::Applying) {
+            return;
+        }
+        let refs = c.bundle.chunks.get(piece.ordinals()).unwrap_or_default();
+        let ok = match &output.chunks {
+            Ok(chunks) => {
+                chunks.len() == refs.len()
+                    && !refs.is_empty()
+                    && chunks.iter().zip(refs).all(|(b, r)| Hash::of(b) == r.hash)
+            }
+            Err(_) => false,
+        };
+        let outcome = if ok {
+            let mut made = 0u64;
+            if let Ok(chunks) = output.chunks {
+                for (o, bytes) in piece.ordinals().zip(chunks) {
+                    if c.hold_chunk(o, bytes) {
+                        made += 1;
+                    }
+                }
+            }
+            self.stats.pieces_applied += 1;
+            self.stats.chunks_from_pieces += made;
+            PieceOutcome::Applied
+        } else {
+            self.stats.piece_failures += 1;
+            PieceOutcome::Failed
+        };
+        if let Some(p) = c.patch.as_mut() {
+            p.outcomes[i] = outcome;
+        }
+        self.after_gain(now);
+    }
+
+    /// After objects were gained outside a symbol (supplied chunks, applied
+    /// pieces): completion, or the next request.
+    fn after_gain(&mut self, now: Micros) {
+        let Some(c) = self.carried.as_ref() else {
+            return;
+        };
+        if c.complete() {
+            let release = c.bundle.id;
+            self.events
+                .push_back(LinkEvent::ReleaseComplete { release });
+            self.request_at = None;
+            self.request_due = false;
+            self.trickle.reset(ms(now), &mut self.rng);
+        } else {
+            self.schedule_request(now);
+        }
+    }
+
+    /// Sets up the patch a node on the base fetches, if the manifest lists
+    /// one from its installed image.
+    fn plan_patch(&self, c: &mut Carried) {
+        let Some(base) = self.base_image else {
+            return;
+        };
+        let body = c.bundle.manifest.body();
+        let Some(comp) = body.components.first() else {
+            return;
+        };
+        if comp.image_hash == base {
+            return;
+        }
+        let Some(r) = body.patches.iter().find(|r| {
+            r.base_image_hash == base
+                && r.component == comp.name
+                && r.size <= PATCH_INDEX_BYTES_MAX as u64
+        }) else {
+            return;
+        };
+        let fragment = bundle::piece_len(self.codec.max_payload());
+        c.patch = Some(PatchPart::new(r.patch, r.size, true, fragment));
+    }
+
     fn policy(&self) -> InstallPolicy<'_> {
         InstallPolicy {
             hardware: None,
@@ -218,7 +454,7 @@ impl RadioLink {
     pub fn payload(&self) -> Option<Vec<u8>> {
         let c = self.carried.as_ref().filter(|c| c.complete())?;
         let mut out = Vec::new();
-        for s in &c.slots {
+        for s in &c.slots[..c.chunks] {
             if let ChunkSlot::Held(b) = s {
                 out.extend_from_slice(b);
             }
@@ -252,11 +488,21 @@ impl RadioLink {
         let carried = self.carried.as_ref().map_or_else(
             || "no release".into(),
             |c| {
+                let patch = c.patch.as_ref().map_or_else(String::new, |p| {
+                    let held = (c.chunks..c.slots.len()).filter(|&j| c.is_held(j)).count();
+                    alloc::format!(
+                        ", patch {} {} index, {held}/{} pieces{}",
+                        p.id.short(),
+                        if p.index.is_some() { "with" } else { "without" },
+                        p.piece_count(),
+                        if p.fetching { " (fetching)" } else { "" }
+                    )
+                });
                 alloc::format!(
-                    "release {} {}/{} chunks",
+                    "release {} {}/{} chunks{patch}",
                     c.bundle.id.short(),
                     c.held,
-                    c.slots.len()
+                    c.chunks
                 )
             },
         );
@@ -292,11 +538,13 @@ impl RadioLink {
                 release: c.bundle.id,
                 security_version: c.bundle.security_version,
                 complete: c.complete(),
+                pieces: c.holds_patch(),
             },
             None => Announce {
                 release: self.installed.0,
                 security_version: self.installed.1,
                 complete: true,
+                pieces: false,
             },
         }
     }
@@ -429,6 +677,7 @@ impl RadioLink {
             self.stats.requests_postponed += 1;
             self.postpone_request(now);
         }
+        self.on_patch_index_request(now, h, r);
         let Some(c) = &self.carried else {
             return;
         };
@@ -451,6 +700,103 @@ impl RadioLink {
         self.schedule_burst(now);
     }
 
+    /// A request for the patch index blob: wait for its broadcast answer if
+    /// we fetch the same, serve it if asked and held.
+    fn on_patch_index_request(&mut self, now: Micros, h: &Header, r: &ManifestRequest) {
+        let me = self.config.short_id;
+        let Some(c) = &self.carried else {
+            return;
+        };
+        let Some(p) = c.patch.as_ref().filter(|p| p.tag == r.tag) else {
+            return;
+        };
+        match &p.index {
+            None if h.dst != me && p.fetching => {
+                self.stats.requests_postponed += 1;
+                self.postpone_request(now);
+            }
+            Some((_, bytes)) if h.dst == me => {
+                let count = bytes
+                    .len()
+                    .div_ceil(bundle::piece_len(self.codec.max_payload()).max(1));
+                let held = r.held.as_ref().filter(|p| p.len() == count);
+                for i in 0..count {
+                    if !held.is_some_and(|p| p.get(i)) {
+                        if let Ok(i) = u8::try_from(i) {
+                            self.patch_out.insert(i);
+                        }
+                    }
+                }
+                self.neighbours.entry(h.src).or_default().asked_at = Some(now);
+                self.schedule_burst(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// A fragment of the patch index: collected by a node fetching the
+    /// patch, verified once whole (hash against the manifest's patch id,
+    /// size, base and target) before any piece is asked for.
+    fn on_patch_fragment(
+        &mut self,
+        now: Micros,
+        h: &Header,
+        data: &[u8],
+    ) -> Result<(), RadioError> {
+        let symbol_size = self.symbol_size;
+        let Some(c) = self.carried.as_mut() else {
+            return Ok(());
+        };
+        let Some(p) = c.patch.as_mut() else {
+            return Ok(());
+        };
+        if p.index.is_some() {
+            // Another holder sent this fragment: ours would repeat it.
+            self.patch_out.remove(&h.frag_index);
+            return Ok(());
+        }
+        if !p.fetching {
+            return Ok(());
+        }
+        if !p.fragments.accept(h.frag_index, h.frag_count, data) {
+            return Err(RadioError::Malformed {
+                what: "patch index fragment",
+                reason: "inconsistent with the fragments held",
+            });
+        }
+        if let Some(n) = self.neighbours.get_mut(&h.src) {
+            n.served_at = Some(now);
+            n.pieces_at = Some(now);
+            n.failures = 0;
+        }
+        if !p.fragments.is_complete() {
+            self.postpone_request(now);
+            return Ok(());
+        }
+        let bytes = p.fragments.assemble().unwrap_or_default();
+        p.fragments.clear();
+        match c.set_patch_index(bytes, symbol_size) {
+            Ok(_) => {
+                self.want.resize(c.slots.len(), 0);
+                self.request_at = None;
+                self.request_due = false;
+                self.schedule_request(now);
+            }
+            Err(_) => {
+                if let Some(p) = c.patch.as_mut() {
+                    p.index_failures += 1;
+                    if p.index_failures >= self.config.timing.bundle_failures_max {
+                        // Give the patch up: fetch chunks.
+                        p.fetching = false;
+                    }
+                }
+                self.stats.bundle_failures += 1;
+                self.postpone_request(now);
+            }
+        }
+        Ok(())
+    }
+
     fn on_piece(&mut self, now: Micros, h: &Header, payload: &[u8]) -> Result<(), RadioError> {
         if payload.len() < TAG_LEN {
             return Err(RadioError::Truncated { what: "piece" });
@@ -461,6 +807,14 @@ impl RadioLink {
             // Another holder sent this piece: ours would repeat it.
             self.pieces_out.remove(&h.frag_index);
             return Ok(());
+        }
+        if self
+            .carried
+            .as_ref()
+            .and_then(|c| c.patch.as_ref())
+            .is_some_and(|p| p.tag == tag)
+        {
+            return self.on_patch_fragment(now, h, data);
         }
         let Some(f) = self.fetch.as_mut() else {
             return Ok(());
@@ -491,7 +845,8 @@ impl RadioLink {
         match bundle::verify(bytes, Some(&id), &self.trust, &self.policy())
             .and_then(|b| Carried::new(b, self.symbol_size))
         {
-            Ok(carried) => {
+            Ok(mut carried) => {
+                self.plan_patch(&mut carried);
                 self.want = alloc::vec![0; carried.slots.len()];
                 self.pieces_out.clear();
                 self.carried = Some(carried);
@@ -536,11 +891,14 @@ impl RadioLink {
         n.symbols_at = Some(now);
         n.served_at = Some(now);
         n.failures = 0;
+        if i >= c.chunks {
+            n.pieces_at = Some(now);
+        }
         if !self.bursting && self.want.iter().any(|&w| w > 0) {
             // Another source is already sending this release's symbols.
             self.want.iter_mut().for_each(|w| *w = 0);
             self.askers.clear();
-            if self.pieces_out.is_empty() {
+            if self.pieces_out.is_empty() && self.patch_out.is_empty() {
                 self.burst_at = None;
             }
             self.stats.bursts_suppressed += 1;
@@ -551,15 +909,38 @@ impl RadioLink {
                 symbols.insert(u32::from_be_bytes([esi[0], esi[1], esi[2], esi[3]]));
             }
             match decoder.push(payload) {
-                Ok(Some(bytes)) => {
+                Ok(Some(bytes)) if i < c.chunks => {
                     c.slots[i] = ChunkSlot::Held(bytes);
                     c.held += 1;
+                    self.stats.chunks_decoded += 1;
                     self.stats.sources.insert(src);
+                }
+                Ok(Some(bytes)) => {
+                    self.stats.pieces_decoded += 1;
+                    self.stats.sources.insert(src);
+                    if let Some(job) = piece_job(c, i - c.chunks, &bytes) {
+                        self.events.push_back(LinkEvent::ApplyPiece(job));
+                    }
+                    c.slots[i] = ChunkSlot::Held(bytes);
                 }
                 Ok(None) => {}
                 Err(meshota_radios::Error::DecodedObjectMismatch) => {
                     symbols.clear();
                     self.stats.chunk_failures += 1;
+                    if i >= c.chunks {
+                        let k = i - c.chunks;
+                        if let Some(p) = c.patch.as_mut() {
+                            if let Some(m) = p.mismatches.get_mut(k) {
+                                *m += 1;
+                                if *m >= PIECE_MISMATCHES_MAX
+                                    && p.outcomes.get(k) == Some(&PieceOutcome::Pending)
+                                {
+                                    p.outcomes[k] = PieceOutcome::Failed;
+                                    self.stats.piece_failures += 1;
+                                }
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     if matches!(e, meshota_radios::Error::MalformedSymbol { .. }) {
@@ -591,10 +972,13 @@ impl RadioLink {
         let Some(c) = self.carried.as_ref() else {
             return Ok(());
         };
-        let r = PayloadRequest::decode(payload, c.slots.len())?;
-        if r.tag != c.tag {
+        let tag = PayloadRequest::set_tag(payload)?;
+        let Some(set) = c.set_of(&tag) else {
+            // Another release, or a patch whose index we do not hold.
             return Ok(());
-        }
+        };
+        let pieces = set.start > 0;
+        let r = PayloadRequest::decode(payload, set.len())?;
         self.neighbours.entry(h.src).or_default().asked_at = Some(now);
         let me = self.config.short_id;
         if h.dst != me {
@@ -611,11 +995,17 @@ impl RadioLink {
             }
             return Ok(());
         }
-        if !c.complete() {
+        let serves = if pieces {
+            c.holds_patch()
+        } else {
+            c.complete()
+        };
+        if !serves {
             return Ok(());
         }
         let div = self.config.timing.margin_div.max(1);
         for (k, j) in r.held.missing().enumerate() {
+            let j = set.start + j;
             let need = r
                 .needs
                 .get(k)
@@ -851,18 +1241,43 @@ impl RadioLink {
             return Some((frame, f.server));
         }
         let c = self.carried.as_ref().filter(|c| !c.complete())?;
-        let src = self.choose_source()?;
-        let mut needs = Vec::new();
-        for (i, s) in c.slots.iter().enumerate() {
-            if let ChunkSlot::Missing { symbols, .. } = s {
-                let k = c.infos[i].source_symbols();
-                let distinct = u32::try_from(symbols.len()).unwrap_or(u32::MAX);
-                needs.push(k.saturating_sub(distinct).max(1));
+        // By patch first, from a neighbour that holds it: its index, then
+        // the pieces still wanted; then the chunks no piece produced.
+        let patch_src = self.choose_patch_source();
+        if let (Some(p), Some(src)) = (c.patch.as_ref().filter(|p| p.fetching), patch_src) {
+            if p.index.is_none() {
+                let r = ManifestRequest {
+                    tag: p.tag,
+                    held: p.fragments.held(),
+                };
+                let frame = self.encode(FrameKind::Request, src, 0, 1, &r.encode())?;
+                return Some((frame, src));
             }
+            let wanted: BTreeSet<usize> = c.wanted_pieces().into_iter().collect();
+            if !wanted.is_empty() {
+                let set = c.chunks..c.slots.len();
+                let r = PayloadRequest {
+                    tag: p.tag,
+                    held: not_needed(set.clone(), |j| !wanted.contains(&(j - c.chunks)))?,
+                    needs: needs_of(c, set, |j| wanted.contains(&(j - c.chunks))),
+                };
+                let bytes = r.encode(self.codec.max_payload());
+                let frame = self.encode(FrameKind::Progress, src, 0, 1, &bytes)?;
+                return Some((frame, src));
+            }
+        }
+        let src = self.choose_source()?;
+        // Chunks a piece will produce wait for it (when a patch source is
+        // heard, or the piece is being applied).
+        let waits = |j: usize| c.awaits_piece(j, patch_src.is_some());
+        let set = 0..c.chunks;
+        let needs = needs_of(c, set.clone(), |j| !c.is_held(j) && !waits(j));
+        if needs.is_empty() {
+            return None;
         }
         let r = PayloadRequest {
             tag: c.tag,
-            held: c.held_bitmap()?,
+            held: not_needed(set, |j| c.is_held(j) || waits(j))?,
             needs,
         };
         let bytes = r.encode(self.codec.max_payload());
@@ -870,9 +1285,39 @@ impl RadioLink {
         Some((frame, src))
     }
 
+    /// The neighbour to ask for the patch: one that announced it holds the
+    /// patch, or that we heard sending its fragments or pieces. When the
+    /// release lists several patches, an announcer may hold another base's:
+    /// one that left our last [`PATCH_SOURCE_SILENCES_MAX`] requests
+    /// unanswered is then passed over (and complete neighbours asked for
+    /// chunks if no other holder is heard).
+    fn choose_patch_source(&self) -> Option<ShortId> {
+        let c = self.carried.as_ref()?;
+        let mine = c.bundle.id;
+        let several = c.bundle.manifest.body().patches.len() > 1;
+        self.neighbours
+            .iter()
+            .filter(|(_, n)| {
+                (!several || n.failures < PATCH_SOURCE_SILENCES_MAX)
+                    && (n.pieces_at.is_some()
+                        || n.announced.is_some_and(|a| a.release == mine && a.pieces))
+            })
+            .max_by_key(|(_, n)| {
+                (
+                    core::cmp::Reverse(n.failures),
+                    n.pieces_at,
+                    n.adopted_at,
+                    n.complete_at,
+                )
+            })
+            .map(|(id, _)| *id)
+    }
+
     fn next_piece(&mut self) -> Option<Vec<u8>> {
         let c = self.carried.as_ref()?;
-        let i = self.pieces_out.pop_first()?;
+        let Some(i) = self.pieces_out.pop_first() else {
+            return self.next_patch_fragment();
+        };
         let per = bundle::piece_len(self.codec.max_payload()).max(1);
         let count = u8::try_from(c.bundle.bytes.len().div_ceil(per)).ok()?;
         let from = usize::from(i) * per;
@@ -883,6 +1328,21 @@ impl RadioLink {
         let mut payload = c.tag.to_vec();
         payload.extend_from_slice(data);
         self.stats.sent_pieces += 1;
+        self.encode(FrameKind::Message, ShortId::BROADCAST, i, count, &payload)
+    }
+
+    fn next_patch_fragment(&mut self) -> Option<Vec<u8>> {
+        let p = self.carried.as_ref()?.patch.as_ref()?;
+        let (_, bytes) = p.index.as_ref()?;
+        let i = self.patch_out.pop_first()?;
+        let per = bundle::piece_len(self.codec.max_payload()).max(1);
+        let count = u8::try_from(bytes.len().div_ceil(per)).ok()?;
+        let from = usize::from(i) * per;
+        let data = bytes.get(from..(from + per).min(bytes.len()))?;
+        let mut payload = p.tag.to_vec();
+        payload.extend_from_slice(data);
+        self.stats.sent_pieces += 1;
+        self.stats.sent_patch_fragments += 1;
         self.encode(FrameKind::Message, ShortId::BROADCAST, i, count, &payload)
     }
 
@@ -909,8 +1369,64 @@ impl RadioLink {
         let symbol = c.encoders[j].as_mut()?.repair_symbols(1).pop()?;
         self.want[j] -= 1;
         self.stats.sent_symbols += 1;
+        if j >= c.chunks {
+            self.stats.sent_piece_symbols += 1;
+        }
         self.encode(FrameKind::Symbol, ShortId::BROADCAST, 0, 1, &symbol)
     }
+}
+
+/// The bitmap of a request over `set`: bit set for each object the asker
+/// does not need (held, or waiting for something else).
+fn not_needed(set: core::ops::Range<usize>, skip: impl Fn(usize) -> bool) -> Option<Progress> {
+    let mut p = Progress::new(set.len()).ok()?;
+    for (k, j) in set.enumerate() {
+        if skip(j) {
+            p.set(k);
+        }
+    }
+    Some(p)
+}
+
+/// Symbols still needed by each object of `set` that `need` selects, in
+/// order: source symbols less the distinct symbols held.
+fn needs_of(c: &Carried, set: core::ops::Range<usize>, need: impl Fn(usize) -> bool) -> Vec<u32> {
+    let mut out = Vec::new();
+    for j in set {
+        if !need(j) {
+            continue;
+        }
+        let distinct = match &c.slots[j] {
+            ChunkSlot::Missing { symbols, .. } => u32::try_from(symbols.len()).unwrap_or(u32::MAX),
+            ChunkSlot::Held(_) => 0,
+        };
+        out.push(c.infos[j].source_symbols().saturating_sub(distinct).max(1));
+    }
+    out
+}
+
+/// The job for piece `k` just decoded, when this node fetches by the
+/// patch and was waiting for it (marks it applying).
+fn piece_job(c: &mut Carried, k: usize, bytes: &[u8]) -> Option<PieceJob> {
+    let release = c.bundle.id;
+    let target = c.index.clone();
+    let p = c.patch.as_mut().filter(|p| p.fetching)?;
+    if p.outcomes.get(k) != Some(&PieceOutcome::Pending) {
+        return None;
+    }
+    let (index, _) = p.index.as_ref()?;
+    let piece = *index.pieces().get(k)?;
+    let job = PieceJob::new(
+        release,
+        p.id,
+        u32::try_from(k).ok()?,
+        piece,
+        bytes.into(),
+        index.clone(),
+        target,
+    );
+    p.outcomes[k] = PieceOutcome::Applying;
+    Some(job)
 }
 
 fn ms(now: Micros) -> Timestamp {

@@ -27,6 +27,15 @@
 //!    fresh repair symbols for the largest need it was asked plus a margin,
 //!    and every neighbour that lacks the chunk uses them. No per-frame
 //!    acknowledgements.
+//!
+//!    **Patches** ([`patch`]): when the manifest lists a patch from the
+//!    node's installed image ([`RadioLink::set_base_image`]), the node
+//!    fetches the patch index (fragments like the bundle, checked against
+//!    the signed patch id) and the pieces (RaptorQ objects keyed by their
+//!    BLAKE3 from the patch index, asked with a progress frame naming the
+//!    patch) from a neighbour that announces it holds them, has the driver
+//!    apply each piece against the base, and fetches plainly only the
+//!    chunks no piece produced. Nodes on another base fetch chunks.
 //! 4. **Multi-hop and suppression**: a node that decoded everything is a
 //!    source. Needy nodes pick the source they last heard symbols from, and
 //!    adopt the source a neighbour just asked; a source that hears another
@@ -45,7 +54,10 @@ mod config;
 mod error;
 mod link;
 pub mod msg;
+pub mod patch;
 mod report;
 
+pub use carried::PATCH_INDEX_BYTES_MAX;
 pub use error::RadioError;
 pub use link::{LinkEvent, LinkStats, RadioConfig, RadioLink, RadioTiming};
+pub use patch::{PieceJob, PieceOutput};

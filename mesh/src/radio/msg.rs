@@ -8,22 +8,28 @@
 //! Announce (broadcast, Trickle):
 //!   0..32   release id (BLAKE3 of the manifest body)
 //!   32..40  security version, u64 little-endian
-//!   40      flags: bit 0 = holds every chunk (a source); other bits 0
-//! Request (to one holder: manifest fragments wanted):
-//!   0..4    release tag (first 4 bytes of the id)
+//!   40      flags: bit 0 = holds every chunk (a source); bit 1 = holds the
+//!           patch index and every piece of a patch the release lists (a
+//!           patch source); other bits 0
+//! Request (to one holder: bundle or patch index fragments wanted):
+//!   0..4    release tag (first 4 bytes of the id), or the patch tag (first
+//!           4 bytes of the patch id) for the patch index blob
 //!   4       fragment count known to the asker (0: none yet = send all)
 //!   5..     when the count is non-zero: progress bitmap of the fragments
 //!           held (`meshota_radios::progress`, over `count` fragments)
 //! Message (broadcast, fragment i of n in the frame header):
-//!   0..4    release tag
-//!   4..     bytes of the bundle (`super::bundle`) from i * piece size
-//! Symbol (broadcast): a RaptorQ symbol of one chunk
-//!   (`meshota_radios::coding`; its 4-byte tag is the chunk id's)
-//! Progress (to the chosen source: chunks wanted):
-//!   0..4    release tag
+//!   0..4    release tag, or patch tag
+//!   4..     bytes of the bundle (`super::bundle`), or of the patch index
+//!           blob, from i * piece size
+//! Symbol (broadcast): a RaptorQ symbol of one chunk or patch piece
+//!   (`meshota_radios::coding`; its 4-byte tag is the chunk's or piece's id)
+//! Progress (to the chosen source: objects wanted):
+//!   0..4    set tag: the release tag names the release's chunks, the patch
+//!           tag the pieces of that patch (its index lists them)
 //!   4       length L of the bitmap
-//!   5..5+L  progress bitmap of the chunks held, over the index's chunk count
-//!   5+L..   LEB128 varints: symbols still needed, one per missing chunk in
+//!   5..5+L  progress bitmap of the objects held, over the set's count (the
+//!           index's chunks, or the patch index's pieces)
+//!   5+L..   LEB128 varints: symbols still needed, one per missing object in
 //!           order (a shorter list means "all symbols" for the rest)
 //! ```
 
@@ -63,6 +69,9 @@ pub struct Announce {
     pub security_version: u64,
     /// The sender holds every chunk and can serve symbols.
     pub complete: bool,
+    /// The sender holds the patch index and every piece of a patch the
+    /// release lists, and can serve them.
+    pub pieces: bool,
 }
 
 impl Announce {
@@ -72,7 +81,7 @@ impl Announce {
         let mut out = Vec::with_capacity(ANNOUNCE_LEN);
         out.extend_from_slice(self.release.as_bytes());
         out.extend_from_slice(&self.security_version.to_le_bytes());
-        out.push(u8::from(self.complete));
+        out.push(u8::from(self.complete) | u8::from(self.pieces) << 1);
         out
     }
 
@@ -94,7 +103,7 @@ impl Announce {
         let mut sv = [0u8; 8];
         sv.copy_from_slice(&bytes[32..40]);
         let flags = bytes[40];
-        if flags & !1 != 0 {
+        if flags & !3 != 0 {
             return Err(RadioError::Malformed {
                 what: WHAT,
                 reason: "unknown flag bits",
@@ -104,6 +113,7 @@ impl Announce {
             release: Hash(id),
             security_version: u64::from_le_bytes(sv),
             complete: flags & 1 == 1,
+            pieces: flags & 2 == 2,
         })
     }
 }
@@ -195,7 +205,17 @@ impl PayloadRequest {
         out
     }
 
-    /// Parses wire bytes for a release of `chunks` chunks.
+    /// The set tag a request names, read before the rest (whose decoding
+    /// needs the set's object count).
+    ///
+    /// # Errors
+    /// [`RadioError::Truncated`] under 4 bytes.
+    pub fn set_tag(bytes: &[u8]) -> Result<[u8; TAG_LEN], RadioError> {
+        tag_at(bytes, "payload request")
+    }
+
+    /// Parses wire bytes for a set of `chunks` objects (a release's chunks
+    /// or a patch's pieces).
     ///
     /// # Errors
     /// [`RadioError::Truncated`] / [`RadioError::Malformed`], or
@@ -244,12 +264,14 @@ mod tests {
             release: Hash([7; 32]),
             security_version: 42,
             complete: true,
+            pieces: true,
         };
         let bytes = a.encode();
         assert_eq!(bytes.len(), ANNOUNCE_LEN);
+        assert_eq!(bytes[40], 3);
         assert_eq!(Announce::decode(&bytes).unwrap(), a);
         let mut bad = bytes.clone();
-        bad[40] = 2;
+        bad[40] = 4;
         assert!(Announce::decode(&bad).is_err());
         assert!(Announce::decode(&bytes[..40]).is_err());
     }
@@ -287,12 +309,36 @@ mod tests {
         assert_eq!(ManifestRequest::decode(&r2.encode()).unwrap(), r2);
     }
 
+    #[test]
+    fn payload_request_for_a_patch_set_needs_the_piece_count_and_refuses_truncation() {
+        let mut held = Progress::new(3).unwrap();
+        held.set(1);
+        let r = PayloadRequest {
+            tag: [0xAB; 4],
+            held,
+            needs: alloc::vec![40, 2],
+        };
+        let bytes = r.encode(200);
+        assert_eq!(PayloadRequest::set_tag(&bytes).unwrap(), [0xAB; 4]);
+        assert_eq!(PayloadRequest::decode(&bytes, 3).unwrap(), r);
+        for cut in 0..bytes.len() - 2 {
+            assert!(
+                PayloadRequest::decode(&bytes[..cut], 3).is_err(),
+                "cut at {cut}"
+            );
+        }
+        assert!(PayloadRequest::set_tag(&bytes[..3]).is_err());
+        // The bitmap's object count is the set's: another count is refused.
+        assert!(PayloadRequest::decode(&bytes, 300).is_err());
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..64), chunks in 0usize..40) {
             let _ = Announce::decode(&bytes);
             let _ = ManifestRequest::decode(&bytes);
             let _ = PayloadRequest::decode(&bytes, chunks);
+            let _ = PayloadRequest::set_tag(&bytes);
         }
     }
 }

@@ -6,6 +6,7 @@ use meshota_manifest::Hash;
 use meshota_radios::ShortId;
 
 use super::error::RadioError;
+use super::patch::PieceJob;
 
 /// What the driver should know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +24,12 @@ pub enum LinkEvent {
         /// Why.
         error: RadioError,
     },
+    /// A piece of the patch from the node's base decoded: apply it against
+    /// the base ([`PieceJob::apply`]) and hand the output back with
+    /// [`RadioLink::piece_applied`](super::RadioLink::piece_applied) (see `mesh::radio::patch`).
+    ApplyPiece(PieceJob),
     /// Every chunk of the release decoded and matched the signed index:
-    /// [`RadioLink::payload`] holds the image.
+    /// [`RadioLink::payload`](super::RadioLink::payload) holds the image.
     ReleaseComplete {
         /// The release.
         release: Hash,
@@ -60,6 +65,24 @@ pub struct LinkStats {
     pub requests_postponed: u64,
     /// Chunks whose decoded bytes did not match the signed index.
     pub chunk_failures: u64,
+    /// Chunks decoded from chunk symbols.
+    pub chunks_decoded: u64,
+    /// Chunks the driver supplied ([`RadioLink::add_chunks`](super::RadioLink::add_chunks), e.g. from
+    /// the installed image).
+    pub chunks_supplied: u64,
+    /// Chunks produced by applied patch pieces.
+    pub chunks_from_pieces: u64,
+    /// Patch pieces decoded from symbols.
+    pub pieces_decoded: u64,
+    /// Patch pieces applied whose every chunk verified.
+    pub pieces_applied: u64,
+    /// Patch pieces that failed (output not matching the signed index, or
+    /// symbols that kept decoding to bytes not hashing to the piece's id).
+    pub piece_failures: u64,
+    /// Symbols of patch pieces sent (also counted in `sent_symbols`).
+    pub sent_piece_symbols: u64,
+    /// Patch index fragments sent (also counted in `sent_pieces`).
+    pub sent_patch_fragments: u64,
     /// Bundles that failed verification.
     pub bundle_failures: u64,
     /// Times a frame waited for the duty-cycle budget.

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use clap::Args;
-use meshota_sim::lora::{LoraOptions, LoraReport, LoraTopology};
+use meshota_sim::lora::{LoraOptions, LoraReport, LoraTopology, PatchRun};
 use meshota_sim::{Options, Report, Topology};
 
 use crate::failure::{CmdResult, Failure};
@@ -45,6 +45,24 @@ pub(crate) struct SimArgs {
     /// `--lora`: the last node joins this many seconds into the run.
     #[arg(long, requires = "lora")]
     late_join: Option<u64>,
+    /// `--lora`: a patch release. Every node runs v1; node 0 holds v2 and
+    /// a patch from v1 of about `--payload-bytes` (v2's image is ten times
+    /// larger); nodes fetch the patch pieces over radio and apply them.
+    /// (The unicast baseline sends whole images: not with `--baseline`.)
+    #[arg(long, requires = "lora", conflicts_with = "baseline")]
+    patch: bool,
+    /// `--patch`: this node runs another image (no patch from it) and
+    /// fetches chunks.
+    #[arg(long, requires = "patch")]
+    other_base: Option<usize>,
+    /// `--patch`: one piece of the patch is corrupt (its chunks are then
+    /// fetched plainly).
+    #[arg(long, requires = "patch")]
+    corrupt_piece: bool,
+    /// `--patch`: nodes ignore the patch and fetch the chunks of v2 they
+    /// lack (the yardstick for the patch's airtime).
+    #[arg(long, requires = "patch")]
+    patch_as_chunks: bool,
     /// Percent of malicious nodes (corrupt chunks, forged and replayed
     /// manifests, floods).
     #[arg(long, default_value_t = 0)]
@@ -164,6 +182,11 @@ fn run_lora(a: &SimArgs) -> CmdResult {
         intruder: a.intruder,
         late_join_s: a.late_join,
         baseline: a.baseline,
+        patch: a.patch.then_some(PatchRun {
+            other_base: a.other_base,
+            corrupt_piece: a.corrupt_piece,
+            chunks_only: a.patch_as_chunks,
+        }),
         ..LoraOptions::new(topology, a.payload_bytes, a.seed)
     };
     let started = Instant::now();
@@ -179,7 +202,7 @@ fn run_lora(a: &SimArgs) -> CmdResult {
         Ok(())
     } else {
         Err(Failure::rejected(format!(
-            "LoRa simulation failed (converged: {}, {} of {} nodes, duty-cycle violations: {}, corrupt payloads: {}, intruder accepted by {} nodes); replay with: meshota sim --lora --topology {} --payload-bytes {} --seed {}",
+            "LoRa simulation failed (converged: {}, {} of {} nodes, duty-cycle violations: {}, corrupt payloads: {}, intruder accepted by {} nodes); replay with: meshota sim --lora --topology {} --payload-bytes {} --seed {}{}",
             report.converged,
             report.converged_nodes,
             report.honest_nodes,
@@ -188,9 +211,28 @@ fn run_lora(a: &SimArgs) -> CmdResult {
             report.intruder_accepted,
             report.topology,
             report.payload_bytes,
-            report.seed
+            report.seed,
+            patch_flags(a)
         )))
     }
+}
+
+/// The patch flags of a replay line (empty without `--patch`).
+fn patch_flags(a: &SimArgs) -> String {
+    if !a.patch {
+        return String::new();
+    }
+    let mut out = String::from(" --patch");
+    if let Some(n) = a.other_base {
+        out.push_str(&format!(" --other-base {n}"));
+    }
+    if a.corrupt_piece {
+        out.push_str(" --corrupt-piece");
+    }
+    if a.patch_as_chunks {
+        out.push_str(" --patch-as-chunks");
+    }
+    out
 }
 
 fn print_lora(r: &LoraReport, wall_secs: f64) {
@@ -212,6 +254,17 @@ fn print_lora(r: &LoraReport, wall_secs: f64) {
         r.cds_nodes,
         r.airtime_vs_bound
     );
+    if let (Some(p), Some(img)) = (r.patch_bytes, r.image_bytes) {
+        println!(
+            "patch release: patch {p} bytes for a {img}-byte image; installed by patch {}, by chunks {}, both {}; pieces applied {}, failed {}, piece symbols sent {}",
+            r.installed_by_patch.unwrap_or(0),
+            r.installed_by_chunks.unwrap_or(0),
+            r.installed_mixed.unwrap_or(0),
+            r.pieces_applied.unwrap_or(0),
+            r.piece_failures.unwrap_or(0),
+            r.piece_symbols.unwrap_or(0)
+        );
+    }
     if let (Some(b), Some(ratio)) = (r.baseline_airtime_s, r.baseline_vs_coded) {
         println!(
             "unicast baseline: {b:.1} s airtime ({ratio:.2}x the coded broadcast), converged: {}",

@@ -14,5 +14,5 @@ pub mod run;
 pub mod scenario;
 pub mod unicast;
 
-pub use run::{LoraOptions, LoraReport, run};
+pub use run::{LoraOptions, LoraReport, PatchRun, run};
 pub use scenario::LoraTopology;

@@ -14,6 +14,8 @@
 use meshota_blobstore::ChunkIndex;
 use meshota_manifest::{Expiration, Hash};
 use meshota_mesh::TrickleConfig;
+use std::rc::Rc;
+
 use meshota_mesh::radio::{LinkEvent, RadioConfig, RadioLink, RadioTiming, bundle};
 use meshota_radios::{EU868, Loss, Medium, Micros, ShortId};
 use serde::Serialize;
@@ -21,7 +23,7 @@ use serde::Serialize;
 use super::bound::{bound_airtime_us, greedy_cds};
 use super::scenario::{self, LoraTopology, seconds};
 use crate::Error;
-use crate::fixture::{Fixture, HARDWARE};
+use crate::fixture::{Fixture, HARDWARE, PatchedRelease};
 use crate::rng::SimRng;
 
 /// Virtual time after which a run that has not converged stops (6 hours).
@@ -61,6 +63,23 @@ pub struct LoraOptions {
     /// Centre frequency: [`scenario::FREQ_HZ`] (g3, 10 %) by default,
     /// [`scenario::FREQ_G1_HZ`] for the 1 % sub-band.
     pub freq_hz: u32,
+    /// A patch release: every node runs v1 and node 0 holds v2 with a
+    /// patch from v1 of about `payload_bytes` (the image is ten times
+    /// larger); nodes on v1 fetch the patch.
+    pub patch: Option<PatchRun>,
+}
+
+/// How a patch run goes (with [`LoraOptions::patch`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PatchRun {
+    /// This node runs another image (no patch from it): it fetches chunks.
+    pub other_base: Option<usize>,
+    /// One piece of the patch is corrupt (flipped bytes, signed): its
+    /// chunks must be fetched plainly.
+    pub corrupt_piece: bool,
+    /// Nodes ignore the patch and fetch the chunks of v2 they lack (their
+    /// v1 chunks still count): the yardstick for the patch's airtime.
+    pub chunks_only: bool,
 }
 
 impl LoraOptions {
@@ -75,6 +94,7 @@ impl LoraOptions {
             late_join_s: None,
             baseline: false,
             freq_hz: scenario::FREQ_HZ,
+            patch: None,
         }
     }
 }
@@ -154,6 +174,36 @@ pub struct LoraReport {
     pub chunk_failures: u64,
     /// Completed nodes whose image did not hash to the manifest's (must be 0).
     pub corrupt_payloads: usize,
+    /// Patch runs: bytes of the patch (index and pieces).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_bytes: Option<usize>,
+    /// Patch runs: bytes of the new image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_bytes: Option<usize>,
+    /// Patch runs: bytes of the new image's chunks v1 does not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_chunk_bytes: Option<usize>,
+    /// Patch runs: nodes (node 0 aside) that completed from their base and
+    /// patch pieces alone, with no chunk decoded from chunk symbols.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_by_patch: Option<usize>,
+    /// Patch runs: nodes (node 0 aside) that completed from chunk symbols
+    /// alone (no piece applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_by_chunks: Option<usize>,
+    /// Patch runs: nodes that used both (a failed piece's chunks fetched
+    /// plainly, or chunks overheard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_mixed: Option<usize>,
+    /// Patch runs: pieces applied, summed over nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces_applied: Option<u64>,
+    /// Patch runs: pieces that failed, summed over nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub piece_failures: Option<u64>,
+    /// Patch runs: symbols of patch pieces sent (also in `symbols`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub piece_symbols: Option<u64>,
     /// When the late node joined and completed (seconds), if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub late_join: Option<(f64, Option<f64>)>,
@@ -216,33 +266,74 @@ pub trait Station {
     }
 }
 
-struct Coded(RadioLink);
+/// The image a node runs, as its driver can read it: the patch base its
+/// link applies pieces against, and the chunks it hands the link when a
+/// new release verifies.
+struct Installed {
+    image: Rc<[u8]>,
+    chunks: Rc<[Vec<u8>]>,
+}
+
+struct Coded {
+    link: RadioLink,
+    installed: Option<Installed>,
+    /// The time of the last call (events are drained in `take_completed`).
+    now: Micros,
+}
+
+impl Coded {
+    const fn new(link: RadioLink, now: Micros) -> Self {
+        Self {
+            link,
+            installed: None,
+            now,
+        }
+    }
+}
 
 impl Station for Coded {
     fn handle_frame(&mut self, now: Micros, bytes: &[u8]) {
-        self.0.handle_frame(now, bytes);
+        self.now = now;
+        self.link.handle_frame(now, bytes);
     }
     fn handle_timeout(&mut self, now: Micros) {
-        self.0.handle_timeout(now);
+        self.now = now;
+        self.link.handle_timeout(now);
     }
     fn poll_timeout(&self) -> Micros {
-        self.0.poll_timeout()
+        self.link.poll_timeout()
     }
     fn poll_transmit(&mut self, now: Micros) -> Option<Vec<u8>> {
-        self.0.poll_transmit(now)
+        self.now = now;
+        self.link.poll_transmit(now)
     }
     fn take_completed(&mut self) -> Option<Vec<u8>> {
         let mut done = false;
-        while let Some(e) = self.0.poll_event() {
-            done |= matches!(e, LinkEvent::ReleaseComplete { .. });
+        while let Some(e) = self.link.poll_event() {
+            match e {
+                LinkEvent::ReleaseComplete { .. } => done = true,
+                LinkEvent::ManifestVerified { .. } => {
+                    if let Some(b) = &self.installed {
+                        self.link.add_chunks(self.now, &b.chunks);
+                    }
+                }
+                LinkEvent::ApplyPiece(job) => {
+                    let out = match &self.installed {
+                        Some(b) => job.apply(&*b.image),
+                        None => job.failed("no base image"),
+                    };
+                    self.link.piece_applied(self.now, out);
+                }
+                _ => {}
+            }
         }
-        if done { self.0.payload() } else { None }
+        if done { self.link.payload() } else { None }
     }
     fn describe(&self) -> String {
-        self.0.describe()
+        self.link.describe()
     }
     fn node_stats(&self) -> Option<NodeStats> {
-        let s = self.0.stats();
+        let s = self.link.stats();
         Some(NodeStats {
             frames_sent: s.frames_sent,
             sent_announces: s.sent_announces,
@@ -256,7 +347,11 @@ impl Station for Coded {
             chunk_failures: s.chunk_failures,
             sources: s.sources.iter().copied().collect(),
             symbols_sent: s.sent_symbols,
-            neighbours: self.0.neighbours().collect(),
+            neighbours: self.link.neighbours().collect(),
+            chunks_decoded: s.chunks_decoded,
+            pieces_applied: s.pieces_applied,
+            piece_failures: s.piece_failures,
+            sent_piece_symbols: s.sent_piece_symbols,
         })
     }
 }
@@ -462,6 +557,7 @@ struct World {
     positions: Vec<(f64, f64)>,
     honest: usize,
     joins: Vec<u64>,
+    patch: Option<PatchedRelease>,
 }
 
 fn world(o: &LoraOptions) -> Result<World, Error> {
@@ -473,7 +569,24 @@ fn world(o: &LoraOptions) -> Result<World, Error> {
             max: PAYLOAD_BYTES_MAX as u64,
         });
     }
-    let fixture = Fixture::new(o.seed, o.payload_bytes)?;
+    let nodes = o.topology.nodes();
+    if let Some(i) = o.patch.and_then(|p| p.other_base) {
+        if i == 0 || i >= nodes {
+            return Err(Error::OutOfRange {
+                what: "node on another base",
+                value: i as u64,
+                min: 1,
+                max: nodes as u64 - 1,
+            });
+        }
+    }
+    let (fixture, patch) = match o.patch {
+        Some(p) => {
+            let (f, r) = Fixture::with_patch(o.seed, o.payload_bytes, p.corrupt_piece)?;
+            (f, Some(r))
+        }
+        None => (Fixture::new(o.seed, o.payload_bytes)?, None),
+    };
     let fx = |e: &dyn core::fmt::Display| Error::Fixture(e.to_string());
     let index = ChunkIndex::decode(&fixture.target.index).map_err(|e| fx(&e))?;
     let chunks = index
@@ -511,6 +624,7 @@ fn world(o: &LoraOptions) -> Result<World, Error> {
         positions,
         honest,
         joins,
+        patch,
     })
 }
 
@@ -563,7 +677,33 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
             link.add_release(now, w.bundle.clone(), &w.chunks)
                 .map_err(|e| Error::Core(e.to_string()))?;
         }
-        Ok(Box::new(Coded(link)))
+        let mut station = Coded::new(link, now);
+        if let (Some(p), Some(run)) = (&w.patch, o.patch) {
+            if i == 0 {
+                station
+                    .link
+                    .add_patch(now, p.patch_index.clone(), &p.pieces)
+                    .map_err(|e| Error::Core(e.to_string()))?;
+            } else if !intruder {
+                let (image, chunks, hash) = if run.other_base == Some(i) {
+                    (&p.other_image, &p.other_chunks, Hash::of(&p.other_image))
+                } else {
+                    (
+                        &p.base_image,
+                        &p.base_chunks,
+                        w.fixture.installed.image_hash,
+                    )
+                };
+                if !run.chunks_only {
+                    station.link.set_base_image(hash);
+                }
+                station.installed = Some(Installed {
+                    image: image.clone(),
+                    chunks: chunks.clone(),
+                });
+            }
+        }
+        Ok(Box::new(station))
     };
     let scene = Scene {
         freq_hz: o.freq_hz,
@@ -581,7 +721,14 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
     let honest_airtime: u64 = out.airtime_us[..w.honest].iter().sum();
     let adj = scenario::usable_links(&w.positions[..w.honest]);
     let cds = greedy_cds(&adj, 0);
-    let bound = bound_airtime_us(o.payload_bytes, cds.len());
+    // The bound sends what must cross: the patch when nodes fetch by it,
+    // the new chunks when they fetch v2's chunks they lack.
+    let sent = match (&w.patch, o.patch) {
+        (Some(p), Some(run)) if run.chunks_only => p.new_chunk_bytes,
+        (Some(p), Some(_)) => p.patch_bytes,
+        _ => o.payload_bytes,
+    };
+    let bound = bound_airtime_us(sent, cds.len());
     let converged_nodes = required
         .iter()
         .filter(|&&i| out.completed_at[i].is_some())
@@ -626,6 +773,15 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         intruder_accepted: 0,
         chunk_failures: stats.iter().map(|s| s.chunk_failures).sum(),
         corrupt_payloads: out.corrupt,
+        patch_bytes: w.patch.as_ref().map(|p| p.patch_bytes),
+        image_bytes: w.patch.as_ref().map(|p| p.image_bytes),
+        new_chunk_bytes: w.patch.as_ref().map(|p| p.new_chunk_bytes),
+        installed_by_patch: None,
+        installed_by_chunks: None,
+        installed_mixed: None,
+        pieces_applied: None,
+        piece_failures: None,
+        piece_symbols: None,
         late_join: o
             .late_join_s
             .map(|s| (s as f64, out.completed_at[w.honest - 1].map(seconds))),
@@ -643,11 +799,29 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         .map(|s| s.symbols_sent)
         .filter(|&n| n > 0)
         .collect();
-    report.symbols_per_node = stats
-        .iter()
-        .map(|s| s.symbols_sent)
-        .filter(|&n| n > 0)
-        .collect();
+    if o.patch.is_some() {
+        let done = |i: usize| out.completed_at[i].is_some();
+        let fetched: Vec<&NodeStats> = (1..w.honest)
+            .filter(|&i| done(i))
+            .map(|i| &stats[i])
+            .collect();
+        report.installed_by_patch = Some(
+            fetched
+                .iter()
+                .filter(|s| s.chunks_decoded == 0 && s.pieces_applied > 0)
+                .count(),
+        );
+        report.installed_by_chunks = Some(fetched.iter().filter(|s| s.pieces_applied == 0).count());
+        report.installed_mixed = Some(
+            fetched
+                .iter()
+                .filter(|s| s.chunks_decoded > 0 && s.pieces_applied > 0)
+                .count(),
+        );
+        report.pieces_applied = Some(stats.iter().map(|s| s.pieces_applied).sum());
+        report.piece_failures = Some(stats.iter().map(|s| s.piece_failures).sum());
+        report.piece_symbols = Some(stats.iter().map(|s| s.sent_piece_symbols).sum());
+    }
     if o.intruder {
         let intruder = short_id(w.honest);
         report.intruder_accepted = stats
@@ -703,4 +877,12 @@ pub struct NodeStats {
     pub symbols_sent: u64,
     /// Neighbours heard.
     pub neighbours: Vec<ShortId>,
+    /// Chunks decoded from chunk symbols.
+    pub chunks_decoded: u64,
+    /// Patch pieces applied.
+    pub pieces_applied: u64,
+    /// Patch pieces failed.
+    pub piece_failures: u64,
+    /// Symbols of patch pieces sent.
+    pub sent_piece_symbols: u64,
 }
