@@ -349,17 +349,6 @@ fn an_encrypted_bundle_opens_with_the_key_named_in_the_node_config() {
 
 // ------------------------------------------------------- air-gapped testnet
 
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = run(
-            Path::new("/"),
-            &["testnet", "down", "--dir", self.0.to_str().unwrap()],
-        );
-    }
-}
-
 /// `testnet up` of `nodes` nodes in `d/tn` on free ports with 1 MiB
 /// slots; the guard stops it when the test ends.
 fn testnet_up(d: &Path, nodes: usize) -> (PathBuf, Down) {

@@ -3,23 +3,15 @@
 //! from another CA is refused by every one of them.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{ok, run};
+use common::{Down, ok};
 
 /// Runs `testnet down` on drop, so a failed assertion leaves no daemon.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = run(&self.0, &["testnet", "down", "--dir", "."]);
-    }
-}
-
 fn peers(dir: &Path, i: usize) -> u64 {
     let cfg = format!("node-{i}/node.toml");
     let s: Value =

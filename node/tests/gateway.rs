@@ -12,7 +12,7 @@ mod nginx;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{init_trust, meshota, ok, run, stderr};
+use common::{Down, init_trust, meshota, ok, run, stderr};
 use mosquitto::{Mosquitto, free_port};
 use nginx::Nginx;
 use serde_json::Value;
@@ -101,16 +101,6 @@ fn publish_writes_an_origin_once_and_a_second_run_writes_nothing() {
 }
 
 /// Runs `testnet down` on drop.
-struct Down(std::path::PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(meshota())
-            .args(["testnet", "down", "--dir", self.0.to_str().unwrap()])
-            .output();
-    }
-}
-
 fn status(cfg: &Path) -> Option<Value> {
     let o = std::process::Command::new(meshota())
         .args([

@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use meshota_blobstore::patch::{PatchIndex, PieceRef};
@@ -16,38 +15,8 @@ use meshota_blobstore::{ChunkStore, FsStore};
 use meshota_manifest::{Hash, ReleaseManifest, SecretKey, SignedDocument};
 use serde_json::Value;
 
-fn meshota() -> &'static str {
-    env!("CARGO_BIN_EXE_meshota")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(meshota())
-        .args(args)
-        .env_remove("MESHOTA_PASSPHRASE")
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed ({:?}): stdout {} stderr {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Runs `testnet down` on drop, so a failed assertion leaves no daemon.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = run(&["testnet", "down", "--dir", self.0.to_str().unwrap()]);
-    }
-}
+mod common;
+use common::{Down, ok_here as ok, run_here as run};
 
 /// A two-node testnet and a publisher's store holding its initial image.
 struct Net {

@@ -4,56 +4,12 @@
 //! timeouts; a guard stops the testnet if an assertion fails midway.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use serde_json::Value;
 
-fn meshota() -> &'static str {
-    env!("CARGO_BIN_EXE_meshota")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(meshota())
-        .args(args)
-        .env_remove("MESHOTA_PASSPHRASE")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed ({:?}): stdout {} stderr {}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next())
-            .is_some_and(|st| st != "Z" && st != "X")
-    })
-}
-
-/// Runs `testnet down` on drop, so a failed assertion leaves no daemon.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = run(&["testnet", "down", "--dir", self.0.to_str().unwrap()]);
-    }
-}
+mod common;
+use common::{Down, alive, ok_here as ok, run_here as run, text};
 
 /// `testnet up` of `nodes` nodes on free ports with 1 MiB slots; the
 /// guard stops it when the test ends.

@@ -5,8 +5,8 @@
 //! assertion fails midway.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,50 +17,8 @@ const TIME_SCALE: &str = "10";
 /// Longest wait for a release to converge (wall seconds).
 const CONVERGE_S: &str = "150";
 
-fn meshota() -> &'static str {
-    env!("CARGO_BIN_EXE_meshota")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(meshota())
-        .args(args)
-        .env_remove("MESHOTA_PASSPHRASE")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed ({:?}): stdout {} stderr {}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next())
-            .is_some_and(|st| st != "Z" && st != "X")
-    })
-}
-
-/// Runs `testnet down` on drop.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = run(&["testnet", "down", "--dir", self.0.to_str().unwrap()]);
-    }
-}
+mod common;
+use common::{Down, alive, meshota, ok_here as ok, run_here as run, text};
 
 fn up_lora(dir: &Path, nodes: usize, extra: &[&str]) -> Down {
     let n = nodes.to_string();

@@ -64,3 +64,55 @@ pub fn init_trust(dir: &Path, release_key: &str) {
         ],
     );
 }
+
+/// Runs `testnet down` on the testnet in the directory it holds when
+/// dropped, so a failed assertion leaves no daemon running.
+pub struct Down(pub PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(meshota())
+            .args(["testnet", "down", "--dir"])
+            .arg(&self.0)
+            .env_remove("MESHOTA_PASSPHRASE")
+            .output();
+    }
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .is_some_and(|st| st != "Z" && st != "X")
+    })
+}
+
+/// Bytes a command printed, as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `meshota ARGS` in the current directory (paths in ARGS absolute)
+/// without a passphrase in the environment.
+pub fn run_here(args: &[&str]) -> Output {
+    Command::new(meshota())
+        .args(args)
+        .env_remove("MESHOTA_PASSPHRASE")
+        .output()
+        .unwrap()
+}
+
+/// [`run_here`] for a command that must succeed; returns its standard
+/// output, and on failure shows the exit code and both streams.
+pub fn ok_here(args: &[&str]) -> String {
+    let o = run_here(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed ({:?}): stdout {} stderr {}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
