@@ -162,6 +162,7 @@ fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
         release: forged.id,
         security_version: 9,
         complete: true,
+        needy: 0,
     };
     let piece = bundle::piece_len(codec.max_payload());
     let count = u8::try_from(forged.bundle.len().div_ceil(piece)).unwrap();

@@ -43,6 +43,13 @@ struct Neighbour {
     failures: u32,
     /// Last fragment or symbol heard from it.
     served_at: Option<Micros>,
+    /// The count of needy neighbours in its last announcement: how many
+    /// nodes a burst of its would reach that still need the release.
+    coverage: u8,
+    /// When it last showed that it lacks our release or some chunk of it
+    /// (an announcement, a request); `None` once it announced itself
+    /// complete or when it runs something newer.
+    needy_at: Option<Micros>,
 }
 
 #[derive(Debug)]
@@ -83,6 +90,10 @@ pub struct RadioLink {
     /// The neighbour last asked, and when.
     asked: Option<(ShortId, Micros)>,
     burst_at: Option<Micros>,
+    /// A symbol burst of ours waits until then: a neighbour asked another
+    /// source we do not outrank, whose burst would collide with ours at
+    /// that neighbour (a hidden terminal two hops away).
+    yield_until: Option<Micros>,
     bursting: bool,
     /// Neighbours that asked us for symbols since our last burst, and when
     /// the first did.
@@ -93,6 +104,8 @@ pub struct RadioLink {
     next_chunk: usize,
     events: VecDeque<LinkEvent>,
     stats: LinkStats,
+    /// The latest time handed in (for choices made without a `now`).
+    clock: Micros,
 }
 
 impl RadioLink {
@@ -136,6 +149,7 @@ impl RadioLink {
             request_at: None,
             asked: None,
             burst_at: None,
+            yield_until: None,
             bursting: false,
             askers: BTreeSet::new(),
             round_start: now,
@@ -144,6 +158,7 @@ impl RadioLink {
             next_chunk: 0,
             events: VecDeque::new(),
             stats: LinkStats::default(),
+            clock: now,
             config,
         })
     }
@@ -257,7 +272,7 @@ impl RadioLink {
         alloc::format!(
             "{:?}: {carried}{fetch}, source {:?}, {} neighbours, request_at {:?}, sent {} frames ({} requests, {} pieces, {} symbols)",
             self.config.short_id,
-            self.choose_source(),
+            self.choose_source(self.clock),
             self.neighbours.len(),
             self.request_at,
             self.stats.frames_sent,
@@ -278,13 +293,41 @@ impl RadioLink {
                 release: c.bundle.id,
                 security_version: c.bundle.security_version,
                 complete: c.complete(),
+                needy: self.needy_neighbours(),
             },
             None => Announce {
                 release: self.installed.0,
                 security_version: self.installed.1,
                 complete: true,
+                needy: 0,
             },
         }
+    }
+
+    /// Neighbours heard lacking the carried release or some of its chunks
+    /// within [`NEEDY_FRESH_US`] (saturating at 255).
+    fn needy_neighbours(&self) -> u8 {
+        let now = self.clock;
+        let n = self
+            .neighbours
+            .values()
+            .filter(|n| n.needy_at.is_some_and(|t| now.since(t) < NEEDY_FRESH_US))
+            .count();
+        u8::try_from(n).unwrap_or(u8::MAX)
+    }
+
+    /// A neighbour that asked us stopped needing us (it asked another
+    /// source, or announced itself complete): when no asker is left, a
+    /// burst not yet started is called off.
+    fn drop_asker(&mut self, who: ShortId) {
+        if !self.askers.remove(&who) || !self.askers.is_empty() || self.bursting {
+            return;
+        }
+        self.want.iter_mut().for_each(|w| *w = 0);
+        if self.pieces_out.is_empty() {
+            self.burst_at = None;
+        }
+        self.stats.bursts_suppressed += 1;
     }
 
     fn backoff(&mut self, max_us: u64) -> u64 {
@@ -323,6 +366,7 @@ impl RadioLink {
 
     /// Takes one received frame.
     pub fn handle_frame(&mut self, now: Micros, bytes: &[u8]) {
+        self.clock = self.clock.max(now);
         self.stats.frames_heard += 1;
         let frame = match self.codec.decode(bytes) {
             Ok(f) => f,
@@ -368,6 +412,16 @@ impl RadioLink {
         if a.complete {
             n.complete_at = Some(now);
         }
+        n.coverage = a.needy;
+        let lacks = if a.release == mine.release {
+            !a.complete
+        } else {
+            a.security_version < mine.security_version
+        };
+        n.needy_at = lacks.then_some(now);
+        if a.release == mine.release && a.complete {
+            self.drop_asker(src);
+        }
         if a.release == mine.release {
             self.trickle.hear_consistent();
         } else if previous.map(|p| p.release) != Some(a.release) || !asked_recently {
@@ -400,15 +454,20 @@ impl RadioLink {
     fn on_manifest_request(&mut self, now: Micros, h: &Header, r: &ManifestRequest) {
         let mine = self.carried.as_ref().map(|c| c.tag);
         if mine == Some(r.tag) {
-            self.neighbours.entry(h.src).or_default().asked_at = Some(now);
+            let n = self.neighbours.entry(h.src).or_default();
+            n.asked_at = Some(now);
+            n.needy_at = Some(now);
         }
         let fetching = self.fetch.as_ref().map(|f| tag_of(&f.id));
         if fetching == Some(r.tag) && h.dst != self.config.short_id {
             // Its answer is broadcast: wait for it, and ask the same
             // holder next time if we hear that holder too.
             let heard = self.neighbours.get(&h.dst).is_some_and(|n| n.failures == 0);
-            if let Some(f) = self.fetch.as_mut() {
-                if heard {
+            if heard {
+                if let Some(n) = self.neighbours.get_mut(&h.dst) {
+                    n.adopted_at = Some(now);
+                }
+                if let Some(f) = self.fetch.as_mut() {
                     f.server = h.dst;
                 }
             }
@@ -581,12 +640,20 @@ impl RadioLink {
         if r.tag != c.tag {
             return Ok(());
         }
-        self.neighbours.entry(h.src).or_default().asked_at = Some(now);
+        let complete = c.complete();
+        let n = self.neighbours.entry(h.src).or_default();
+        n.asked_at = Some(now);
+        n.needy_at = Some(now);
         let me = self.config.short_id;
         if h.dst != me {
+            if complete {
+                // It chose another source: that one serves it.
+                self.drop_asker(h.src);
+                self.yield_to(now, h.dst, &r);
+            }
             // A neighbour asked a source: if we hear that source too, its
             // burst will serve us; ask it (later) rather than another.
-            if !c.complete() {
+            if !complete {
                 if let Some(n) = self.neighbours.get_mut(&h.dst) {
                     if n.complete_at.is_some() || n.symbols_at.is_some() {
                         n.adopted_at = Some(now);
@@ -597,9 +664,9 @@ impl RadioLink {
             }
             return Ok(());
         }
-        if !c.complete() {
+        let Some(c) = self.carried.as_ref().filter(|c| c.complete()) else {
             return Ok(());
-        }
+        };
         let div = self.config.timing.margin_div.max(1);
         for (k, j) in r.held.missing().enumerate() {
             let need = r
@@ -624,6 +691,40 @@ impl RadioLink {
             self.burst_at = Some(self.burst_at.map_or(at, |b| b.min(at)));
         }
         Ok(())
+    }
+
+    /// A neighbour asked source `other` for `r`: unless we outrank it (the
+    /// higher short id goes first) or are already sending, our own symbol
+    /// burst waits until that source's backoff and burst are probably
+    /// over, so the two do not collide at the neighbour. Bursts two hops
+    /// apart are scheduled one after the other.
+    fn yield_to(&mut self, now: Micros, other: ShortId, r: &PayloadRequest) {
+        if self.bursting || other.0 < self.config.short_id.0 {
+            return;
+        }
+        let Some(c) = self.carried.as_ref() else {
+            return;
+        };
+        let div = self.config.timing.margin_div.max(1);
+        let mut symbols = 0u64;
+        for (k, j) in r.held.missing().enumerate() {
+            let Some(info) = c.infos.get(j) else {
+                continue;
+            };
+            let k_j = info.source_symbols();
+            let need = r.needs.get(k).copied().unwrap_or(k_j).min(k_j.saturating_mul(2));
+            symbols += u64::from(need + need / div + 1);
+        }
+        let frame = meshota_radios::frame::OVERHEAD + 8 + usize::from(self.symbol_size);
+        let airtime = self
+            .config
+            .channel
+            .params
+            .time_on_air_us(frame)
+            .unwrap_or(0);
+        let until = now.plus(self.config.timing.burst_backoff_us + symbols * airtime);
+        self.yield_until = Some(self.yield_until.map_or(until, |y| y.max(until)));
+        self.stats.bursts_yielded += 1;
     }
 
     /// Before asking again: a neighbour we asked that sent nothing since
@@ -661,7 +762,14 @@ impl RadioLink {
         }
     }
 
-    fn choose_source(&self) -> Option<ShortId> {
+    /// The source to ask for symbols: the fewest unanswered requests;
+    /// then one that sent us symbols within [`STICKY_US`] (its burst is
+    /// serving our neighbours too); then the one that announced the most
+    /// needy neighbours (a greedy set cover: askers gather on the holder
+    /// that covers most, and holders nobody asks stay silent); then the
+    /// latest heard sending, adopted from a neighbour's request, or
+    /// announcing itself complete.
+    fn choose_source(&self, now: Micros) -> Option<ShortId> {
         let mine = self.carried.as_ref()?.bundle.id;
         self.neighbours
             .iter()
@@ -672,6 +780,8 @@ impl RadioLink {
             .max_by_key(|(_, n)| {
                 (
                     core::cmp::Reverse(n.failures),
+                    n.symbols_at.is_some_and(|t| now.since(t) < STICKY_US),
+                    n.coverage,
                     n.symbols_at,
                     n.adopted_at,
                     n.complete_at,
@@ -680,8 +790,27 @@ impl RadioLink {
             .map(|(id, _)| *id)
     }
 
+    /// The holder to ask for the bundle being fetched: the fewest
+    /// unanswered requests, then the most needy neighbours announced, then
+    /// the one a neighbour just asked; the current server on a tie.
+    fn choose_server(&self, f: &Fetch) -> ShortId {
+        self.neighbours
+            .iter()
+            .filter(|(_, n)| n.announced.is_some_and(|a| a.release == f.id))
+            .max_by_key(|(k, n)| {
+                (
+                    core::cmp::Reverse(n.failures),
+                    n.coverage,
+                    n.adopted_at,
+                    **k == f.server,
+                )
+            })
+            .map_or(f.server, |(k, _)| *k)
+    }
+
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Micros) {
+        self.clock = self.clock.max(now);
         if now.0 >= self.trickle.deadline().0.saturating_mul(1_000)
             && self
                 .trickle
@@ -729,7 +858,7 @@ impl RadioLink {
                 t = t.min(self.busy_until.max(self.quiet_until));
             }
             if let Some(b) = self.burst_at {
-                t = t.min(self.busy_until.max(b));
+                t = t.min(self.busy_until.max(b).max(self.burst_gate()));
             }
         }
         t
@@ -739,6 +868,7 @@ impl RadioLink {
     /// budget, or `None` (the radio is busy, the budget says wait, or there
     /// is nothing to send).
     pub fn poll_transmit(&mut self, now: Micros) -> Option<Vec<u8>> {
+        self.clock = self.clock.max(now);
         if now < self.busy_until {
             return None;
         }
@@ -801,6 +931,11 @@ impl RadioLink {
             }
             if self.request_due {
                 self.request_due = false;
+                if let Some(server) = self.fetch.as_ref().map(|f| self.choose_server(f)) {
+                    if let Some(f) = self.fetch.as_mut() {
+                        f.server = server;
+                    }
+                }
                 if let Some((f, to)) = self.build_request() {
                     self.stats.sent_requests += 1;
                     self.asked = Some((to, now));
@@ -808,7 +943,7 @@ impl RadioLink {
                 }
             }
         }
-        if self.burst_at.is_some_and(|t| now >= t) {
+        if self.burst_at.is_some_and(|t| now >= t && now >= self.burst_gate()) {
             if let Some(f) = self.next_piece() {
                 self.bursting = true;
                 return Some(f);
@@ -827,6 +962,15 @@ impl RadioLink {
         None
     }
 
+    /// The earliest a burst may go on: at once while one is under way
+    /// (bundle fragments are not held back), else after any yield.
+    fn burst_gate(&self) -> Micros {
+        match self.yield_until {
+            Some(y) if !self.bursting && self.pieces_out.is_empty() => y,
+            _ => Micros(0),
+        }
+    }
+
     fn build_request(&self) -> Option<(Vec<u8>, ShortId)> {
         if let Some(f) = &self.fetch {
             let r = ManifestRequest {
@@ -837,7 +981,7 @@ impl RadioLink {
             return Some((frame, f.server));
         }
         let c = self.carried.as_ref().filter(|c| !c.complete())?;
-        let src = self.choose_source()?;
+        let src = self.choose_source(self.clock)?;
         let mut needs = Vec::new();
         for (i, s) in c.slots.iter().enumerate() {
             if let ChunkSlot::Missing { symbols, .. } = s {
@@ -898,6 +1042,13 @@ impl RadioLink {
         self.encode(FrameKind::Symbol, ShortId::BROADCAST, 0, 1, &symbol)
     }
 }
+
+/// A neighbour's need counts towards our announced coverage this long
+/// after it last showed it (µs; Trickle's largest interval).
+const NEEDY_FRESH_US: u64 = 600 * Micros::SECOND;
+/// A source whose symbols we heard this recently is asked again first
+/// (µs): its next burst serves its other askers too.
+const STICKY_US: u64 = 60 * Micros::SECOND;
 
 fn ms(now: Micros) -> Timestamp {
     Timestamp(now.0 / 1_000)

@@ -9,6 +9,9 @@
 //!   0..32   release id (BLAKE3 of the manifest body)
 //!   32..40  security version, u64 little-endian
 //!   40      flags: bit 0 = holds every chunk (a source); other bits 0
+//!   41      needy neighbours: how many neighbours the sender last heard
+//!           lacking this release or some of its chunks (u8, saturating);
+//!           askers prefer the holder that covers the most
 //! Request (to one holder: manifest fragments wanted):
 //!   0..4    release tag (first 4 bytes of the id)
 //!   4       fragment count known to the asker (0: none yet = send all)
@@ -37,7 +40,7 @@ use super::error::RadioError;
 /// Bytes of a release tag.
 pub const TAG_LEN: usize = 4;
 /// Bytes of an announcement.
-pub const ANNOUNCE_LEN: usize = 41;
+pub const ANNOUNCE_LEN: usize = 42;
 
 /// The 4-byte tag of a release id or chunk id.
 #[must_use]
@@ -53,8 +56,9 @@ fn tag_at(bytes: &[u8], what: &'static str) -> Result<[u8; TAG_LEN], RadioError>
         .ok_or(RadioError::Truncated { what })
 }
 
-/// A release announcement: its id and security version only, and whether
-/// the sender holds all of it. Invariant: encodes to [`ANNOUNCE_LEN`] bytes.
+/// A release announcement: its id and security version, whether the sender
+/// holds all of it, and how many of its neighbours still need it.
+/// Invariant: encodes to [`ANNOUNCE_LEN`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Announce {
     /// The release id.
@@ -63,6 +67,9 @@ pub struct Announce {
     pub security_version: u64,
     /// The sender holds every chunk and can serve symbols.
     pub complete: bool,
+    /// Neighbours the sender heard lacking the release or some of its
+    /// chunks (its coverage if it serves).
+    pub needy: u8,
 }
 
 impl Announce {
@@ -73,6 +80,7 @@ impl Announce {
         out.extend_from_slice(self.release.as_bytes());
         out.extend_from_slice(&self.security_version.to_le_bytes());
         out.push(u8::from(self.complete));
+        out.push(self.needy);
         out
     }
 
@@ -86,7 +94,7 @@ impl Announce {
         if bytes.len() != ANNOUNCE_LEN {
             return Err(RadioError::Malformed {
                 what: WHAT,
-                reason: "length is not 41 bytes",
+                reason: "length is not 42 bytes",
             });
         }
         let mut id = [0u8; 32];
@@ -104,6 +112,7 @@ impl Announce {
             release: Hash(id),
             security_version: u64::from_le_bytes(sv),
             complete: flags & 1 == 1,
+            needy: bytes[41],
         })
     }
 }
@@ -244,6 +253,7 @@ mod tests {
             release: Hash([7; 32]),
             security_version: 42,
             complete: true,
+            needy: 17,
         };
         let bytes = a.encode();
         assert_eq!(bytes.len(), ANNOUNCE_LEN);
@@ -251,7 +261,10 @@ mod tests {
         let mut bad = bytes.clone();
         bad[40] = 2;
         assert!(Announce::decode(&bad).is_err());
-        assert!(Announce::decode(&bytes[..40]).is_err());
+        assert!(Announce::decode(&bytes[..41]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(Announce::decode(&long).is_err());
     }
 
     #[test]

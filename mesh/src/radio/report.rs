@@ -56,6 +56,9 @@ pub struct LinkStats {
     pub bursts: u64,
     /// Bursts cancelled because another source was heard sending.
     pub bursts_suppressed: u64,
+    /// Times a symbol burst was held back for another source two hops
+    /// away (a neighbour asked it).
+    pub bursts_yielded: u64,
     /// Own requests postponed because a neighbour asked the same.
     pub requests_postponed: u64,
     /// Chunks whose decoded bytes did not match the signed index.

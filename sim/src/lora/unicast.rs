@@ -119,6 +119,7 @@ impl UnicastNode {
                 release: self.release,
                 security_version: crate::fixture::TARGET_SECURITY_VERSION,
                 complete: self.has(),
+                needy: 0,
             };
             return self.frame(FrameKind::Announce, ShortId::BROADCAST, &a.encode());
         }
