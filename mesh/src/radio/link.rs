@@ -50,7 +50,48 @@ struct Neighbour {
     /// (an announcement, a request); `None` once it announced itself
     /// complete or when it runs something newer.
     needy_at: Option<Micros>,
+    /// Link quality: message id of its last unfragmented frame heard, and
+    /// frames heard out of frames it sent since we first heard it (halved
+    /// past [`QUALITY_WINDOW`], so recent frames weigh most).
+    last_seq: Option<u8>,
+    heard: u32,
+    sent: u32,
 }
+
+impl Neighbour {
+    /// Takes the message id of an unfragmented frame heard from it.
+    fn hear_seq(&mut self, id: u8) {
+        match self.last_seq {
+            None => {
+                // One frame heard, no gap known yet: count it as one of
+                // two (a weak link until a second frame says otherwise).
+                self.heard = 1;
+                self.sent = 2;
+            }
+            Some(last) => {
+                let gap = u32::from(id.wrapping_sub(last));
+                if gap == 0 {
+                    return;
+                }
+                self.heard += 1;
+                self.sent += gap;
+            }
+        }
+        self.last_seq = Some(id);
+        if self.sent > QUALITY_WINDOW {
+            self.heard = self.heard.div_ceil(2);
+            self.sent = self.sent.div_ceil(2);
+        }
+    }
+
+    /// Whether we hear at least [`STRONG_PERCENT`] of its frames: a burst
+    /// of its would reach us, and one of ours it.
+    fn strong(&self) -> bool {
+        self.sent > 0 && self.heard * 100 >= self.sent * STRONG_PERCENT
+    }
+}
+
+
 
 #[derive(Debug)]
 struct Fetch {
@@ -90,10 +131,6 @@ pub struct RadioLink {
     /// The neighbour last asked, and when.
     asked: Option<(ShortId, Micros)>,
     burst_at: Option<Micros>,
-    /// A symbol burst of ours waits until then: a neighbour asked another
-    /// source we do not outrank, whose burst would collide with ours at
-    /// that neighbour (a hidden terminal two hops away).
-    yield_until: Option<Micros>,
     bursting: bool,
     /// Neighbours that asked us for symbols since our last burst, and when
     /// the first did.
@@ -106,6 +143,8 @@ pub struct RadioLink {
     stats: LinkStats,
     /// The latest time handed in (for choices made without a `now`).
     clock: Micros,
+    /// Message id of our next unfragmented frame.
+    seq: u8,
 }
 
 impl RadioLink {
@@ -149,7 +188,6 @@ impl RadioLink {
             request_at: None,
             asked: None,
             burst_at: None,
-            yield_until: None,
             bursting: false,
             askers: BTreeSet::new(),
             round_start: now,
@@ -159,6 +197,7 @@ impl RadioLink {
             events: VecDeque::new(),
             stats: LinkStats::default(),
             clock: now,
+            seq: 0,
             config,
         })
     }
@@ -311,7 +350,7 @@ impl RadioLink {
         let n = self
             .neighbours
             .values()
-            .filter(|n| n.needy_at.is_some_and(|t| now.since(t) < NEEDY_FRESH_US))
+            .filter(|n| n.strong() && n.needy_at.is_some_and(|t| now.since(t) < NEEDY_FRESH_US))
             .count();
         u8::try_from(n).unwrap_or(u8::MAX)
     }
@@ -384,7 +423,10 @@ impl RadioLink {
             self.stats.frames_malformed += 1;
             return;
         }
-        self.neighbours.entry(h.src).or_default();
+        let n = self.neighbours.entry(h.src).or_default();
+        if h.kind != FrameKind::Message {
+            n.hear_seq(h.msg_id);
+        }
         let result = match h.kind {
             FrameKind::Announce => {
                 Announce::decode(frame.payload).map(|a| self.on_announce(now, h.src, a))
@@ -424,6 +466,10 @@ impl RadioLink {
         }
         if a.release == mine.release {
             self.trickle.hear_consistent();
+        } else if a.security_version > mine.security_version {
+            // Newer than ours: we fetch it (or refused it); announcing our
+            // older release sooner would tell nobody anything new, and our
+            // requests show the holders that we lack it.
         } else if previous.map(|p| p.release) != Some(a.release) || !asked_recently {
             self.trickle.reset(ms(now), &mut self.rng);
         }
@@ -649,7 +695,6 @@ impl RadioLink {
             if complete {
                 // It chose another source: that one serves it.
                 self.drop_asker(h.src);
-                self.yield_to(now, h.dst, &r);
             }
             // A neighbour asked a source: if we hear that source too, its
             // burst will serve us; ask it (later) rather than another.
@@ -691,40 +736,6 @@ impl RadioLink {
             self.burst_at = Some(self.burst_at.map_or(at, |b| b.min(at)));
         }
         Ok(())
-    }
-
-    /// A neighbour asked source `other` for `r`: unless we outrank it (the
-    /// higher short id goes first) or are already sending, our own symbol
-    /// burst waits until that source's backoff and burst are probably
-    /// over, so the two do not collide at the neighbour. Bursts two hops
-    /// apart are scheduled one after the other.
-    fn yield_to(&mut self, now: Micros, other: ShortId, r: &PayloadRequest) {
-        if self.bursting || other.0 < self.config.short_id.0 {
-            return;
-        }
-        let Some(c) = self.carried.as_ref() else {
-            return;
-        };
-        let div = self.config.timing.margin_div.max(1);
-        let mut symbols = 0u64;
-        for (k, j) in r.held.missing().enumerate() {
-            let Some(info) = c.infos.get(j) else {
-                continue;
-            };
-            let k_j = info.source_symbols();
-            let need = r.needs.get(k).copied().unwrap_or(k_j).min(k_j.saturating_mul(2));
-            symbols += u64::from(need + need / div + 1);
-        }
-        let frame = meshota_radios::frame::OVERHEAD + 8 + usize::from(self.symbol_size);
-        let airtime = self
-            .config
-            .channel
-            .params
-            .time_on_air_us(frame)
-            .unwrap_or(0);
-        let until = now.plus(self.config.timing.burst_backoff_us + symbols * airtime);
-        self.yield_until = Some(self.yield_until.map_or(until, |y| y.max(until)));
-        self.stats.bursts_yielded += 1;
     }
 
     /// Before asking again: a neighbour we asked that sent nothing since
@@ -780,6 +791,7 @@ impl RadioLink {
             .max_by_key(|(_, n)| {
                 (
                     core::cmp::Reverse(n.failures),
+                    n.strong(),
                     n.symbols_at.is_some_and(|t| now.since(t) < STICKY_US),
                     n.coverage,
                     n.symbols_at,
@@ -800,6 +812,7 @@ impl RadioLink {
             .max_by_key(|(k, n)| {
                 (
                     core::cmp::Reverse(n.failures),
+                    n.strong(),
                     n.coverage,
                     n.adopted_at,
                     **k == f.server,
@@ -858,7 +871,7 @@ impl RadioLink {
                 t = t.min(self.busy_until.max(self.quiet_until));
             }
             if let Some(b) = self.burst_at {
-                t = t.min(self.busy_until.max(b).max(self.burst_gate()));
+                t = t.min(self.busy_until.max(b));
             }
         }
         t
@@ -903,18 +916,28 @@ impl RadioLink {
     }
 
     fn encode(
-        &self,
+        &mut self,
         kind: FrameKind,
         dst: ShortId,
         index: u8,
         count: u8,
         p: &[u8],
     ) -> Option<Vec<u8>> {
+        // Unfragmented frames are numbered in sequence so that neighbours
+        // can tell how many they missed (link quality); the bundle's
+        // fragments keep message id 0 (one message, sent piecemeal).
+        let msg_id = if kind == FrameKind::Message {
+            0
+        } else {
+            let id = self.seq;
+            self.seq = self.seq.wrapping_add(1);
+            id
+        };
         let header = Header {
             kind,
             src: self.config.short_id,
             dst,
-            msg_id: 0,
+            msg_id,
             frag_index: index,
             frag_count: count,
         };
@@ -943,7 +966,7 @@ impl RadioLink {
                 }
             }
         }
-        if self.burst_at.is_some_and(|t| now >= t && now >= self.burst_gate()) {
+        if self.burst_at.is_some_and(|t| now >= t) {
             if let Some(f) = self.next_piece() {
                 self.bursting = true;
                 return Some(f);
@@ -962,23 +985,15 @@ impl RadioLink {
         None
     }
 
-    /// The earliest a burst may go on: at once while one is under way
-    /// (bundle fragments are not held back), else after any yield.
-    fn burst_gate(&self) -> Micros {
-        match self.yield_until {
-            Some(y) if !self.bursting && self.pieces_out.is_empty() => y,
-            _ => Micros(0),
-        }
-    }
-
-    fn build_request(&self) -> Option<(Vec<u8>, ShortId)> {
+    fn build_request(&mut self) -> Option<(Vec<u8>, ShortId)> {
         if let Some(f) = &self.fetch {
             let r = ManifestRequest {
                 tag: tag_of(&f.id),
                 held: f.pieces.held(),
             };
-            let frame = self.encode(FrameKind::Request, f.server, 0, 1, &r.encode())?;
-            return Some((frame, f.server));
+            let server = f.server;
+            let frame = self.encode(FrameKind::Request, server, 0, 1, &r.encode())?;
+            return Some((frame, server));
         }
         let c = self.carried.as_ref().filter(|c| !c.complete())?;
         let src = self.choose_source(self.clock)?;
@@ -1046,6 +1061,11 @@ impl RadioLink {
 /// A neighbour's need counts towards our announced coverage this long
 /// after it last showed it (µs; Trickle's largest interval).
 const NEEDY_FRESH_US: u64 = 600 * Micros::SECOND;
+/// Link-quality memory: past this many frames sent, the counts halve.
+const QUALITY_WINDOW: u32 = 32;
+/// A neighbour is a strong link when we hear at least this share of its
+/// frames (%): about 1 dB of SNR margin with 10 % extra loss.
+const STRONG_PERCENT: u32 = 60;
 /// A source whose symbols we heard this recently is asked again first
 /// (µs): its next burst serves its other askers too.
 const STICKY_US: u64 = 60 * Micros::SECOND;

@@ -54,11 +54,10 @@ pub struct LinkStats {
     pub sent_symbols: u64,
     /// Bursts of symbols started.
     pub bursts: u64,
-    /// Bursts cancelled because another source was heard sending.
+    /// Bursts cancelled before they started: another source was heard
+    /// sending, or every neighbour that asked went to another source or
+    /// announced itself complete.
     pub bursts_suppressed: u64,
-    /// Times a symbol burst was held back for another source two hops
-    /// away (a neighbour asked it).
-    pub bursts_yielded: u64,
     /// Own requests postponed because a neighbour asked the same.
     pub requests_postponed: u64,
     /// Chunks whose decoded bytes did not match the signed index.
