@@ -217,7 +217,10 @@ fn member_frame(
         frag_index: index,
         frag_count: count,
     };
-    FrameCodec::new(&KEY, 222).unwrap().encode(&h, payload).unwrap()
+    FrameCodec::new(&KEY, 222)
+        .unwrap()
+        .encode(&h, payload)
+        .unwrap()
 }
 
 /// Runs one link alone for `secs` seconds of virtual time and returns the
@@ -283,7 +286,14 @@ fn a_holder_whose_only_asker_went_to_another_source_sends_no_symbols() {
                 };
                 a.handle_frame(
                     t2,
-                    &member_frame(9, ShortId::BROADCAST, FrameKind::Announce, 1, (0, 1), &done.encode()),
+                    &member_frame(
+                        9,
+                        ShortId::BROADCAST,
+                        FrameKind::Announce,
+                        1,
+                        (0, 1),
+                        &done.encode(),
+                    ),
                 );
             }
             _ => {}
@@ -294,7 +304,10 @@ fn a_holder_whose_only_asker_went_to_another_source_sends_no_symbols() {
             .count();
         outcomes.push((cover, symbols, a.stats().bursts_suppressed));
     }
-    assert!(outcomes[0].1 > 0, "asked and not covered: it serves ({outcomes:?})");
+    assert!(
+        outcomes[0].1 > 0,
+        "asked and not covered: it serves ({outcomes:?})"
+    );
     for o in &outcomes[1..] {
         assert_eq!(o.1, 0, "covered elsewhere: no symbol ({outcomes:?})");
         assert_eq!(o.2, 1, "{outcomes:?}");
@@ -323,13 +336,27 @@ fn a_holder_announces_how_many_strong_neighbours_still_need_the_release() {
             now = now.plus(10_000);
             a.handle_frame(
                 now,
-                &member_frame(src, ShortId::BROADCAST, FrameKind::Announce, id, (0, 1), &old.encode()),
+                &member_frame(
+                    src,
+                    ShortId::BROADCAST,
+                    FrameKind::Announce,
+                    id,
+                    (0, 1),
+                    &old.encode(),
+                ),
             );
         }
     }
     a.handle_frame(
         now,
-        &member_frame(11, ShortId::BROADCAST, FrameKind::Announce, 0, (0, 1), &old.encode()),
+        &member_frame(
+            11,
+            ShortId::BROADCAST,
+            FrameKind::Announce,
+            0,
+            (0, 1),
+            &old.encode(),
+        ),
     );
     let announced: Vec<Announce> = drive_alone(&mut a, now, 30)
         .iter()
@@ -365,7 +392,14 @@ fn a_needy_node_asks_the_holder_that_covers_the_most_neighbours() {
                 now = now.plus(10_000);
                 b.handle_frame(
                     now,
-                    &member_frame(src, ShortId::BROADCAST, FrameKind::Announce, seq, (0, 1), &a.encode()),
+                    &member_frame(
+                        src,
+                        ShortId::BROADCAST,
+                        FrameKind::Announce,
+                        seq,
+                        (0, 1),
+                        &a.encode(),
+                    ),
                 );
             }
         }
@@ -378,7 +412,14 @@ fn a_needy_node_asks_the_holder_that_covers_the_most_neighbours() {
             p.extend_from_slice(&k.2[from..(from + piece).min(k.2.len())]);
             b.handle_frame(
                 now,
-                &member_frame(30, ShortId::BROADCAST, FrameKind::Message, 0, (i, count), &p),
+                &member_frame(
+                    30,
+                    ShortId::BROADCAST,
+                    FrameKind::Message,
+                    0,
+                    (i, count),
+                    &p,
+                ),
             );
         }
         assert_eq!(b.release(), Some(id));

@@ -46,7 +46,11 @@ fn two_hundred_node_grid_converges_on_a_patch_within_duty_cycle() {
 #[test]
 fn on_random_graphs_few_elected_holders_send_and_redundant_bursts_stop() {
     for seed in [2, 3] {
-        let r = lora(&LoraOptions::new(LoraTopology::Random(50), PATCH_BYTES, seed));
+        let r = lora(&LoraOptions::new(
+            LoraTopology::Random(50),
+            PATCH_BYTES,
+            seed,
+        ));
         assert_converged_within_duty_cycle(&r);
         assert!(
             r.symbols_per_node.len() < r.honest_nodes / 2,

@@ -91,8 +91,6 @@ impl Neighbour {
     }
 }
 
-
-
 #[derive(Debug)]
 struct Fetch {
     id: Hash,
@@ -398,7 +396,8 @@ impl RadioLink {
 
     fn schedule_burst(&mut self, now: Micros) {
         if self.burst_at.is_none() {
-            let b = self.backoff(self.config.timing.burst_backoff_us / 4);
+            // Bundle answers: a sixteenth of the symbol backoff (4 s).
+            let b = self.backoff(self.config.timing.burst_backoff_us / 16);
             self.burst_at = Some(now.plus(b));
         }
     }
@@ -703,7 +702,8 @@ impl RadioLink {
                     if n.complete_at.is_some() || n.symbols_at.is_some() {
                         n.adopted_at = Some(now);
                         self.stats.requests_postponed += 1;
-                        self.postpone_request(now.plus(self.config.timing.burst_backoff_us));
+                        // About the wait of a source asked twice.
+                        self.postpone_request(now.plus(self.config.timing.burst_backoff_us / 4));
                     }
                 }
             }
@@ -730,7 +730,7 @@ impl RadioLink {
         }
         self.askers.insert(h.src);
         let askers = self.askers.len() as u64;
-        let wait = self.backoff(self.config.timing.burst_backoff_us) / askers;
+        let wait = self.backoff(self.config.timing.burst_backoff_us) / (askers * askers);
         let at = self.round_start.plus(wait).max(now);
         if !self.bursting {
             self.burst_at = Some(self.burst_at.map_or(at, |b| b.min(at)));
