@@ -396,7 +396,7 @@ impl RadioLink {
 
     fn schedule_burst(&mut self, now: Micros) {
         if self.burst_at.is_none() {
-            // Bundle answers: a sixteenth of the symbol backoff (4 s).
+            // Bundle answers: a sixteenth of the symbol backoff (8 s).
             let b = self.backoff(self.config.timing.burst_backoff_us / 16);
             self.burst_at = Some(now.plus(b));
         }
@@ -702,7 +702,7 @@ impl RadioLink {
                     if n.complete_at.is_some() || n.symbols_at.is_some() {
                         n.adopted_at = Some(now);
                         self.stats.requests_postponed += 1;
-                        // About the wait of a source asked twice.
+                        // About the wait of a source asked twice (32 s).
                         self.postpone_request(now.plus(self.config.timing.burst_backoff_us / 4));
                     }
                 }
