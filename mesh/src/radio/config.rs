@@ -44,7 +44,7 @@ impl RadioTiming {
     pub const LORA: Self = Self {
         quiet_us: 1_000_000,
         request_backoff_us: 1_500_000,
-        request_retry_us: 8_000_000,
+        request_retry_us: 32_000_000,
         burst_backoff_us: 128_000_000,
         margin_div: 8,
         stale_neighbour_us: 30_000_000,
