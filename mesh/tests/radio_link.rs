@@ -9,11 +9,11 @@ use common::*;
 use meshota_blobstore::ChunkIndex;
 use meshota_manifest::{Expiration, Hash};
 use meshota_mesh::TrickleConfig;
-use meshota_mesh::radio::msg::{Announce, tag_of};
+use meshota_mesh::radio::msg::{Announce, PayloadRequest, tag_of};
 use meshota_mesh::radio::{LinkEvent, RadioConfig, RadioLink, RadioTiming, bundle};
 use meshota_radios::{
-    Bandwidth, Channel, EU868, FrameCodec, FrameKind, Header, LoraParams, Micros, ShortId,
-    SpreadingFactor,
+    Bandwidth, Channel, EU868, FrameCodec, FrameKind, Header, LoraParams, Micros, Progress,
+    ShortId, SpreadingFactor,
 };
 use proptest::prelude::*;
 
@@ -163,6 +163,7 @@ fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
         security_version: 9,
         complete: true,
         pieces: false,
+        needy: 0,
     };
     let piece = bundle::piece_len(codec.max_payload());
     let count = u8::try_from(forged.bundle.len().div_ceil(piece)).unwrap();
@@ -196,6 +197,242 @@ fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
         if f.header.kind == FrameKind::Announce {
             assert_eq!(Announce::decode(f.payload).unwrap().release, old.id);
         }
+    }
+}
+
+/// Frames of mesh members (the right key) crafted by hand: `msg_id` is the
+/// sender's sequence number of unfragmented frames (link quality).
+fn member_frame(
+    src: u16,
+    dst: ShortId,
+    kind: FrameKind,
+    msg_id: u8,
+    (index, count): (u8, u8),
+    payload: &[u8],
+) -> Vec<u8> {
+    let h = Header {
+        kind,
+        src: ShortId(src),
+        dst,
+        msg_id,
+        frag_index: index,
+        frag_count: count,
+    };
+    FrameCodec::new(&KEY, 222)
+        .unwrap()
+        .encode(&h, payload)
+        .unwrap()
+}
+
+/// Runs one link alone for `secs` seconds of virtual time and returns the
+/// frames it sent, decoded (header, payload).
+fn drive_alone(link: &mut RadioLink, from: Micros, secs: u64) -> Vec<(Header, Vec<u8>)> {
+    let codec = FrameCodec::new(&KEY, 222).unwrap();
+    let end = from.plus(secs * Micros::SECOND);
+    let mut now = from;
+    let mut sent = Vec::new();
+    for _ in 0..100_000 {
+        if now > end {
+            break;
+        }
+        link.handle_timeout(now);
+        if let Some(f) = link.poll_transmit(now) {
+            let d = codec.decode(&f).unwrap();
+            sent.push((d.header, d.payload.to_vec()));
+        }
+        now = link.poll_timeout().max(now.plus(1_000));
+    }
+    sent
+}
+
+fn payload_request(tag: [u8; 4], chunks: usize) -> Vec<u8> {
+    PayloadRequest {
+        tag,
+        held: Progress::new(chunks).unwrap(),
+        needs: Vec::new(),
+    }
+    .encode(210)
+}
+
+/// A holder asked for symbols by one neighbour stands down when that
+/// neighbour then asks another source, or announces itself complete: its
+/// burst is called off and it sends no symbol. Without either, it sends.
+#[test]
+fn a_holder_whose_only_asker_went_to_another_source_sends_no_symbols() {
+    let k = keys_cached();
+    let mut outcomes = Vec::new();
+    for cover in ["none", "asked another source", "announced complete"] {
+        let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+        a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
+        let id = a.release().unwrap();
+        let tag = tag_of(&id);
+        let ask = payload_request(tag, k.3.len());
+        let t = Micros(Micros::SECOND);
+        a.handle_frame(
+            t,
+            &member_frame(9, ShortId(1), FrameKind::Progress, 0, (0, 1), &ask),
+        );
+        let t2 = t.plus(100_000);
+        match cover {
+            "asked another source" => a.handle_frame(
+                t2,
+                &member_frame(9, ShortId(50), FrameKind::Progress, 1, (0, 1), &ask),
+            ),
+            "announced complete" => {
+                let done = Announce {
+                    release: id,
+                    security_version: 2,
+                    complete: true,
+                    pieces: false,
+                    needy: 0,
+                };
+                a.handle_frame(
+                    t2,
+                    &member_frame(
+                        9,
+                        ShortId::BROADCAST,
+                        FrameKind::Announce,
+                        1,
+                        (0, 1),
+                        &done.encode(),
+                    ),
+                );
+            }
+            _ => {}
+        }
+        let symbols = drive_alone(&mut a, t2, 120)
+            .iter()
+            .filter(|(h, _)| h.kind == FrameKind::Symbol)
+            .count();
+        outcomes.push((cover, symbols, a.stats().bursts_suppressed));
+    }
+    assert!(
+        outcomes[0].1 > 0,
+        "asked and not covered: it serves ({outcomes:?})"
+    );
+    for o in &outcomes[1..] {
+        assert_eq!(o.1, 0, "covered elsewhere: no symbol ({outcomes:?})");
+        assert_eq!(o.2, 1, "{outcomes:?}");
+    }
+}
+
+/// Announcements carry how many neighbours the holder heard lacking the
+/// release, counting only neighbours whose frames arrive in sequence (a
+/// neighbour heard once, after a gap, is a weak link and not counted).
+#[test]
+fn a_holder_announces_how_many_strong_neighbours_still_need_the_release() {
+    let k = keys_cached();
+    let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
+    let old = Announce {
+        release: k.1,
+        security_version: 1,
+        complete: true,
+        pieces: false,
+        needy: 0,
+    };
+    let mut now = Micros(Micros::SECOND);
+    // Neighbours 9 and 10: two frames in a row each (strong); 11: one
+    // frame (unknown quality: weak).
+    for (src, ids) in [(9u16, [0u8, 1]), (10, [5, 6])] {
+        for id in ids {
+            now = now.plus(10_000);
+            a.handle_frame(
+                now,
+                &member_frame(
+                    src,
+                    ShortId::BROADCAST,
+                    FrameKind::Announce,
+                    id,
+                    (0, 1),
+                    &old.encode(),
+                ),
+            );
+        }
+    }
+    a.handle_frame(
+        now,
+        &member_frame(
+            11,
+            ShortId::BROADCAST,
+            FrameKind::Announce,
+            0,
+            (0, 1),
+            &old.encode(),
+        ),
+    );
+    let announced: Vec<Announce> = drive_alone(&mut a, now, 30)
+        .iter()
+        .filter(|(h, _)| h.kind == FrameKind::Announce)
+        .map(|(_, p)| Announce::decode(p).unwrap())
+        .collect();
+    let last = announced.last().expect("it announced");
+    assert_eq!(last.release, a.release().unwrap());
+    assert_eq!(last.needy, 2, "{announced:?}");
+}
+
+/// A needy node with two holders in range asks the one that announced the
+/// most needy neighbours (a greedy cover: askers gather on few sources).
+#[test]
+fn a_needy_node_asks_the_holder_that_covers_the_most_neighbours() {
+    let k = keys_cached();
+    for (cover_20, cover_21, expected) in [(1u8, 5u8, 21u16), (6, 2, 20)] {
+        let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+        let id = {
+            let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+            a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
+            a.release().unwrap()
+        };
+        let mut now = Micros(Micros::SECOND);
+        for (src, needy) in [(20u16, cover_20), (21, cover_21)] {
+            let a = Announce {
+                release: id,
+                security_version: 2,
+                complete: true,
+                pieces: false,
+                needy,
+            };
+            for seq in [0u8, 1] {
+                now = now.plus(10_000);
+                b.handle_frame(
+                    now,
+                    &member_frame(
+                        src,
+                        ShortId::BROADCAST,
+                        FrameKind::Announce,
+                        seq,
+                        (0, 1),
+                        &a.encode(),
+                    ),
+                );
+            }
+        }
+        // The bundle, broadcast by another holder's answer.
+        let piece = bundle::piece_len(210);
+        let count = u8::try_from(k.2.len().div_ceil(piece)).unwrap();
+        for i in 0..count {
+            let from = usize::from(i) * piece;
+            let mut p = tag_of(&id).to_vec();
+            p.extend_from_slice(&k.2[from..(from + piece).min(k.2.len())]);
+            b.handle_frame(
+                now,
+                &member_frame(
+                    30,
+                    ShortId::BROADCAST,
+                    FrameKind::Message,
+                    0,
+                    (i, count),
+                    &p,
+                ),
+            );
+        }
+        assert_eq!(b.release(), Some(id));
+        let asked: Vec<ShortId> = drive_alone(&mut b, now, 30)
+            .iter()
+            .filter(|(h, _)| h.kind == FrameKind::Progress)
+            .map(|(h, _)| h.dst)
+            .collect();
+        assert_eq!(asked.first(), Some(&ShortId(expected)), "{asked:?}");
     }
 }
 

@@ -39,6 +39,30 @@ fn two_hundred_node_grid_converges_on_a_patch_within_duty_cycle() {
     assert_converged_within_duty_cycle(&r);
 }
 
+/// Only holders that were asked send symbols, askers gather on the holders
+/// that cover most, and a holder whose askers all went elsewhere calls its
+/// burst off: on random graphs of other seeds, most nodes never send a
+/// symbol and some bursts are called off, and every node still converges.
+#[test]
+fn on_random_graphs_few_elected_holders_send_and_redundant_bursts_stop() {
+    for seed in [2, 3] {
+        let r = lora(&LoraOptions::new(
+            LoraTopology::Random(50),
+            PATCH_BYTES,
+            seed,
+        ));
+        assert_converged_within_duty_cycle(&r);
+        assert!(
+            r.symbols_per_node.len() < r.honest_nodes / 2,
+            "{} of {} nodes sent symbols: {}",
+            r.symbols_per_node.len(),
+            r.honest_nodes,
+            r.to_json()
+        );
+        assert!(r.bursts_suppressed > 0, "{}", r.to_json());
+    }
+}
+
 #[test]
 fn node_with_a_wrong_mesh_key_is_ignored_and_changes_nothing() {
     let plain = LoraOptions::new(LoraTopology::Line(5), PATCH_BYTES, 3);

@@ -21,11 +21,13 @@ pub struct RadioTiming {
     /// doubled for each request in a row the holder asked left unanswered
     /// (up to 16 times).
     pub request_retry_us: u64,
-    /// A source waits a random delay below this, divided by the number of
-    /// neighbours that asked it, before a burst; another source's symbols
-    /// heard meanwhile cancel it. So the source that covers the most askers
-    /// tends to go first and the others stand down (a greedy dominating set
-    /// in the making).
+    /// A source waits a random delay below this, divided by the square of
+    /// the number of neighbours that asked it, before a burst; another
+    /// source's symbols heard meanwhile, or every asker going elsewhere,
+    /// cancel it. So the source that covers the most askers goes first and
+    /// a source asked by one neighbour waits long enough (up to this) for
+    /// another's burst to serve that neighbour (a greedy dominating set in
+    /// the making).
     pub burst_backoff_us: u64,
     /// A burst sends `need + need / margin_div + 1` symbols for the largest
     /// need asked, to cover loss.
@@ -42,8 +44,8 @@ impl RadioTiming {
     pub const LORA: Self = Self {
         quiet_us: 1_000_000,
         request_backoff_us: 1_500_000,
-        request_retry_us: 8_000_000,
-        burst_backoff_us: 16_000_000,
+        request_retry_us: 32_000_000,
+        burst_backoff_us: 128_000_000,
         margin_div: 8,
         stale_neighbour_us: 30_000_000,
         bundle_failures_max: 3,

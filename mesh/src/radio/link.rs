@@ -49,6 +49,52 @@ struct Neighbour {
     served_at: Option<Micros>,
     /// Last patch index fragment or piece symbol heard from it.
     pieces_at: Option<Micros>,
+    /// The count of needy neighbours in its last announcement: how many
+    /// nodes a burst of its would reach that still need the release.
+    coverage: u8,
+    /// When it last showed that it lacks our release or some chunk of it
+    /// (an announcement, a request); `None` once it announced itself
+    /// complete or when it runs something newer.
+    needy_at: Option<Micros>,
+    /// Link quality: message id of its last unfragmented frame heard, and
+    /// frames heard out of frames it sent since we first heard it (halved
+    /// past [`QUALITY_WINDOW`], so recent frames weigh most).
+    last_seq: Option<u8>,
+    heard: u32,
+    sent: u32,
+}
+
+impl Neighbour {
+    /// Takes the message id of an unfragmented frame heard from it.
+    fn hear_seq(&mut self, id: u8) {
+        match self.last_seq {
+            None => {
+                // One frame heard, no gap known yet: count it as one of
+                // two (a weak link until a second frame says otherwise).
+                self.heard = 1;
+                self.sent = 2;
+            }
+            Some(last) => {
+                let gap = u32::from(id.wrapping_sub(last));
+                if gap == 0 {
+                    return;
+                }
+                self.heard += 1;
+                self.sent += gap;
+            }
+        }
+        self.last_seq = Some(id);
+        if self.sent > QUALITY_WINDOW {
+            self.heard = self.heard.div_ceil(2);
+            self.sent = self.sent.div_ceil(2);
+        }
+    }
+
+    /// Whether we hear at least [`STRONG_PERCENT`] of its frames: a burst
+    /// of its would reach us, and one of ours it.
+    fn strong(&self) -> bool {
+        self.sent > 0 && self.heard * 100 >= self.sent * STRONG_PERCENT
+    }
 }
 
 #[derive(Debug)]
@@ -108,6 +154,10 @@ pub struct RadioLink {
     next_chunk: usize,
     events: VecDeque<LinkEvent>,
     stats: LinkStats,
+    /// The latest time handed in (for choices made without a `now`).
+    clock: Micros,
+    /// Message id of our next unfragmented frame.
+    seq: u8,
 }
 
 impl RadioLink {
@@ -161,6 +211,8 @@ impl RadioLink {
             next_chunk: 0,
             events: VecDeque::new(),
             stats: LinkStats::default(),
+            clock: now,
+            seq: 0,
             config,
         })
     }
@@ -517,7 +569,7 @@ impl RadioLink {
         alloc::format!(
             "{:?}: {carried}{fetch}, source {:?}, {} neighbours, request_at {:?}, sent {} frames ({} requests, {} pieces, {} symbols)",
             self.config.short_id,
-            self.choose_source(),
+            self.choose_source(self.clock),
             self.neighbours.len(),
             self.request_at,
             self.stats.frames_sent,
@@ -539,14 +591,42 @@ impl RadioLink {
                 security_version: c.bundle.security_version,
                 complete: c.complete(),
                 pieces: c.holds_patch(),
+                needy: self.needy_neighbours(),
             },
             None => Announce {
                 release: self.installed.0,
                 security_version: self.installed.1,
                 complete: true,
                 pieces: false,
+                needy: 0,
             },
         }
+    }
+
+    /// Neighbours heard lacking the carried release or some of its chunks
+    /// within [`NEEDY_FRESH_US`] (saturating at 255).
+    fn needy_neighbours(&self) -> u8 {
+        let now = self.clock;
+        let n = self
+            .neighbours
+            .values()
+            .filter(|n| n.strong() && n.needy_at.is_some_and(|t| now.since(t) < NEEDY_FRESH_US))
+            .count();
+        u8::try_from(n).unwrap_or(u8::MAX)
+    }
+
+    /// A neighbour that asked us stopped needing us (it asked another
+    /// source, or announced itself complete): when no asker is left, a
+    /// burst not yet started is called off.
+    fn drop_asker(&mut self, who: ShortId) {
+        if !self.askers.remove(&who) || !self.askers.is_empty() || self.bursting {
+            return;
+        }
+        self.want.iter_mut().for_each(|w| *w = 0);
+        if self.pieces_out.is_empty() {
+            self.burst_at = None;
+        }
+        self.stats.bursts_suppressed += 1;
     }
 
     fn backoff(&mut self, max_us: u64) -> u64 {
@@ -578,13 +658,15 @@ impl RadioLink {
 
     fn schedule_burst(&mut self, now: Micros) {
         if self.burst_at.is_none() {
-            let b = self.backoff(self.config.timing.burst_backoff_us / 4);
+            // Bundle answers: a sixteenth of the symbol backoff (8 s).
+            let b = self.backoff(self.config.timing.burst_backoff_us / 16);
             self.burst_at = Some(now.plus(b));
         }
     }
 
     /// Takes one received frame.
     pub fn handle_frame(&mut self, now: Micros, bytes: &[u8]) {
+        self.clock = self.clock.max(now);
         self.stats.frames_heard += 1;
         let frame = match self.codec.decode(bytes) {
             Ok(f) => f,
@@ -602,7 +684,10 @@ impl RadioLink {
             self.stats.frames_malformed += 1;
             return;
         }
-        self.neighbours.entry(h.src).or_default();
+        let n = self.neighbours.entry(h.src).or_default();
+        if h.kind != FrameKind::Message {
+            n.hear_seq(h.msg_id);
+        }
         let result = match h.kind {
             FrameKind::Announce => {
                 Announce::decode(frame.payload).map(|a| self.on_announce(now, h.src, a))
@@ -630,8 +715,22 @@ impl RadioLink {
         if a.complete {
             n.complete_at = Some(now);
         }
+        n.coverage = a.needy;
+        let lacks = if a.release == mine.release {
+            !a.complete
+        } else {
+            a.security_version < mine.security_version
+        };
+        n.needy_at = lacks.then_some(now);
+        if a.release == mine.release && a.complete {
+            self.drop_asker(src);
+        }
         if a.release == mine.release {
             self.trickle.hear_consistent();
+        } else if a.security_version > mine.security_version {
+            // Newer than ours: we fetch it (or refused it); announcing our
+            // older release sooner would tell nobody anything new, and our
+            // requests show the holders that we lack it.
         } else if previous.map(|p| p.release) != Some(a.release) || !asked_recently {
             self.trickle.reset(ms(now), &mut self.rng);
         }
@@ -662,15 +761,20 @@ impl RadioLink {
     fn on_manifest_request(&mut self, now: Micros, h: &Header, r: &ManifestRequest) {
         let mine = self.carried.as_ref().map(|c| c.tag);
         if mine == Some(r.tag) {
-            self.neighbours.entry(h.src).or_default().asked_at = Some(now);
+            let n = self.neighbours.entry(h.src).or_default();
+            n.asked_at = Some(now);
+            n.needy_at = Some(now);
         }
         let fetching = self.fetch.as_ref().map(|f| tag_of(&f.id));
         if fetching == Some(r.tag) && h.dst != self.config.short_id {
             // Its answer is broadcast: wait for it, and ask the same
             // holder next time if we hear that holder too.
             let heard = self.neighbours.get(&h.dst).is_some_and(|n| n.failures == 0);
-            if let Some(f) = self.fetch.as_mut() {
-                if heard {
+            if heard {
+                if let Some(n) = self.neighbours.get_mut(&h.dst) {
+                    n.adopted_at = Some(now);
+                }
+                if let Some(f) = self.fetch.as_mut() {
                     f.server = h.dst;
                 }
             }
@@ -979,27 +1083,31 @@ impl RadioLink {
         };
         let pieces = set.start > 0;
         let r = PayloadRequest::decode(payload, set.len())?;
-        self.neighbours.entry(h.src).or_default().asked_at = Some(now);
+        let complete = c.complete();
+        let serves = if pieces { c.holds_patch() } else { complete };
+        let n = self.neighbours.entry(h.src).or_default();
+        n.asked_at = Some(now);
+        n.needy_at = Some(now);
         let me = self.config.short_id;
         if h.dst != me {
+            if complete {
+                // It chose another source: that one serves it.
+                self.drop_asker(h.src);
+            }
             // A neighbour asked a source: if we hear that source too, its
             // burst will serve us; ask it (later) rather than another.
-            if !c.complete() {
+            if !complete {
                 if let Some(n) = self.neighbours.get_mut(&h.dst) {
                     if n.complete_at.is_some() || n.symbols_at.is_some() {
                         n.adopted_at = Some(now);
                         self.stats.requests_postponed += 1;
-                        self.postpone_request(now.plus(self.config.timing.burst_backoff_us));
+                        // About the wait of a source asked twice (32 s).
+                        self.postpone_request(now.plus(self.config.timing.burst_backoff_us / 4));
                     }
                 }
             }
             return Ok(());
         }
-        let serves = if pieces {
-            c.holds_patch()
-        } else {
-            c.complete()
-        };
         if !serves {
             return Ok(());
         }
@@ -1022,7 +1130,7 @@ impl RadioLink {
         }
         self.askers.insert(h.src);
         let askers = self.askers.len() as u64;
-        let wait = self.backoff(self.config.timing.burst_backoff_us) / askers;
+        let wait = self.backoff(self.config.timing.burst_backoff_us) / (askers * askers);
         let at = self.round_start.plus(wait).max(now);
         if !self.bursting {
             self.burst_at = Some(self.burst_at.map_or(at, |b| b.min(at)));
@@ -1065,7 +1173,14 @@ impl RadioLink {
         }
     }
 
-    fn choose_source(&self) -> Option<ShortId> {
+    /// The source to ask for symbols: the fewest unanswered requests;
+    /// then one that sent us symbols within [`STICKY_US`] (its burst is
+    /// serving our neighbours too); then the one that announced the most
+    /// needy neighbours (a greedy set cover: askers gather on the holder
+    /// that covers most, and holders nobody asks stay silent); then the
+    /// latest heard sending, adopted from a neighbour's request, or
+    /// announcing itself complete.
+    fn choose_source(&self, now: Micros) -> Option<ShortId> {
         let mine = self.carried.as_ref()?.bundle.id;
         self.neighbours
             .iter()
@@ -1076,6 +1191,9 @@ impl RadioLink {
             .max_by_key(|(_, n)| {
                 (
                     core::cmp::Reverse(n.failures),
+                    n.strong(),
+                    n.symbols_at.is_some_and(|t| now.since(t) < STICKY_US),
+                    n.coverage,
                     n.symbols_at,
                     n.adopted_at,
                     n.complete_at,
@@ -1084,8 +1202,28 @@ impl RadioLink {
             .map(|(id, _)| *id)
     }
 
+    /// The holder to ask for the bundle being fetched: the fewest
+    /// unanswered requests, then the most needy neighbours announced, then
+    /// the one a neighbour just asked; the current server on a tie.
+    fn choose_server(&self, f: &Fetch) -> ShortId {
+        self.neighbours
+            .iter()
+            .filter(|(_, n)| n.announced.is_some_and(|a| a.release == f.id))
+            .max_by_key(|(k, n)| {
+                (
+                    core::cmp::Reverse(n.failures),
+                    n.strong(),
+                    n.coverage,
+                    n.adopted_at,
+                    **k == f.server,
+                )
+            })
+            .map_or(f.server, |(k, _)| *k)
+    }
+
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Micros) {
+        self.clock = self.clock.max(now);
         if now.0 >= self.trickle.deadline().0.saturating_mul(1_000)
             && self
                 .trickle
@@ -1143,6 +1281,7 @@ impl RadioLink {
     /// budget, or `None` (the radio is busy, the budget says wait, or there
     /// is nothing to send).
     pub fn poll_transmit(&mut self, now: Micros) -> Option<Vec<u8>> {
+        self.clock = self.clock.max(now);
         if now < self.busy_until {
             return None;
         }
@@ -1177,18 +1316,28 @@ impl RadioLink {
     }
 
     fn encode(
-        &self,
+        &mut self,
         kind: FrameKind,
         dst: ShortId,
         index: u8,
         count: u8,
         p: &[u8],
     ) -> Option<Vec<u8>> {
+        // Unfragmented frames are numbered in sequence so that neighbours
+        // can tell how many they missed (link quality); the bundle's
+        // fragments keep message id 0 (one message, sent piecemeal).
+        let msg_id = if kind == FrameKind::Message {
+            0
+        } else {
+            let id = self.seq;
+            self.seq = self.seq.wrapping_add(1);
+            id
+        };
         let header = Header {
             kind,
             src: self.config.short_id,
             dst,
-            msg_id: 0,
+            msg_id,
             frag_index: index,
             frag_count: count,
         };
@@ -1205,6 +1354,11 @@ impl RadioLink {
             }
             if self.request_due {
                 self.request_due = false;
+                if let Some(server) = self.fetch.as_ref().map(|f| self.choose_server(f)) {
+                    if let Some(f) = self.fetch.as_mut() {
+                        f.server = server;
+                    }
+                }
                 if let Some((f, to)) = self.build_request() {
                     self.stats.sent_requests += 1;
                     self.asked = Some((to, now));
@@ -1231,14 +1385,15 @@ impl RadioLink {
         None
     }
 
-    fn build_request(&self) -> Option<(Vec<u8>, ShortId)> {
+    fn build_request(&mut self) -> Option<(Vec<u8>, ShortId)> {
         if let Some(f) = &self.fetch {
             let r = ManifestRequest {
                 tag: tag_of(&f.id),
                 held: f.pieces.held(),
             };
-            let frame = self.encode(FrameKind::Request, f.server, 0, 1, &r.encode())?;
-            return Some((frame, f.server));
+            let server = f.server;
+            let frame = self.encode(FrameKind::Request, server, 0, 1, &r.encode())?;
+            return Some((frame, server));
         }
         let c = self.carried.as_ref().filter(|c| !c.complete())?;
         // By patch first, from a neighbour that holds it: its index, then
@@ -1266,7 +1421,7 @@ impl RadioLink {
                 return Some((frame, src));
             }
         }
-        let src = self.choose_source()?;
+        let src = self.choose_source(self.clock)?;
         // Chunks a piece will produce wait for it (when a patch source is
         // heard, or the piece is being applied).
         let waits = |j: usize| c.awaits_piece(j, patch_src.is_some());
@@ -1428,6 +1583,17 @@ fn piece_job(c: &mut Carried, k: usize, bytes: &[u8]) -> Option<PieceJob> {
     p.outcomes[k] = PieceOutcome::Applying;
     Some(job)
 }
+/// A neighbour's need counts towards our announced coverage this long
+/// after it last showed it (µs; Trickle's largest interval).
+const NEEDY_FRESH_US: u64 = 600 * Micros::SECOND;
+/// Link-quality memory: past this many frames sent, the counts halve.
+const QUALITY_WINDOW: u32 = 32;
+/// A neighbour is a strong link when we hear at least this share of its
+/// frames (%): about 1 dB of SNR margin with 10 % extra loss.
+const STRONG_PERCENT: u32 = 60;
+/// A source whose symbols we heard this recently is asked again first
+/// (µs): its next burst serves its other askers too.
+const STICKY_US: u64 = 60 * Micros::SECOND;
 
 fn ms(now: Micros) -> Timestamp {
     Timestamp(now.0 / 1_000)

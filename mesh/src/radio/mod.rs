@@ -8,10 +8,11 @@
 //! would run over the SX126x backend.
 //!
 //! # How a release crosses a hop
-//! 1. **Announce** ([`msg::Announce`]): the release id, security version and
-//!    a "complete" flag, on a Trickle timer (RFC 6206, [`crate::trickle`]):
-//!    consistency is the release id, so neighbours that agree stay quiet and
-//!    a newer (or older) id heard resets the interval.
+//! 1. **Announce** ([`msg::Announce`]): the release id, security version, a
+//!    "complete" flag and how many strong neighbours still need it, on a
+//!    Trickle timer (RFC 6206, [`crate::trickle`]): consistency is the
+//!    release id, so neighbours that agree stay quiet and an older id heard
+//!    resets the interval (a newer one is fetched instead).
 //! 2. **Bundle** ([`bundle`]): a node that hears a newer release asks its
 //!    announcer for the signed manifest and chunk index (about 3.6 KB) with a
 //!    bitmap of the fragments it holds (selective repeat). The answer is
@@ -36,11 +37,16 @@
 //!    patch) from a neighbour that announces it holds them, has the driver
 //!    apply each piece against the base, and fetches plainly only the
 //!    chunks no piece produced. Nodes on another base fetch chunks.
-//! 4. **Multi-hop and suppression**: a node that decoded everything is a
-//!    source. Needy nodes pick the source they last heard symbols from, and
-//!    adopt the source a neighbour just asked; a source that hears another
-//!    node's symbols of the same release before its own burst starts
-//!    cancels the burst (the askers ask again if still short).
+//! 4. **Multi-hop: electing the senders**: a node that decoded everything
+//!    is a source, and only a source that was asked sends. Needy nodes ask
+//!    a source over a strong link (per-sender message ids give each link's
+//!    reception rate), preferring the one whose burst they are hearing,
+//!    then the one that announced the most needy neighbours (a distributed
+//!    greedy cover), then the one a neighbour just asked. A source calls off
+//!    a burst not yet started when it hears another node's symbols of the
+//!    release, or when every neighbour that asked it has since asked
+//!    another source or announced itself complete (the askers ask again if
+//!    still short).
 //!
 //! # What it does not do
 //! It keeps the one release it is carrying in memory (chunks included) and

@@ -11,6 +11,9 @@
 //!   40      flags: bit 0 = holds every chunk (a source); bit 1 = holds the
 //!           patch index and every piece of a patch the release lists (a
 //!           patch source); other bits 0
+//!   41      needy neighbours: how many neighbours the sender last heard
+//!           lacking this release or some of its chunks (u8, saturating);
+//!           askers prefer the holder that covers the most
 //! Request (to one holder: bundle or patch index fragments wanted):
 //!   0..4    release tag (first 4 bytes of the id), or the patch tag (first
 //!           4 bytes of the patch id) for the patch index blob
@@ -43,7 +46,7 @@ use super::error::RadioError;
 /// Bytes of a release tag.
 pub const TAG_LEN: usize = 4;
 /// Bytes of an announcement.
-pub const ANNOUNCE_LEN: usize = 41;
+pub const ANNOUNCE_LEN: usize = 42;
 
 /// The 4-byte tag of a release id or chunk id.
 #[must_use]
@@ -59,8 +62,9 @@ fn tag_at(bytes: &[u8], what: &'static str) -> Result<[u8; TAG_LEN], RadioError>
         .ok_or(RadioError::Truncated { what })
 }
 
-/// A release announcement: its id and security version only, and whether
-/// the sender holds all of it. Invariant: encodes to [`ANNOUNCE_LEN`] bytes.
+/// A release announcement: its id and security version, whether the sender
+/// holds all of it, and how many of its neighbours still need it.
+/// Invariant: encodes to [`ANNOUNCE_LEN`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Announce {
     /// The release id.
@@ -72,6 +76,9 @@ pub struct Announce {
     /// The sender holds the patch index and every piece of a patch the
     /// release lists, and can serve them.
     pub pieces: bool,
+    /// Neighbours the sender heard lacking the release or some of its
+    /// chunks (its coverage if it serves).
+    pub needy: u8,
 }
 
 impl Announce {
@@ -82,6 +89,7 @@ impl Announce {
         out.extend_from_slice(self.release.as_bytes());
         out.extend_from_slice(&self.security_version.to_le_bytes());
         out.push(u8::from(self.complete) | u8::from(self.pieces) << 1);
+        out.push(self.needy);
         out
     }
 
@@ -95,7 +103,7 @@ impl Announce {
         if bytes.len() != ANNOUNCE_LEN {
             return Err(RadioError::Malformed {
                 what: WHAT,
-                reason: "length is not 41 bytes",
+                reason: "length is not 42 bytes",
             });
         }
         let mut id = [0u8; 32];
@@ -114,6 +122,7 @@ impl Announce {
             security_version: u64::from_le_bytes(sv),
             complete: flags & 1 == 1,
             pieces: flags & 2 == 2,
+            needy: bytes[41],
         })
     }
 }
@@ -265,6 +274,7 @@ mod tests {
             security_version: 42,
             complete: true,
             pieces: true,
+            needy: 17,
         };
         let bytes = a.encode();
         assert_eq!(bytes.len(), ANNOUNCE_LEN);
@@ -273,7 +283,10 @@ mod tests {
         let mut bad = bytes.clone();
         bad[40] = 4;
         assert!(Announce::decode(&bad).is_err());
-        assert!(Announce::decode(&bytes[..40]).is_err());
+        assert!(Announce::decode(&bytes[..41]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(Announce::decode(&long).is_err());
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub struct LinkStats {
     pub sent_symbols: u64,
     /// Bursts of symbols started.
     pub bursts: u64,
-    /// Bursts cancelled because another source was heard sending.
+    /// Bursts cancelled before they started: another source was heard
+    /// sending, or every neighbour that asked went to another source or
+    /// announced itself complete.
     pub bursts_suppressed: u64,
     /// Own requests postponed because a neighbour asked the same.
     pub requests_postponed: u64,

@@ -120,6 +120,7 @@ impl UnicastNode {
                 security_version: crate::fixture::TARGET_SECURITY_VERSION,
                 complete: self.has(),
                 pieces: false,
+                needy: 0,
             };
             return self.frame(FrameKind::Announce, ShortId::BROADCAST, &a.encode());
         }
