@@ -204,6 +204,116 @@ fn a_lora_line_of_three_converges_with_no_duty_cycle_violation() {
 }
 
 #[test]
+fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("tn");
+    let _guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
+    let s = state(&dir);
+    let st = |k: &str| s[k].as_str().unwrap().to_string();
+    // The publisher's store: the nodes' initial image as a release, then
+    // 1.0.0 (16 bytes changed in the middle) with a patch from it.
+    let store = t.path().join("pub-store");
+    let base = std::fs::read(s["initial"]["image"].as_str().unwrap()).unwrap();
+    let mut next = base.clone();
+    let mid = next.len() / 2;
+    for b in &mut next[mid..mid + 16] {
+        *b = b.wrapping_add(0x40);
+    }
+    let (base_img, next_img) = (t.path().join("base.img"), t.path().join("next.img"));
+    std::fs::write(&base_img, &base).unwrap();
+    std::fs::write(&next_img, &next).unwrap();
+    let sv = s["initial"]["security_version"].as_u64().unwrap();
+    let create = |img: &Path, version: &str, sv: u64, out: &Path, previous: Option<&Path>| {
+        let sv = sv.to_string();
+        let (trust, key, hw, ch) = (
+            st("trust_root"),
+            st("release_key"),
+            st("hardware"),
+            st("channel"),
+        );
+        let mut args = vec![
+            "release",
+            "create",
+            "--trust",
+            &trust,
+            "--key",
+            &key,
+            "--image",
+            img.to_str().unwrap(),
+            "--hardware",
+            &hw,
+            "--channel",
+            &ch,
+            "--version",
+            version,
+            "--security-version",
+            &sv,
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(p) = previous {
+            args.extend_from_slice(&["--previous", p.to_str().unwrap()]);
+        }
+        ok(&args);
+    };
+    let (base_m, next_m) = (t.path().join("base.mota"), t.path().join("next.mota"));
+    create(&base_img, "0.1.0", sv, &base_m, None);
+    create(&next_img, "1.0.0", sv + 1, &next_m, Some(&base_m));
+    ok(&[
+        "node",
+        "publish",
+        "--config",
+        dir.join("node-0/node.toml").to_str().unwrap(),
+        "--manifest",
+        next_m.to_str().unwrap(),
+        "--image",
+        next_img.to_str().unwrap(),
+        "--patch-store",
+        store.to_str().unwrap(),
+    ]);
+    // (`testnet status --watch` knows only `testnet publish`ed releases.)
+    let deadline = Instant::now() + Duration::from_secs(150);
+    for i in 1..3 {
+        loop {
+            let st = node_status(&dir, i);
+            if st["installed"]["version"] == "1.0.0" && st["slot"]["state"] == "confirmed" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not confirm 1.0.0: {st:#}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    // Nodes 1 and 2 (node 2 only through node 1) built the changed chunk
+    // from a patch piece applied to their confirmed slot, and took every
+    // other chunk from what they held: no chunk crossed the radio.
+    for i in 1..3 {
+        let st = node_status(&dir, i);
+        assert_eq!(st["installed"]["version"], "1.0.0", "node {i}: {st:#}");
+        let r = &st["radio"];
+        assert!(
+            r["pieces_applied"].as_u64().unwrap() >= 1,
+            "node {i}: {r:#}"
+        );
+        assert!(
+            r["chunks_from_pieces"].as_u64().unwrap() >= 1,
+            "node {i}: {r:#}"
+        );
+        assert!(
+            r["chunks_supplied"].as_u64().unwrap() >= 1,
+            "node {i}: {r:#}"
+        );
+        assert_eq!(r["chunks_decoded"], 0, "node {i}: {r:#}");
+        assert_eq!(r["piece_failures"], 0, "node {i}: {r:#}");
+    }
+    assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
+}
+
+#[test]
 fn a_mixed_net_forwards_between_quic_and_lora_both_ways() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("tn");

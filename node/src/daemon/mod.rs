@@ -398,6 +398,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
         .map_err(fail)?;
         tracing::info!(backend = ?rc.backend, "radio running");
         d.radio = Some(driver);
+        d.radio_base_changed();
     }
 
     // Control socket.
@@ -1278,6 +1279,7 @@ impl Daemon {
                 self.phase = Phase::Idle;
                 self.installed_version = Some(version);
                 self.core.installed(now, release, security_version);
+                self.radio_base_changed();
                 self.seed_active_slot();
                 self.publish_report(InstallOutcome::Confirmed { release });
             }

@@ -27,9 +27,10 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use meshota_blobstore::patch::PatchIndex;
 use meshota_blobstore::{ChunkIndex, ChunkStore};
 use meshota_manifest::Hash;
-use meshota_mesh::radio::{LinkEvent, RadioLink, bundle};
+use meshota_mesh::radio::{LinkEvent, PieceJob, RadioLink, bundle};
 use meshota_radios::Micros;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -351,6 +352,11 @@ impl RadioDriver {
             "budget_waits": s.budget_waits,
             "bundle_failures": s.bundle_failures,
             "chunk_failures": s.chunk_failures,
+            "chunks_decoded": s.chunks_decoded,
+            "chunks_supplied": s.chunks_supplied,
+            "chunks_from_pieces": s.chunks_from_pieces,
+            "pieces_applied": s.pieces_applied,
+            "piece_failures": s.piece_failures,
             "to_core": self.to_core.iter().map(Hash::to_hex).collect::<Vec<_>>(),
             "to_radio": self.to_radio.iter().map(Hash::to_hex).collect::<Vec<_>>(),
             "state": self.link.describe(),
@@ -425,7 +431,9 @@ impl Daemon {
             match e {
                 LinkEvent::ManifestVerified { release } => {
                     tracing::info!(release = %release.short(), "radio: bundle verified");
+                    self.radio_supply_chunks();
                 }
+                LinkEvent::ApplyPiece(job) => self.radio_apply_piece(job),
                 LinkEvent::BundleRejected { release, error } => {
                     tracing::warn!(release = %release.short(), "radio: bundle rejected: {error}");
                 }
@@ -434,6 +442,79 @@ impl Daemon {
             }
         }
         self.core_to_radio();
+    }
+
+    /// Tells the link the confirmed slot's image: the base a release's
+    /// patch must be from for the link to fetch pieces instead of chunks.
+    /// Called at start and after every confirmed install.
+    pub(super) fn radio_base_changed(&mut self) {
+        let Some(image) = self.core.running().image_hash else {
+            return;
+        };
+        if let Some(r) = &mut self.radio {
+            r.link.set_base_image(image);
+        }
+    }
+
+    /// On a verified bundle: the chunks of its index the store already
+    /// holds (the installed image's, mostly) go to the link, which then
+    /// fetches only the others (or the pieces that make them).
+    fn radio_supply_chunks(&mut self) {
+        let Some(r) = &self.radio else {
+            return;
+        };
+        let Some(b) = r.link.bundle() else {
+            return;
+        };
+        let wanted: Vec<Hash> = b.chunks.iter().map(|c| c.hash).collect();
+        let store = self.store.clone();
+        let held = tokio::task::block_in_place(|| {
+            wanted
+                .iter()
+                .filter(|h| store.has(h).unwrap_or(false))
+                .filter_map(|h| store.get(h).ok())
+                .collect::<Vec<_>>()
+        });
+        if let Some(r) = &mut self.radio {
+            let now = r.now();
+            let new = r.link.add_chunks(now, &held);
+            tracing::debug!(new, "radio: chunks the store holds handed to the link");
+        }
+    }
+
+    /// A decoded patch piece: applied against the confirmed slot (the link
+    /// checks every produced chunk against the signed index again).
+    fn radio_apply_piece(&mut self, job: PieceJob) {
+        let output = match super::patch::SlotRegion::confirmed(&self.node) {
+            Ok(base) => tokio::task::block_in_place(|| job.apply(&base)),
+            Err(e) => job.failed(e),
+        };
+        if let Err(e) = &output.chunks {
+            tracing::warn!(piece = output.position, "radio: patch piece failed: {e}");
+        }
+        if let Some(r) = &mut self.radio {
+            let now = r.now();
+            r.link.piece_applied(now, output);
+        }
+    }
+
+    /// The patch blobs (index and pieces) of `release` the store holds,
+    /// for the link to serve: the first listed patch held whole.
+    fn patch_for_radio(&self, release: &Hash) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
+        let m = self.core.manifest(release)?;
+        let store = self.store.clone();
+        m.patches.iter().find_map(|p| {
+            tokio::task::block_in_place(|| {
+                let index_bytes = store.get(&p.patch).ok()?;
+                let index = PatchIndex::decode(&index_bytes).ok()?;
+                let pieces = index
+                    .pieces()
+                    .iter()
+                    .map(|piece| store.get(&piece.hash).ok())
+                    .collect::<Option<Vec<_>>>()?;
+                Some((index_bytes, pieces))
+            })
+        })
     }
 
     fn core_holds_whole(&self, id: &Hash) -> bool {
@@ -532,7 +613,20 @@ impl Daemon {
                 let now = r.now();
                 match r.link.add_release(now, bundle_bytes, &chunks) {
                     Ok(()) => {
-                        tracing::info!(release = %id.short(), "radio: serving a release the mesh core holds")
+                        tracing::info!(release = %id.short(), "radio: serving a release the mesh core holds");
+                        if let Some((index, pieces)) = self.patch_for_radio(&id) {
+                            let Some(r) = &mut self.radio else {
+                                return;
+                            };
+                            match r.link.add_patch(now, index, &pieces) {
+                                Ok(()) => {
+                                    tracing::info!(release = %id.short(), "radio: serving its patch")
+                                }
+                                Err(e) => {
+                                    tracing::warn!(release = %id.short(), "radio: patch not taken by the link: {e}")
+                                }
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(release = %id.short(), "radio: release not taken by the link: {e}")
