@@ -16,7 +16,7 @@ use meshota_manifest::{Hash, ReleaseManifest, SecretKey, SignedDocument};
 use serde_json::Value;
 
 mod common;
-use common::{Down, ok_here as ok, run_here as run};
+use common::{Down, ok_here as ok, run_here as run, testnet_release_create};
 
 /// A two-node testnet and a publisher's store holding its initial image.
 struct Net {
@@ -69,38 +69,15 @@ impl Net {
 
     /// `release create` into the publisher's store.
     fn create(&self, image: &Path, version: &str, sv: u64, out: &Path, previous: Option<&Path>) {
-        let trust = self.s(&["trust_root"]);
-        let key = self.s(&["release_key"]);
-        let hw = self.s(&["hardware"]);
-        let ch = self.s(&["channel"]);
-        let sv = sv.to_string();
-        let store = self.pub_store();
-        let mut args = vec![
-            "release",
-            "create",
-            "--trust",
-            &trust,
-            "--key",
-            &key,
-            "--image",
-            image.to_str().unwrap(),
-            "--hardware",
-            &hw,
-            "--channel",
-            &ch,
-            "--version",
+        testnet_release_create(
+            &self.state,
+            &self.pub_store(),
+            image,
             version,
-            "--security-version",
-            &sv,
-            "--store",
-            store.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        if let Some(p) = previous {
-            args.extend_from_slice(&["--previous", p.to_str().unwrap()]);
-        }
-        ok(&args);
+            sv,
+            out,
+            previous,
+        );
     }
 
     fn initial_sv(&self) -> u64 {

@@ -18,7 +18,7 @@ const TIME_SCALE: &str = "10";
 const CONVERGE_S: &str = "150";
 
 mod common;
-use common::{Down, alive, meshota, ok_here as ok, run_here as run, text};
+use common::{Down, alive, meshota, ok_here as ok, run_here as run, testnet_release_create, text};
 
 fn up_lora(dir: &Path, nodes: usize, extra: &[&str]) -> Down {
     let n = nodes.to_string();
@@ -209,7 +209,6 @@ fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
     let dir = t.path().join("tn");
     let _guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
     let s = state(&dir);
-    let st = |k: &str| s[k].as_str().unwrap().to_string();
     // The publisher's store: the nodes' initial image as a release, then
     // 1.0.0 (16 bytes changed in the middle) with a patch from it.
     let store = t.path().join("pub-store");
@@ -224,39 +223,7 @@ fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
     std::fs::write(&next_img, &next).unwrap();
     let sv = s["initial"]["security_version"].as_u64().unwrap();
     let create = |img: &Path, version: &str, sv: u64, out: &Path, previous: Option<&Path>| {
-        let sv = sv.to_string();
-        let (trust, key, hw, ch) = (
-            st("trust_root"),
-            st("release_key"),
-            st("hardware"),
-            st("channel"),
-        );
-        let mut args = vec![
-            "release",
-            "create",
-            "--trust",
-            &trust,
-            "--key",
-            &key,
-            "--image",
-            img.to_str().unwrap(),
-            "--hardware",
-            &hw,
-            "--channel",
-            &ch,
-            "--version",
-            version,
-            "--security-version",
-            &sv,
-            "--store",
-            store.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        if let Some(p) = previous {
-            args.extend_from_slice(&["--previous", p.to_str().unwrap()]);
-        }
-        ok(&args);
+        testnet_release_create(&s, &store, img, version, sv, out, previous);
     };
     let (base_m, next_m) = (t.path().join("base.mota"), t.path().join("next.mota"));
     create(&base_img, "0.1.0", sv, &base_m, None);

@@ -116,3 +116,52 @@ pub fn ok_here(args: &[&str]) -> String {
     );
     text(&o.stdout)
 }
+
+/// `meshota release create` of `image` with a testnet's dev release key,
+/// trust root, hardware class and channel (from its `testnet.json`,
+/// `state`), into the publisher's `store`; with `previous`, patches from
+/// that earlier release too.
+pub fn testnet_release_create(
+    state: &serde_json::Value,
+    store: &Path,
+    image: &Path,
+    version: &str,
+    security_version: u64,
+    out: &Path,
+    previous: Option<&Path>,
+) {
+    let field = |k: &str| state[k].as_str().unwrap().to_string();
+    let (trust, key, hw, ch) = (
+        field("trust_root"),
+        field("release_key"),
+        field("hardware"),
+        field("channel"),
+    );
+    let sv = security_version.to_string();
+    let mut args = vec![
+        "release",
+        "create",
+        "--trust",
+        &trust,
+        "--key",
+        &key,
+        "--image",
+        image.to_str().unwrap(),
+        "--hardware",
+        &hw,
+        "--channel",
+        &ch,
+        "--version",
+        version,
+        "--security-version",
+        &sv,
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if let Some(p) = previous {
+        args.extend_from_slice(&["--previous", p.to_str().unwrap()]);
+    }
+    ok_here(&args);
+}
