@@ -151,10 +151,10 @@ struct Model {
     stretch: Box<Stretch>,
     flag: Predictor,
     bits: Predictor,
-    /// Previous diff bytes, most recent first.
-    diffs: [u8; 8],
-    /// Previous base bytes, most recent first.
-    bases: [u8; 3],
+    /// Previous eight diff bytes, most recent in the low byte.
+    diffs: u64,
+    /// Previous three base bytes, most recent in the low byte.
+    bases: u32,
     /// Consecutive zero diffs just before.
     run: u32,
     /// Non-zero flags of the previous diffs, most recent in bit 0.
@@ -173,8 +173,8 @@ impl Model {
             stretch: stretch_table(),
             flag: Predictor::new(FLAG_MIXERS),
             bits: Predictor::new(BIT_MIXERS),
-            diffs: [0; 8],
-            bases: [0; 3],
+            diffs: 0,
+            bases: 0,
             run: 0,
             flags: 0,
             remaining: len,
@@ -234,8 +234,8 @@ impl Model {
 
     fn predict_flag(&mut self, under: u8) -> i32 {
         let (u, r, f) = (u32::from(under), self.run.min(31), self.flags);
-        let [d1, _, _, d4, _, _, _, d8] = self.diffs.map(u32::from);
-        let [b1, b2, b3] = self.bases.map(u32::from);
+        let (d1, d4, d8) = (self.diff(1), self.diff(4), self.diff(8));
+        let (b1, b2, b3) = (self.base(1), self.base(2), self.base(3));
         let contexts = [
             1 << 24 | r << 8 | (f & 0xff),
             2 << 24 | u << 8 | (f & 0xf),
@@ -252,8 +252,8 @@ impl Model {
 
     fn predict_bit(&mut self, under: u8, partial: u32) -> i32 {
         let (u, r, f) = (u32::from(under), self.run.min(7), self.flags);
-        let [d1, d2, _, d4, _, _, _, d8] = self.diffs.map(u32::from);
-        let b1 = u32::from(self.bases[0]);
+        let (d1, d2, d4, d8) = (self.diff(1), self.diff(2), self.diff(4), self.diff(8));
+        let b1 = self.base(1);
         let nz = u32::from(d1 != 0);
         let contexts = [
             partial,
@@ -269,11 +269,19 @@ impl Model {
             .predict(&self.stretch, &contexts, (partial | nz << 8) as usize)
     }
 
+    /// The diff byte `k` (1..=8) places back.
+    const fn diff(&self, k: u32) -> u32 {
+        ((self.diffs >> (8 * (k - 1))) & 0xff) as u32
+    }
+
+    /// The base byte `k` (1..=3) places back.
+    const fn base(&self, k: u32) -> u32 {
+        (self.bases >> (8 * (k - 1))) & 0xff
+    }
+
     fn push(&mut self, under: u8, diff: u8) {
-        self.diffs.rotate_right(1);
-        self.diffs[0] = diff;
-        self.bases.rotate_right(1);
-        self.bases[0] = under;
+        self.diffs = self.diffs << 8 | u64::from(diff);
+        self.bases = (self.bases << 8 | u32::from(under)) & 0x00ff_ffff;
         if diff == 0 {
             self.run = self.run.saturating_add(1);
         } else {
