@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use meshota_blobstore::{ChunkStore, DEFAULT_PARAMS, MemStore, ingest};
 use meshota_manifest::{
-    Component, Expiration, Hash, ReleaseKey, ReleaseManifest, RolloutPolicy, RootKey, Scope,
-    SecretKey, SignedDocument, TrustRoot, UnixTime, Verified,
+    Component, Expiration, Hash, ReleaseManifest, RolloutPolicy, SecretKey, SignedDocument,
+    TrustRoot, UnixTime, Verified,
 };
 use meshota_sneakernet::{
     DecryptionKey, Error, ExportSpec, Installed, Limits, Policy, Target, WantList, WantRelease,
@@ -24,31 +24,11 @@ struct World {
 }
 
 fn world(seed: u8) -> World {
-    let root = SecretKey::from_seed([seed; 32], "root").unwrap();
-    let release_key = SecretKey::from_seed([seed.wrapping_add(1); 32], "release").unwrap();
-    let body = TrustRoot {
-        version: 1,
-        expires: None,
-        root_keys: vec![RootKey {
-            name: "root".into(),
-            key: root.public().clone(),
-        }],
-        root_threshold: 1,
-        release_keys: vec![ReleaseKey {
-            name: "release".into(),
-            key: release_key.public().clone(),
-            scope: Scope::default(),
-            expires: None,
-        }],
-        release_threshold: 1,
-        revoked: vec![],
-        provisioning_keys: vec![],
-    };
-    let doc = SignedDocument::sign(body, &[&root]).unwrap();
+    let dev = meshota_testkit::dev_trust(seed);
     World {
-        trust: TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).unwrap(),
-        trust_bytes: doc.encode().unwrap(),
-        release_key,
+        trust_bytes: dev.doc.encode().unwrap(),
+        trust: dev.trust,
+        release_key: dev.release,
     }
 }
 

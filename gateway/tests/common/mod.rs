@@ -9,47 +9,14 @@ pub mod nginx;
 pub use nginx::Nginx;
 
 use meshota_blobstore::{ChunkStore, DEFAULT_PARAMS, FsStore, ingest};
-use meshota_manifest::trust::{ReleaseKey, RootKey, Scope};
-use meshota_manifest::{
-    Component, Expiration, ReleaseManifest, RolloutPolicy, SecretKey, SignedDocument, TrustRoot,
-    UnixTime, Verified,
-};
+use meshota_manifest::{Component, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime};
 
 /// A dev trust root with one root key and one unrestricted release key.
-pub struct Keys {
-    pub root: SecretKey,
-    pub release: SecretKey,
-    pub trust: Verified<TrustRoot>,
-}
+pub use meshota_testkit::DevTrust as Keys;
 
+/// The dev trust root of seed 1 (root key `[1; 32]`, release key `[2; 32]`).
 pub fn keys() -> Keys {
-    let root = SecretKey::from_seed([1; 32], "root").unwrap();
-    let release = SecretKey::from_seed([2; 32], "release").unwrap();
-    let body = TrustRoot {
-        version: 1,
-        expires: None,
-        root_keys: vec![RootKey {
-            name: "root".into(),
-            key: root.public().clone(),
-        }],
-        root_threshold: 1,
-        release_keys: vec![ReleaseKey {
-            name: "release".into(),
-            key: release.public().clone(),
-            scope: Scope::default(),
-            expires: None,
-        }],
-        release_threshold: 1,
-        revoked: vec![],
-        provisioning_keys: vec![],
-    };
-    let doc = SignedDocument::sign(body, &[&root]).unwrap();
-    let trust = TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).unwrap();
-    Keys {
-        root,
-        release,
-        trust,
-    }
+    meshota_testkit::dev_trust(1)
 }
 
 /// Deterministic pseudo-random bytes (xorshift), `len` long.

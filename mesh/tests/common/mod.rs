@@ -14,47 +14,19 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use meshota_blobstore::{ChunkIndex, ChunkRef, DEFAULT_PARAMS, index_reader};
 use meshota_manifest::{
-    Component, Expiration, Hash, ReleaseKey, ReleaseManifest, RolloutPolicy, RootKey, Scope,
-    SecretKey, SignedDocument, TrustRoot, UnixTime, Verified,
+    Component, Hash, ReleaseManifest, RolloutPolicy, SecretKey, SignedDocument, TrustRoot,
+    UnixTime, Verified,
 };
 use meshota_mesh::{
     Action, Config, Event, Installed, Limits, Node, PeerId, Timestamp, TrickleConfig, wire,
 };
 
-pub struct Keys {
-    pub root: SecretKey,
-    pub release: SecretKey,
-    pub trust: Verified<TrustRoot>,
-}
+/// A dev trust root with one root key and one unrestricted release key.
+pub use meshota_testkit::DevTrust as Keys;
 
+/// The dev trust root of seed 1 (root key `[1; 32]`, release key `[2; 32]`).
 pub fn keys() -> Keys {
-    let root = SecretKey::from_seed([1; 32], "root").unwrap();
-    let release = SecretKey::from_seed([2; 32], "release").unwrap();
-    let body = TrustRoot {
-        version: 1,
-        expires: None,
-        root_keys: vec![RootKey {
-            name: "root".into(),
-            key: root.public().clone(),
-        }],
-        root_threshold: 1,
-        release_keys: vec![ReleaseKey {
-            name: "release".into(),
-            key: release.public().clone(),
-            scope: Scope::default(),
-            expires: None,
-        }],
-        release_threshold: 1,
-        revoked: vec![],
-        provisioning_keys: vec![],
-    };
-    let doc = SignedDocument::sign(body, &[&root]).unwrap();
-    let trust = TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).unwrap();
-    Keys {
-        root,
-        release,
-        trust,
-    }
+    meshota_testkit::dev_trust(1)
 }
 
 /// Deterministic pseudo-random image bytes.

@@ -1,0 +1,64 @@
+//! Fixtures shared by the workspace's tests (a dev-dependency only; never
+//! part of a shipped binary).
+//!
+//! Start with [`dev_trust`]: a trust root with one root key and one
+//! unrestricted release key, both derived from a seed, so every test that
+//! needs "a fleet's keys" gets the same ones without repeating the trust
+//! root's construction.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use meshota_manifest::{
+    Expiration, ReleaseKey, RootKey, Scope, SecretKey, SignedDocument, TrustRoot, Verified,
+};
+
+/// A dev trust root and its keys. Invariant: `trust` is `doc` verified as
+/// an initial trust root, `root` signed `doc`, and `release` is its one
+/// release key (any hardware, any channel, no expiry).
+pub struct DevTrust {
+    /// The root key (threshold 1).
+    pub root: SecretKey,
+    /// The release key.
+    pub release: SecretKey,
+    /// The signed trust root.
+    pub doc: SignedDocument<TrustRoot>,
+    /// The same, verified.
+    pub trust: Verified<TrustRoot>,
+}
+
+/// The dev trust root of `seed`: root key from `[seed; 32]`, release key
+/// from `[seed + 1; 32]` (wrapping), version 1, no expiry.
+///
+/// # Panics
+/// Never for any seed (key derivation and signing of this fixed shape
+/// cannot fail); a panic here is a bug in the manifest crate.
+#[must_use]
+pub fn dev_trust(seed: u8) -> DevTrust {
+    let root = SecretKey::from_seed([seed; 32], "root").unwrap();
+    let release = SecretKey::from_seed([seed.wrapping_add(1); 32], "release").unwrap();
+    let body = TrustRoot {
+        version: 1,
+        expires: None,
+        root_keys: vec![RootKey {
+            name: "root".into(),
+            key: root.public().clone(),
+        }],
+        root_threshold: 1,
+        release_keys: vec![ReleaseKey {
+            name: "release".into(),
+            key: release.public().clone(),
+            scope: Scope::default(),
+            expires: None,
+        }],
+        release_threshold: 1,
+        revoked: vec![],
+        provisioning_keys: vec![],
+    };
+    let doc = SignedDocument::sign(body, &[&root]).unwrap();
+    let trust = TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).unwrap();
+    DevTrust {
+        root,
+        release,
+        doc,
+        trust,
+    }
+}
