@@ -5,6 +5,8 @@
 
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
+#[path = "common/process.rs"]
+mod process;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

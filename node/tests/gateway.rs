@@ -8,6 +8,8 @@ mod common;
 mod mosquitto;
 #[path = "../../gateway/tests/common/nginx.rs"]
 mod nginx;
+#[path = "../../gateway/tests/common/process.rs"]
+mod process;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod nginx;
+pub mod process;
 #[allow(unused_imports)]
 pub use nginx::Nginx;
 

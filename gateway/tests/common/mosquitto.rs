@@ -3,28 +3,11 @@
 //! gateway's and the node's tests (`#[path]` include).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-fn binary() -> PathBuf {
-    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("mosquitto is not installed: run scripts/test.sh, which installs it");
-}
-
-/// A free TCP port on loopback (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// The includer declares `process` (process.rs) beside this module.
+pub use super::process::free_port;
+use super::process::{installed, is_root, wait_listening};
 
 /// A running mosquitto; stopped on drop.
 pub struct Mosquitto {
@@ -47,7 +30,7 @@ impl Mosquitto {
             n = n.display()
         );
         std::fs::write(n.join("mosquitto.conf"), conf).unwrap();
-        let child = Command::new(binary())
+        let child = Command::new(installed("mosquitto"))
             .arg("-c")
             .arg(n.join("mosquitto.conf"))
             .stdout(Stdio::null())
@@ -55,15 +38,7 @@ impl Mosquitto {
             .spawn()
             .unwrap();
         let me = Self { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}: {}",
-                std::fs::read_to_string(me.dir.path().join("mosquitto.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, "mosquitto", &me.dir.path().join("mosquitto.log"));
         me
     }
 
@@ -78,11 +53,4 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }

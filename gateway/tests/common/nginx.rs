@@ -3,28 +3,12 @@
 //! the gateway's and the node's tests (`#[path]` include).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// A free TCP port on loopback (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn nginx_binary() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("nginx is not installed: run scripts/test.sh, which installs it");
-}
+// The includer declares `process` (process.rs) beside this module.
+pub use super::process::free_port;
+use super::process::{installed, is_root, wait_listening};
 
 /// A real nginx serving `root` on a free loopback port, with its own
 /// config, logs and pid file in a temporary directory; stopped on drop.
@@ -76,7 +60,7 @@ impl Nginx {
             root = root.display(),
         );
         std::fs::write(n.join("nginx.conf"), conf).unwrap();
-        let child = Command::new(nginx_binary())
+        let child = Command::new(installed("nginx"))
             .arg("-c")
             .arg(n.join("nginx.conf"))
             .arg("-p")
@@ -86,15 +70,7 @@ impl Nginx {
             .spawn()
             .unwrap();
         let me = Self { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen on {port}: {}",
-                std::fs::read_to_string(me.dir.path().join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, "nginx", &me.dir.path().join("error.log"));
         me
     }
 
@@ -123,11 +99,4 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
