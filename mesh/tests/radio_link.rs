@@ -5,38 +5,14 @@
 
 mod common;
 
+use common::radio::{KEY, config, drive_pair};
 use common::*;
 use meshota_blobstore::ChunkIndex;
-use meshota_manifest::{Expiration, Hash};
-use meshota_mesh::TrickleConfig;
+use meshota_manifest::Hash;
 use meshota_mesh::radio::msg::{Announce, PayloadRequest, tag_of};
-use meshota_mesh::radio::{LinkEvent, RadioConfig, RadioLink, RadioTiming, bundle};
-use meshota_radios::{
-    Bandwidth, Channel, EU868, FrameCodec, FrameKind, Header, LoraParams, Micros, Progress,
-    ShortId, SpreadingFactor,
-};
+use meshota_mesh::radio::{LinkEvent, RadioLink, bundle};
+use meshota_radios::{FrameCodec, FrameKind, Header, Micros, Progress, ShortId};
 use proptest::prelude::*;
-
-const KEY: [u8; 32] = [7; 32];
-const FREQ: u32 = 869_525_000;
-
-fn config(id: u16, seed: u64) -> RadioConfig {
-    RadioConfig {
-        mesh_key: KEY,
-        short_id: ShortId(id),
-        channel: Channel {
-            freq_hz: FREQ,
-            params: LoraParams::new(SpreadingFactor::Sf7, Bandwidth::Khz125),
-        },
-        region: EU868,
-        frame_len: 222,
-        trickle: TrickleConfig::LORA,
-        timing: RadioTiming::LORA,
-        seed,
-        hardware: Some("board".into()),
-        expiration: Expiration::dangerous_ignore(),
-    }
-}
 
 struct Release {
     bundle: Vec<u8>,
@@ -62,42 +38,10 @@ fn release(security_version: u64, signer: &meshota_manifest::SecretKey) -> Relea
     }
 }
 
-/// Two links in range of each other over a channel that loses nothing:
-/// every frame one sends reaches the other when it ends. Bounded.
+/// Two links in range of each other over a channel that loses nothing,
+/// until `b` holds everything or `until`. Bounded.
 fn run_pair(a: &mut RadioLink, b: &mut RadioLink, until: Micros) -> bool {
-    let airtime = |len| config(0, 0).channel.params.time_on_air_us(len).unwrap();
-    let mut in_flight: Vec<(Micros, bool, Vec<u8>)> = Vec::new();
-    let mut now = Micros(0);
-    for _ in 0..200_000 {
-        if b.is_complete() || now > until {
-            break;
-        }
-        in_flight.sort_by_key(|f| f.0);
-        while in_flight.first().is_some_and(|f| f.0 <= now) {
-            let (_, to_b, bytes) = in_flight.remove(0);
-            if to_b {
-                b.handle_frame(now, &bytes);
-            } else {
-                a.handle_frame(now, &bytes);
-            }
-        }
-        for (link, to_b) in [(&mut *a, true), (&mut *b, false)] {
-            if link.poll_timeout() <= now {
-                link.handle_timeout(now);
-                if let Some(f) = link.poll_transmit(now) {
-                    assert!(f.len() <= 222);
-                    in_flight.push((now.plus(airtime(f.len())), to_b, f));
-                }
-            }
-        }
-        let next = [a.poll_timeout(), b.poll_timeout()]
-            .into_iter()
-            .chain(in_flight.iter().map(|f| f.0))
-            .min()
-            .unwrap();
-        now = next.max(Micros(now.0 + 1));
-    }
-    b.is_complete()
+    drive_pair(a, b, Micros(0), until, RadioLink::is_complete, |_, _| {}).0
 }
 
 #[test]

@@ -6,42 +6,17 @@
 
 mod common;
 
+use common::radio::{KEY, config, drive_pair};
 use common::{Keys, image, keys};
 use meshota_blobstore::patch::{PatchOptions, create_patch};
 use meshota_blobstore::{ChunkIndex, ChunkStore, DEFAULT_PARAMS, MemStore, index_reader};
 use meshota_manifest::{
     Component, Hash, PatchRef, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime,
 };
-use meshota_mesh::TrickleConfig;
 use meshota_mesh::radio::msg::Announce;
-use meshota_mesh::radio::{
-    LinkEvent, PieceOutput, RadioConfig, RadioError, RadioLink, RadioTiming, bundle,
-};
-use meshota_radios::{
-    Bandwidth, Channel, EU868, FrameCodec, FrameKind, Header, LoraParams, Micros, ShortId,
-    SpreadingFactor,
-};
+use meshota_mesh::radio::{LinkEvent, PieceOutput, RadioError, RadioLink, bundle};
+use meshota_radios::{FrameCodec, FrameKind, Header, Micros, ShortId};
 use proptest::prelude::*;
-
-const KEY: [u8; 32] = [7; 32];
-
-fn config(id: u16, seed: u64) -> RadioConfig {
-    RadioConfig {
-        mesh_key: KEY,
-        short_id: ShortId(id),
-        channel: Channel {
-            freq_hz: 869_525_000,
-            params: LoraParams::new(SpreadingFactor::Sf7, Bandwidth::Khz125),
-        },
-        region: EU868,
-        frame_len: 222,
-        trickle: TrickleConfig::LORA,
-        timing: RadioTiming::LORA,
-        seed,
-        hardware: Some("board".into()),
-        expiration: meshota_manifest::Expiration::dangerous_ignore(),
-    }
-}
 
 /// v1, and v2 (v1 with an operand changed every 3 KiB: most chunks new, a
 /// small patch) whose manifest lists the patch from v1.
@@ -163,32 +138,9 @@ fn run_pair_until(
     stop: fn(&RadioLink) -> bool,
     start: Micros,
 ) -> (bool, Micros) {
-    let airtime = |len| config(0, 0).channel.params.time_on_air_us(len).unwrap();
-    let mut in_flight: Vec<(Micros, bool, Vec<u8>)> = Vec::new();
-    let mut now = start;
     let mut jobs = 0;
-    for _ in 0..200_000 {
-        if stop(b) || now > start.plus(3_600 * Micros::SECOND) {
-            break;
-        }
-        in_flight.sort_by_key(|f| f.0);
-        while in_flight.first().is_some_and(|f| f.0 <= now) {
-            let (_, to_b, bytes) = in_flight.remove(0);
-            if to_b {
-                b.handle_frame(now, &bytes);
-            } else {
-                a.handle_frame(now, &bytes);
-            }
-        }
-        for (link, to_b) in [(&mut *a, true), (&mut *b, false)] {
-            if link.poll_timeout() <= now {
-                link.handle_timeout(now);
-                if let Some(f) = link.poll_transmit(now) {
-                    assert!(f.len() <= 222);
-                    in_flight.push((now.plus(airtime(f.len())), to_b, f));
-                }
-            }
-        }
+    let until = start.plus(3_600 * Micros::SECOND);
+    drive_pair(a, b, start, until, stop, |b, now| {
         while let Some(e) = b.poll_event() {
             match e {
                 LinkEvent::ManifestVerified { .. } => {
@@ -206,14 +158,7 @@ fn run_pair_until(
                 _ => {}
             }
         }
-        let next = [a.poll_timeout(), b.poll_timeout()]
-            .into_iter()
-            .chain(in_flight.iter().map(|f| f.0))
-            .min()
-            .unwrap();
-        now = next.max(Micros(now.0 + 1));
-    }
-    (stop(b), now)
+    })
 }
 
 fn announces(link: &mut RadioLink, codec: &FrameCodec) -> Option<Announce> {

@@ -9,6 +9,8 @@
     unreachable_pub
 )]
 
+pub mod radio;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 

@@ -1,0 +1,83 @@
+//! Two LoRa radio links driven directly, for the radio tests: the link
+//! configuration they share and a lossless channel between two links.
+
+use meshota_manifest::Expiration;
+use meshota_mesh::TrickleConfig;
+use meshota_mesh::radio::{RadioConfig, RadioLink, RadioTiming};
+use meshota_radios::{Bandwidth, Channel, EU868, LoraParams, Micros, ShortId, SpreadingFactor};
+
+/// The mesh key of every honest link in these tests.
+pub const KEY: [u8; 32] = [7; 32];
+/// EU868 sub-band g3.
+pub const FREQ: u32 = 869_525_000;
+/// DR5's frame length.
+pub const FRAME_LEN: usize = 222;
+
+/// Link `id`'s configuration: EU868 g3, SF7/125 kHz, hardware "board".
+pub fn config(id: u16, seed: u64) -> RadioConfig {
+    RadioConfig {
+        mesh_key: KEY,
+        short_id: ShortId(id),
+        channel: Channel {
+            freq_hz: FREQ,
+            params: LoraParams::new(SpreadingFactor::Sf7, Bandwidth::Khz125),
+        },
+        region: EU868,
+        frame_len: FRAME_LEN,
+        trickle: TrickleConfig::LORA,
+        timing: RadioTiming::LORA,
+        seed,
+        hardware: Some("board".into()),
+        expiration: Expiration::dangerous_ignore(),
+    }
+}
+
+/// Runs `a` and `b` in range of each other over a channel that loses
+/// nothing (every frame one sends reaches the other when its airtime
+/// ends) from `start` until `stop(b)` or `until`, calling `after_step(b,
+/// now)` after every step (the test acting as `b`'s driver). Bounded in
+/// steps. Returns whether `stop(b)` held, and the time reached.
+pub fn drive_pair(
+    a: &mut RadioLink,
+    b: &mut RadioLink,
+    start: Micros,
+    until: Micros,
+    stop: impl Fn(&RadioLink) -> bool,
+    mut after_step: impl FnMut(&mut RadioLink, Micros),
+) -> (bool, Micros) {
+    let params = config(0, 0).channel.params;
+    let mut in_flight: Vec<(Micros, bool, Vec<u8>)> = Vec::new();
+    let mut now = start;
+    for _ in 0..200_000 {
+        if stop(b) || now > until {
+            break;
+        }
+        in_flight.sort_by_key(|f| f.0);
+        while in_flight.first().is_some_and(|f| f.0 <= now) {
+            let (_, to_b, bytes) = in_flight.remove(0);
+            if to_b {
+                b.handle_frame(now, &bytes);
+            } else {
+                a.handle_frame(now, &bytes);
+            }
+        }
+        for (link, to_b) in [(&mut *a, true), (&mut *b, false)] {
+            if link.poll_timeout() <= now {
+                link.handle_timeout(now);
+                if let Some(f) = link.poll_transmit(now) {
+                    assert!(f.len() <= FRAME_LEN);
+                    let airtime = params.time_on_air_us(f.len()).unwrap();
+                    in_flight.push((now.plus(airtime), to_b, f));
+                }
+            }
+        }
+        after_step(b, now);
+        let next = [a.poll_timeout(), b.poll_timeout()]
+            .into_iter()
+            .chain(in_flight.iter().map(|f| f.0))
+            .min()
+            .unwrap();
+        now = next.max(Micros(now.0 + 1));
+    }
+    (stop(b), now)
+}
