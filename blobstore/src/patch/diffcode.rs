@@ -555,8 +555,39 @@ mod tests {
         ));
     }
 
+    /// Counts the binary decisions coded.
+    struct Counting(Encoder, usize);
+
+    impl BitCoder for Counting {
+        fn bit(&mut self, p: i32, bit: bool) -> Result<bool> {
+            self.1 += 1;
+            self.0.bit(p, bit)
+        }
+    }
+
     #[test]
-    fn long_unchanged_stretches_cost_almost_nothing() {
+    fn an_unchanged_stretch_costs_one_decision_per_block_not_per_byte() {
+        let n = 1 << 20;
+        let (diff, under) = (vec![0u8; n], vec![9u8; n]);
+        let mut model = Model::new(n);
+        let mut coder = Counting(Encoder::default(), 0);
+        for i in 0..n {
+            let zero_block = || diff[i..].iter().take(BLOCK).all(|&x| x == 0) && i + BLOCK <= n;
+            model
+                .step(&mut coder, under[i], diff[i], zero_block)
+                .unwrap();
+        }
+        // 16 flags open the run, then one decision per 256-byte block, and
+        // a flag per byte of the tail shorter than a block (not ~10^6).
+        assert!(
+            coder.1 <= RUN_START + n / BLOCK + BLOCK,
+            "{} decisions",
+            coder.1
+        );
+    }
+
+    #[test]
+    fn sparse_changes_in_long_unchanged_stretches_code_smaller_than_zstd() {
         let n = 1 << 20;
         let mut diff = vec![0u8; n];
         for i in (0..n).step_by(40_000) {
