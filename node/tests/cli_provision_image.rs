@@ -8,6 +8,10 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
+#[path = "../../gateway/tests/common/mosquitto.rs"]
+mod mosquitto;
+#[path = "../../gateway/tests/common/process.rs"]
+mod process;
 use common::{ok, run, stderr};
 
 const HWID: &str = "10000000abcdef01";
@@ -486,13 +490,15 @@ fn apply_refuses_image_whose_immutable_field_differs_from_installed() {
 
 mod serving {
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpStream;
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
     use super::common::{meshota, ok, run, stderr};
+    use super::mosquitto::Mosquitto;
+    use super::process::{free_port, wait_listening};
     use super::{HWID, image_args, installed, station};
 
     /// A child process killed when the test ends, pass or fail.
@@ -502,26 +508,6 @@ mod serving {
         fn drop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
-        }
-    }
-
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    /// Waits (at most 20 s) until something accepts on the port.
-    fn wait_port(port: u16) {
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nothing listens on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -543,32 +529,7 @@ mod serving {
             .spawn()
             .unwrap();
         let g = Guard(child);
-        wait_port(port);
-        (g, port)
-    }
-
-    /// `mosquitto`, which scripts/test.sh installs (Debian mosquitto).
-    fn mosquitto(dir: &Path) -> (Guard, u16) {
-        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("mosquitto not found: install mosquitto (scripts/test.sh does)");
-        let port = free_port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let g = Guard(child);
-        wait_port(port);
+        wait_listening(port, "provision serve", &dir.join("no-log"));
         (g, port)
     }
 
@@ -674,7 +635,8 @@ mod serving {
     fn an_mqtt_reprovision_message_makes_the_device_fetch_its_new_image() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path();
-        let (_broker, mport) = mosquitto(dir);
+        let broker = Mosquitto::start(free_port());
+        let mport = broker.port;
         station(dir, ";hardware=rpi4");
         publish_image(dir, &[]);
         let (_server, port) = serve(dir);

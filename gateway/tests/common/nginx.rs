@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 // The includer declares `process` (process.rs) beside this module.
+#[allow(unused_imports)] // a re-export for the includers that use it
 pub use super::process::free_port;
 use super::process::{installed, is_root, wait_listening};
 

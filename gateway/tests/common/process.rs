@@ -36,10 +36,10 @@ pub fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
-/// Waits (at most 10 s) until something listens on loopback `port`;
+/// Waits (at most 20 s) until something listens on loopback `port`;
 /// panics with `what` and the contents of `log` otherwise.
 pub fn wait_listening(port: u16, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             Instant::now() < deadline,
