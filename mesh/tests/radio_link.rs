@@ -426,3 +426,148 @@ fn keys_cached() -> &'static Cached {
         (k.trust, old.id, new.bundle, new.chunks)
     })
 }
+
+/// Frames a holder sends, with its link, when node 9 asks it for the
+/// bundle and then for every symbol.
+fn holder_burst() -> (RadioLink, Vec<(Header, Vec<u8>)>) {
+    let k = keys_cached();
+    let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
+    let tag = tag_of(&a.release().unwrap());
+    let t = Micros(Micros::SECOND);
+    let mut bundle_ask = tag.to_vec();
+    bundle_ask.push(0);
+    a.handle_frame(
+        t,
+        &member_frame(9, ShortId(1), FrameKind::Request, 0, (0, 1), &bundle_ask),
+    );
+    a.handle_frame(
+        t.plus(1_000),
+        &member_frame(
+            9,
+            ShortId(1),
+            FrameKind::Progress,
+            1,
+            (0, 1),
+            &payload_request(tag, k.3.len()),
+        ),
+    );
+    let sent = drive_alone(&mut a, t.plus(1_000), 300);
+    (a, sent)
+}
+
+/// A neighbour that hears a burst's symbols before it holds the bundle
+/// (it missed the bundle's fragments, which come again later) keeps them
+/// and decodes from them once the bundle verifies: no symbol is sent
+/// twice for it.
+#[test]
+fn symbols_heard_before_the_bundle_verifies_are_kept_and_used() {
+    let k = keys_cached();
+    let (a, sent) = holder_burst();
+    let id = a.release().unwrap();
+    let symbols: Vec<_> = sent
+        .iter()
+        .filter(|(h, _)| h.kind == FrameKind::Symbol)
+        .collect();
+    let fragments: Vec<_> = sent
+        .iter()
+        .filter(|(h, _)| h.kind == FrameKind::Message)
+        .collect();
+    assert!(!symbols.is_empty() && !fragments.is_empty(), "{sent:?}");
+    let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let announce = Announce {
+        release: id,
+        security_version: 2,
+        complete: true,
+        pieces: false,
+        needy: 0,
+    };
+    let mut now = Micros(Micros::SECOND);
+    b.handle_frame(
+        now,
+        &member_frame(
+            1,
+            ShortId::BROADCAST,
+            FrameKind::Announce,
+            0,
+            (0, 1),
+            &announce.encode(),
+        ),
+    );
+    let mut deliver = |b: &mut RadioLink, (h, p): &(Header, Vec<u8>)| {
+        now = now.plus(400_000);
+        b.handle_frame(
+            now,
+            &member_frame(1, h.dst, h.kind, h.msg_id, (h.frag_index, h.frag_count), p),
+        );
+    };
+    for s in &symbols {
+        deliver(&mut b, s);
+    }
+    assert!(b.release().is_none(), "no bundle yet: nothing carried");
+    for f in &fragments {
+        deliver(&mut b, f);
+    }
+    assert_eq!(b.release(), Some(id));
+    assert!(
+        b.is_complete(),
+        "decoded from the symbols kept: {}",
+        b.describe()
+    );
+    assert_eq!(b.stats().chunks_decoded, k.3.len() as u64);
+}
+
+/// A node that hears of a newer release only from a neighbour still
+/// fetching it waits for a holder that can serve the symbols too, and
+/// asks that one for the bundle as soon as it is heard.
+#[test]
+fn the_bundle_is_asked_of_a_complete_holder_not_of_one_still_fetching() {
+    let k = keys_cached();
+    let (a, _) = holder_burst();
+    let id = a.release().unwrap();
+    let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let announce = |complete| Announce {
+        release: id,
+        security_version: 2,
+        complete,
+        pieces: false,
+        needy: 0,
+    };
+    let t = Micros(Micros::SECOND);
+    b.handle_frame(
+        t,
+        &member_frame(
+            5,
+            ShortId::BROADCAST,
+            FrameKind::Announce,
+            0,
+            (0, 1),
+            &announce(false).encode(),
+        ),
+    );
+    let early = drive_alone(&mut b, t, 300);
+    assert!(
+        early.iter().all(|(h, _)| h.kind != FrameKind::Request),
+        "asked a holder still fetching: {early:?}"
+    );
+    let t2 = t.plus(301 * Micros::SECOND);
+    b.handle_frame(
+        t2,
+        &member_frame(
+            6,
+            ShortId::BROADCAST,
+            FrameKind::Announce,
+            0,
+            (0, 1),
+            &announce(true).encode(),
+        ),
+    );
+    let later = drive_alone(&mut b, t2, 60);
+    let asked: Vec<_> = later
+        .iter()
+        .filter(|(h, _)| h.kind == FrameKind::Request)
+        .map(|(h, _)| h.dst)
+        .collect();
+    assert!(asked.contains(&ShortId(6)), "{later:?}");
+    assert!(!asked.contains(&ShortId(5)), "{later:?}");
+}

@@ -187,6 +187,21 @@ impl ObjectEncoder {
             .collect()
     }
 
+    /// Largest first repair symbol number [`ObjectEncoder::repair_from`]
+    /// takes: the encoding symbol id is 24 bits, and a start below 2^23
+    /// leaves more than 8 million repair symbols after it.
+    pub const REPAIR_START_MAX: u32 = 1 << 23;
+
+    /// Moves every block's next repair symbol to number `start` (clamped
+    /// to [`ObjectEncoder::REPAIR_START_MAX`]) at no cost: senders that
+    /// each start at a random point of the repair space rarely send a
+    /// symbol another already sent, so a receiver hearing several gets
+    /// fresh symbols from each.
+    pub fn repair_from(&mut self, start: u32) {
+        let start = start.min(Self::REPAIR_START_MAX);
+        self.next_repair.iter_mut().for_each(|n| *n = start);
+    }
+
     /// The next `count` repair symbols, never repeating one, spread over
     /// the source blocks round robin.
     pub fn repair_symbols(&mut self, count: u32) -> Vec<Vec<u8>> {

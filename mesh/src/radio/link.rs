@@ -104,6 +104,8 @@ struct Fetch {
     server: ShortId,
     pieces: Pieces,
     failures: u32,
+    /// When we first heard of it.
+    since: Micros,
 }
 
 /// Requests in a row a patch source may leave unanswered before the link
@@ -158,6 +160,10 @@ pub struct RadioLink {
     clock: Micros,
     /// Message id of our next unfragmented frame.
     seq: u8,
+    /// Symbols heard before we could use them (the bundle or the patch
+    /// index naming their object not verified yet), oldest first, at most
+    /// [`EARLY_SYMBOLS_MAX`]: replayed once their object is known.
+    early: VecDeque<(ShortId, Vec<u8>)>,
 }
 
 impl RadioLink {
@@ -213,6 +219,7 @@ impl RadioLink {
             stats: LinkStats::default(),
             clock: now,
             seq: 0,
+            early: VecDeque::new(),
             config,
         })
     }
@@ -623,7 +630,8 @@ impl RadioLink {
             return;
         }
         self.want.iter_mut().for_each(|w| *w = 0);
-        if self.pieces_out.is_empty() {
+        self.pieces_out.clear();
+        if self.patch_out.is_empty() {
             self.burst_at = None;
         }
         self.stats.bursts_suppressed += 1;
@@ -737,6 +745,9 @@ impl RadioLink {
         if a.release == mine.release && a.complete && !mine.complete {
             self.schedule_request(now);
         }
+        if a.complete && self.fetch.as_ref().is_some_and(|f| f.id == a.release) {
+            self.schedule_request(now);
+        }
         if a.security_version > mine.security_version && !self.rejected.contains(&a.release) {
             let replace = match &self.fetch {
                 None => true,
@@ -750,6 +761,7 @@ impl RadioLink {
                     server: src,
                     pieces: Pieces::new(piece),
                     failures: 0,
+                    since: now,
                 });
                 self.request_at = None;
                 self.request_due = false;
@@ -764,6 +776,10 @@ impl RadioLink {
             let n = self.neighbours.entry(h.src).or_default();
             n.asked_at = Some(now);
             n.needy_at = Some(now);
+            if h.dst != self.config.short_id {
+                // It chose another holder: that one serves it.
+                self.drop_asker(h.src);
+            }
         }
         let fetching = self.fetch.as_ref().map(|f| tag_of(&f.id));
         if fetching == Some(r.tag) && h.dst != self.config.short_id {
@@ -801,7 +817,13 @@ impl RadioLink {
                 }
             }
         }
-        self.schedule_burst(now);
+        if c.complete() {
+            // A source: the bundle goes out in an elected burst, like
+            // symbols, so that one source serves a neighbourhood both.
+            self.join_round(now, h.src);
+        } else {
+            self.schedule_burst(now);
+        }
     }
 
     /// A request for the patch index blob: wait for its broadcast answer if
@@ -885,6 +907,7 @@ impl RadioLink {
                 self.request_at = None;
                 self.request_due = false;
                 self.schedule_request(now);
+                self.replay_early(now);
             }
             Err(_) => {
                 if let Some(p) = c.patch.as_mut() {
@@ -961,6 +984,7 @@ impl RadioLink {
                     .push_back(LinkEvent::ManifestVerified { release: id });
                 self.trickle.reset(ms(now), &mut self.rng);
                 self.schedule_request(now);
+                self.replay_early(now);
             }
             Err(error) => {
                 self.stats.bundle_failures += 1;
@@ -980,15 +1004,45 @@ impl RadioLink {
         Ok(())
     }
 
+    /// Keeps a symbol we cannot use yet, while we fetch something.
+    fn keep_early(&mut self, src: ShortId, payload: &[u8]) {
+        if !self.needy() {
+            return;
+        }
+        if self.early.len() >= EARLY_SYMBOLS_MAX {
+            self.early.pop_front();
+        }
+        self.early.push_back((src, payload.to_vec()));
+    }
+
+    /// Feeds the kept symbols whose object is now known to their decoders.
+    fn replay_early(&mut self, now: Micros) {
+        let Some(c) = self.carried.as_ref() else {
+            return;
+        };
+        let (known, unknown): (VecDeque<_>, VecDeque<_>) = core::mem::take(&mut self.early)
+            .into_iter()
+            .partition(|(_, p)| {
+                p.get(..TAG_LEN)
+                    .is_some_and(|tag| c.chunk_tags.iter().any(|t| t == tag))
+            });
+        self.early = unknown;
+        for (src, payload) in known {
+            let _ = self.on_symbol(now, src, &payload);
+        }
+    }
+
     fn on_symbol(&mut self, now: Micros, src: ShortId, payload: &[u8]) -> Result<(), RadioError> {
         self.quiet_until = self.quiet_until.max(now.plus(self.config.timing.quiet_us));
-        let Some(c) = self.carried.as_mut() else {
-            return Ok(());
-        };
         let Some(tag) = payload.get(..TAG_LEN) else {
             return Err(RadioError::Truncated { what: "symbol" });
         };
+        let Some(c) = self.carried.as_mut() else {
+            self.keep_early(src, payload);
+            return Ok(());
+        };
         let Some(i) = c.chunk_tags.iter().position(|t| t == tag) else {
+            self.keep_early(src, payload);
             return Ok(());
         };
         let n = self.neighbours.entry(src).or_default();
@@ -1125,17 +1179,24 @@ impl RadioLink {
                 *w = (*w).max(burst);
             }
         }
+        self.join_round(now, h.src);
+        Ok(())
+    }
+
+    /// `asker` asked us, a source: the burst waits a random delay below
+    /// the burst backoff divided by the square of the askers so far, so
+    /// the source that covers the most askers goes first.
+    fn join_round(&mut self, now: Micros, asker: ShortId) {
         if self.askers.is_empty() {
             self.round_start = now;
         }
-        self.askers.insert(h.src);
+        self.askers.insert(asker);
         let askers = self.askers.len() as u64;
         let wait = self.backoff(self.config.timing.burst_backoff_us) / (askers * askers);
         let at = self.round_start.plus(wait).max(now);
         if !self.bursting {
             self.burst_at = Some(self.burst_at.map_or(at, |b| b.min(at)));
         }
-        Ok(())
     }
 
     /// Before asking again: a neighbour we asked that sent nothing since
@@ -1213,6 +1274,7 @@ impl RadioLink {
                 (
                     core::cmp::Reverse(n.failures),
                     n.strong(),
+                    n.announced.is_some_and(|a| a.complete),
                     n.coverage,
                     n.adopted_at,
                     **k == f.server,
@@ -1387,6 +1449,16 @@ impl RadioLink {
 
     fn build_request(&mut self) -> Option<(Vec<u8>, ShortId)> {
         if let Some(f) = &self.fetch {
+            let complete_holder = self
+                .neighbours
+                .get(&f.server)
+                .and_then(|n| n.announced)
+                .is_some_and(|a| a.release == f.id && a.complete);
+            if !complete_holder && self.clock.since(f.since) < BUNDLE_PATIENCE_US {
+                // Only holders that are still fetching are heard: wait for
+                // one that can serve the symbols too.
+                return None;
+            }
             let r = ManifestRequest {
                 tag: tag_of(&f.id),
                 held: f.pieces.held(),
@@ -1514,11 +1586,12 @@ impl RadioLink {
                 return None;
             };
             let mut enc = ObjectEncoder::new(bytes, usize::from(self.symbol_size)).ok()?;
-            // Start at a random repair symbol so that two sources heard by
-            // one receiver rarely repeat each other.
-            let k = c.infos[j].source_symbols();
-            let skip = u32::try_from(self.rng.range(0, u64::from(k) * 4)).unwrap_or(0);
-            let _ = enc.repair_symbols(skip);
+            // Start at a random point of the repair space so that two
+            // sources heard by one receiver almost never repeat each other.
+            let start = self
+                .rng
+                .range(0, u64::from(ObjectEncoder::REPAIR_START_MAX));
+            enc.repair_from(u32::try_from(start).unwrap_or(0));
             c.encoders[j] = Some(enc);
         }
         let symbol = c.encoders[j].as_mut()?.repair_symbols(1).pop()?;
@@ -1586,6 +1659,11 @@ fn piece_job(c: &mut Carried, k: usize, bytes: &[u8]) -> Option<PieceJob> {
 /// A neighbour's need counts towards our announced coverage this long
 /// after it last showed it (µs; Trickle's largest interval).
 const NEEDY_FRESH_US: u64 = 600 * Micros::SECOND;
+/// Symbols kept before their object is known (about 110 KB at SF7).
+const EARLY_SYMBOLS_MAX: usize = 512;
+/// A node fetching a bundle asks a holder that is still fetching the
+/// payload only after hearing no complete holder this long (µs).
+const BUNDLE_PATIENCE_US: u64 = 600 * Micros::SECOND;
 /// Link-quality memory: past this many frames sent, the counts halve.
 const QUALITY_WINDOW: u32 = 32;
 /// A neighbour is a strong link when we hear at least this share of its

@@ -13,9 +13,14 @@
 //!    Trickle timer (RFC 6206, [`crate::trickle`]): consistency is the
 //!    release id, so neighbours that agree stay quiet and an older id heard
 //!    resets the interval (a newer one is fetched instead).
-//! 2. **Bundle** ([`bundle`]): a node that hears a newer release asks its
-//!    announcer for the signed manifest and chunk index (about 3.6 KB) with a
-//!    bitmap of the fragments it holds (selective repeat). The answer is
+//! 2. **Bundle** ([`bundle`]): a node that hears a newer release asks a
+//!    holder for the signed manifest and chunk index (about 3.6 KB) with a
+//!    bitmap of the fragments it holds (selective repeat). It asks a holder
+//!    that announced itself complete (one still fetching the payload is
+//!    asked only after ten minutes without hearing a complete one), and the
+//!    holder answers in an elected burst like the symbols' (step 4), so the
+//!    bundle and the payload travel together from the same few sources
+//!    rather than the bundle racing ahead through every node. The answer is
 //!    broadcast, so every neighbour collects it; requests overheard for the
 //!    same release are postponed. The bundle is verified (ML-DSA-65
 //!    signature, id, index hash) before it is kept, announced or relayed.
@@ -26,8 +31,11 @@
 //!    needy node sends one [`msg::PayloadRequest`] (chunk bitmap and symbols
 //!    still needed per chunk) to one chosen source; the source broadcasts
 //!    fresh repair symbols for the largest need it was asked plus a margin,
-//!    and every neighbour that lacks the chunk uses them. No per-frame
-//!    acknowledgements.
+//!    and every neighbour that lacks the chunk uses them. Each source starts
+//!    at a random point of the 2^23 repair symbols, so a receiver hearing
+//!    several gets fresh symbols from each; symbols heard before the bundle
+//!    (or patch index) naming their object verified are kept (a bounded
+//!    queue) and decoded once it does. No per-frame acknowledgements.
 //!
 //!    **Patches** ([`patch`]): when the manifest lists a patch from the
 //!    node's installed image ([`RadioLink::set_base_image`]), the node
