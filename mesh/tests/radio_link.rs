@@ -9,7 +9,7 @@ use common::radio::{KEY, config, drive_pair};
 use common::*;
 use meshota_blobstore::ChunkIndex;
 use meshota_manifest::Hash;
-use meshota_mesh::radio::msg::{Announce, PayloadRequest, tag_of};
+use meshota_mesh::radio::msg::{Announce, PayloadRequest, ReleaseKey, tag_of};
 use meshota_mesh::radio::{LinkEvent, RadioLink, bundle};
 use meshota_radios::{FrameCodec, FrameKind, Header, Micros, Progress, ShortId};
 use proptest::prelude::*;
@@ -103,10 +103,11 @@ fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
     };
     let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
     let announce = Announce {
-        release: forged.id,
+        release: ReleaseKey::of(&forged.id),
         security_version: 9,
         complete: true,
         pieces: false,
+        fetching: false,
         needy: 0,
     };
     let piece = bundle::piece_len(codec.max_payload());
@@ -139,7 +140,10 @@ fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
     for f in &sent {
         let f = codec.decode(f).unwrap();
         if f.header.kind == FrameKind::Announce {
-            assert_eq!(Announce::decode(f.payload).unwrap().release, old.id);
+            assert_eq!(
+                Announce::decode(f.payload).unwrap().release,
+                ReleaseKey::of(&old.id)
+            );
         }
     }
 }
@@ -224,10 +228,11 @@ fn a_holder_whose_only_asker_went_to_another_source_sends_no_symbols() {
             ),
             "announced complete" => {
                 let done = Announce {
-                    release: id,
+                    release: ReleaseKey::of(&id),
                     security_version: 2,
                     complete: true,
                     pieces: false,
+                    fetching: false,
                     needy: 0,
                 };
                 a.handle_frame(
@@ -269,10 +274,11 @@ fn a_holder_announces_how_many_strong_neighbours_still_need_the_release() {
     let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
     a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
     let old = Announce {
-        release: k.1,
+        release: ReleaseKey::of(&k.1),
         security_version: 1,
         complete: true,
         pieces: false,
+        fetching: false,
         needy: 0,
     };
     let mut now = Micros(Micros::SECOND);
@@ -311,7 +317,7 @@ fn a_holder_announces_how_many_strong_neighbours_still_need_the_release() {
         .map(|(_, p)| Announce::decode(p).unwrap())
         .collect();
     let last = announced.last().expect("it announced");
-    assert_eq!(last.release, a.release().unwrap());
+    assert_eq!(last.release, ReleaseKey::of(&a.release().unwrap()));
     assert_eq!(last.needy, 2, "{announced:?}");
 }
 
@@ -330,10 +336,11 @@ fn a_needy_node_asks_the_holder_that_covers_the_most_neighbours() {
         let mut now = Micros(Micros::SECOND);
         for (src, needy) in [(20u16, cover_20), (21, cover_21)] {
             let a = Announce {
-                release: id,
+                release: ReleaseKey::of(&id),
                 security_version: 2,
                 complete: true,
                 pieces: false,
+                fetching: false,
                 needy,
             };
             for seq in [0u8, 1] {
@@ -476,10 +483,11 @@ fn symbols_heard_before_the_bundle_verifies_are_kept_and_used() {
     assert!(!symbols.is_empty() && !fragments.is_empty(), "{sent:?}");
     let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
     let announce = Announce {
-        release: id,
+        release: ReleaseKey::of(&id),
         security_version: 2,
         complete: true,
         pieces: false,
+        fetching: false,
         needy: 0,
     };
     let mut now = Micros(Micros::SECOND);
@@ -527,10 +535,11 @@ fn the_bundle_is_asked_of_a_complete_holder_not_of_one_still_fetching() {
     let id = a.release().unwrap();
     let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
     let announce = |complete| Announce {
-        release: id,
+        release: ReleaseKey::of(&id),
         security_version: 2,
         complete,
         pieces: false,
+        fetching: false,
         needy: 0,
     };
     let t = Micros(Micros::SECOND);
@@ -570,4 +579,50 @@ fn the_bundle_is_asked_of_a_complete_holder_not_of_one_still_fetching() {
         .collect();
     assert!(asked.contains(&ShortId(6)), "{later:?}");
     assert!(!asked.contains(&ShortId(5)), "{later:?}");
+}
+
+/// A node that has only heard of a newer release from a node fetching it
+/// too asks nobody (nobody heard can serve it), and announces that
+/// release as fetching: holders hear a node that lacks it, and nodes with
+/// older releases learn of it.
+#[test]
+fn a_node_that_only_heard_of_a_release_announces_it_as_fetching_and_asks_nobody() {
+    let k = keys_cached();
+    let (a, _) = holder_burst();
+    let id = a.release().unwrap();
+    let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let heard = Announce {
+        release: ReleaseKey::of(&id),
+        security_version: 2,
+        complete: false,
+        pieces: false,
+        fetching: true,
+        needy: 0,
+    };
+    let t = Micros(Micros::SECOND);
+    b.handle_frame(
+        t,
+        &member_frame(
+            5,
+            ShortId::BROADCAST,
+            FrameKind::Announce,
+            0,
+            (0, 1),
+            &heard.encode(),
+        ),
+    );
+    let sent = drive_alone(&mut b, t, 1_800);
+    assert!(
+        sent.iter().all(|(h, _)| h.kind == FrameKind::Announce),
+        "{sent:?}"
+    );
+    let own: Vec<Announce> = sent
+        .iter()
+        .map(|(_, p)| Announce::decode(p).unwrap())
+        .collect();
+    assert!(!own.is_empty());
+    assert!(
+        own.iter()
+            .all(|a| a.fetching && a.release == ReleaseKey::of(&id) && !a.complete)
+    );
 }

@@ -28,7 +28,7 @@ use super::carried::{
 };
 pub use super::config::{RadioConfig, RadioTiming};
 use super::error::RadioError;
-use super::msg::{Announce, ManifestRequest, PayloadRequest, TAG_LEN, tag_of};
+use super::msg::{Announce, ManifestRequest, PayloadRequest, ReleaseKey, TAG_LEN};
 use super::patch::{PieceJob, PieceOutput};
 pub use super::report::{LinkEvent, LinkStats};
 use crate::rng::SeededRng;
@@ -99,13 +99,14 @@ impl Neighbour {
 
 #[derive(Debug)]
 struct Fetch {
-    id: Hash,
+    id: ReleaseKey,
     security_version: u64,
     server: ShortId,
     pieces: Pieces,
     failures: u32,
-    /// When we first heard of it.
-    since: Micros,
+    /// When we first heard a node that holds its bundle (not one that
+    /// only fetches it too).
+    holder_since: Option<Micros>,
 }
 
 /// Requests in a row a patch source may leave unanswered before the link
@@ -132,7 +133,7 @@ pub struct RadioLink {
     base_image: Option<Hash>,
     carried: Option<Carried>,
     fetch: Option<Fetch>,
-    rejected: BTreeSet<Hash>,
+    rejected: BTreeSet<ReleaseKey>,
     neighbours: BTreeMap<ShortId, Neighbour>,
     busy_until: Micros,
     quiet_until: Micros,
@@ -592,19 +593,33 @@ impl RadioLink {
     }
 
     fn state(&self) -> Announce {
-        match &self.carried {
-            Some(c) => Announce {
-                release: c.bundle.id,
+        match (&self.carried, &self.fetch) {
+            (Some(c), _) => Announce {
+                release: ReleaseKey::of(&c.bundle.id),
                 security_version: c.bundle.security_version,
                 complete: c.complete(),
                 pieces: c.holds_patch(),
+                fetching: false,
                 needy: self.needy_neighbours(),
             },
-            None => Announce {
-                release: self.installed.0,
+            // Fetching: the release we know of, so that neighbours that
+            // hold it hear a node that lacks it (not an older release that
+            // would reset their Trickle timers again and again), and
+            // neighbours with older releases learn of it.
+            (None, Some(f)) => Announce {
+                release: f.id,
+                security_version: f.security_version,
+                complete: false,
+                pieces: false,
+                fetching: true,
+                needy: 0,
+            },
+            (None, None) => Announce {
+                release: ReleaseKey::of(&self.installed.0),
                 security_version: self.installed.1,
                 complete: true,
                 pieces: false,
+                fetching: false,
                 needy: 0,
             },
         }
@@ -734,7 +749,12 @@ impl RadioLink {
             self.drop_asker(src);
         }
         if a.release == mine.release {
-            self.trickle.hear_consistent();
+            // Consistent only with a neighbour in our state: a holder that
+            // hears nodes still lacking the release keeps announcing (they
+            // wait for a complete holder).
+            if a.complete == mine.complete && a.fetching == mine.fetching {
+                self.trickle.hear_consistent();
+            }
         } else if a.security_version > mine.security_version {
             // Newer than ours: we fetch it (or refused it); announcing our
             // older release sooner would tell nobody anything new, and our
@@ -745,8 +765,13 @@ impl RadioLink {
         if a.release == mine.release && a.complete && !mine.complete {
             self.schedule_request(now);
         }
-        if a.complete && self.fetch.as_ref().is_some_and(|f| f.id == a.release) {
-            self.schedule_request(now);
+        if let Some(f) = self.fetch.as_mut().filter(|f| f.id == a.release) {
+            if !a.fetching && f.holder_since.is_none() {
+                f.holder_since = Some(now);
+            }
+            if a.complete {
+                self.schedule_request(now);
+            }
         }
         if a.security_version > mine.security_version && !self.rejected.contains(&a.release) {
             let replace = match &self.fetch {
@@ -761,7 +786,7 @@ impl RadioLink {
                     server: src,
                     pieces: Pieces::new(piece),
                     failures: 0,
-                    since: now,
+                    holder_since: (!a.fetching).then_some(now),
                 });
                 self.request_at = None;
                 self.request_due = false;
@@ -781,7 +806,7 @@ impl RadioLink {
                 self.drop_asker(h.src);
             }
         }
-        let fetching = self.fetch.as_ref().map(|f| tag_of(&f.id));
+        let fetching = self.fetch.as_ref().map(|f| f.id.tag());
         if fetching == Some(r.tag) && h.dst != self.config.short_id {
             // Its answer is broadcast: wait for it, and ask the same
             // holder next time if we hear that holder too.
@@ -946,7 +971,7 @@ impl RadioLink {
         let Some(f) = self.fetch.as_mut() else {
             return Ok(());
         };
-        if tag_of(&f.id) != tag {
+        if f.id.tag() != tag {
             return Ok(());
         }
         if !f.pieces.accept(h.frag_index, h.frag_count, data) {
@@ -969,10 +994,21 @@ impl RadioLink {
         }
         let id = f.id;
         let bytes = f.pieces.assemble().unwrap_or_default();
-        match bundle::verify(bytes, Some(&id), &self.trust, &self.policy())
+        match bundle::verify(bytes, None, &self.trust, &self.policy())
+            .and_then(|b| {
+                if id.names(&b.id) {
+                    Ok(b)
+                } else {
+                    Err(RadioError::WrongRelease {
+                        expected: id.short(),
+                        found: b.id.short(),
+                    })
+                }
+            })
             .and_then(|b| Carried::new(b, self.symbol_size))
         {
             Ok(mut carried) => {
+                let verified = carried.bundle.id;
                 self.plan_patch(&mut carried);
                 self.want = alloc::vec![0; carried.slots.len()];
                 self.pieces_out.clear();
@@ -981,7 +1017,7 @@ impl RadioLink {
                 self.request_at = None;
                 self.request_due = false;
                 self.events
-                    .push_back(LinkEvent::ManifestVerified { release: id });
+                    .push_back(LinkEvent::ManifestVerified { release: verified });
                 self.trickle.reset(ms(now), &mut self.rng);
                 self.schedule_request(now);
                 self.replay_early(now);
@@ -1218,7 +1254,7 @@ impl RadioLink {
         let best = self
             .neighbours
             .iter()
-            .filter(|(_, n)| n.announced.is_some_and(|a| a.release == id))
+            .filter(|(_, n)| n.announced.is_some_and(|a| a.release == id && !a.fetching))
             .min_by_key(|(_, n)| n.failures)
             .map(|(k, n)| (*k, n.failures));
         let current = self
@@ -1242,7 +1278,7 @@ impl RadioLink {
     /// latest heard sending, adopted from a neighbour's request, or
     /// announcing itself complete.
     fn choose_source(&self, now: Micros) -> Option<ShortId> {
-        let mine = self.carried.as_ref()?.bundle.id;
+        let mine = ReleaseKey::of(&self.carried.as_ref()?.bundle.id);
         self.neighbours
             .iter()
             .filter(|(_, n)| {
@@ -1251,9 +1287,9 @@ impl RadioLink {
             })
             .max_by_key(|(_, n)| {
                 (
-                    core::cmp::Reverse(n.failures),
                     n.strong(),
-                    n.symbols_at.is_some_and(|t| now.since(t) < STICKY_US),
+                    core::cmp::Reverse(n.failures),
+                    n.served_at.is_some_and(|t| now.since(t) < STICKY_US),
                     n.coverage,
                     n.symbols_at,
                     n.adopted_at,
@@ -1269,11 +1305,14 @@ impl RadioLink {
     fn choose_server(&self, f: &Fetch) -> ShortId {
         self.neighbours
             .iter()
-            .filter(|(_, n)| n.announced.is_some_and(|a| a.release == f.id))
+            .filter(|(_, n)| {
+                n.announced
+                    .is_some_and(|a| a.release == f.id && !a.fetching)
+            })
             .max_by_key(|(k, n)| {
                 (
-                    core::cmp::Reverse(n.failures),
                     n.strong(),
+                    core::cmp::Reverse(n.failures),
                     n.announced.is_some_and(|a| a.complete),
                     n.coverage,
                     n.adopted_at,
@@ -1454,13 +1493,16 @@ impl RadioLink {
                 .get(&f.server)
                 .and_then(|n| n.announced)
                 .is_some_and(|a| a.release == f.id && a.complete);
-            if !complete_holder && self.clock.since(f.since) < BUNDLE_PATIENCE_US {
+            let patient = f
+                .holder_since
+                .is_none_or(|t| self.clock.since(t) < BUNDLE_PATIENCE_US);
+            if !complete_holder && patient {
                 // Only holders that are still fetching are heard: wait for
                 // one that can serve the symbols too.
                 return None;
             }
             let r = ManifestRequest {
-                tag: tag_of(&f.id),
+                tag: f.id.tag(),
                 held: f.pieces.held(),
             };
             let server = f.server;
@@ -1520,7 +1562,7 @@ impl RadioLink {
     /// chunks if no other holder is heard).
     fn choose_patch_source(&self) -> Option<ShortId> {
         let c = self.carried.as_ref()?;
-        let mine = c.bundle.id;
+        let mine = ReleaseKey::of(&c.bundle.id);
         let several = c.bundle.manifest.body().patches.len() > 1;
         self.neighbours
             .iter()

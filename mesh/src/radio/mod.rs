@@ -8,10 +8,11 @@
 //! would run over the SX126x backend.
 //!
 //! # How a release crosses a hop
-//! 1. **Announce** ([`msg::Announce`]): the release id, security version, a
-//!    "complete" flag and how many strong neighbours still need it, on a
-//!    Trickle timer (RFC 6206, [`crate::trickle`]): consistency is the
-//!    release id, so neighbours that agree stay quiet and an older id heard
+//! 1. **Announce** ([`msg::Announce`]): the release key (the first 8
+//!    bytes of its id), security version, "complete" and "fetching" flags
+//!    and how many strong neighbours still need it, on a Trickle timer
+//!    (RFC 6206, [`crate::trickle`]): consistency is the release key and
+//!    state, so neighbours that agree stay quiet and an older id heard
 //!    resets the interval (a newer one is fetched instead).
 //! 2. **Bundle** ([`bundle`]): a node that hears a newer release asks a
 //!    holder for the signed manifest and chunk index (about 3.6 KB) with a

@@ -5,15 +5,19 @@
 //! trailing bytes.
 //!
 //! ```text
-//! Announce (broadcast, Trickle):
-//!   0..32   release id (BLAKE3 of the manifest body)
-//!   32..40  security version, u64 little-endian
-//!   40      flags: bit 0 = holds every chunk (a source); bit 1 = holds the
+//! Announce (broadcast, Trickle; 11 to 20 bytes):
+//!   0..8    release key: the first 8 bytes of the release id (BLAKE3 of
+//!           the manifest body); the bundle fetched for it is checked
+//!           against it, and its signature is what is trusted
+//!   8       flags: bit 0 = holds every chunk (a source); bit 1 = holds the
 //!           patch index and every piece of a patch the release lists (a
-//!           patch source); other bits 0
-//!   41      needy neighbours: how many neighbours the sender last heard
+//!           patch source); bit 2 = fetching: the sender knows of this
+//!           release but holds no verified bundle of it yet (it cannot
+//!           serve anything); other bits 0
+//!   9       needy neighbours: how many neighbours the sender last heard
 //!           lacking this release or some of its chunks (u8, saturating);
 //!           askers prefer the holder that covers the most
+//!   10..    security version, LEB128 u64 (1 to 10 bytes, the last)
 //! Request (to one holder: bundle or patch index fragments wanted):
 //!   0..4    release tag (first 4 bytes of the id), or the patch tag (first
 //!           4 bytes of the patch id) for the patch index blob
@@ -45,8 +49,53 @@ use super::error::RadioError;
 
 /// Bytes of a release tag.
 pub const TAG_LEN: usize = 4;
-/// Bytes of an announcement.
-pub const ANNOUNCE_LEN: usize = 42;
+/// Bytes of a release key.
+pub const RELEASE_KEY_LEN: usize = 8;
+/// Fewest bytes of an announcement (a one-byte security version).
+pub const ANNOUNCE_LEN_MIN: usize = RELEASE_KEY_LEN + 3;
+/// Most bytes of an announcement (a ten-byte security version).
+pub const ANNOUNCE_LEN_MAX: usize = RELEASE_KEY_LEN + 12;
+
+/// A release as announcements name it: the first [`RELEASE_KEY_LEN`]
+/// bytes of its id, enough to tell releases apart on the air (a bundle
+/// fetched for a key is verified by signature and must have an id that
+/// starts with the key). Invariant: the key of one id is always the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReleaseKey(pub [u8; RELEASE_KEY_LEN]);
+
+impl ReleaseKey {
+    /// The key of release `id`.
+    #[must_use]
+    pub fn of(id: &Hash) -> Self {
+        let mut k = [0u8; RELEASE_KEY_LEN];
+        k.copy_from_slice(&id.as_bytes()[..RELEASE_KEY_LEN]);
+        Self(k)
+    }
+
+    /// Whether this is the key of `id`.
+    #[must_use]
+    pub fn names(&self, id: &Hash) -> bool {
+        *self == Self::of(id)
+    }
+
+    /// The release tag (the first [`TAG_LEN`] bytes of the id).
+    #[must_use]
+    pub fn tag(&self) -> [u8; TAG_LEN] {
+        let k = self.0;
+        [k[0], k[1], k[2], k[3]]
+    }
+
+    /// Lower-case hex, as [`Hash::short`] prints an id.
+    #[must_use]
+    pub fn short(&self) -> alloc::string::String {
+        use core::fmt::Write;
+        let mut out = alloc::string::String::with_capacity(2 * RELEASE_KEY_LEN);
+        for b in self.0 {
+            let _ = write!(out, "{b:02x}");
+        }
+        out
+    }
+}
 
 /// The 4-byte tag of a release id or chunk id.
 #[must_use]
@@ -62,13 +111,13 @@ fn tag_at(bytes: &[u8], what: &'static str) -> Result<[u8; TAG_LEN], RadioError>
         .ok_or(RadioError::Truncated { what })
 }
 
-/// A release announcement: its id and security version, whether the sender
-/// holds all of it, and how many of its neighbours still need it.
-/// Invariant: encodes to [`ANNOUNCE_LEN`] bytes.
+/// A release announcement: its key and security version, whether the
+/// sender holds all of it, and how many of its neighbours still need it.
+/// Invariant: encodes to [`ANNOUNCE_LEN_MIN`]..=[`ANNOUNCE_LEN_MAX`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Announce {
-    /// The release id.
-    pub release: Hash,
+    /// The release.
+    pub release: ReleaseKey,
     /// Its security version.
     pub security_version: u64,
     /// The sender holds every chunk and can serve symbols.
@@ -76,6 +125,9 @@ pub struct Announce {
     /// The sender holds the patch index and every piece of a patch the
     /// release lists, and can serve them.
     pub pieces: bool,
+    /// The sender only knows of the release: it holds no verified bundle
+    /// of it and serves nothing.
+    pub fetching: bool,
     /// Neighbours the sender heard lacking the release or some of its
     /// chunks (its coverage if it serves).
     pub needy: u8,
@@ -85,44 +137,75 @@ impl Announce {
     /// The wire bytes.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(ANNOUNCE_LEN);
-        out.extend_from_slice(self.release.as_bytes());
-        out.extend_from_slice(&self.security_version.to_le_bytes());
-        out.push(u8::from(self.complete) | u8::from(self.pieces) << 1);
+        let mut out = Vec::with_capacity(ANNOUNCE_LEN_MAX);
+        out.extend_from_slice(&self.release.0);
+        out.push(
+            u8::from(self.complete) | u8::from(self.pieces) << 1 | u8::from(self.fetching) << 2,
+        );
         out.push(self.needy);
+        let mut v = self.security_version;
+        loop {
+            let b = (v & 0x7F) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
         out
     }
 
     /// Parses wire bytes.
     ///
     /// # Errors
-    /// [`RadioError::Truncated`] / [`RadioError::Malformed`] on length or
-    /// unknown flag bits.
+    /// [`RadioError::Truncated`] / [`RadioError::Malformed`] on length,
+    /// unknown flag bits, a security version that is not one minimal
+    /// LEB128 u64 ending the frame, or a fetching sender claiming to hold
+    /// something.
     pub fn decode(bytes: &[u8]) -> Result<Self, RadioError> {
         const WHAT: &str = "announce";
-        if bytes.len() != ANNOUNCE_LEN {
-            return Err(RadioError::Malformed {
-                what: WHAT,
-                reason: "length is not 42 bytes",
-            });
+        let malformed = |reason| RadioError::Malformed { what: WHAT, reason };
+        if bytes.len() < ANNOUNCE_LEN_MIN {
+            return Err(RadioError::Truncated { what: WHAT });
         }
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&bytes[..32]);
-        let mut sv = [0u8; 8];
-        sv.copy_from_slice(&bytes[32..40]);
-        let flags = bytes[40];
-        if flags & !3 != 0 {
-            return Err(RadioError::Malformed {
-                what: WHAT,
-                reason: "unknown flag bits",
-            });
+        if bytes.len() > ANNOUNCE_LEN_MAX {
+            return Err(malformed("longer than 20 bytes"));
+        }
+        let mut key = [0u8; RELEASE_KEY_LEN];
+        key.copy_from_slice(&bytes[..RELEASE_KEY_LEN]);
+        let flags = bytes[RELEASE_KEY_LEN];
+        if flags & !7 != 0 {
+            return Err(malformed("unknown flag bits"));
+        }
+        let fetching = flags & 4 == 4;
+        if fetching && flags & 3 != 0 {
+            return Err(malformed("a fetching sender holds nothing"));
+        }
+        let varint = &bytes[RELEASE_KEY_LEN + 2..];
+        let mut v = 0u64;
+        for (i, &b) in varint.iter().enumerate() {
+            let last = i + 1 == varint.len();
+            if (b & 0x80 == 0) != last {
+                return Err(malformed(
+                    "security version is not one varint ending the frame",
+                ));
+            }
+            if i == 9 && b > 1 {
+                return Err(malformed("security version over 64 bits"));
+            }
+            if last && b == 0 && i > 0 {
+                return Err(malformed("security version varint not minimal"));
+            }
+            v |= u64::from(b & 0x7F) << (7 * i);
         }
         Ok(Self {
-            release: Hash(id),
-            security_version: u64::from_le_bytes(sv),
+            release: ReleaseKey(key),
+            security_version: v,
             complete: flags & 1 == 1,
             pieces: flags & 2 == 2,
-            needy: bytes[41],
+            fetching,
+            needy: bytes[RELEASE_KEY_LEN + 1],
         })
     }
 }
@@ -270,23 +353,49 @@ mod tests {
     #[test]
     fn announce_round_trips_and_refuses_unknown_flags() {
         let a = Announce {
-            release: Hash([7; 32]),
+            release: ReleaseKey::of(&Hash([7; 32])),
             security_version: 42,
             complete: true,
             pieces: true,
+            fetching: false,
             needy: 17,
         };
         let bytes = a.encode();
-        assert_eq!(bytes.len(), ANNOUNCE_LEN);
-        assert_eq!(bytes[40], 3);
+        assert_eq!(bytes.len(), ANNOUNCE_LEN_MIN);
+        assert_eq!(bytes[8], 3);
         assert_eq!(Announce::decode(&bytes).unwrap(), a);
         let mut bad = bytes.clone();
-        bad[40] = 4;
+        bad[8] = 8;
         assert!(Announce::decode(&bad).is_err());
-        assert!(Announce::decode(&bytes[..41]).is_err());
+        bad[8] = 5;
+        assert!(Announce::decode(&bad).is_err(), "fetching and complete");
+        assert!(Announce::decode(&bytes[..10]).is_err());
         let mut long = bytes.clone();
         long.push(0);
-        assert!(Announce::decode(&long).is_err());
+        assert!(Announce::decode(&long).is_err(), "trailing byte");
+        let mut cont = bytes.clone();
+        cont[10] |= 0x80;
+        assert!(Announce::decode(&cont).is_err(), "varint cut short");
+        for sv in [0, 127, 128, u64::from(u32::MAX) + 1, u64::MAX] {
+            let b = Announce {
+                security_version: sv,
+                ..a
+            };
+            let enc = b.encode();
+            assert!((ANNOUNCE_LEN_MIN..=ANNOUNCE_LEN_MAX).contains(&enc.len()));
+            assert_eq!(Announce::decode(&enc).unwrap(), b);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_announce_bytes_never_panic_and_decoded_ones_round_trip(
+            bytes in proptest::collection::vec(any::<u8>(), 0..24)
+        ) {
+            if let Ok(a) = Announce::decode(&bytes) {
+                prop_assert_eq!(a.encode(), bytes);
+            }
+        }
     }
 
     #[test]

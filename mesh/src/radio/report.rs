@@ -19,8 +19,9 @@ pub enum LinkEvent {
     },
     /// A bundle failed verification (the error says why).
     BundleRejected {
-        /// The release announced.
-        release: Hash,
+        /// The release announced (its key: the bundle's own id is not
+        /// trusted).
+        release: super::msg::ReleaseKey,
         /// Why.
         error: RadioError,
     },

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use meshota_manifest::Hash;
-use meshota_mesh::radio::msg::Announce;
+use meshota_mesh::radio::msg::{Announce, ReleaseKey};
 use meshota_mesh::trickle::Trickle;
 use meshota_mesh::{SeededRng, Timestamp, TrickleConfig};
 use meshota_radios::{
@@ -116,10 +116,11 @@ impl UnicastNode {
         if self.announce_due {
             self.announce_due = false;
             let a = Announce {
-                release: self.release,
+                release: ReleaseKey::of(&self.release),
                 security_version: crate::fixture::TARGET_SECURITY_VERSION,
                 complete: self.has(),
                 pieces: false,
+                fetching: false,
                 needy: 0,
             };
             return self.frame(FrameKind::Announce, ShortId::BROADCAST, &a.encode());
@@ -169,7 +170,7 @@ impl Station for UnicastNode {
                     if !a.complete {
                         self.trickle.reset(Timestamp(now.0 / 1_000), &mut self.rng);
                     }
-                } else if a.complete && a.release == self.release && self.server.is_none() && {
+                } else if a.complete && a.release.names(&self.release) && self.server.is_none() && {
                     self.holders.insert(h.src);
                     let f = |k: &ShortId| self.failures.get(k).copied().unwrap_or(0);
                     let least = self.holders.iter().map(f).min().unwrap_or(0);
@@ -178,7 +179,7 @@ impl Station for UnicastNode {
                     self.server = Some(h.src);
                     let b = self.rng.range(0, 1_000_000);
                     self.request_at = Some(now.plus(b));
-                } else if !a.complete || a.release != self.release {
+                } else if !a.complete || !a.release.names(&self.release) {
                     self.trickle.hear_consistent();
                 }
             }
