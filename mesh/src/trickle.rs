@@ -28,11 +28,11 @@ impl TrickleConfig {
         k: 2,
     };
 
-    /// Defaults for LoRa links (`crate::radio`): 8 s to 10 min, k = 1. A
+    /// Defaults for LoRa links (`crate::radio`): 16 s to 10 min, k = 1. A
     /// frame takes a tenth of a second or more and airtime is rationed, so
     /// one announcement per interval among neighbours that agree is enough.
     pub const LORA: Self = Self {
-        i_min_ms: 8_000,
+        i_min_ms: 16_000,
         i_max_ms: 600_000,
         k: 1,
     };

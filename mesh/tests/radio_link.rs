@@ -249,7 +249,7 @@ fn a_holder_whose_only_asker_went_to_another_source_sends_no_symbols() {
             }
             _ => {}
         }
-        let symbols = drive_alone(&mut a, t2, 120)
+        let symbols = drive_alone(&mut a, t2, 200)
             .iter()
             .filter(|(h, _)| h.kind == FrameKind::Symbol)
             .count();

@@ -21,8 +21,9 @@ pub struct RadioTiming {
     /// doubled for each request in a row the holder asked left unanswered
     /// (up to 16 times).
     pub request_retry_us: u64,
-    /// A source waits a random delay below this, divided by the square of
-    /// the number of neighbours that asked it, before a burst; another
+    /// A source waits this, divided by the square of the number of
+    /// neighbours that asked it, times a random factor in [1/2, 1), before
+    /// a burst; another
     /// source's symbols heard meanwhile, or every asker going elsewhere,
     /// cancel it. So the source that covers the most askers goes first and
     /// a source asked by one neighbour waits long enough (up to this) for

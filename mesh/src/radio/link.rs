@@ -1219,16 +1219,18 @@ impl RadioLink {
         Ok(())
     }
 
-    /// `asker` asked us, a source: the burst waits a random delay below
-    /// the burst backoff divided by the square of the askers so far, so
-    /// the source that covers the most askers goes first.
+    /// `asker` asked us, a source: the burst waits the burst backoff
+    /// divided by the square of the askers so far, times a random factor
+    /// in [1/2, 1), so the source that covers the most askers goes first
+    /// (never behind one with fewer askers, whatever the draw).
     fn join_round(&mut self, now: Micros, asker: ShortId) {
         if self.askers.is_empty() {
             self.round_start = now;
         }
         self.askers.insert(asker);
         let askers = self.askers.len() as u64;
-        let wait = self.backoff(self.config.timing.burst_backoff_us) / (askers * askers);
+        let span = self.config.timing.burst_backoff_us / (askers * askers);
+        let wait = span / 2 + self.backoff(span / 2);
         let at = self.round_start.plus(wait).max(now);
         if !self.bursting {
             self.burst_at = Some(self.burst_at.map_or(at, |b| b.min(at)));
