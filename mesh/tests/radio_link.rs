@@ -393,7 +393,7 @@ proptest! {
     /// kind never panic a link that carries a release.
     #[test]
     fn authenticated_garbage_never_panics_the_link(
-        frames in proptest::collection::vec((1u8..=5, any::<u8>(), 1u8..=20, proptest::collection::vec(any::<u8>(), 0..210)), 1..40)
+        frames in proptest::collection::vec((1u8..=6, any::<u8>(), 1u8..=20, proptest::collection::vec(any::<u8>(), 0..210)), 1..40)
     ) {
         let k = keys_cached();
         let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
@@ -406,7 +406,8 @@ proptest! {
                 2 => FrameKind::Request,
                 3 => FrameKind::Message,
                 4 => FrameKind::Symbol,
-                _ => FrameKind::Progress,
+                5 => FrameKind::Progress,
+                _ => FrameKind::Repair,
             };
             let h = Header { kind, src: ShortId(9), dst: ShortId(1), msg_id: 0, frag_index: index % count, frag_count: count };
             now = now.plus(100_000);
@@ -625,4 +626,99 @@ fn a_node_that_only_heard_of_a_release_announces_it_as_fetching_and_asks_nobody(
         own.iter()
             .all(|a| a.fetching && a.release == ReleaseKey::of(&id) && !a.complete)
     );
+}
+
+/// Two neighbours lost different bundle fragments: the holder sends as
+/// many repair fragments as the larger loss (plus a margin), not the
+/// union of both losses, and a neighbour missing fragments completes the
+/// bundle from them.
+#[test]
+fn askers_that_lost_different_fragments_are_served_repair_fragments() {
+    let k = keys_cached();
+    let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
+    let id = a.release().unwrap();
+    let tag = tag_of(&id);
+    let count = k.2.len().div_ceil(bundle::piece_len(222 - 12));
+    let ask = |lost: &[usize]| {
+        let mut held = Progress::new(count).unwrap();
+        (0..count)
+            .filter(|i| !lost.contains(i))
+            .for_each(|i| held.set(i));
+        let mut r = tag.to_vec();
+        r.push(count as u8);
+        r.extend_from_slice(&held.to_bytes());
+        r
+    };
+    let t = Micros(Micros::SECOND);
+    for (who, lost) in [(9u16, [0usize, 1, 2]), (10, [5, 6, 7])] {
+        a.handle_frame(
+            t,
+            &member_frame(who, ShortId(1), FrameKind::Request, 0, (0, 1), &ask(&lost)),
+        );
+    }
+    let sent = drive_alone(&mut a, t, 300);
+    let fragments = sent
+        .iter()
+        .filter(|(h, _)| h.kind == FrameKind::Message)
+        .count();
+    let repairs: Vec<_> = sent
+        .iter()
+        .filter(|(h, _)| h.kind == FrameKind::Repair)
+        .collect();
+    assert_eq!(fragments, 0, "not the union of the losses");
+    let larger_loss = 3;
+    assert_eq!(
+        repairs.len(),
+        larger_loss + larger_loss / 8 + 1,
+        "the larger loss plus a margin"
+    );
+    assert_eq!(a.stats().sent_repairs, repairs.len() as u64);
+
+    // A neighbour that got every fragment but 0, 1 and 2 completes from
+    // the repair fragments alone.
+    let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let announce = Announce {
+        release: ReleaseKey::of(&id),
+        security_version: 2,
+        complete: true,
+        pieces: false,
+        fetching: false,
+        needy: 0,
+    };
+    let mut now = t;
+    b.handle_frame(
+        now,
+        &member_frame(
+            1,
+            ShortId::BROADCAST,
+            FrameKind::Announce,
+            0,
+            (0, 1),
+            &announce.encode(),
+        ),
+    );
+    let per = bundle::piece_len(222 - 12);
+    for i in 3..count {
+        now = now.plus(400_000);
+        let mut p = tag.to_vec();
+        p.extend_from_slice(&k.2[i * per..((i + 1) * per).min(k.2.len())]);
+        b.handle_frame(
+            now,
+            &member_frame(
+                1,
+                ShortId::BROADCAST,
+                FrameKind::Message,
+                0,
+                (i as u8, count as u8),
+                &p,
+            ),
+        );
+    }
+    assert!(b.release().is_none());
+    for (h, p) in &repairs {
+        now = now.plus(400_000);
+        b.handle_frame(now, &member_frame(1, h.dst, h.kind, h.msg_id, (0, 1), p));
+    }
+    assert_eq!(b.release(), Some(id), "{}", b.describe());
 }

@@ -326,7 +326,7 @@ proptest! {
     /// tag, never panic a link that fetches by patch nor one that serves it.
     #[test]
     fn authenticated_garbage_never_panics_a_patch_link(
-        frames in proptest::collection::vec((1u8..=5, any::<u8>(), 1u8..=20, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..210)), 1..40)
+        frames in proptest::collection::vec((1u8..=6, any::<u8>(), 1u8..=20, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..210)), 1..40)
     ) {
         static CELL: std::sync::OnceLock<(Keys, World)> = std::sync::OnceLock::new();
         let (k, w) = CELL.get_or_init(|| {
@@ -352,7 +352,8 @@ proptest! {
                 2 => FrameKind::Request,
                 3 => FrameKind::Message,
                 4 => FrameKind::Symbol,
-                _ => FrameKind::Progress,
+                5 => FrameKind::Progress,
+                _ => FrameKind::Repair,
             };
             if tagged && payload.len() >= 4 {
                 payload[..4].copy_from_slice(&patch_tag);

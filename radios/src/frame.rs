@@ -51,6 +51,9 @@ pub enum FrameKind {
     Symbol = 4,
     /// A receiver's progress bitmap ([`crate::progress`]).
     Progress = 5,
+    /// A coded repair fragment of a fragmented message
+    /// ([`crate::repair`]).
+    Repair = 6,
 }
 
 impl FrameKind {
@@ -61,6 +64,7 @@ impl FrameKind {
             3 => Self::Message,
             4 => Self::Symbol,
             5 => Self::Progress,
+            6 => Self::Repair,
             _ => return Err(Error::UnknownFrameKind { kind }),
         })
     }
@@ -344,6 +348,7 @@ mod tests {
             Just(FrameKind::Message),
             Just(FrameKind::Symbol),
             Just(FrameKind::Progress),
+            Just(FrameKind::Repair),
         ];
         (
             kinds,

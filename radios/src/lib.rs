@@ -58,6 +58,7 @@ pub mod lora;
 pub mod medium;
 pub mod progress;
 pub mod region;
+pub mod repair;
 mod rng;
 pub mod shortid;
 mod time;
@@ -74,6 +75,7 @@ pub use lora::{Bandwidth, CodingRate, HeaderMode, LoraParams, LowDataRate, Sprea
 pub use medium::{Channel, Loss, Medium, MediumConfig, Reception, Sent};
 pub use progress::Progress;
 pub use region::{DataRate, EU868, Region, SubBand, US915};
+pub use repair::RepairEncoder;
 pub use rng::SeededRng;
 pub use shortid::ShortId;
 pub use time::Micros;

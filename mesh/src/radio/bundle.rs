@@ -159,17 +159,67 @@ pub fn verify(
     })
 }
 
-/// Bytes of bundle per fragment for frames with `frame_payload` bytes.
+/// Bytes before the symbol in a repair fragment's payload: the tag, the
+/// fragment count (u8), the repair number (u8) and the message length
+/// (u16 little-endian).
+pub const REPAIR_HEADER_LEN: usize = TAG_LEN + 4;
+
+/// Bytes of bundle per fragment for frames with `frame_payload` bytes: a
+/// repair fragment (its header and one fragment-sized symbol) must fit.
 #[must_use]
 pub const fn piece_len(frame_payload: usize) -> usize {
-    frame_payload.saturating_sub(TAG_LEN)
+    frame_payload.saturating_sub(REPAIR_HEADER_LEN)
 }
 
-/// Fragments of one bundle being collected, from any sender. Invariant:
-/// holds at most `count` pieces of at most the piece length each.
+/// A repair fragment's payload after its tag, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairHead {
+    /// Fragments of the message.
+    pub count: u8,
+    /// The repair number (encoding symbol `count + r`).
+    pub r: u8,
+    /// The message's length in bytes.
+    pub len: u16,
+}
+
+impl RepairHead {
+    /// The 4 bytes after the tag.
+    #[must_use]
+    pub fn encode(&self) -> [u8; 4] {
+        let l = self.len.to_le_bytes();
+        [self.count, self.r, l[0], l[1]]
+    }
+
+    /// Parses the bytes after the tag: the head and the symbol.
+    ///
+    /// # Errors
+    /// [`RadioError::Truncated`] under 4 bytes.
+    pub fn decode(bytes: &[u8]) -> Result<(Self, &[u8]), RadioError> {
+        let head = bytes
+            .get(..4)
+            .ok_or(RadioError::Truncated { what: "repair" })?;
+        Ok((
+            Self {
+                count: head[0],
+                r: head[1],
+                len: u16::from_le_bytes([head[2], head[3]]),
+            },
+            &bytes[4..],
+        ))
+    }
+}
+
+/// Fragments and repair fragments of one message (a bundle, a patch
+/// index) being collected, from any sender. Invariant: holds at most
+/// `count` fragments and 256 repair fragments, each at most the piece
+/// length, all consistent with one count and, once a repair fragment told
+/// it, one message length.
 #[derive(Debug, Clone)]
 pub struct Pieces {
     parts: Vec<Option<Vec<u8>>>,
+    repairs: Vec<(u8, Vec<u8>)>,
+    len: Option<usize>,
+    decoded: Option<Vec<u8>>,
     piece_len: usize,
 }
 
@@ -179,8 +229,30 @@ impl Pieces {
     pub const fn new(piece_len: usize) -> Self {
         Self {
             parts: Vec::new(),
+            repairs: Vec::new(),
+            len: None,
+            decoded: None,
             piece_len,
         }
+    }
+
+    fn take_count(&mut self, n: usize) -> bool {
+        if n == 0 {
+            return false;
+        }
+        if self.parts.is_empty() {
+            self.parts = alloc::vec![None; n];
+            true
+        } else {
+            self.parts.len() == n
+        }
+    }
+
+    /// Whether a last fragment of `last` bytes agrees with the length.
+    fn last_agrees(&self, last: usize) -> bool {
+        let n = self.parts.len();
+        self.len
+            .is_none_or(|len| len.saturating_sub((n - 1) * self.piece_len) == last)
     }
 
     /// Takes fragment `index` of `count`. Returns false (and keeps
@@ -191,46 +263,91 @@ impl Pieces {
         if data.len() > self.piece_len || (i + 1 < n && data.len() != self.piece_len) {
             return false;
         }
-        if self.parts.is_empty() {
-            self.parts = alloc::vec![None; n];
-        } else if self.parts.len() != n {
+        if !self.take_count(n) || i >= n || (i + 1 == n && !self.last_agrees(data.len())) {
             return false;
         }
-        match self.parts.get_mut(i) {
-            Some(slot) => {
-                if slot.is_none() {
-                    *slot = Some(data.to_vec());
-                }
-                true
+        if self.parts[i].is_none() {
+            self.parts[i] = Some(data.to_vec());
+            self.try_decode();
+        }
+        true
+    }
+
+    /// Takes repair fragment `head.r` of a message of `head.count`
+    /// fragments and `head.len` bytes. Returns false (and keeps nothing)
+    /// when it is inconsistent with what is held: another count or length,
+    /// a length the count cannot have, a symbol not exactly one piece.
+    pub fn accept_repair(&mut self, head: RepairHead, symbol: &[u8]) -> bool {
+        let (n, len) = (usize::from(head.count), usize::from(head.len));
+        let fits = n > 0 && len > (n - 1) * self.piece_len && len <= n * self.piece_len;
+        if !fits || symbol.len() != self.piece_len || self.len.is_some_and(|l| l != len) {
+            return false;
+        }
+        if !self.take_count(n) {
+            return false;
+        }
+        if let Some(Some(last)) = self.parts.last() {
+            if len - (n - 1) * self.piece_len != last.len() {
+                return false;
             }
-            None => false,
+        }
+        self.len = Some(len);
+        if !self.repairs.iter().any(|(r, _)| *r == head.r) {
+            self.repairs.push((head.r, symbol.to_vec()));
+            self.try_decode();
+        }
+        true
+    }
+
+    fn try_decode(&mut self) {
+        let Some(len) = self.len else {
+            return;
+        };
+        if self.decoded.is_some() || self.parts.iter().all(Option::is_some) {
+            return;
+        }
+        let held = self.parts.iter().filter(|p| p.is_some()).count();
+        if held + self.repairs.len() >= self.parts.len() {
+            self.decoded =
+                meshota_radios::repair::decode(len, self.piece_len, &self.parts, &self.repairs);
         }
     }
 
-    /// Whether every fragment is held.
+    /// Whether the message can be assembled: every fragment is held, or
+    /// enough repair fragments replaced the missing ones.
     #[must_use]
     pub fn is_complete(&self) -> bool {
-        !self.parts.is_empty() && self.parts.iter().all(Option::is_some)
+        self.decoded.is_some() || (!self.parts.is_empty() && self.parts.iter().all(Option::is_some))
     }
 
-    /// Which fragments are held; `None` before the first.
+    /// Which fragments are held, for a request; `None` before the first.
+    /// Each repair fragment held also marks one missing fragment held
+    /// (the highest), so the count of unmarked fragments is how many more
+    /// fragments or repair fragments the message needs.
     #[must_use]
     pub fn held(&self) -> Option<Progress> {
         if self.parts.is_empty() {
             return None;
         }
         let mut p = Progress::new(self.parts.len()).ok()?;
-        for (i, part) in self.parts.iter().enumerate() {
+        let mut extra = self.repairs.len();
+        for (i, part) in self.parts.iter().enumerate().rev() {
             if part.is_some() {
+                p.set(i);
+            } else if extra > 0 {
+                extra -= 1;
                 p.set(i);
             }
         }
         Some(p)
     }
 
-    /// The bundle, when complete.
+    /// The message, when complete.
     #[must_use]
     pub fn assemble(&self) -> Option<Vec<u8>> {
+        if let Some(d) = &self.decoded {
+            return Some(d.clone());
+        }
         if !self.is_complete() {
             return None;
         }
@@ -240,6 +357,9 @@ impl Pieces {
     /// Forgets everything (after a bundle failed verification).
     pub fn clear(&mut self) {
         self.parts.clear();
+        self.repairs.clear();
+        self.len = None;
+        self.decoded = None;
     }
 }
 
@@ -260,6 +380,59 @@ mod tests {
         assert_eq!(p.held().unwrap().missing().collect::<Vec<_>>(), [1]);
         assert!(p.accept(1, 3, &bundle[20..40]));
         assert_eq!(p.assemble().unwrap(), bundle);
+    }
+
+    #[test]
+    fn repair_fragments_replace_whichever_fragments_were_lost() {
+        let bundle: Vec<u8> = (0..=255u8).cycle().take(1_000).collect();
+        let piece = 100;
+        let enc = meshota_radios::RepairEncoder::new(&bundle, piece).unwrap();
+        let head = |r| RepairHead {
+            count: 10,
+            r,
+            len: 1_000,
+        };
+        let mut p = Pieces::new(piece);
+        for i in [0u8, 2, 3, 5, 6, 7, 8, 9] {
+            let at = usize::from(i) * piece;
+            assert!(p.accept(i, 10, &bundle[at..at + piece]));
+        }
+        assert!(!p.is_complete());
+        assert!(p.accept_repair(head(7), &enc.repair(7)));
+        assert_eq!(p.held().unwrap().missing().count(), 1, "one more needed");
+        assert!(!p.accept_repair(
+            RepairHead {
+                len: 999,
+                ..head(8)
+            },
+            &enc.repair(8)
+        ));
+        assert!(
+            !p.accept_repair(head(8), &enc.repair(8)[..50]),
+            "short symbol"
+        );
+        let mut r = 8;
+        while !p.is_complete() && r < 20 {
+            assert!(p.accept_repair(head(r), &enc.repair(r)));
+            r += 1;
+        }
+        assert_eq!(p.assemble().unwrap(), bundle);
+        p.clear();
+        assert!(p.held().is_none() && p.assemble().is_none());
+    }
+
+    #[test]
+    fn a_repair_fragment_must_agree_with_the_last_fragment_held() {
+        let mut p = Pieces::new(100);
+        assert!(p.accept(9, 10, &[1; 40]));
+        let head = RepairHead {
+            count: 10,
+            r: 0,
+            len: 950,
+        };
+        assert!(!p.accept_repair(head, &[0; 100]), "last fragment says 940");
+        assert!(p.accept_repair(RepairHead { len: 940, ..head }, &[0; 100]));
+        assert!(!p.accept(9, 10, &[1; 30]), "length now known");
     }
 
     #[test]

@@ -151,6 +151,17 @@ pub struct RadioLink {
     askers: BTreeSet<ShortId>,
     round_start: Micros,
     pieces_out: BTreeSet<u8>,
+    /// The most bundle fragments one asker of this round lacks: when the
+    /// union of their losses (`pieces_out`) is larger, the burst sends this
+    /// many repair fragments (plus a margin) instead.
+    bundle_need: usize,
+    /// Bundle repair fragments still to send in this burst.
+    repairs_out: usize,
+    /// Number of our next bundle repair fragment (random start, so two
+    /// holders heard by one receiver rarely repeat each other).
+    next_repair: u8,
+    /// The repair encoder of the carried bundle, made at its first use.
+    repair_encoder: Option<([u8; TAG_LEN], meshota_radios::RepairEncoder)>,
     /// Patch index fragments to send.
     patch_out: BTreeSet<u8>,
     want: Vec<u32>,
@@ -213,6 +224,10 @@ impl RadioLink {
             askers: BTreeSet::new(),
             round_start: now,
             pieces_out: BTreeSet::new(),
+            bundle_need: 0,
+            repairs_out: 0,
+            next_repair: 0,
+            repair_encoder: None,
             patch_out: BTreeSet::new(),
             want: Vec::new(),
             next_chunk: 0,
@@ -646,6 +661,8 @@ impl RadioLink {
         }
         self.want.iter_mut().for_each(|w| *w = 0);
         self.pieces_out.clear();
+        self.bundle_need = 0;
+        self.repairs_out = 0;
         if self.patch_out.is_empty() {
             self.burst_at = None;
         }
@@ -720,6 +737,7 @@ impl RadioLink {
             FrameKind::Message => self.on_piece(now, &h, frame.payload),
             FrameKind::Symbol => self.on_symbol(now, h.src, frame.payload),
             FrameKind::Progress => self.on_payload_request(now, &h, frame.payload),
+            FrameKind::Repair => self.on_repair(now, &h, frame.payload),
         };
         if result.is_err() {
             self.stats.frames_malformed += 1;
@@ -835,13 +853,16 @@ impl RadioLink {
             .len()
             .div_ceil(bundle::piece_len(self.codec.max_payload()).max(1));
         let held = r.held.as_ref().filter(|p| p.len() == count);
+        let mut missing = 0;
         for i in 0..count {
             if !held.is_some_and(|p| p.get(i)) {
+                missing += 1;
                 if let Ok(i) = u8::try_from(i) {
                     self.pieces_out.insert(i);
                 }
             }
         }
+        self.bundle_need = self.bundle_need.max(missing);
         if c.complete() {
             // A source: the bundle goes out in an elected burst, like
             // symbols, so that one source serves a neighbourhood both.
@@ -980,17 +1001,49 @@ impl RadioLink {
                 reason: "inconsistent with the fragments held",
             });
         }
-        self.stats.sources.insert(h.src);
-        if let Some(n) = self.neighbours.get_mut(&h.src) {
+        self.bundle_gained(now, h.src);
+        Ok(())
+    }
+
+    /// A repair fragment of a bundle: another holder is serving (ours
+    /// would repeat its work), or one for the bundle we fetch.
+    fn on_repair(&mut self, now: Micros, h: &Header, payload: &[u8]) -> Result<(), RadioError> {
+        let Some(tag) = payload.get(..TAG_LEN) else {
+            return Err(RadioError::Truncated { what: "repair" });
+        };
+        let (head, symbol) = bundle::RepairHead::decode(&payload[TAG_LEN..])?;
+        self.quiet_until = self.quiet_until.max(now.plus(self.config.timing.quiet_us));
+        if self.carried.as_ref().is_some_and(|c| c.tag == tag) {
+            self.repairs_out = self.repairs_out.saturating_sub(1);
+            return Ok(());
+        }
+        let Some(f) = self.fetch.as_mut().filter(|f| f.id.tag() == tag) else {
+            return Ok(());
+        };
+        if !f.pieces.accept_repair(head, symbol) {
+            return Err(RadioError::Malformed {
+                what: "repair",
+                reason: "inconsistent with the fragments held",
+            });
+        }
+        self.bundle_gained(now, h.src);
+        Ok(())
+    }
+
+    /// After a fragment or repair fragment of the bundle we fetch from
+    /// `src`: once it can be assembled, verify it and carry the release.
+    fn bundle_gained(&mut self, now: Micros, src: ShortId) {
+        self.stats.sources.insert(src);
+        if let Some(n) = self.neighbours.get_mut(&src) {
             n.served_at = Some(now);
             n.failures = 0;
         }
         let Some(f) = self.fetch.as_mut() else {
-            return Ok(());
+            return;
         };
         if !f.pieces.is_complete() {
             self.postpone_request(now);
-            return Ok(());
+            return;
         }
         let id = f.id;
         let bytes = f.pieces.assemble().unwrap_or_default();
@@ -1037,7 +1090,6 @@ impl RadioLink {
                 self.postpone_request(now);
             }
         }
-        Ok(())
     }
 
     /// Keeps a symbol we cannot use yet, while we fetch something.
@@ -1484,6 +1536,8 @@ impl RadioLink {
             self.burst_at = None;
             self.bursting = false;
             self.askers.clear();
+            self.bundle_need = 0;
+            self.repairs_out = 0;
         }
         None
     }
@@ -1585,6 +1639,20 @@ impl RadioLink {
     }
 
     fn next_piece(&mut self) -> Option<Vec<u8>> {
+        if self.repairs_out == 0 && !self.pieces_out.is_empty() {
+            // Askers lost different fragments: when the union of their
+            // losses is larger than the largest loss (plus the margin
+            // symbols get), repair fragments serve them all for less.
+            let need = self.bundle_need;
+            let coded = need + need / self.config.timing.margin_div.max(1) as usize + 1;
+            if self.pieces_out.len() > coded {
+                self.repairs_out = coded;
+                self.pieces_out.clear();
+            }
+        }
+        if self.repairs_out > 0 {
+            return self.next_repair_fragment();
+        }
         let c = self.carried.as_ref()?;
         let Some(i) = self.pieces_out.pop_first() else {
             return self.next_patch_fragment();
@@ -1600,6 +1668,32 @@ impl RadioLink {
         payload.extend_from_slice(data);
         self.stats.sent_pieces += 1;
         self.encode(FrameKind::Message, ShortId::BROADCAST, i, count, &payload)
+    }
+
+    fn next_repair_fragment(&mut self) -> Option<Vec<u8>> {
+        let per = bundle::piece_len(self.codec.max_payload()).max(1);
+        let c = self.carried.as_ref()?;
+        let tag = c.tag;
+        let len = u16::try_from(c.bundle.bytes.len()).ok()?;
+        if self.repair_encoder.as_ref().is_none_or(|(t, _)| *t != tag) {
+            let enc = meshota_radios::RepairEncoder::new(&c.bundle.bytes, per).ok()?;
+            self.repair_encoder = Some((tag, enc));
+            self.next_repair = u8::try_from(self.rng.range(0, 256)).unwrap_or(0);
+        }
+        let (_, enc) = self.repair_encoder.as_ref()?;
+        let head = bundle::RepairHead {
+            count: u8::try_from(enc.count()).ok()?,
+            r: self.next_repair,
+            len,
+        };
+        let mut payload = tag.to_vec();
+        payload.extend_from_slice(&head.encode());
+        payload.extend_from_slice(&enc.repair(head.r));
+        self.next_repair = self.next_repair.wrapping_add(1);
+        self.repairs_out = self.repairs_out.saturating_sub(1);
+        self.stats.sent_pieces += 1;
+        self.stats.sent_repairs += 1;
+        self.encode(FrameKind::Repair, ShortId::BROADCAST, 0, 1, &payload)
     }
 
     fn next_patch_fragment(&mut self) -> Option<Vec<u8>> {

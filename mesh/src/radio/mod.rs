@@ -23,7 +23,11 @@
 //!    bundle and the payload travel together from the same few sources
 //!    rather than the bundle racing ahead through every node. The answer is
 //!    broadcast, so every neighbour collects it; requests overheard for the
-//!    same release are postponed. The bundle is verified (ML-DSA-65
+//!    same release are postponed. When the askers of one burst lost
+//!    different fragments, the holder sends as many coded repair fragments
+//!    as the largest loss (plus a margin) rather than the union of their
+//!    losses (`meshota_radios::repair`); any repair fragment replaces any
+//!    lost fragment. The bundle is verified (ML-DSA-65
 //!    signature, id, index hash) before it is kept, announced or relayed.
 //! 3. **Payload**: each chunk of the signed index is one RaptorQ object
 //!    (`meshota_radios::coding`) whose id is the chunk's BLAKE3, so a

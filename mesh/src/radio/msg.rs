@@ -27,7 +27,15 @@
 //! Message (broadcast, fragment i of n in the frame header):
 //!   0..4    release tag, or patch tag
 //!   4..     bytes of the bundle (`super::bundle`), or of the patch index
-//!           blob, from i * piece size
+//!           blob, from i * piece size (piece size: the frame payload less
+//!           8, so that a repair fragment fits)
+//! Repair (broadcast): a coded repair fragment of the bundle
+//!   (`meshota_radios::repair`; the fragments are the systematic symbols)
+//!   0..4    release tag
+//!   4       fragment count n of the bundle
+//!   5       repair number r (encoding symbol n + r)
+//!   6..8    bundle length, u16 little-endian
+//!   8..     the repair symbol, exactly one piece
 //! Symbol (broadcast): a RaptorQ symbol of one chunk or patch piece
 //!   (`meshota_radios::coding`; its 4-byte tag is the chunk's or piece's id)
 //! Progress (to the chosen source: objects wanted):

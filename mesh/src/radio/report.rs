@@ -86,6 +86,8 @@ pub struct LinkStats {
     pub sent_piece_symbols: u64,
     /// Patch index fragments sent (also counted in `sent_pieces`).
     pub sent_patch_fragments: u64,
+    /// Bundle repair fragments sent (also counted in `sent_pieces`).
+    pub sent_repairs: u64,
     /// Bundles that failed verification.
     pub bundle_failures: u64,
     /// Times a frame waited for the duty-cycle budget.
