@@ -291,14 +291,14 @@ fn a_piece_whose_symbols_keep_decoding_wrong_is_given_up_for_its_chunks() {
     let codec = FrameCodec::new(&KEY, 222).unwrap();
     let piece = &w.pieces[0];
     let id = Hash::of(piece);
-    let k_symbols = piece.len().div_ceil(200);
+    let size = meshota_radios::symbol_size_for(222 - meshota_radios::frame::OVERHEAD);
+    let k_symbols = piece.len().div_ceil(size);
     let mut t = now;
     for round in 0..3u8 {
         for esi in 0..k_symbols + 4 {
             let mut p = id.0[..4].to_vec();
-            p.push(0);
             p.extend_from_slice(&u32::try_from(esi).unwrap().to_be_bytes()[1..]);
-            p.extend((0..200).map(|i| (i as u8) ^ round ^ (esi as u8)));
+            p.extend((0..size).map(|i| (i as u8) ^ round ^ (esi as u8)));
             let h = Header {
                 kind: FrameKind::Symbol,
                 src: ShortId(666),

@@ -5,13 +5,15 @@
 //! # Symbol format (the payload of a [`crate::FrameKind::Symbol`] frame)
 //! ```text
 //! 0..4   object tag: the first 4 bytes of the object's BLAKE3 id
-//! 4      source block number (RFC 6330 FEC payload id)
-//! 5..8   encoding symbol id, u24 big-endian
-//! 8..    symbol data, exactly the object's symbol size
+//! 4..7   encoding symbol id, u24 big-endian (RFC 6330 FEC payload id of
+//!        the one source block)
+//! 7..    symbol data, exactly the object's symbol size
 //! ```
 //! Sender and receiver derive the same RFC 6330 transmission parameters
-//! from [`ObjectInfo`] (length and symbol size), which the announcement
-//! carries with the object id; nothing else is sent.
+//! from [`ObjectInfo`] (length and symbol size): one source block, one
+//! sub-block, symbol alignment 1, so any symbol size fills the frame (an
+//! alignment of 8 and a source block number byte cost 3 % of every
+//! symbol frame at SF7). Nothing else is sent.
 //!
 //! # What a receiver gets
 //! [`ObjectDecoder`] takes symbols in any order, ignores duplicates,
@@ -30,7 +32,9 @@ use crate::Error;
 /// Largest object (bytes) the coding layer takes.
 pub const OBJECT_BYTES_MAX: usize = 1 << 20;
 /// Symbol header bytes before the symbol data.
-pub const SYMBOL_HEADER_LEN: usize = 8;
+pub const SYMBOL_HEADER_LEN: usize = 7;
+/// Most source symbols of one object (RFC 6330's largest source block).
+pub const SOURCE_SYMBOLS_MAX: usize = 56_403;
 /// Largest symbol size (bytes): a 255-byte frame less the frame and symbol
 /// headers.
 pub const SYMBOL_SIZE_MAX: usize = 255 - crate::frame::OVERHEAD - SYMBOL_HEADER_LEN;
@@ -63,16 +67,20 @@ impl ObjectInfo {
                 max: SYMBOL_SIZE_MAX,
             });
         }
-        let oti =
-            ObjectTransmissionInformation::with_defaults(u64::from(self.len), self.symbol_size);
-        if oti.symbol_size() != self.symbol_size {
-            // Sizes of 64 and more are multiples of 8 (RFC 6330 alignment).
+        if len.div_ceil(size) > SOURCE_SYMBOLS_MAX {
+            // One source block: the symbols must fit RFC 6330's largest.
             return Err(Error::SymbolSize {
                 size,
                 max: SYMBOL_SIZE_MAX,
             });
         }
-        Ok(oti)
+        Ok(ObjectTransmissionInformation::new(
+            u64::from(self.len),
+            self.symbol_size,
+            1,
+            1,
+            1,
+        ))
     }
 
     /// The tag symbols of this object carry.
@@ -93,13 +101,11 @@ impl ObjectInfo {
 #[must_use]
 pub const fn symbol_size_for(frame_payload: usize) -> usize {
     let size = frame_payload.saturating_sub(SYMBOL_HEADER_LEN);
-    let size = if size > SYMBOL_SIZE_MAX {
+    if size > SYMBOL_SIZE_MAX {
         SYMBOL_SIZE_MAX
     } else {
         size
-    };
-    // RFC 6330 alignment as raptorq applies it: 8 from 64 bytes up.
-    if size >= 64 { size - size % 8 } else { size }
+    }
 }
 
 /// The most symbols a decoder takes for `info` before it gives up and
@@ -112,7 +118,7 @@ pub fn symbols_max(info: &ObjectInfo) -> u32 {
 fn wire(tag: [u8; 4], packet: &EncodingPacket) -> Vec<u8> {
     let mut out = Vec::with_capacity(SYMBOL_HEADER_LEN + packet.data().len());
     out.extend_from_slice(&tag);
-    out.extend_from_slice(&packet.payload_id().serialize());
+    out.extend_from_slice(&packet.payload_id().encoding_symbol_id().to_be_bytes()[1..]);
     out.extend_from_slice(packet.data());
     out
 }
@@ -130,14 +136,14 @@ pub struct ObjectEncoder {
 }
 
 impl ObjectEncoder {
-    /// An encoder for `object` with symbols of at most `symbol_size` bytes
-    /// (use [`symbol_size_for`] to fill a frame; sizes of 64 and more are
-    /// rounded down to a multiple of 8).
+    /// An encoder for `object` with symbols of `symbol_size` bytes (use
+    /// [`symbol_size_for`] to fill a frame).
     ///
     /// # Errors
     /// [`Error::ObjectSize`] for an empty object or one over
-    /// [`OBJECT_BYTES_MAX`]; [`Error::SymbolSize`] for a size of 0 or over
-    /// [`SYMBOL_SIZE_MAX`].
+    /// [`OBJECT_BYTES_MAX`]; [`Error::SymbolSize`] for a size of 0, over
+    /// [`SYMBOL_SIZE_MAX`], or so small that the object would need more
+    /// than [`SOURCE_SYMBOLS_MAX`] symbols.
     pub fn new(object: &[u8], symbol_size: usize) -> Result<Self, Error> {
         if object.is_empty() || object.len() > OBJECT_BYTES_MAX {
             return Err(Error::ObjectSize {
@@ -151,12 +157,11 @@ impl ObjectEncoder {
                 max: SYMBOL_SIZE_MAX,
             });
         }
-        let aligned = symbol_size_for(symbol_size + SYMBOL_HEADER_LEN);
         let info = ObjectInfo {
             id: *blake3::hash(object).as_bytes(),
             // Both bounded above: the casts cannot truncate.
             len: object.len() as u32,
-            symbol_size: aligned as u16,
+            symbol_size: symbol_size as u16,
         };
         let oti = info.check()?;
         let encoder = raptorq::Encoder::new(object, oti);
@@ -229,7 +234,6 @@ pub struct ObjectDecoder {
     info: ObjectInfo,
     oti: ObjectTransmissionInformation,
     decoder: raptorq::Decoder,
-    blocks: u8,
     received: u32,
     complete: bool,
 }
@@ -246,7 +250,6 @@ impl ObjectDecoder {
             info,
             oti,
             decoder: raptorq::Decoder::new(oti),
-            blocks: oti.source_blocks(),
             received: 0,
             complete: false,
         })
@@ -294,12 +297,8 @@ impl ObjectDecoder {
                 reason: "length does not match the symbol size",
             });
         }
-        let id = PayloadId::deserialize(&[symbol[4], symbol[5], symbol[6], symbol[7]]);
-        if id.source_block_number() >= self.blocks {
-            return Err(Error::MalformedSymbol {
-                reason: "source block number out of range",
-            });
-        }
+        let esi = u32::from_be_bytes([0, symbol[4], symbol[5], symbol[6]]);
+        let id = PayloadId::new(0, esi);
         if self.complete {
             return Ok(None);
         }

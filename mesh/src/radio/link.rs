@@ -1151,8 +1151,8 @@ impl RadioLink {
         }
         let mut result = Ok(());
         if let ChunkSlot::Missing { decoder, symbols } = &mut c.slots[i] {
-            if let Some(esi) = payload.get(4..8) {
-                symbols.insert(u32::from_be_bytes([esi[0], esi[1], esi[2], esi[3]]));
+            if let Some(esi) = payload.get(4..7) {
+                symbols.insert(u32::from_be_bytes([0, esi[0], esi[1], esi[2]]));
             }
             match decoder.push(payload) {
                 Ok(Some(bytes)) if i < c.chunks => {
