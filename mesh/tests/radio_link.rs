@@ -464,6 +464,30 @@ fn holder_burst() -> (RadioLink, Vec<(Header, Vec<u8>)>) {
     (a, sent)
 }
 
+/// Release `id`'s announcement (security version 2) in the state given.
+fn announced(id: &Hash, complete: bool, fetching: bool) -> Announce {
+    Announce {
+        release: ReleaseKey::of(id),
+        security_version: 2,
+        complete,
+        pieces: false,
+        fetching,
+        needy: 0,
+    }
+}
+
+/// `a` broadcast by member `src`.
+fn announce_frame(src: u16, a: &Announce) -> Vec<u8> {
+    member_frame(
+        src,
+        ShortId::BROADCAST,
+        FrameKind::Announce,
+        0,
+        (0, 1),
+        &a.encode(),
+    )
+}
+
 /// A neighbour that hears a burst's symbols before it holds the bundle
 /// (it missed the bundle's fragments, which come again later) keeps them
 /// and decodes from them once the bundle verifies: no symbol is sent
@@ -483,26 +507,8 @@ fn symbols_heard_before_the_bundle_verifies_are_kept_and_used() {
         .collect();
     assert!(!symbols.is_empty() && !fragments.is_empty(), "{sent:?}");
     let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
-    let announce = Announce {
-        release: ReleaseKey::of(&id),
-        security_version: 2,
-        complete: true,
-        pieces: false,
-        fetching: false,
-        needy: 0,
-    };
     let mut now = Micros(Micros::SECOND);
-    b.handle_frame(
-        now,
-        &member_frame(
-            1,
-            ShortId::BROADCAST,
-            FrameKind::Announce,
-            0,
-            (0, 1),
-            &announce.encode(),
-        ),
-    );
+    b.handle_frame(now, &announce_frame(1, &announced(&id, true, false)));
     let mut deliver = |b: &mut RadioLink, (h, p): &(Header, Vec<u8>)| {
         now = now.plus(400_000);
         b.handle_frame(
@@ -535,43 +541,15 @@ fn the_bundle_is_asked_of_a_complete_holder_not_of_one_still_fetching() {
     let (a, _) = holder_burst();
     let id = a.release().unwrap();
     let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
-    let announce = |complete| Announce {
-        release: ReleaseKey::of(&id),
-        security_version: 2,
-        complete,
-        pieces: false,
-        fetching: false,
-        needy: 0,
-    };
     let t = Micros(Micros::SECOND);
-    b.handle_frame(
-        t,
-        &member_frame(
-            5,
-            ShortId::BROADCAST,
-            FrameKind::Announce,
-            0,
-            (0, 1),
-            &announce(false).encode(),
-        ),
-    );
+    b.handle_frame(t, &announce_frame(5, &announced(&id, false, false)));
     let early = drive_alone(&mut b, t, 300);
     assert!(
         early.iter().all(|(h, _)| h.kind != FrameKind::Request),
         "asked a holder still fetching: {early:?}"
     );
     let t2 = t.plus(301 * Micros::SECOND);
-    b.handle_frame(
-        t2,
-        &member_frame(
-            6,
-            ShortId::BROADCAST,
-            FrameKind::Announce,
-            0,
-            (0, 1),
-            &announce(true).encode(),
-        ),
-    );
+    b.handle_frame(t2, &announce_frame(6, &announced(&id, true, false)));
     let later = drive_alone(&mut b, t2, 60);
     let asked: Vec<_> = later
         .iter()
@@ -592,26 +570,8 @@ fn a_node_that_only_heard_of_a_release_announces_it_as_fetching_and_asks_nobody(
     let (a, _) = holder_burst();
     let id = a.release().unwrap();
     let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
-    let heard = Announce {
-        release: ReleaseKey::of(&id),
-        security_version: 2,
-        complete: false,
-        pieces: false,
-        fetching: true,
-        needy: 0,
-    };
     let t = Micros(Micros::SECOND);
-    b.handle_frame(
-        t,
-        &member_frame(
-            5,
-            ShortId::BROADCAST,
-            FrameKind::Announce,
-            0,
-            (0, 1),
-            &heard.encode(),
-        ),
-    );
+    b.handle_frame(t, &announce_frame(5, &announced(&id, false, true)));
     let sent = drive_alone(&mut b, t, 1_800);
     assert!(
         sent.iter().all(|(h, _)| h.kind == FrameKind::Announce),
@@ -678,26 +638,8 @@ fn askers_that_lost_different_fragments_are_served_repair_fragments() {
     // A neighbour that got every fragment but 0, 1 and 2 completes from
     // the repair fragments alone.
     let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
-    let announce = Announce {
-        release: ReleaseKey::of(&id),
-        security_version: 2,
-        complete: true,
-        pieces: false,
-        fetching: false,
-        needy: 0,
-    };
     let mut now = t;
-    b.handle_frame(
-        now,
-        &member_frame(
-            1,
-            ShortId::BROADCAST,
-            FrameKind::Announce,
-            0,
-            (0, 1),
-            &announce.encode(),
-        ),
-    );
+    b.handle_frame(now, &announce_frame(1, &announced(&id, true, false)));
     let per = bundle::piece_len(222 - 12);
     for i in 3..count {
         now = now.plus(400_000);
