@@ -12,6 +12,9 @@
 #     dominating set (goal: coded <= 1.5x the bound);
 #   - the unicast baseline: per-neighbour transfers with acknowledgements
 #     and retransmission (goal on random:50: baseline >= 3x coded).
+# A second table splits the coded run's airtime by frame kind (seconds,
+# frames in brackets) and gives the bundle's share of a broadcast bound
+# (bundle_bound_airtime_s: the bundle once per CDS node; not in the bound).
 # Then, for each scenario, a patch release (issue #8 items 7 and 9): every
 # node runs v1, node 0 holds v2 and a ~20 KiB patch from v1 (v2's image is
 # ten times larger), once fetched by patch
@@ -57,6 +60,7 @@ if [[ -n ${PAYLOADS// /} ]]; then
 echo "| scenario | payload | converged | time to converge (s) | airtime total (s) | per node (s) | max node (s) | bound (s) | coded / bound | baseline (s) | baseline / coded | duty-cycle violations | wall (s) |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 fi
+KINDS=""
 for payload in $PAYLOADS; do
     for topo in $TOPOLOGIES; do
         log "sim --lora --topology $topo --payload-bytes $payload --seed $SEED --baseline"
@@ -66,6 +70,7 @@ for payload in $PAYLOADS; do
         end=$(date +%s.%N)
         if [[ -z $json ]]; then
             echo "| $topo | $payload | error | | | | | | | | | | |"
+            KINDS+="| $topo | $payload | error | | | | | | | | | |"$'\n'
             continue
         fi
         WALL=$(python3 -c "print(f'{$end - $start:.1f}')") python3 -c '
@@ -81,8 +86,27 @@ print("| {t} | {kib:g} KiB | {c} | {v:.0f} | {a:.1f} | {p:.2f} | {m:.1f} | {b:.1
     bvs=r["baseline_virtual_seconds"], bx=r["baseline_vs_coded"],
     dv=r["duty_cycle_violations"], bdv=vd, w=os.environ["WALL"]))
 ' "$json"
+        KINDS+=$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+s = r.get("airtime_by_kind_s", {}); f = r.get("frames_by_kind", {})
+kinds = ["announce", "request", "bundle", "symbol", "progress", "repair", "other"]
+cell = lambda k: "{:.1f} ({})".format(s.get(k, 0.0), f.get(k, 0))
+print("| {t} | {kib:g} KiB | {a:.1f} | {cells} | {bb:.1f} | {b:.1f} |".format(
+    t=r["topology"], kib=r["payload_bytes"] / 1024, a=r["airtime_total_s"],
+    cells=" | ".join(cell(k) for k in kinds),
+    bb=r.get("bundle_bound_airtime_s", 0.0), b=r["bound_airtime_s"]))
+' "$json")$'\n'
     done
 done
+if [[ -n $KINDS ]]; then
+    echo
+    echo "Coded airtime by frame kind, seconds (frames):"
+    echo
+    echo "| scenario | payload | airtime total (s) | announce | request | bundle | symbol | progress | repair | other | bundle bound (s) | bound (s) |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    printf '%s' "$KINDS"
+fi
 
 ((PATCH)) || exit 0
 [[ -z ${PAYLOADS// /} ]] || echo

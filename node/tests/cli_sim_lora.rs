@@ -42,6 +42,25 @@ fn sim_lora_json_reports_airtime_bound_baseline_and_duty_cycle_and_is_determinis
     );
     assert!(baseline > 0.0);
     assert!(v["virtual_seconds"].as_f64().unwrap() > 0.0);
+    // Airtime and frames by kind, summing to the total; the bundle's share
+    // of a broadcast bound beside the bound.
+    let kinds = v["airtime_by_kind_s"].as_object().unwrap();
+    let frames = v["frames_by_kind"].as_object().unwrap();
+    for k in [
+        "announce", "request", "bundle", "symbol", "progress", "repair", "other",
+    ] {
+        assert!(kinds[k].as_f64().is_some(), "{k}: {v}");
+        assert!(frames[k].as_u64().is_some(), "{k}: {v}");
+        assert!(v["baseline_airtime_by_kind_s"][k].as_f64().is_some(), "{k}");
+        assert!(v["baseline_frames_by_kind"][k].as_u64().is_some(), "{k}");
+    }
+    let sum: f64 = kinds.values().map(|s| s.as_f64().unwrap()).sum();
+    assert!((sum - airtime).abs() < 1e-6 * airtime, "{sum} vs {airtime}");
+    for k in ["announce", "bundle", "symbol"] {
+        assert!(kinds[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+    let bundle_bound = v["bundle_bound_airtime_s"].as_f64().unwrap();
+    assert!(bundle_bound > 0.0 && bundle_bound < bound, "{v}");
 }
 
 #[test]
@@ -50,6 +69,8 @@ fn sim_lora_without_baseline_omits_its_airtime_and_refuses_a_bad_topology() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v.get("baseline_airtime_s").is_none());
+    assert!(v.get("baseline_airtime_by_kind_s").is_none());
+    assert!(v.get("airtime_by_kind_s").is_some());
     let bad = sim_lora(&["--topology", "ring:5"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("line:HOPS"), "{}", stderr(&bad));

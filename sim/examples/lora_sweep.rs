@@ -24,13 +24,15 @@ fn main() {
             println!("{}", r.to_json());
         }
         println!(
-            "{topo} {payload} seed {seed}: converged {} in {:.0} s, airtime {:.1} s, bound {:.1} s ({} cds), x{:.2}; baseline/coded {:?}; frames {} ann {} req {} pieces {} symbols {} bursts {} suppressed {} senders {} viol {} losses {:?}",
+            "{topo} {payload} seed {seed}: converged {} in {:.0} s, airtime {:.1} s, bound {:.1} s ({} cds, bundle {:.1} s more), x{:.2}; airtime by kind: {}; baseline/coded {:?}; frames {} ann {} req {} pieces {} symbols {} bursts {} suppressed {} senders {} viol {} losses {:?}",
             r.converged,
             r.virtual_seconds,
             r.airtime_total_s,
             r.bound_airtime_s,
             r.cds_nodes,
+            r.bundle_bound_airtime_s,
             r.airtime_vs_bound,
+            r.airtime_by_kind.summary(),
             r.baseline_vs_coded.map(|x| (x * 100.0).round() / 100.0),
             r.frames,
             r.announces,

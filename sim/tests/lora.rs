@@ -2,7 +2,7 @@
 //! EU868 medium with 10 % frame loss and collisions. Each prints its report.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use meshota_sim::lora::{LoraOptions, LoraReport, LoraTopology, PatchRun, run};
+use meshota_sim::lora::{AirtimeByKind, LoraOptions, LoraReport, LoraTopology, PatchRun, run};
 
 const PATCH_BYTES: usize = 20 * 1024;
 
@@ -240,4 +240,75 @@ fn a_corrupt_patch_piece_falls_back_to_chunks_and_installs_no_bad_image() {
     assert!(r.piece_failures.unwrap() > 0, "{}", r.to_json());
     assert_eq!(r.installed_by_patch, Some(0), "{}", r.to_json());
     assert!(r.pieces_applied.unwrap() > 0, "{}", r.to_json());
+}
+
+// Airtime by frame kind: every frame an honest node sends is counted once,
+// under its kind, with the airtime the medium charged for it.
+
+fn assert_kinds_sum_to(kinds: &AirtimeByKind, total_s: f64, what: &str) {
+    let sum: f64 = kinds.fields().iter().map(|(_, k)| k.seconds()).sum();
+    assert!(
+        (sum - total_s).abs() < 1e-6 * total_s.max(1.0),
+        "{what}: kinds sum to {sum} s, total {total_s} s: {kinds:?}"
+    );
+}
+
+#[test]
+fn airtime_by_kind_sums_to_the_total_and_leaves_the_intruder_out() {
+    let o = LoraOptions {
+        intruder: true,
+        baseline: true,
+        ..LoraOptions::new(LoraTopology::Line(5), PATCH_BYTES, 3)
+    };
+    let r = lora(&o);
+    assert_converged_within_duty_cycle(&r);
+    let k = &r.airtime_by_kind;
+    assert_kinds_sum_to(k, r.airtime_total_s, "coded");
+    // A converged run announced, sent the bundle and sent symbols; the
+    // link's own counters agree with the frames the driver saw.
+    for (name, t) in [
+        ("announce", k.announce),
+        ("bundle", k.bundle),
+        ("symbol", k.symbol),
+    ] {
+        assert!(t.frames > 0 && t.seconds() > 0.0, "{name}: {k:?}");
+    }
+    assert_eq!(k.announce.frames, r.announces, "{k:?}");
+    assert_eq!(k.symbol.frames, r.symbols, "{k:?}");
+    assert_eq!(k.total().frames, r.frames, "{k:?}");
+    assert_eq!(k.other.frames, 0, "{k:?}");
+    // The baseline's kinds sum to its own total.
+    let b = r.baseline_airtime_by_kind.unwrap().0;
+    assert_kinds_sum_to(&b, r.baseline_airtime_s.unwrap(), "baseline");
+    assert!(b.bundle.frames > 0 && b.progress.frames > 0, "{b:?}");
+    assert_eq!(b.symbol.frames, 0, "{b:?}");
+    // In the JSON, beside every field that was there before.
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    let json_sum: f64 = v["airtime_by_kind_s"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s.as_f64().unwrap())
+        .sum();
+    assert!((json_sum - r.airtime_total_s).abs() < 1e-6 * r.airtime_total_s);
+    assert_eq!(v["frames_by_kind"]["symbol"], r.symbols);
+    assert!(v["baseline_airtime_by_kind_s"]["bundle"].as_f64().unwrap() > 0.0);
+    assert!(v["airtime_vs_bound"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bundle_bound_is_the_bundle_once_per_cds_node_and_leaves_the_bound_alone() {
+    use meshota_sim::lora::bound::bound_airtime_us;
+    use meshota_sim::lora::scenario::seconds;
+    let r = lora(&LoraOptions::new(LoraTopology::Line(3), PATCH_BYTES, 9));
+    let want = seconds(bound_airtime_us(r.bundle_bytes, r.cds_nodes));
+    assert!(want > 0.0);
+    assert!(
+        (r.bundle_bound_airtime_s - want).abs() < 1e-9,
+        "{}",
+        r.to_json()
+    );
+    let bound = seconds(bound_airtime_us(r.payload_bytes, r.cds_nodes));
+    assert!((r.bound_airtime_s - bound).abs() < 1e-9, "{}", r.to_json());
+    assert!((r.airtime_vs_bound - r.airtime_total_s / r.bound_airtime_s).abs() < 1e-6);
 }

@@ -7,12 +7,15 @@
 //! acknowledgements and retransmission) run in the same medium.
 //!
 //! Start with [`LoraOptions`] and [`run`]; [`bound`] and [`unicast`] are the
-//! yardsticks; [`scenario`] builds the node positions.
+//! yardsticks; [`scenario`] builds the node positions; [`kinds`] splits
+//! the airtime by frame kind.
 
 pub mod bound;
+pub mod kinds;
 pub mod run;
 pub mod scenario;
 pub mod unicast;
 
+pub use kinds::{AirtimeByKind, BaselineAirtimeByKind, KindTally};
 pub use run::{LoraOptions, LoraReport, PatchRun, run};
 pub use scenario::LoraTopology;
