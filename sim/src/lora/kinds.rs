@@ -8,22 +8,20 @@
 //! [`scenario::airtime_us`] of its length, which is what the medium
 //! charges the sender.
 
+use meshota_radios::FrameKind;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::scenario::{self, seconds};
 
-/// Low nibble of an announcement frame's byte 0.
-const ANNOUNCE: u8 = 1;
-/// Low nibble of a request frame's byte 0.
-const REQUEST: u8 = 2;
-/// Low nibble of a message frame's byte 0 (bundle and patch-index fragments).
-const MESSAGE: u8 = 3;
-/// Low nibble of a symbol frame's byte 0.
-const SYMBOL: u8 = 4;
-/// Low nibble of a progress frame's byte 0.
-const PROGRESS: u8 = 5;
-/// Low nibble of a repair frame's byte 0 (coded repair fragments of the bundle).
-const REPAIR: u8 = 6;
+// The low nibble of byte 0: `meshota_radios::FrameKind`'s numbers.
+const ANNOUNCE: u8 = FrameKind::Announce as u8;
+const REQUEST: u8 = FrameKind::Request as u8;
+/// Bundle and patch-index fragments.
+const MESSAGE: u8 = FrameKind::Message as u8;
+const SYMBOL: u8 = FrameKind::Symbol as u8;
+const PROGRESS: u8 = FrameKind::Progress as u8;
+/// Coded repair fragments of the bundle.
+const REPAIR: u8 = FrameKind::Repair as u8;
 
 /// Frames of one kind and their airtime. Invariant: `airtime_us` is the
 /// sum of [`scenario::airtime_us`] over the `frames` counted.
