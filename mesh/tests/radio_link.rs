@@ -53,7 +53,9 @@ fn a_neighbour_fetches_the_bundle_then_decodes_and_verifies_every_chunk() {
     a.add_release(Micros(0), new.bundle.clone(), &new.chunks)
         .unwrap();
     let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
-    assert!(run_pair(&mut a, &mut b, Micros(600 * Micros::SECOND)));
+    // A lone source (one asker, no other needy neighbour) waits up to
+    // 512 s per round, and the bundle and the symbols are two rounds.
+    assert!(run_pair(&mut a, &mut b, Micros(1_500 * Micros::SECOND)));
     assert_eq!(b.release(), Some(new.id));
     assert_eq!(b.payload().unwrap(), new.image);
     let events: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
@@ -249,7 +251,8 @@ fn a_holder_whose_only_asker_went_to_another_source_sends_no_symbols() {
             }
             _ => {}
         }
-        let symbols = drive_alone(&mut a, t2, 200)
+        // Past a lone source's longest wait (512 s).
+        let symbols = drive_alone(&mut a, t2, 600)
             .iter()
             .filter(|(h, _)| h.kind == FrameKind::Symbol)
             .count();
@@ -460,7 +463,8 @@ fn holder_burst() -> (RadioLink, Vec<(Header, Vec<u8>)>) {
             &payload_request(tag, k.3.len()),
         ),
     );
-    let sent = drive_alone(&mut a, t.plus(1_000), 300);
+    // Past a lone source's longest wait (512 s).
+    let sent = drive_alone(&mut a, t.plus(1_000), 700);
     (a, sent)
 }
 

@@ -30,9 +30,20 @@ pub struct RadioTiming {
     /// another's burst to serve that neighbour (a greedy dominating set in
     /// the making).
     pub burst_backoff_us: u64,
+    /// A source asked by a single neighbour that knows no other needy
+    /// neighbour (its burst would serve that one node) waits this many
+    /// times longer (at least 1): a neighbour of the asker that more needy
+    /// nodes surround has time to complete and serve the asker along with
+    /// the others (on a grid, the wave then runs along every third row
+    /// rather than along the edges).
+    pub lone_wait_factor: u64,
     /// A burst sends `need + need / margin_div + 1` symbols for the largest
     /// need asked, to cover loss.
     pub margin_div: u32,
+    /// The margin's divisor instead of `margin_div` when the source knows
+    /// two or more needy neighbours: the burst has to cover the unluckiest
+    /// of several receivers.
+    pub margin_div_shared: u32,
     /// A neighbour still announcing an older release that has not asked
     /// for ours within this long resets the Trickle timer again.
     pub stale_neighbour_us: u64,
@@ -47,7 +58,9 @@ impl RadioTiming {
         request_backoff_us: 1_500_000,
         request_retry_us: 32_000_000,
         burst_backoff_us: 128_000_000,
+        lone_wait_factor: 4,
         margin_div: 8,
+        margin_div_shared: 6,
         stale_neighbour_us: 30_000_000,
         bundle_failures_max: 3,
     };

@@ -1253,7 +1253,14 @@ impl RadioLink {
         if !serves {
             return Ok(());
         }
-        let div = self.config.timing.margin_div.max(1);
+        // Several needy neighbours will hear the burst: it must cover the
+        // unluckiest of them.
+        let div = if self.needy_neighbours() >= 2 {
+            self.config.timing.margin_div_shared
+        } else {
+            self.config.timing.margin_div
+        }
+        .max(1);
         for (k, j) in r.held.missing().enumerate() {
             let j = set.start + j;
             let need = r
@@ -1274,14 +1281,21 @@ impl RadioLink {
     /// `asker` asked us, a source: the burst waits the burst backoff
     /// divided by the square of the askers so far, times a random factor
     /// in [1/2, 1), so the source that covers the most askers goes first
-    /// (never behind one with fewer askers, whatever the draw).
+    /// (never behind one with fewer askers, whatever the draw). A lone
+    /// source (one asker, no other needy neighbour known) waits
+    /// `lone_wait_factor` times that: a burst serving one node is the last
+    /// resort, so a neighbour of the asker that covers more can go first
+    /// (the asker then asks it, and we drop the asker).
     fn join_round(&mut self, now: Micros, asker: ShortId) {
         if self.askers.is_empty() {
             self.round_start = now;
         }
         self.askers.insert(asker);
         let askers = self.askers.len() as u64;
-        let span = self.config.timing.burst_backoff_us / (askers * askers);
+        let mut span = self.config.timing.burst_backoff_us / (askers * askers);
+        if askers == 1 && self.needy_neighbours() <= 1 {
+            span = span.saturating_mul(self.config.timing.lone_wait_factor.max(1));
+        }
         let wait = span / 2 + self.backoff(span / 2);
         let at = self.round_start.plus(wait).max(now);
         if !self.bursting {

@@ -35,8 +35,9 @@
 //!    itself; a chunk that fails is reset and only it is asked again. A
 //!    needy node sends one [`msg::PayloadRequest`] (chunk bitmap and symbols
 //!    still needed per chunk) to one chosen source; the source broadcasts
-//!    fresh repair symbols for the largest need it was asked plus a margin,
-//!    and every neighbour that lacks the chunk uses them. Each source starts
+//!    fresh repair symbols for the largest need it was asked plus a margin
+//!    (larger when it knows several needy neighbours), and every neighbour
+//!    that lacks the chunk uses them. Each source starts
 //!    at a random point of the 2^23 repair symbols, so a receiver hearing
 //!    several gets fresh symbols from each; symbols heard before the bundle
 //!    (or patch index) naming their object verified are kept (a bounded
@@ -55,7 +56,10 @@
 //!    a source over a strong link (per-sender message ids give each link's
 //!    reception rate), preferring the one whose burst they are hearing,
 //!    then the one that announced the most needy neighbours (a distributed
-//!    greedy cover), then the one a neighbour just asked. A source calls off
+//!    greedy cover), then the one a neighbour just asked. A source waits
+//!    before its burst, less the more neighbours asked it, longest when
+//!    one asker is its only needy neighbour (a burst serving one node is
+//!    the last resort). A source calls off
 //!    a burst not yet started when it hears another node's symbols of the
 //!    release, or when every neighbour that asked it has since asked
 //!    another source or announced itself complete (the askers ask again if
