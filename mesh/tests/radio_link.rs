@@ -53,8 +53,8 @@ fn a_neighbour_fetches_the_bundle_then_decodes_and_verifies_every_chunk() {
     a.add_release(Micros(0), new.bundle.clone(), &new.chunks)
         .unwrap();
     let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
-    // A lone source (one asker, no other needy neighbour) waits up to
-    // 512 s per round, and the bundle and the symbols are two rounds.
+    // A source asked by one neighbour waits up to 128 s per round, and the
+    // bundle and the symbols are two rounds.
     assert!(run_pair(&mut a, &mut b, Micros(1_500 * Micros::SECOND)));
     assert_eq!(b.release(), Some(new.id));
     assert_eq!(b.payload().unwrap(), new.image);
@@ -251,7 +251,7 @@ fn a_holder_whose_only_asker_went_to_another_source_sends_no_symbols() {
             }
             _ => {}
         }
-        // Past a lone source's longest wait (512 s).
+        // Past a lone source's longest wait (128 s).
         let symbols = drive_alone(&mut a, t2, 600)
             .iter()
             .filter(|(h, _)| h.kind == FrameKind::Symbol)
@@ -463,7 +463,7 @@ fn holder_burst() -> (RadioLink, Vec<(Header, Vec<u8>)>) {
             &payload_request(tag, k.3.len()),
         ),
     );
-    // Past a lone source's longest wait (512 s).
+    // Past a lone source's longest wait (128 s).
     let sent = drive_alone(&mut a, t.plus(1_000), 700);
     (a, sent)
 }
@@ -667,4 +667,47 @@ fn askers_that_lost_different_fragments_are_served_repair_fragments() {
         b.handle_frame(now, &member_frame(1, h.dst, h.kind, h.msg_id, (0, 1), p));
     }
     assert_eq!(b.release(), Some(id), "{}", b.describe());
+}
+
+/// With `lone_wait_factor` F, a source asked by one neighbour and knowing
+/// no other needy one waits F times longer before its burst (64-128 s at
+/// 1, 256-512 s at 4).
+#[test]
+fn a_lone_source_waits_lone_wait_factor_times_longer() {
+    let k = keys_cached();
+    let first_symbol = |factor: u64| {
+        let mut cfg = config(1, 1);
+        cfg.timing.lone_wait_factor = factor;
+        let mut a = RadioLink::new(cfg, k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+        a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
+        let tag = tag_of(&a.release().unwrap());
+        let t = Micros(Micros::SECOND);
+        a.handle_frame(
+            t,
+            &member_frame(
+                9,
+                ShortId(1),
+                FrameKind::Progress,
+                0,
+                (0, 1),
+                &payload_request(tag, k.3.len()),
+            ),
+        );
+        let codec = FrameCodec::new(&KEY, 222).unwrap();
+        let mut now = t;
+        for _ in 0..100_000 {
+            a.handle_timeout(now);
+            if let Some(f) = a.poll_transmit(now) {
+                if codec.decode(&f).unwrap().header.kind == FrameKind::Symbol {
+                    return now.since(t) / Micros::SECOND;
+                }
+            }
+            now = a.poll_timeout().max(now.plus(1_000));
+        }
+        panic!("no symbol sent");
+    };
+    let one = first_symbol(1);
+    let four = first_symbol(4);
+    assert!((64..=128).contains(&one), "{one} s");
+    assert!((256..=512).contains(&four), "{four} s");
 }

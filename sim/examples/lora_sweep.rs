@@ -1,15 +1,30 @@
 //! Runs LoRa scenarios and prints one summary line each (a quicker loop
 //! than the `meshota` binary for protocol work: this crate's dependencies
-//! only). Usage: `lora_sweep [--baseline] [--json] SEED TOPOLOGY:PAYLOAD ...`,
-//! e.g. `lora_sweep 1 random:50:20480 grid:200:102400`.
+//! only). Usage: `lora_sweep [--baseline] [--json] [--lone-wait=F]
+//! [--margin-div-shared=D] SEED TOPOLOGY:PAYLOAD ...`, e.g. `lora_sweep 1
+//! random:50:20480 grid:200:102400`; the `=` options set the links'
+//! `RadioTiming` fields of those names.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use meshota_mesh::radio::RadioTiming;
 use meshota_sim::lora::{LoraOptions, LoraTopology, run};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let baseline = args.iter().any(|a| a == "--baseline");
     let json = args.iter().any(|a| a == "--json");
+    let value = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(name))
+            .map(|v| v.parse::<u64>().expect("a number"))
+    };
+    let mut timing = RadioTiming::LORA;
+    if let Some(f) = value("--lone-wait=") {
+        timing.lone_wait_factor = f;
+    }
+    if let Some(d) = value("--margin-div-shared=") {
+        timing.margin_div_shared = u32::try_from(d).expect("a divisor");
+    }
     args.retain(|a| !a.starts_with("--"));
     let seed: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(1);
     for spec in args.iter().skip(1) {
@@ -17,6 +32,7 @@ fn main() {
         let topology: LoraTopology = topo.parse().expect("topology");
         let o = LoraOptions {
             baseline,
+            timing,
             ..LoraOptions::new(topology, payload.parse().expect("payload"), seed)
         };
         let r = run(&o).expect("run");

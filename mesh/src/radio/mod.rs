@@ -57,9 +57,9 @@
 //!    reception rate), preferring the one whose burst they are hearing,
 //!    then the one that announced the most needy neighbours (a distributed
 //!    greedy cover), then the one a neighbour just asked. A source waits
-//!    before its burst, less the more neighbours asked it, longest when
-//!    one asker is its only needy neighbour (a burst serving one node is
-//!    the last resort). A source calls off
+//!    before its burst, less the more neighbours asked it (and, with
+//!    [`RadioTiming::lone_wait_factor`] above 1, longer still when one
+//!    asker is its only needy neighbour). A source calls off
 //!    a burst not yet started when it hears another node's symbols of the
 //!    release, or when every neighbour that asked it has since asked
 //!    another source or announced itself complete (the askers ask again if

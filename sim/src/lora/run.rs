@@ -68,6 +68,9 @@ pub struct LoraOptions {
     /// patch from v1 of about `payload_bytes` (the image is ten times
     /// larger); nodes on v1 fetch the patch.
     pub patch: Option<PatchRun>,
+    /// Every link's backoffs, retries and margins
+    /// ([`RadioTiming::LORA`] by default; the protocol's tuning knobs).
+    pub timing: RadioTiming,
 }
 
 /// How a patch run goes (with [`LoraOptions::patch`]).
@@ -96,6 +99,7 @@ impl LoraOptions {
             baseline: false,
             freq_hz: scenario::FREQ_HZ,
             patch: None,
+            timing: RadioTiming::LORA,
         }
     }
 }
@@ -660,7 +664,8 @@ fn short_id(i: usize) -> ShortId {
     ShortId::derive(crate::fixture::node_id(i).0.as_slice(), 0)
 }
 
-fn radio_config(i: usize, key: [u8; 32], seed: u64, freq_hz: u32) -> RadioConfig {
+fn radio_config(i: usize, key: [u8; 32], o: &LoraOptions) -> RadioConfig {
+    let (seed, freq_hz) = (o.seed, o.freq_hz);
     RadioConfig {
         mesh_key: key,
         short_id: short_id(i),
@@ -668,7 +673,7 @@ fn radio_config(i: usize, key: [u8; 32], seed: u64, freq_hz: u32) -> RadioConfig
         region: EU868,
         frame_len: scenario::frame_len(),
         trickle: TrickleConfig::LORA,
-        timing: RadioTiming::LORA,
+        timing: o.timing,
         seed: SimRng::stream(seed, 0x4ad10 + i as u64).next_u64(),
         hardware: Some(HARDWARE.into()),
         expiration: Expiration::dangerous_ignore(),
@@ -694,13 +699,8 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
     let mut make = |i: usize, now: Micros| -> Result<Box<dyn Station>, Error> {
         let intruder = i >= w.honest;
         let key = if intruder { INTRUDER_KEY } else { MESH_KEY };
-        let mut link = RadioLink::new(
-            radio_config(i, key, o.seed, o.freq_hz),
-            trust.clone(),
-            installed,
-            now,
-        )
-        .map_err(|e| Error::Core(e.to_string()))?;
+        let mut link = RadioLink::new(radio_config(i, key, o), trust.clone(), installed, now)
+            .map_err(|e| Error::Core(e.to_string()))?;
         if i == 0 || intruder {
             link.add_release(now, w.bundle.clone(), &w.chunks)
                 .map_err(|e| Error::Core(e.to_string()))?;
