@@ -149,6 +149,11 @@ pub struct RadioLink {
     /// Neighbours that asked us for symbols since our last burst, and when
     /// the first did.
     askers: BTreeSet<ShortId>,
+    /// The askers our last bundle burst served, and until when their
+    /// payload requests skip the election (it was just held).
+    served_bundle: (BTreeSet<ShortId>, Micros),
+    /// This burst sent bundle fragments.
+    burst_had_bundle: bool,
     round_start: Micros,
     pieces_out: BTreeSet<u8>,
     /// The most bundle fragments one asker of this round lacks: when the
@@ -222,6 +227,8 @@ impl RadioLink {
             burst_at: None,
             bursting: false,
             askers: BTreeSet::new(),
+            served_bundle: (BTreeSet::new(), now),
+            burst_had_bundle: false,
             round_start: now,
             pieces_out: BTreeSet::new(),
             bundle_need: 0,
@@ -1296,6 +1303,11 @@ impl RadioLink {
         if askers == 1 && self.needy_neighbours() <= 1 {
             span = span.saturating_mul(self.config.timing.lone_wait_factor.max(1));
         }
+        if self.served_bundle.0.contains(&asker) && now < self.served_bundle.1 {
+            // We just won this neighbourhood's election for the bundle:
+            // its payload requests need not hold another.
+            span = span.min(self.config.timing.burst_backoff_us / 16);
+        }
         let wait = span / 2 + self.backoff(span / 2);
         let at = self.round_start.plus(wait).max(now);
         if !self.bursting {
@@ -1538,6 +1550,7 @@ impl RadioLink {
         if self.burst_at.is_some_and(|t| now >= t) {
             if let Some(f) = self.next_piece() {
                 self.bursting = true;
+                self.burst_had_bundle = true;
                 return Some(f);
             }
             if let Some(f) = self.next_symbol() {
@@ -1549,6 +1562,12 @@ impl RadioLink {
             }
             self.burst_at = None;
             self.bursting = false;
+            if core::mem::take(&mut self.burst_had_bundle) {
+                self.served_bundle = (
+                    core::mem::take(&mut self.askers),
+                    now.plus(SERVED_BUNDLE_US),
+                );
+            }
             self.askers.clear();
             self.bundle_need = 0;
             self.repairs_out = 0;
@@ -1811,6 +1830,9 @@ fn piece_job(c: &mut Carried, k: usize, bytes: &[u8]) -> Option<PieceJob> {
 /// A neighbour's need counts towards our announced coverage this long
 /// after it last showed it (µs; Trickle's largest interval).
 const NEEDY_FRESH_US: u64 = 600 * Micros::SECOND;
+/// After a bundle burst, its askers' payload requests within this long (µs)
+/// are answered after a short wait, not a new election.
+const SERVED_BUNDLE_US: u64 = 120 * Micros::SECOND;
 /// Symbols kept before their object is known (about 110 KB at SF7).
 const EARLY_SYMBOLS_MAX: usize = 512;
 /// A node fetching a bundle asks a holder that is still fetching the

@@ -59,7 +59,9 @@
 //!    greedy cover), then the one a neighbour just asked. A source waits
 //!    before its burst, less the more neighbours asked it (and, with
 //!    [`RadioTiming::lone_wait_factor`] above 1, longer still when one
-//!    asker is its only needy neighbour). A source calls off
+//!    asker is its only needy neighbour); a neighbour it just sent the
+//!    bundle has its payload request answered after a few seconds (the
+//!    election for that neighbourhood was just held). A source calls off
 //!    a burst not yet started when it hears another node's symbols of the
 //!    release, or when every neighbour that asked it has since asked
 //!    another source or announced itself complete (the askers ask again if
