@@ -680,31 +680,7 @@ fn a_lone_source_waits_lone_wait_factor_times_longer() {
         cfg.timing.lone_wait_factor = factor;
         let mut a = RadioLink::new(cfg, k.0.clone(), (k.1, 1), Micros(0)).unwrap();
         a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
-        let tag = tag_of(&a.release().unwrap());
-        let t = Micros(Micros::SECOND);
-        a.handle_frame(
-            t,
-            &member_frame(
-                9,
-                ShortId(1),
-                FrameKind::Progress,
-                0,
-                (0, 1),
-                &payload_request(tag, k.3.len()),
-            ),
-        );
-        let codec = FrameCodec::new(&KEY, 222).unwrap();
-        let mut now = t;
-        for _ in 0..100_000 {
-            a.handle_timeout(now);
-            if let Some(f) = a.poll_transmit(now) {
-                if codec.decode(&f).unwrap().header.kind == FrameKind::Symbol {
-                    return now.since(t) / Micros::SECOND;
-                }
-            }
-            now = a.poll_timeout().max(now.plus(1_000));
-        }
-        panic!("no symbol sent");
+        seconds_to_first_symbol(&mut a, 9, Micros(Micros::SECOND))
     };
     let one = first_symbol(1);
     let four = first_symbol(4);
@@ -732,36 +708,41 @@ fn the_payload_request_after_a_bundle_burst_skips_a_second_election() {
     let bundle = drive_alone(&mut a, t, 200);
     assert!(bundle.iter().any(|(h, _)| h.kind == FrameKind::Message));
     let t2 = t.plus(201 * Micros::SECOND);
-    let codec = FrameCodec::new(&KEY, 222).unwrap();
-    let first_symbol_after = |a: &mut RadioLink, asker: u16, at: Micros| {
-        a.handle_frame(
-            at,
-            &member_frame(
-                asker,
-                ShortId(1),
-                FrameKind::Progress,
-                1,
-                (0, 1),
-                &payload_request(tag, k.3.len()),
-            ),
-        );
-        let mut now = at;
-        for _ in 0..100_000 {
-            a.handle_timeout(now);
-            if let Some(f) = a.poll_transmit(now) {
-                if codec.decode(&f).unwrap().header.kind == FrameKind::Symbol {
-                    return now.since(at) / Micros::SECOND;
-                }
-            }
-            now = a.poll_timeout().max(now.plus(1_000));
-        }
-        panic!("no symbol sent");
-    };
-    let served = first_symbol_after(&mut a, 9, t2);
+    let served = seconds_to_first_symbol(&mut a, 9, t2);
     assert!(served <= 8, "{served} s");
     // A neighbour the bundle burst did not serve waits out an election.
     let mut fresh = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
     fresh.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
-    let elected = first_symbol_after(&mut fresh, 10, t2);
+    let elected = seconds_to_first_symbol(&mut fresh, 10, t2);
     assert!(elected >= 64, "{elected} s");
+}
+
+/// Member `asker` asks holder `a` for every chunk at `at`; the seconds
+/// until `a` sends its first symbol. Bounded in steps.
+fn seconds_to_first_symbol(a: &mut RadioLink, asker: u16, at: Micros) -> u64 {
+    let tag = tag_of(&a.release().unwrap());
+    let chunks = a.chunk_progress().unwrap().1;
+    a.handle_frame(
+        at,
+        &member_frame(
+            asker,
+            ShortId(1),
+            FrameKind::Progress,
+            1,
+            (0, 1),
+            &payload_request(tag, chunks),
+        ),
+    );
+    let codec = FrameCodec::new(&KEY, 222).unwrap();
+    let mut now = at;
+    for _ in 0..100_000 {
+        a.handle_timeout(now);
+        if let Some(f) = a.poll_transmit(now) {
+            if codec.decode(&f).unwrap().header.kind == FrameKind::Symbol {
+                return now.since(at) / Micros::SECOND;
+            }
+        }
+        now = a.poll_timeout().max(now.plus(1_000));
+    }
+    panic!("no symbol sent");
 }
