@@ -471,14 +471,21 @@ impl RadioLink {
         };
         if c.complete() {
             let release = c.bundle.id;
-            self.events
-                .push_back(LinkEvent::ReleaseComplete { release });
-            self.request_at = None;
-            self.request_due = false;
-            self.trickle.reset(ms(now), &mut self.rng);
+            self.completed(now, release);
         } else {
             self.schedule_request(now);
         }
+    }
+
+    /// The carried release just became whole: report it, stop asking,
+    /// announce it soon, and drop the symbols kept for later.
+    fn completed(&mut self, now: Micros, release: Hash) {
+        self.events
+            .push_back(LinkEvent::ReleaseComplete { release });
+        self.request_at = None;
+        self.request_due = false;
+        self.early.clear();
+        self.trickle.reset(ms(now), &mut self.rng);
     }
 
     /// Sets up the patch a node on the base fetches, if the manifest lists
@@ -1205,11 +1212,7 @@ impl RadioLink {
         }
         if c.complete() {
             let release = c.bundle.id;
-            self.events
-                .push_back(LinkEvent::ReleaseComplete { release });
-            self.request_at = None;
-            self.request_due = false;
-            self.trickle.reset(ms(now), &mut self.rng);
+            self.completed(now, release);
         } else {
             self.postpone_request(now);
         }
