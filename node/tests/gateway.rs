@@ -386,22 +386,7 @@ fn gateway_run_refuses_a_config_without_a_gateway_table_or_with_an_unreadable_ca
     let root = d.path();
     let tn = root.join("tn");
     let ds = tn.to_str().unwrap();
-    ok(
-        root,
-        &[
-            "testnet",
-            "up",
-            "--nodes",
-            "1",
-            "--dir",
-            ds,
-            "--base-port",
-            "0",
-            "--image-size",
-            "1",
-        ],
-    );
-    let _guard = Down(tn.clone());
+    let (_, _guard) = common::testnet_up(&tn, 1, &[]);
     ok(root, &["testnet", "down", "--dir", ds]);
     let cfg = tn.join("node-0/node.toml");
     let cfgs = cfg.to_str().unwrap();

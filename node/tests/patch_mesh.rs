@@ -28,19 +28,7 @@ struct Net {
 impl Net {
     fn up(root: &Path) -> Self {
         let dir = root.join("tn");
-        ok(&[
-            "testnet",
-            "up",
-            "--nodes",
-            "2",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--base-port",
-            "0",
-            "--image-size",
-            "1",
-        ]);
-        let down = Down(dir.clone());
+        let (_, down) = common::testnet_up(&dir, 2, &[]);
         let state: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap())
                 .unwrap();

@@ -14,20 +14,7 @@ use common::{Down, alive, ok_here as ok, run_here as run, text};
 /// `testnet up` of `nodes` nodes on free ports with 1 MiB slots; the
 /// guard stops it when the test ends.
 fn up_small(dir: &Path, nodes: usize) -> Down {
-    let n = nodes.to_string();
-    ok(&[
-        "testnet",
-        "up",
-        "--nodes",
-        &n,
-        "--dir",
-        dir.to_str().unwrap(),
-        "--base-port",
-        "0",
-        "--image-size",
-        "1",
-    ]);
-    Down(dir.to_path_buf())
+    common::testnet_up(dir, nodes, &[]).1
 }
 
 /// Writes `len` bytes of a fixed pseudo-random pattern (`mul` varies it).

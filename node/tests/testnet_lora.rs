@@ -18,29 +18,16 @@ const TIME_SCALE: &str = "10";
 const CONVERGE_S: &str = "150";
 
 mod common;
-use common::{Down, alive, meshota, ok_here as ok, run_here as run, testnet_release_create, text};
+use common::{
+    Down, alive, meshota, ok_here as ok, run_here as run, testnet_release_create, testnet_up, text,
+};
 
 fn up_lora(dir: &Path, nodes: usize, extra: &[&str]) -> Down {
-    let n = nodes.to_string();
-    let mut args = vec![
-        "testnet",
-        "up",
-        "--nodes",
-        &n,
-        "--dir",
-        dir.to_str().unwrap(),
-        "--base-port",
-        "0",
-        "--image-size",
-        "1",
-        "--lora",
-        "--lora-time-scale",
-        TIME_SCALE,
-    ];
+    let mut args = vec!["--lora", "--lora-time-scale", TIME_SCALE];
     args.extend_from_slice(extra);
-    let out = ok(&args);
+    let (out, down) = testnet_up(dir, nodes, &args);
     assert!(out.contains("on the medium"), "{out}");
-    Down(dir.to_path_buf())
+    down
 }
 
 fn write_image(path: &Path, len: u32, mul: u32) {
@@ -433,21 +420,7 @@ fn a_bad_radio_config_stops_the_daemon_at_start_with_a_clear_error() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("tn");
     let ds = dir.to_str().unwrap();
-    let guard = {
-        ok(&[
-            "testnet",
-            "up",
-            "--nodes",
-            "1",
-            "--dir",
-            ds,
-            "--base-port",
-            "0",
-            "--image-size",
-            "1",
-        ]);
-        Down(dir.clone())
-    };
+    let (_, guard) = testnet_up(&dir, 1, &[]);
     ok(&["testnet", "down", "--dir", ds]);
     std::fs::write(dir.join("node-0/mesh.key"), "4d".repeat(32)).unwrap();
     let missing = dir.join("no-such-medium.sock");

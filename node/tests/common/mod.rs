@@ -79,6 +79,28 @@ impl Drop for Down {
     }
 }
 
+/// `meshota testnet up` of `nodes` small daemons (1 MiB images, ports
+/// picked by the OS) in `dir`, with `extra` arguments; returns its
+/// standard output and the guard that takes the testnet down.
+pub fn testnet_up(dir: &Path, nodes: usize, extra: &[&str]) -> (String, Down) {
+    let n = nodes.to_string();
+    let mut args = vec![
+        "testnet",
+        "up",
+        "--nodes",
+        &n,
+        "--dir",
+        dir.to_str().unwrap(),
+        "--base-port",
+        "0",
+        "--image-size",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let out = ok_here(&args);
+    (out, Down(dir.to_path_buf()))
+}
+
 /// Whether `pid` is a live process (a zombie counts as gone).
 pub fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
