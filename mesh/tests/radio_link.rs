@@ -746,3 +746,27 @@ fn seconds_to_first_symbol(a: &mut RadioLink, asker: u16, at: Micros) -> u64 {
     }
     panic!("no symbol sent");
 }
+
+/// A bundle fetched for one release key that turns out to be another
+/// release is refused as the wrong release, before its signature is
+/// checked; under its own key it verifies.
+#[test]
+fn a_bundle_for_another_release_key_is_refused_as_the_wrong_release() {
+    let k = keys_cached();
+    let policy = meshota_manifest::InstallPolicy {
+        hardware: None,
+        installed_security_version: None,
+        expiration: meshota_manifest::Expiration::dangerous_ignore(),
+    };
+    let other = ReleaseKey::of(&k.1);
+    let wrong = bundle::verify(k.2.clone(), Some(&other), &k.0, &policy);
+    assert!(
+        matches!(
+            wrong,
+            Err(meshota_mesh::radio::RadioError::WrongRelease { .. })
+        ),
+        "{wrong:?}"
+    );
+    let id = bundle::verify(k.2.clone(), None, &k.0, &policy).unwrap().id;
+    assert!(bundle::verify(k.2.clone(), Some(&ReleaseKey::of(&id)), &k.0, &policy).is_ok());
+}

@@ -95,15 +95,16 @@ fn manifest_len(bytes: &[u8]) -> Result<(usize, usize), RadioError> {
 }
 
 /// Decodes and verifies a bundle: the manifest's signatures against
-/// `trust` (with `policy`), its id against `expected` when given, and the
-/// index against the manifest's first component.
+/// `trust` (with `policy`), its id against the release key `expected` when
+/// given (before the signatures: a bundle for another release costs no
+/// verification), and the index against the manifest's first component.
 ///
 /// # Errors
 /// [`RadioError::Malformed`], [`RadioError::Manifest`],
 /// [`RadioError::WrongRelease`], [`RadioError::Index`].
 pub fn verify(
     bytes: Vec<u8>,
-    expected: Option<&Hash>,
+    expected: Option<&super::msg::ReleaseKey>,
     trust: &Verified<TrustRoot>,
     policy: &InstallPolicy<'_>,
 ) -> Result<VerifiedBundle, RadioError> {
@@ -123,7 +124,7 @@ pub fn verify(
         .map_err(|e| RadioError::Manifest(alloc::format!("{e}")))?;
     let id = doc.id();
     if let Some(want) = expected {
-        if *want != id {
+        if !want.names(&id) {
             return Err(RadioError::WrongRelease {
                 expected: want.short(),
                 found: id.short(),

@@ -1061,17 +1061,7 @@ impl RadioLink {
         }
         let id = f.id;
         let bytes = f.pieces.assemble().unwrap_or_default();
-        match bundle::verify(bytes, None, &self.trust, &self.policy())
-            .and_then(|b| {
-                if id.names(&b.id) {
-                    Ok(b)
-                } else {
-                    Err(RadioError::WrongRelease {
-                        expected: id.short(),
-                        found: b.id.short(),
-                    })
-                }
-            })
+        match bundle::verify(bytes, Some(&id), &self.trust, &self.policy())
             .and_then(|b| Carried::new(b, self.symbol_size))
         {
             Ok(mut carried) => {
