@@ -37,24 +37,18 @@ fn manifest() -> ReleaseManifest {
 fn bench(c: &mut Criterion) {
     let root = SecretKey::from_seed([1; 32], "root").unwrap();
     let rel = SecretKey::from_seed([2; 32], "release").unwrap();
-    let trust_body = TrustRoot {
-        version: 1,
-        expires: None,
-        root_keys: vec![RootKey {
+    let trust_body = TrustRoot::with_one_key_each(
+        RootKey {
             name: "root".into(),
             key: root.public().clone(),
-        }],
-        root_threshold: 1,
-        release_keys: vec![ReleaseKey {
+        },
+        ReleaseKey {
             name: "release".into(),
             key: rel.public().clone(),
             scope: Scope::default(),
             expires: None,
-        }],
-        release_threshold: 1,
-        revoked: vec![],
-        provisioning_keys: vec![],
-    };
+        },
+    );
     let trust_doc = SignedDocument::sign(trust_body, &[&root]).unwrap();
     let trust = TrustRoot::verify_initial(&trust_doc, Expiration::dangerous_ignore()).unwrap();
     let doc = SignedDocument::sign(manifest(), &[&rel]).unwrap();

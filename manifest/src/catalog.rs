@@ -168,24 +168,18 @@ mod tests {
 
     fn trust(release: &SecretKey, scope: Scope) -> Verified<TrustRoot> {
         let root = key(1);
-        let body = TrustRoot {
-            version: 1,
-            expires: None,
-            root_keys: vec![RootKey {
+        let body = TrustRoot::with_one_key_each(
+            RootKey {
                 name: "root".into(),
                 key: root.public().clone(),
-            }],
-            root_threshold: 1,
-            release_keys: vec![ReleaseKey {
+            },
+            ReleaseKey {
                 name: "rel".into(),
                 key: release.public().clone(),
                 scope,
                 expires: None,
-            }],
-            release_threshold: 1,
-            revoked: vec![],
-            provisioning_keys: vec![],
-        };
+            },
+        );
         let doc = SignedDocument::sign(body, &[&root]).unwrap();
         TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).unwrap()
     }

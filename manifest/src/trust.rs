@@ -244,6 +244,24 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 }
 
 impl TrustRoot {
+    /// A version-1 body with one root key and one release key (both
+    /// thresholds 1), no expiry, nothing revoked and no provisioning keys:
+    /// what a testnet, a simulation or a test starts from. It still has to
+    /// be signed by the root key and verified like any other.
+    #[must_use]
+    pub fn with_one_key_each(root: RootKey, release: ReleaseKey) -> Self {
+        Self {
+            version: 1,
+            expires: None,
+            root_keys: alloc::vec![root],
+            root_threshold: 1,
+            release_keys: alloc::vec![release],
+            release_threshold: 1,
+            revoked: alloc::vec![],
+            provisioning_keys: alloc::vec![],
+        }
+    }
+
     /// The root key with this id, if listed.
     #[must_use]
     pub fn root_key(&self, id: &KeyId) -> Option<&RootKey> {

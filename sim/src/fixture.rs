@@ -231,24 +231,18 @@ fn keys() -> Result<Keys, Error> {
     let root = key(1, "sim-root")?;
     let release = key(2, "sim-release")?;
     let rogue = key(66, "rogue")?;
-    let body = TrustRoot {
-        version: 1,
-        expires: None,
-        root_keys: vec![RootKey {
+    let body = TrustRoot::with_one_key_each(
+        RootKey {
             name: "sim-root".into(),
             key: root.public().clone(),
-        }],
-        root_threshold: 1,
-        release_keys: vec![ReleaseKey {
+        },
+        ReleaseKey {
             name: "sim-release".into(),
             key: release.public().clone(),
             scope: Scope::default(),
             expires: None,
-        }],
-        release_threshold: 1,
-        revoked: vec![],
-        provisioning_keys: vec![],
-    };
+        },
+    );
     let doc = SignedDocument::sign(body, &[&root]).map_err(|e| fx(&e))?;
     let trust =
         TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).map_err(|e| fx(&e))?;

@@ -35,24 +35,18 @@ pub struct DevTrust {
 pub fn dev_trust(seed: u8) -> DevTrust {
     let root = SecretKey::from_seed([seed; 32], "root").unwrap();
     let release = SecretKey::from_seed([seed.wrapping_add(1); 32], "release").unwrap();
-    let body = TrustRoot {
-        version: 1,
-        expires: None,
-        root_keys: vec![RootKey {
+    let body = TrustRoot::with_one_key_each(
+        RootKey {
             name: "root".into(),
             key: root.public().clone(),
-        }],
-        root_threshold: 1,
-        release_keys: vec![ReleaseKey {
+        },
+        ReleaseKey {
             name: "release".into(),
             key: release.public().clone(),
             scope: Scope::default(),
             expires: None,
-        }],
-        release_threshold: 1,
-        revoked: vec![],
-        provisioning_keys: vec![],
-    };
+        },
+    );
     let doc = SignedDocument::sign(body, &[&root]).unwrap();
     let trust = TrustRoot::verify_initial(&doc, Expiration::dangerous_ignore()).unwrap();
     DevTrust {

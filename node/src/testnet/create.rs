@@ -317,15 +317,12 @@ fn make_trust(dir: &Path) -> CmdResult<(PathBuf, PathBuf)> {
     let keys = dir.join("keys");
     let (root, _) = new_key(&keys, "root")?;
     let (release, release_path) = new_key(&keys, "release")?;
-    let body = TrustRoot {
-        version: 1,
-        expires: None,
-        root_keys: vec![RootKey {
+    let body = TrustRoot::with_one_key_each(
+        RootKey {
             name: "testnet-root".to_string(),
             key: root.public().clone(),
-        }],
-        root_threshold: 1,
-        release_keys: vec![ReleaseKey {
+        },
+        ReleaseKey {
             name: "testnet-release".to_string(),
             key: release.public().clone(),
             scope: Scope {
@@ -333,11 +330,8 @@ fn make_trust(dir: &Path) -> CmdResult<(PathBuf, PathBuf)> {
                 channels: vec![],
             },
             expires: None,
-        }],
-        release_threshold: 1,
-        revoked: vec![],
-        provisioning_keys: vec![],
-    };
+        },
+    );
     let path = dir.join("trust.mota");
     let doc = SignedDocument::sign(body, &[&root]).at(&path)?;
     TrustRoot::verify_initial(&doc, Expiration::Enforce { now: now() })
