@@ -27,15 +27,7 @@ fn write_image(path: &Path, len: u32, mul: u32) {
 
 /// `testnet publish` of `img` as `version`; its output.
 fn publish(ds: &str, img: &Path, version: &str) -> String {
-    ok(&[
-        "testnet",
-        "publish",
-        "--dir",
-        ds,
-        img.to_str().unwrap(),
-        "--version",
-        version,
-    ])
+    common::testnet_publish(ds, img, version, &[])
 }
 
 /// `testnet status --watch` until all `nodes` run `version` confirmed

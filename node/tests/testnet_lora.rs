@@ -38,17 +38,7 @@ fn write_image(path: &Path, len: u32, mul: u32) {
 }
 
 fn publish_at(ds: &str, img: &Path, version: &str, node: usize) -> String {
-    ok(&[
-        "testnet",
-        "publish",
-        "--dir",
-        ds,
-        img.to_str().unwrap(),
-        "--version",
-        version,
-        "--node",
-        &node.to_string(),
-    ])
+    common::testnet_publish(ds, img, version, &["--node", &node.to_string()])
 }
 
 /// `testnet status --watch --json` until every node runs the newest

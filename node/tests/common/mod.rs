@@ -101,6 +101,22 @@ pub fn testnet_up(dir: &Path, nodes: usize, extra: &[&str]) -> (String, Down) {
     (out, Down(dir.to_path_buf()))
 }
 
+/// `meshota testnet publish` of `img` as `version` on the testnet in
+/// `dir`, with `extra` arguments; its standard output.
+pub fn testnet_publish(dir: &str, img: &Path, version: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "testnet",
+        "publish",
+        "--dir",
+        dir,
+        img.to_str().unwrap(),
+        "--version",
+        version,
+    ];
+    args.extend_from_slice(extra);
+    ok_here(&args)
+}
+
 /// Whether `pid` is a live process (a zombie counts as gone).
 pub fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
