@@ -129,10 +129,8 @@ fn wire(tag: [u8; 4], packet: &EncodingPacket) -> Vec<u8> {
 pub struct ObjectEncoder {
     info: ObjectInfo,
     encoder: raptorq::Encoder,
-    /// Next repair symbol number, per source block.
-    next_repair: Vec<u32>,
-    /// Next block to draw a repair symbol from (round robin).
-    next_block: usize,
+    /// Next repair symbol number (of the one source block).
+    next_repair: u32,
 }
 
 impl ObjectEncoder {
@@ -164,13 +162,10 @@ impl ObjectEncoder {
             symbol_size: symbol_size as u16,
         };
         let oti = info.check()?;
-        let encoder = raptorq::Encoder::new(object, oti);
-        let blocks = encoder.get_block_encoders().len();
         Ok(Self {
             info,
-            encoder,
-            next_repair: alloc::vec![0; blocks],
-            next_block: 0,
+            encoder: raptorq::Encoder::new(object, oti),
+            next_repair: 0,
         })
     }
 
@@ -197,33 +192,28 @@ impl ObjectEncoder {
     /// leaves more than 8 million repair symbols after it.
     pub const REPAIR_START_MAX: u32 = 1 << 23;
 
-    /// Moves every block's next repair symbol to number `start` (clamped
+    /// Moves the next repair symbol to number `start` (clamped
     /// to [`ObjectEncoder::REPAIR_START_MAX`]) at no cost: senders that
     /// each start at a random point of the repair space rarely send a
     /// symbol another already sent, so a receiver hearing several gets
     /// fresh symbols from each.
     pub fn repair_from(&mut self, start: u32) {
-        let start = start.min(Self::REPAIR_START_MAX);
-        self.next_repair.iter_mut().for_each(|n| *n = start);
+        self.next_repair = start.min(Self::REPAIR_START_MAX);
     }
 
-    /// The next `count` repair symbols, never repeating one, spread over
-    /// the source blocks round robin.
+    /// The next `count` repair symbols, never repeating one.
     pub fn repair_symbols(&mut self, count: u32) -> Vec<Vec<u8>> {
         let tag = self.info.tag();
-        let blocks = self.encoder.get_block_encoders();
-        let mut out = Vec::with_capacity(count as usize);
-        if blocks.is_empty() {
-            return out;
-        }
-        for _ in 0..count {
-            let b = self.next_block % blocks.len();
-            self.next_block = (b + 1) % blocks.len();
-            let n = self.next_repair[b];
-            self.next_repair[b] = n.saturating_add(1);
-            out.extend(blocks[b].repair_packets(n, 1).iter().map(|p| wire(tag, p)));
-        }
-        out
+        let Some(block) = self.encoder.get_block_encoders().first() else {
+            return Vec::new();
+        };
+        let start = self.next_repair;
+        self.next_repair = start.saturating_add(count);
+        block
+            .repair_packets(start, count)
+            .iter()
+            .map(|p| wire(tag, p))
+            .collect()
     }
 }
 
