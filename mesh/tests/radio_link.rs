@@ -111,6 +111,7 @@ fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
         pieces: false,
         fetching: false,
         needy: 0,
+        leaf: false,
     };
     let piece = bundle::piece_len(codec.max_payload());
     let count = u8::try_from(forged.bundle.len().div_ceil(piece)).unwrap();
@@ -236,6 +237,7 @@ fn a_holder_whose_only_asker_went_to_another_source_sends_no_symbols() {
                     pieces: false,
                     fetching: false,
                     needy: 0,
+                    leaf: false,
                 };
                 a.handle_frame(
                     t2,
@@ -283,6 +285,7 @@ fn a_holder_announces_how_many_strong_neighbours_still_need_the_release() {
         pieces: false,
         fetching: false,
         needy: 0,
+        leaf: false,
     };
     let mut now = Micros(Micros::SECOND);
     // Neighbours 9 and 10: two frames in a row each (strong); 11: one
@@ -345,6 +348,7 @@ fn a_needy_node_asks_the_holder_that_covers_the_most_neighbours() {
                 pieces: false,
                 fetching: false,
                 needy,
+                leaf: false,
             };
             for seq in [0u8, 1] {
                 now = now.plus(10_000);
@@ -441,8 +445,13 @@ fn keys_cached() -> &'static Cached {
 /// Frames a holder sends, with its link, when node 9 asks it for the
 /// bundle and then for every symbol.
 fn holder_burst() -> (RadioLink, Vec<(Header, Vec<u8>)>) {
+    holder_burst_as(config(1, 1))
+}
+
+/// [`holder_burst`] of a holder configured as `cfg`.
+fn holder_burst_as(cfg: meshota_mesh::radio::RadioConfig) -> (RadioLink, Vec<(Header, Vec<u8>)>) {
     let k = keys_cached();
-    let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let mut a = RadioLink::new(cfg, k.0.clone(), (k.1, 1), Micros(0)).unwrap();
     a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
     let tag = tag_of(&a.release().unwrap());
     let t = Micros(Micros::SECOND);
@@ -477,6 +486,7 @@ fn announced(id: &Hash, complete: bool, fetching: bool) -> Announce {
         pieces: false,
         fetching,
         needy: 0,
+        leaf: false,
     }
 }
 
@@ -769,4 +779,81 @@ fn a_bundle_for_another_release_key_is_refused_as_the_wrong_release() {
     );
     let id = bundle::verify(k.2.clone(), None, &k.0, &policy).unwrap().id;
     assert!(bundle::verify(k.2.clone(), Some(&ReleaseKey::of(&id)), &k.0, &policy).is_ok());
+}
+
+/// A leaf (`relay = false`) holding a release serves nobody: asked for
+/// the bundle and for every symbol, it sends announcements only, flagged
+/// leaf with no coverage, where a relay asked the same sends both.
+#[test]
+fn a_leaf_holding_the_release_sends_no_bundle_and_no_symbols_when_asked() {
+    let kinds = |sent: &[(Header, Vec<u8>)], kind: FrameKind| {
+        sent.iter().filter(|(h, _)| h.kind == kind).count()
+    };
+    let (_, relay) = holder_burst();
+    assert!(kinds(&relay, FrameKind::Message) > 0 && kinds(&relay, FrameKind::Symbol) > 0);
+    let mut cfg = config(1, 1);
+    cfg.relay = false;
+    let (leaf, sent) = holder_burst_as(cfg);
+    assert!(leaf.is_complete());
+    assert!(!sent.is_empty());
+    for (h, p) in &sent {
+        assert_eq!(h.kind, FrameKind::Announce, "a leaf sent {h:?}");
+        let a = Announce::decode(p).unwrap();
+        assert!(a.leaf && a.complete && a.needy == 0, "{a:?}");
+    }
+    assert_eq!(leaf.stats().sent_symbols, 0);
+}
+
+/// A leaf receives like any node: from a relay it fetches the bundle,
+/// decodes every chunk and verifies the release, sending no symbol.
+#[test]
+fn a_leaf_fetches_and_verifies_a_release_from_a_relay() {
+    let k = keys();
+    let old = release(1, &k.release);
+    let new = release(2, &k.release);
+    let mut a = RadioLink::new(config(1, 1), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    a.add_release(Micros(0), new.bundle.clone(), &new.chunks)
+        .unwrap();
+    let mut cfg = config(2, 2);
+    cfg.relay = false;
+    let mut b = RadioLink::new(cfg, k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    assert!(run_pair(&mut a, &mut b, Micros(1_500 * Micros::SECOND)));
+    assert_eq!(b.release(), Some(new.id));
+    assert_eq!(b.payload().unwrap(), new.image);
+    assert_eq!(b.stats().sent_symbols, 0);
+    assert_eq!(b.stats().sent_pieces, 0);
+}
+
+/// A needy node never asks a leaf: hearing only a leaf that holds the
+/// release it asks nobody; once a relay holding it is heard, it asks the
+/// relay.
+#[test]
+fn a_needy_node_asks_a_relay_and_never_a_leaf() {
+    let k = keys_cached();
+    let (a, _) = holder_burst();
+    let id = a.release().unwrap();
+    let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let t = Micros(Micros::SECOND);
+    let leaf = Announce {
+        leaf: true,
+        needy: 9,
+        ..announced(&id, true, false)
+    };
+    b.handle_frame(t, &announce_frame(5, &leaf));
+    let early = drive_alone(&mut b, t, 900);
+    assert!(
+        early.iter().all(|(h, _)| h.kind != FrameKind::Request),
+        "asked a leaf: {early:?}"
+    );
+    let t2 = t.plus(901 * Micros::SECOND);
+    b.handle_frame(t2, &announce_frame(5, &leaf));
+    b.handle_frame(t2, &announce_frame(6, &announced(&id, true, false)));
+    let later = drive_alone(&mut b, t2, 60);
+    let asked: Vec<_> = later
+        .iter()
+        .filter(|(h, _)| h.kind == FrameKind::Request)
+        .map(|(h, _)| h.dst)
+        .collect();
+    assert!(asked.contains(&ShortId(6)), "{later:?}");
+    assert!(!asked.contains(&ShortId(5)), "{later:?}");
 }

@@ -117,6 +117,12 @@ pub(crate) struct RadioConfig {
     /// Seed of the link's random choices (default: from the node id).
     #[serde(default)]
     pub(crate) seed: Option<u64>,
+    /// `true` (default): the node serves its radio neighbours (a relay).
+    /// `false`: a leaf, which receives, verifies and installs but never
+    /// sends bundles or symbols (battery nodes; nodes off a planned
+    /// backbone). Relays must connect every leaf to where releases enter.
+    #[serde(default = "default_relay")]
+    pub(crate) relay: bool,
     /// `backend = "medium"`: the medium server's socket and this node's
     /// place on it.
     #[serde(default)]
@@ -177,6 +183,10 @@ const fn default_frequency_hz() -> u32 {
 
 const fn default_data_rate() -> u8 {
     5
+}
+
+const fn default_relay() -> bool {
+    true
 }
 
 const fn default_spi_hz() -> u32 {
@@ -761,11 +771,22 @@ timeout_ms = 5000
         assert_eq!(r.region, "EU868");
         assert_eq!((r.frequency_hz, r.data_rate), (869_525_000, 5));
         assert_eq!(r.mesh_key_file, Path::new("/n/radio.key"));
+        assert!(r.relay, "a relay unless told otherwise");
         let m = r.medium.unwrap();
         assert_eq!(
             (m.socket.as_path(), m.node),
             (Path::new("/n/../medium.sock"), 3)
         );
+    }
+
+    #[test]
+    fn relay_false_makes_the_radio_a_leaf_and_a_non_boolean_is_refused() {
+        let leaf = RADIO.replace("[radio]\n", "[radio]\nrelay = false\n");
+        let c = NodeConfig::parse(&format!("{FULL}{MESH}{leaf}"), Path::new("/n")).unwrap();
+        assert!(!c.radio.unwrap().relay);
+        let bad = RADIO.replace("[radio]\n", "[radio]\nrelay = \"no\"\n");
+        let e = NodeConfig::parse(&format!("{FULL}{MESH}{bad}"), Path::new("/")).unwrap_err();
+        assert!(e.contains("relay"), "{e}");
     }
 
     #[test]

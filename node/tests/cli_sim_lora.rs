@@ -77,6 +77,29 @@ fn sim_lora_without_baseline_omits_its_airtime_and_refuses_a_bad_topology() {
 }
 
 #[test]
+fn sim_lora_relays_cds_makes_every_node_off_the_dominating_set_a_leaf() {
+    let args = ["--topology", "line:3", "--payload-bytes", "4096", "--json"];
+    let all: serde_json::Value = serde_json::from_slice(&sim_lora(&args).stdout).unwrap();
+    assert_eq!(
+        (all["relays"].as_str(), all["relay_nodes"].as_u64()),
+        (Some("all"), Some(4))
+    );
+    let out = sim_lora(&[&args[..], &["--relays", "cds"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["converged"], true, "{v}");
+    // A line's dominating set from node 0: every node but the last.
+    assert_eq!(
+        (v["relays"].as_str(), v["relay_nodes"].as_u64()),
+        (Some("cds"), Some(3))
+    );
+    assert_eq!(v["cds_nodes"], 3);
+    let bad = sim_lora(&[&args[..], &["--relays", "some"]].concat());
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("all or cds"), "{}", stderr(&bad));
+}
+
+#[test]
 fn sim_lora_patch_json_says_how_many_nodes_installed_by_patch_and_by_chunks() {
     let args = [
         "--topology",

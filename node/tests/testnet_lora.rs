@@ -301,6 +301,55 @@ fn a_mixed_net_forwards_between_quic_and_lora_both_ways() {
     assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
 }
 
+/// `relay = false` in a node's `[radio]` makes it a leaf. A release
+/// published at the leaf (the end of a line) stays there: its neighbour
+/// hears it announced and never asks, the leaf sends no bundle fragment
+/// and no symbol. A newer release published at the other end reaches
+/// every node, the leaf included, through the relays.
+#[test]
+fn a_leaf_daemon_serves_nothing_and_still_installs_over_the_radio() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    let guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
+    ok(&["testnet", "down", "--dir", ds]);
+    let cfg = dir.join("node-2/node.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("[radio]\n"), "{text}");
+    std::fs::write(&cfg, text.replace("[radio]\n", "[radio]\nrelay = false\n")).unwrap();
+    std::fs::remove_file(dir.join("medium-status.json")).unwrap();
+    ok(&["testnet", "up", "--dir", ds]);
+    let img = t.path().join("v1.img");
+    write_image(&img, 3_000, 2_654_435_761);
+    publish_at(ds, &img, "1.0.0", 2);
+    // At 10x, 20 s is over three minutes of radio time: Trickle
+    // announcements and a lone asker's longest election (128 s) fit in it.
+    let m = wait_frames(&dir, 8, Duration::from_secs(30));
+    assert!(m["delivered"].as_u64().unwrap() > 0, "{m:#}");
+    std::thread::sleep(Duration::from_secs(20));
+    let leaf = node_status(&dir, 2)["radio"].clone();
+    assert_eq!(leaf["relay"], false, "{leaf:#}");
+    assert_eq!(leaf["complete"], true, "{leaf:#}");
+    let n1 = node_status(&dir, 1)["radio"].clone();
+    assert!(!n1["neighbours"].as_array().unwrap().is_empty(), "{n1:#}");
+    assert!(n1["release"].is_null(), "fetched from a leaf: {n1:#}");
+    assert_eq!(n1["requests"], 0, "asked a leaf: {n1:#}");
+    for field in ["symbols", "pieces"] {
+        assert_eq!(leaf[field], 0, "{field}: {leaf:#}");
+    }
+    let v2 = t.path().join("v2.img");
+    write_image(&v2, 3_000, 40_503);
+    publish_at(ds, &v2, "1.1.0", 0);
+    let v = watch(ds);
+    assert_eq!(v["converged"], true);
+    let leaf = node_status(&dir, 2)["radio"].clone();
+    assert_eq!(leaf["complete"], true, "{leaf:#}");
+    assert_eq!(leaf["symbols"], 0, "{leaf:#}");
+    let relay = node_status(&dir, 1)["radio"].clone();
+    assert!(relay["symbols"].as_u64().unwrap() > 0, "{relay:#}");
+    drop(guard);
+}
+
 #[test]
 fn a_node_with_another_mesh_key_is_not_acted_upon() {
     let t = tempfile::tempdir().unwrap();

@@ -1,13 +1,13 @@
 //! Runs LoRa scenarios and prints one summary line each (a quicker loop
 //! than the `meshota` binary for protocol work: this crate's dependencies
 //! only). Usage: `lora_sweep [--baseline] [--json] [--lone-wait=F]
-//! [--margin-div-shared=D] SEED TOPOLOGY:PAYLOAD ...`, e.g. `lora_sweep 1
+//! [--margin-div-shared=D] [--relays=all|cds] SEED TOPOLOGY:PAYLOAD ...`, e.g. `lora_sweep 1
 //! random:50:20480 grid:200:102400`; the `=` options set the links'
 //! `RadioTiming` fields of those names.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use meshota_mesh::radio::RadioTiming;
-use meshota_sim::lora::{LoraOptions, LoraTopology, run};
+use meshota_sim::lora::{LoraOptions, LoraTopology, Relays, run};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +25,10 @@ fn main() {
     if let Some(d) = value("--margin-div-shared=") {
         timing.margin_div_shared = u32::try_from(d).expect("a divisor");
     }
+    let relays: Relays = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--relays="))
+        .map_or(Relays::All, |r| r.parse().expect("all or cds"));
     args.retain(|a| !a.starts_with("--"));
     let seed: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(1);
     for spec in args.iter().skip(1) {
@@ -33,6 +37,7 @@ fn main() {
         let o = LoraOptions {
             baseline,
             timing,
+            relays,
             ..LoraOptions::new(topology, payload.parse().expect("payload"), seed)
         };
         let r = run(&o).expect("run");

@@ -2,7 +2,9 @@
 //! EU868 medium with 10 % frame loss and collisions. Each prints its report.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use meshota_sim::lora::{AirtimeByKind, LoraOptions, LoraReport, LoraTopology, PatchRun, run};
+use meshota_sim::lora::{
+    AirtimeByKind, LoraOptions, LoraReport, LoraTopology, PatchRun, Relays, run,
+};
 
 const PATCH_BYTES: usize = 20 * 1024;
 
@@ -61,6 +63,36 @@ fn on_random_graphs_few_elected_holders_send_and_redundant_bursts_stop() {
         );
         assert!(r.bursts_suppressed > 0, "{}", r.to_json());
     }
+}
+
+/// With the bound's dominating set as the only relays (a planned
+/// backbone), leaves never send a symbol: fewer nodes send than there are
+/// relays, where elected senders on the same graph outnumber them; every
+/// leaf still converges.
+#[test]
+fn with_a_planned_backbone_only_relays_send_and_every_leaf_converges() {
+    let elected = lora(&LoraOptions::new(LoraTopology::Random(50), PATCH_BYTES, 1));
+    let planned = lora(&LoraOptions {
+        relays: Relays::Cds,
+        ..LoraOptions::new(LoraTopology::Random(50), PATCH_BYTES, 1)
+    });
+    assert_converged_within_duty_cycle(&planned);
+    assert_eq!(
+        (planned.relays.as_str(), elected.relays.as_str()),
+        ("cds", "all")
+    );
+    assert_eq!(planned.relay_nodes, planned.cds_nodes);
+    assert_eq!(elected.relay_nodes, elected.honest_nodes);
+    assert!(
+        elected.symbols_per_node.len() > elected.cds_nodes,
+        "{}",
+        elected.to_json()
+    );
+    assert!(
+        planned.symbols_per_node.len() <= planned.relay_nodes,
+        "{}",
+        planned.to_json()
+    );
 }
 
 #[test]

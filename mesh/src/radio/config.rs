@@ -93,6 +93,14 @@ pub struct RadioConfig {
     pub hardware: Option<String>,
     /// Expiry enforcement for manifests.
     pub expiration: Expiration,
+    /// Whether this node serves its neighbours (a relay) or only receives
+    /// (a leaf). A leaf never sends bundle, repair or patch index fragments
+    /// or symbols; it announces itself a leaf, so neighbours never ask it
+    /// and never count it as a holder, and it still asks, receives,
+    /// verifies and installs. For battery nodes, and for a backbone an
+    /// operator plans: relays must connect the node a release enters at to
+    /// every leaf, or the leaves cut off wait for ever.
+    pub relay: bool,
 }
 
 impl core::fmt::Debug for RadioConfig {

@@ -629,7 +629,13 @@ impl RadioLink {
                 complete: c.complete(),
                 pieces: c.holds_patch(),
                 fetching: false,
-                needy: self.needy_neighbours(),
+                // A leaf covers nobody: it serves nothing.
+                needy: if self.config.relay {
+                    self.needy_neighbours()
+                } else {
+                    0
+                },
+                leaf: !self.config.relay,
             },
             // Fetching: the release we know of, so that neighbours that
             // hold it hear a node that lacks it (not an older release that
@@ -642,6 +648,7 @@ impl RadioLink {
                 pieces: false,
                 fetching: true,
                 needy: 0,
+                leaf: !self.config.relay,
             },
             (None, None) => Announce {
                 release: ReleaseKey::of(&self.installed.0),
@@ -650,6 +657,7 @@ impl RadioLink {
                 pieces: false,
                 fetching: false,
                 needy: 0,
+                leaf: !self.config.relay,
             },
         }
     }
@@ -767,7 +775,7 @@ impl RadioLink {
             .is_some_and(|t| now.since(t) < self.config.timing.stale_neighbour_us);
         let n = self.neighbours.entry(src).or_default();
         let previous = n.announced.replace(a);
-        if a.complete {
+        if a.is_source() {
             n.complete_at = Some(now);
         }
         n.coverage = a.needy;
@@ -794,14 +802,14 @@ impl RadioLink {
         } else if previous.map(|p| p.release) != Some(a.release) || !asked_recently {
             self.trickle.reset(ms(now), &mut self.rng);
         }
-        if a.release == mine.release && a.complete && !mine.complete {
+        if a.release == mine.release && a.is_source() && !mine.complete {
             self.schedule_request(now);
         }
         if let Some(f) = self.fetch.as_mut().filter(|f| f.id == a.release) {
-            if !a.fetching && f.holder_since.is_none() {
+            if a.serves() && f.holder_since.is_none() {
                 f.holder_since = Some(now);
             }
-            if a.complete {
+            if a.is_source() {
                 self.schedule_request(now);
             }
         }
@@ -818,7 +826,7 @@ impl RadioLink {
                     server: src,
                     pieces: Pieces::new(piece),
                     failures: 0,
-                    holder_since: (!a.fetching).then_some(now),
+                    holder_since: a.serves().then_some(now),
                 });
                 self.request_at = None;
                 self.request_due = false;
@@ -858,7 +866,8 @@ impl RadioLink {
         let Some(c) = &self.carried else {
             return;
         };
-        if h.dst != self.config.short_id || c.tag != r.tag {
+        if h.dst != self.config.short_id || c.tag != r.tag || !self.config.relay {
+            // Not asked, another release, or a leaf (which serves nothing).
             return;
         }
         let count = c
@@ -901,7 +910,7 @@ impl RadioLink {
                 self.stats.requests_postponed += 1;
                 self.postpone_request(now);
             }
-            Some((_, bytes)) if h.dst == me => {
+            Some((_, bytes)) if h.dst == me && self.config.relay => {
                 let count = bytes
                     .len()
                     .div_ceil(bundle::piece_len(self.codec.max_payload()).max(1));
@@ -1250,7 +1259,7 @@ impl RadioLink {
             }
             return Ok(());
         }
-        if !serves {
+        if !serves || !self.config.relay {
             return Ok(());
         }
         // Several needy neighbours will hear the burst: it must cover the
@@ -1327,7 +1336,7 @@ impl RadioLink {
         let best = self
             .neighbours
             .iter()
-            .filter(|(_, n)| n.announced.is_some_and(|a| a.release == id && !a.fetching))
+            .filter(|(_, n)| n.announced.is_some_and(|a| a.release == id && a.serves()))
             .min_by_key(|(_, n)| n.failures)
             .map(|(k, n)| (*k, n.failures));
         let current = self
@@ -1356,7 +1365,8 @@ impl RadioLink {
             .iter()
             .filter(|(_, n)| {
                 n.symbols_at.is_some()
-                    || n.announced.is_some_and(|a| a.release == mine && a.complete)
+                    || n.announced
+                        .is_some_and(|a| a.release == mine && a.is_source())
             })
             .max_by_key(|(_, n)| {
                 (
@@ -1378,10 +1388,7 @@ impl RadioLink {
     fn choose_server(&self, f: &Fetch) -> ShortId {
         self.neighbours
             .iter()
-            .filter(|(_, n)| {
-                n.announced
-                    .is_some_and(|a| a.release == f.id && !a.fetching)
-            })
+            .filter(|(_, n)| n.announced.is_some_and(|a| a.release == f.id && a.serves()))
             .max_by_key(|(k, n)| {
                 (
                     n.strong(),
@@ -1574,7 +1581,7 @@ impl RadioLink {
                 .neighbours
                 .get(&f.server)
                 .and_then(|n| n.announced)
-                .is_some_and(|a| a.release == f.id && a.complete);
+                .is_some_and(|a| a.release == f.id && a.is_source());
             let patient = f
                 .holder_since
                 .is_none_or(|t| self.clock.since(t) < BUNDLE_PATIENCE_US);
@@ -1651,7 +1658,8 @@ impl RadioLink {
             .filter(|(_, n)| {
                 (!several || n.failures < PATCH_SOURCE_SILENCES_MAX)
                     && (n.pieces_at.is_some()
-                        || n.announced.is_some_and(|a| a.release == mine && a.pieces))
+                        || n.announced
+                            .is_some_and(|a| a.release == mine && a.pieces && !a.leaf))
             })
             .max_by_key(|(_, n)| {
                 (

@@ -9,7 +9,7 @@
 //!
 //! # How a release crosses a hop
 //! 1. **Announce** ([`msg::Announce`]): the release key (the first 8
-//!    bytes of its id), security version, "complete" and "fetching" flags
+//!    bytes of its id), security version, "complete", "fetching" and "leaf" flags
 //!    and how many strong neighbours still need it, on a Trickle timer
 //!    (RFC 6206, [`crate::trickle`]): consistency is the release key and
 //!    state, so neighbours that agree stay quiet and an older id heard
@@ -66,6 +66,10 @@
 //!    release, or when every neighbour that asked it has since asked
 //!    another source or announced itself complete (the askers ask again if
 //!    still short).
+//! 5. **Relays and leaves**: a node whose [`RadioConfig::relay`] is false
+//!    is a leaf. It announces itself so (and covers nobody), receives and
+//!    verifies like any node, and never serves; neighbours never ask it
+//!    nor count it as a holder.
 //!
 //! # What it does not do
 //! It keeps the one release it is carrying in memory (chunks included) and

@@ -13,7 +13,9 @@
 //!           patch index and every piece of a patch the release lists (a
 //!           patch source); bit 2 = fetching: the sender knows of this
 //!           release but holds no verified bundle of it yet (it cannot
-//!           serve anything); other bits 0
+//!           serve anything); bit 3 = leaf: the sender never serves
+//!           (`RadioConfig::relay` false), so it is never asked nor counted
+//!           as a holder; other bits 0
 //!   9       needy neighbours: how many neighbours the sender last heard
 //!           lacking this release or some of its chunks (u8, saturating);
 //!           askers prefer the holder that covers the most
@@ -139,16 +141,34 @@ pub struct Announce {
     /// Neighbours the sender heard lacking the release or some of its
     /// chunks (its coverage if it serves).
     pub needy: u8,
+    /// The sender is a leaf: it serves nothing, whatever it holds.
+    pub leaf: bool,
 }
 
 impl Announce {
+    /// Whether the sender serves what it announces: it holds a verified
+    /// bundle (it may still lack chunks) and is not a leaf.
+    #[must_use]
+    pub const fn serves(&self) -> bool {
+        !self.fetching && !self.leaf
+    }
+
+    /// Whether the sender holds every chunk and serves them (a source).
+    #[must_use]
+    pub const fn is_source(&self) -> bool {
+        self.complete && !self.leaf
+    }
+
     /// The wire bytes.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(ANNOUNCE_LEN_MAX);
         out.extend_from_slice(&self.release.0);
         out.push(
-            u8::from(self.complete) | u8::from(self.pieces) << 1 | u8::from(self.fetching) << 2,
+            u8::from(self.complete)
+                | u8::from(self.pieces) << 1
+                | u8::from(self.fetching) << 2
+                | u8::from(self.leaf) << 3,
         );
         out.push(self.needy);
         let mut v = self.security_version;
@@ -183,7 +203,7 @@ impl Announce {
         let mut key = [0u8; RELEASE_KEY_LEN];
         key.copy_from_slice(&bytes[..RELEASE_KEY_LEN]);
         let flags = bytes[RELEASE_KEY_LEN];
-        if flags & !7 != 0 {
+        if flags & !0x0F != 0 {
             return Err(malformed("unknown flag bits"));
         }
         let fetching = flags & 4 == 4;
@@ -214,6 +234,7 @@ impl Announce {
             pieces: flags & 2 == 2,
             fetching,
             needy: bytes[RELEASE_KEY_LEN + 1],
+            leaf: flags & 8 == 8,
         })
     }
 }
@@ -367,13 +388,14 @@ mod tests {
             pieces: true,
             fetching: false,
             needy: 17,
+            leaf: false,
         };
         let bytes = a.encode();
         assert_eq!(bytes.len(), ANNOUNCE_LEN_MIN);
         assert_eq!(bytes[8], 3);
         assert_eq!(Announce::decode(&bytes).unwrap(), a);
         let mut bad = bytes.clone();
-        bad[8] = 8;
+        bad[8] = 16;
         assert!(Announce::decode(&bad).is_err());
         bad[8] = 5;
         assert!(Announce::decode(&bad).is_err(), "fetching and complete");
@@ -393,6 +415,30 @@ mod tests {
             assert!((ANNOUNCE_LEN_MIN..=ANNOUNCE_LEN_MAX).contains(&enc.len()));
             assert_eq!(Announce::decode(&enc).unwrap(), b);
         }
+    }
+
+    #[test]
+    fn announce_carries_the_leaf_flag_in_bit_3() {
+        let a = Announce {
+            release: ReleaseKey::of(&Hash([9; 32])),
+            security_version: 3,
+            complete: true,
+            pieces: false,
+            fetching: false,
+            needy: 0,
+            leaf: true,
+        };
+        let bytes = a.encode();
+        assert_eq!(bytes[8], 0b1001);
+        assert_eq!(Announce::decode(&bytes).unwrap(), a);
+        let fetching_leaf = Announce {
+            complete: false,
+            fetching: true,
+            ..a
+        };
+        let bytes = fetching_leaf.encode();
+        assert_eq!(bytes[8], 0b1100);
+        assert_eq!(Announce::decode(&bytes).unwrap(), fetching_leaf);
     }
 
     proptest! {

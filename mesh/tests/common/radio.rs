@@ -29,6 +29,7 @@ pub fn config(id: u16, seed: u64) -> RadioConfig {
         seed,
         hardware: Some("board".into()),
         expiration: Expiration::dangerous_ignore(),
+        relay: true,
     }
 }
 

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use clap::Args;
-use meshota_sim::lora::{LoraOptions, LoraReport, LoraTopology, PatchRun};
+use meshota_sim::lora::{LoraOptions, LoraReport, LoraTopology, PatchRun, Relays};
 use meshota_sim::{Options, Report, Topology};
 
 use crate::failure::{CmdResult, Failure};
@@ -63,6 +63,12 @@ pub(crate) struct SimArgs {
     /// lack (the yardstick for the patch's airtime).
     #[arg(long, requires = "patch")]
     patch_as_chunks: bool,
+    /// `--lora`: which nodes serve their neighbours. `all` (default):
+    /// senders are elected on the air. `cds`: only the broadcast bound's
+    /// connected dominating set, a backbone planned from the topology; the
+    /// other nodes are leaves (`relay = false` in a node's `[radio]`).
+    #[arg(long, requires = "lora", default_value = "all")]
+    relays: String,
     /// Percent of malicious nodes (corrupt chunks, forged and replayed
     /// manifests, floods).
     #[arg(long, default_value_t = 0)]
@@ -178,7 +184,9 @@ fn run_lora(a: &SimArgs) -> CmdResult {
             "{e}; with --lora the topology is line:HOPS, random:NODES or grid:NODES"
         ))
     })?;
+    let relays: Relays = a.relays.parse().map_err(Failure::usage)?;
     let options = LoraOptions {
+        relays,
         intruder: a.intruder,
         late_join_s: a.late_join,
         baseline: a.baseline,
@@ -202,7 +210,7 @@ fn run_lora(a: &SimArgs) -> CmdResult {
         Ok(())
     } else {
         Err(Failure::rejected(format!(
-            "LoRa simulation failed (converged: {}, {} of {} nodes, duty-cycle violations: {}, corrupt payloads: {}, intruder accepted by {} nodes); replay with: meshota sim --lora --topology {} --payload-bytes {} --seed {}{}",
+            "LoRa simulation failed (converged: {}, {} of {} nodes, duty-cycle violations: {}, corrupt payloads: {}, intruder accepted by {} nodes); replay with: meshota sim --lora --topology {} --payload-bytes {} --seed {} --relays {}{}",
             report.converged,
             report.converged_nodes,
             report.honest_nodes,
@@ -212,6 +220,7 @@ fn run_lora(a: &SimArgs) -> CmdResult {
             report.topology,
             report.payload_bytes,
             report.seed,
+            report.relays,
             patch_flags(a)
         )))
     }
@@ -242,8 +251,8 @@ fn print_lora(r: &LoraReport, wall_secs: f64) {
         r.converged_nodes, r.honest_nodes, r.virtual_seconds, r.stop
     );
     println!(
-        "scenario {}: {} usable links; payload {} bytes in {} chunks, bundle {} bytes",
-        r.topology, r.links, r.payload_bytes, r.chunks, r.bundle_bytes
+        "scenario {}: {} usable links; payload {} bytes in {} chunks, bundle {} bytes; relays: {} ({} nodes)",
+        r.topology, r.links, r.payload_bytes, r.chunks, r.bundle_bytes, r.relays, r.relay_nodes
     );
     println!(
         "airtime: {:.1} s total, {:.2} s per node (max {:.1} s); bound {:.1} s ({} CDS nodes): {:.2}x",

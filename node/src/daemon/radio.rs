@@ -264,6 +264,7 @@ impl RadioDriver {
             seed: settings.seed,
             hardware: Some(hardware),
             expiration,
+            relay: settings.relay,
         };
         let start = Instant::now();
         let link = RadioLink::new(config, trust, installed, Micros(0))?;
@@ -325,6 +326,7 @@ impl RadioDriver {
             "connected": self.down.is_none(),
             "down_reason": self.down,
             "short_id": format!("{:04x}", self.settings.short_id.0),
+            "relay": self.settings.relay,
             "region": self.settings.region.name,
             "sub_band": self.settings.sub_band,
             "frequency_hz": self.settings.channel.freq_hz,

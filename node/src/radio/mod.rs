@@ -110,6 +110,9 @@ pub(crate) struct RadioSettings {
     pub(crate) short_id: ShortId,
     /// Seed of the link's random choices.
     pub(crate) seed: u64,
+    /// Whether the node serves neighbours (`relay = true`, the default)
+    /// or only receives (a leaf).
+    pub(crate) relay: bool,
 }
 
 /// Reads the mesh key file: 64 hex digits, whitespace around them ignored.
@@ -182,5 +185,6 @@ pub(crate) fn settings(
         mesh_key,
         short_id,
         seed,
+        relay: cfg.relay,
     })
 }

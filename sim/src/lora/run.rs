@@ -71,6 +71,43 @@ pub struct LoraOptions {
     /// Every link's backoffs, retries and margins
     /// ([`RadioTiming::LORA`] by default; the protocol's tuning knobs).
     pub timing: RadioTiming,
+    /// Which nodes serve their neighbours.
+    pub relays: Relays,
+}
+
+/// Which nodes of a run are relays (the others are leaves, which only
+/// receive: `RadioConfig::relay`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Relays {
+    /// Every node serves (the default): senders are elected on the air.
+    #[default]
+    All,
+    /// Only the nodes of the broadcast bound's greedy connected dominating
+    /// set serve: a backbone planned from the topology, as an operator
+    /// who knows where the nodes stand could configure it.
+    Cds,
+}
+
+impl Relays {
+    /// The name `--relays` takes.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Cds => "cds",
+        }
+    }
+}
+
+impl core::str::FromStr for Relays {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "all" => Ok(Self::All),
+            "cds" => Ok(Self::Cds),
+            _ => Err(Error::Fixture(format!("unknown relays {s:?} (all or cds)"))),
+        }
+    }
 }
 
 /// How a patch run goes (with [`LoraOptions::patch`]).
@@ -100,6 +137,7 @@ impl LoraOptions {
             freq_hz: scenario::FREQ_HZ,
             patch: None,
             timing: RadioTiming::LORA,
+            relays: Relays::All,
         }
     }
 }
@@ -250,6 +288,10 @@ pub struct LoraReport {
     pub topology: String,
     /// The seed.
     pub seed: u64,
+    /// Which nodes served: "all", or "cds" (the bound's dominating set).
+    pub relays: String,
+    /// Honest nodes that were relays.
+    pub relay_nodes: usize,
 }
 
 impl LoraReport {
@@ -664,7 +706,7 @@ fn short_id(i: usize) -> ShortId {
     ShortId::derive(crate::fixture::node_id(i).0.as_slice(), 0)
 }
 
-fn radio_config(i: usize, key: [u8; 32], o: &LoraOptions) -> RadioConfig {
+fn radio_config(i: usize, key: [u8; 32], o: &LoraOptions, relay: bool) -> RadioConfig {
     let (seed, freq_hz) = (o.seed, o.freq_hz);
     RadioConfig {
         mesh_key: key,
@@ -677,6 +719,7 @@ fn radio_config(i: usize, key: [u8; 32], o: &LoraOptions) -> RadioConfig {
         seed: SimRng::stream(seed, 0x4ad10 + i as u64).next_u64(),
         hardware: Some(HARDWARE.into()),
         expiration: Expiration::dangerous_ignore(),
+        relay,
     }
 }
 
@@ -696,10 +739,17 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
     );
     let required: Vec<usize> = (0..w.honest).collect();
     let trust = w.fixture.trust.clone();
+    let adj = scenario::usable_links(&w.positions[..w.honest]);
+    let cds = greedy_cds(&adj, 0);
+    let relay = |i: usize| match o.relays {
+        Relays::All => true,
+        Relays::Cds => cds.contains(&i),
+    };
     let mut make = |i: usize, now: Micros| -> Result<Box<dyn Station>, Error> {
         let intruder = i >= w.honest;
         let key = if intruder { INTRUDER_KEY } else { MESH_KEY };
-        let mut link = RadioLink::new(radio_config(i, key, o), trust.clone(), installed, now)
+        let config = radio_config(i, key, o, intruder || relay(i));
+        let mut link = RadioLink::new(config, trust.clone(), installed, now)
             .map_err(|e| Error::Core(e.to_string()))?;
         if i == 0 || intruder {
             link.add_release(now, w.bundle.clone(), &w.chunks)
@@ -747,8 +797,6 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         .map(|s| s.clone().unwrap_or_default())
         .collect();
     let honest_airtime: u64 = out.airtime_us[..w.honest].iter().sum();
-    let adj = scenario::usable_links(&w.positions[..w.honest]);
-    let cds = greedy_cds(&adj, 0);
     // The bound sends what must cross: the patch when nodes fetch by it,
     // the new chunks when they fetch v2's chunks they lack.
     let sent = match (&w.patch, o.patch) {
@@ -829,6 +877,8 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         stop: out.stop.into(),
         topology: o.topology.to_string(),
         seed: o.seed,
+        relays: o.relays.name().into(),
+        relay_nodes: (0..w.honest).filter(|&i| relay(i)).count(),
     };
     report.symbols_per_node = stats
         .iter()

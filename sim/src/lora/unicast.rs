@@ -122,6 +122,7 @@ impl UnicastNode {
                 pieces: false,
                 fetching: false,
                 needy: 0,
+                leaf: false,
             };
             return self.frame(FrameKind::Announce, ShortId::BROADCAST, &a.encode());
         }
