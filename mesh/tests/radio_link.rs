@@ -857,3 +857,96 @@ fn a_needy_node_asks_a_relay_and_never_a_leaf() {
     assert!(asked.contains(&ShortId(6)), "{later:?}");
     assert!(!asked.contains(&ShortId(5)), "{later:?}");
 }
+
+/// Completion is news once: the symbol that completes the release reports
+/// it (and restarts announcements), the burst's later symbols, or another
+/// neighbour's burst heard afterwards, do not report it again.
+#[test]
+fn a_release_is_reported_complete_once_however_many_symbols_follow() {
+    let k = keys_cached();
+    let (a, sent) = holder_burst();
+    let id = a.release().unwrap();
+    let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let mut now = Micros(Micros::SECOND);
+    b.handle_frame(now, &announce_frame(1, &announced(&id, true, false)));
+    let mut frames: Vec<_> = sent
+        .iter()
+        .filter(|(h, _)| h.kind == FrameKind::Message)
+        .collect();
+    let symbols: Vec<_> = sent
+        .iter()
+        .filter(|(h, _)| h.kind == FrameKind::Symbol)
+        .collect();
+    // The whole burst, then its symbols again as if from a second source.
+    frames.extend(symbols.iter().copied());
+    frames.extend(symbols.iter().copied());
+    let mut completions = 0;
+    let mut completed_at = None;
+    for (n, (h, p)) in frames.iter().enumerate() {
+        now = now.plus(400_000);
+        let src = if n < frames.len() - symbols.len() {
+            1
+        } else {
+            3
+        };
+        b.handle_frame(
+            now,
+            &member_frame(
+                src,
+                h.dst,
+                h.kind,
+                h.msg_id,
+                (h.frag_index, h.frag_count),
+                p,
+            ),
+        );
+        while let Some(e) = b.poll_event() {
+            if matches!(e, LinkEvent::ReleaseComplete { .. }) {
+                completions += 1;
+                completed_at.get_or_insert(n);
+            }
+        }
+    }
+    assert!(b.is_complete(), "{}", b.describe());
+    let at = completed_at.unwrap();
+    assert!(
+        at + 1 < frames.len() - symbols.len(),
+        "the burst's margin symbols came after completion ({at} of {})",
+        frames.len()
+    );
+    assert_eq!(completions, 1);
+}
+
+/// Leaves do not keep a relay quiet. A complete relay hearing a complete
+/// relay announce every few seconds stays quiet after its first interval
+/// (Trickle, k = 1); hearing complete leaves as often, it keeps
+/// announcing, since nodes that lack the release never ask a leaf and would
+/// otherwise never hear a source.
+#[test]
+fn complete_leaves_do_not_keep_a_relay_from_announcing() {
+    let k = keys_cached();
+    let announced_by = |leaf: bool| {
+        let mut r = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+        r.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
+        let id = r.release().unwrap();
+        let neighbour = Announce {
+            leaf,
+            ..announced(&id, true, false)
+        };
+        let mut now = Micros(0);
+        let mut own = 0;
+        for step in 0..300u64 {
+            r.handle_frame(now, &announce_frame(7 + (step % 3) as u16, &neighbour));
+            own += drive_alone(&mut r, now, 4)
+                .iter()
+                .filter(|(h, _)| h.kind == FrameKind::Announce)
+                .count();
+            now = now.plus(4 * Micros::SECOND);
+        }
+        own
+    };
+    let among_relays = announced_by(false);
+    let among_leaves = announced_by(true);
+    assert!(among_relays <= 2, "{among_relays} announcements");
+    assert!(among_leaves >= 4, "{among_leaves} announcements");
+}

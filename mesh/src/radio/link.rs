@@ -789,10 +789,11 @@ impl RadioLink {
             self.drop_asker(src);
         }
         if a.release == mine.release {
-            // Consistent only with a neighbour in our state: a holder that
-            // hears nodes still lacking the release keeps announcing (they
-            // wait for a complete holder).
-            if a.complete == mine.complete && a.fetching == mine.fetching {
+            // Consistent only with a neighbour in our state and role: a
+            // holder that hears nodes still lacking the release keeps
+            // announcing (they wait for a complete holder), and leaves do
+            // not quiet a relay (needy nodes never ask them).
+            if a.complete == mine.complete && a.fetching == mine.fetching && a.leaf == mine.leaf {
                 self.trickle.hear_consistent();
             }
         } else if a.security_version > mine.security_version {
@@ -1163,6 +1164,7 @@ impl RadioLink {
             self.stats.bursts_suppressed += 1;
         }
         let mut result = Ok(());
+        let was_complete = c.complete();
         if let ChunkSlot::Missing { decoder, symbols } = &mut c.slots[i] {
             if let Some(esi) = payload.get(4..7) {
                 symbols.insert(u32::from_be_bytes([0, esi[0], esi[1], esi[2]]));
@@ -1209,11 +1211,13 @@ impl RadioLink {
                 }
             }
         }
-        if c.complete() {
+        if !c.complete() {
+            self.postpone_request(now);
+        } else if !was_complete {
+            // Only the symbol that completed the release says so: symbols
+            // heard afterwards (bursts for other neighbours) are not news.
             let release = c.bundle.id;
             self.completed(now, release);
-        } else {
-            self.postpone_request(now);
         }
         result
     }
@@ -1393,7 +1397,7 @@ impl RadioLink {
                 (
                     n.strong(),
                     core::cmp::Reverse(n.failures),
-                    n.announced.is_some_and(|a| a.complete),
+                    n.announced.is_some_and(|a| a.is_source()),
                     n.coverage,
                     n.adopted_at,
                     **k == f.server,
