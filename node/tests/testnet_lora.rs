@@ -315,8 +315,14 @@ fn a_leaf_daemon_serves_nothing_and_still_installs_over_the_radio() {
     ok(&["testnet", "down", "--dir", ds]);
     let cfg = dir.join("node-2/node.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    assert!(text.contains("[radio]\n"), "{text}");
-    std::fs::write(&cfg, text.replace("[radio]\n", "[radio]\nrelay = false\n")).unwrap();
+    assert!(
+        text.contains("[radio]\n") && text.contains("[mesh]\n"),
+        "{text}"
+    );
+    let text = text
+        .replace("[radio]\n", "[radio]\nrelay = false\n")
+        .replace("[mesh]\n", "[mesh]\nmetrics_listen = \"127.0.0.1:0\"\n");
+    std::fs::write(&cfg, text).unwrap();
     std::fs::remove_file(dir.join("medium-status.json")).unwrap();
     ok(&["testnet", "up", "--dir", ds]);
     let img = t.path().join("v1.img");
@@ -347,7 +353,40 @@ fn a_leaf_daemon_serves_nothing_and_still_installs_over_the_radio() {
     assert_eq!(leaf["symbols"], 0, "{leaf:#}");
     let relay = node_status(&dir, 1)["radio"].clone();
     assert!(relay["symbols"].as_u64().unwrap() > 0, "{relay:#}");
+    // The leaf's Prometheus endpoint carries the radio's series.
+    let addr = node_status(&dir, 2)["metrics_listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let metrics = get_metrics(&addr);
+    for line in [
+        "\nmeshota_radio_relay 0\n",
+        "\nmeshota_radio_symbols_sent_total 0\n",
+        "\nmeshota_radio_release_complete 1\n",
+        "\nmeshota_radio_airtime_budget_per_hour_seconds 360\n",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
+    assert!(
+        metrics.contains("\nmeshota_radio_chunks_decoded_total ")
+            && !metrics.contains("\nmeshota_radio_chunks_decoded_total 0\n"),
+        "{metrics}"
+    );
     drop(guard);
+}
+
+/// `GET /metrics` from a daemon's metrics address (bounded by a read
+/// timeout).
+fn get_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    body
 }
 
 #[test]

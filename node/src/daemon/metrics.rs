@@ -156,6 +156,7 @@ pub(super) fn render(s: &Value) -> String {
         "Chunks of the release being fetched.",
         n(&s["wanted"]["total_chunks"]),
     );
+    radio(&mut out, &s["radio"]);
     let state = s["state"].as_str().unwrap_or("unknown");
     out.push_str("# HELP meshota_state The node's state (1 for the current one).\n# TYPE meshota_state gauge\n");
     for st in ["idle", "fetching", "installing", "confirmed", "failed"] {
@@ -165,6 +166,130 @@ pub(super) fn render(s: &Value) -> String {
         ));
     }
     out
+}
+
+/// The LoRa radio's series (`meshota_radio_*`), only for a node that
+/// drives one: airtime against the duty-cycle budget, frames by fate,
+/// what the link sent and decoded.
+fn radio(out: &mut String, r: &Value) {
+    if !r.is_object() {
+        return;
+    }
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    let seconds = |k: &str| n(k) as f64 / 1e6;
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    let gauges: [(&str, &str, String); 6] = [
+        (
+            "meshota_radio_connected",
+            "1 while the radio (or the medium server) is reachable.",
+            u8::from(r["connected"].as_bool().unwrap_or(false)).to_string(),
+        ),
+        (
+            "meshota_radio_relay",
+            "1 for a relay, 0 for a leaf (serves nothing).",
+            u8::from(r["relay"].as_bool().unwrap_or(true)).to_string(),
+        ),
+        (
+            "meshota_radio_neighbours",
+            "Radio neighbours heard.",
+            r["neighbours"].as_array().map_or(0, Vec::len).to_string(),
+        ),
+        (
+            "meshota_radio_airtime_last_hour_seconds",
+            "Airtime spent in the last hour (the duty-cycle window).",
+            seconds("airtime_last_hour_us").to_string(),
+        ),
+        (
+            "meshota_radio_airtime_budget_per_hour_seconds",
+            "Airtime the sub-band's duty cycle allows per hour.",
+            seconds("budget_per_hour_us").to_string(),
+        ),
+        (
+            "meshota_radio_release_complete",
+            "1 when the release the radio carries is whole.",
+            u8::from(r["complete"].as_bool().unwrap_or(false)).to_string(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        metric(name, "gauge", help, value);
+    }
+    metric(
+        "meshota_radio_airtime_seconds_total",
+        "counter",
+        "Airtime spent transmitting.",
+        seconds("airtime_us").to_string(),
+    );
+    for (name, key, help) in [
+        ("frames_sent", "frames_sent", "Frames transmitted."),
+        (
+            "frames_heard",
+            "frames_heard",
+            "Frames received with a good MAC.",
+        ),
+        (
+            "frames_bad_mac",
+            "frames_bad_mac",
+            "Frames dropped for a bad MAC (another mesh key, or noise).",
+        ),
+        (
+            "frames_malformed",
+            "frames_malformed",
+            "Authenticated frames that failed to parse.",
+        ),
+        (
+            "frames_dropped",
+            "frames_dropped",
+            "Frames the radio failed to transmit.",
+        ),
+        ("announces_sent", "announces", "Announcements sent."),
+        (
+            "requests_sent",
+            "requests",
+            "Bundle, patch index and payload requests sent.",
+        ),
+        (
+            "fragments_sent",
+            "pieces",
+            "Bundle and patch index fragments sent (repair fragments included).",
+        ),
+        ("symbols_sent", "symbols", "Coded symbols sent."),
+        (
+            "budget_waits",
+            "budget_waits",
+            "Transmissions deferred by the duty-cycle budget.",
+        ),
+        (
+            "bundle_failures",
+            "bundle_failures",
+            "Bundles that failed verification.",
+        ),
+        (
+            "chunk_failures",
+            "chunk_failures",
+            "Decoded chunks that failed their hash.",
+        ),
+        (
+            "chunks_decoded",
+            "chunks_decoded",
+            "Chunks decoded from symbols and verified.",
+        ),
+        (
+            "pieces_applied",
+            "pieces_applied",
+            "Patch pieces applied over the radio.",
+        ),
+    ] {
+        metric(
+            &format!("meshota_radio_{name}_total"),
+            "counter",
+            help,
+            n(key).to_string(),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -189,5 +314,41 @@ mod tests {
         assert!(text.contains("meshota_installed_security_version 7\n"));
         assert!(text.contains("meshota_state{state=\"fetching\"} 1\n"));
         assert!(text.contains("meshota_state{state=\"idle\"} 0\n"));
+        assert!(
+            !text.contains("meshota_radio_"),
+            "no radio, no radio series"
+        );
+    }
+
+    #[test]
+    fn a_node_with_a_radio_renders_its_airtime_budget_and_frames() {
+        let s = serde_json::json!({
+            "state": "confirmed",
+            "radio": {
+                "connected": true, "relay": false, "neighbours": ["0a01", "0b02"],
+                "airtime_us": 12_500_000u64, "airtime_last_hour_us": 2_250_000u64,
+                "budget_per_hour_us": 360_000_000u64, "complete": true,
+                "frames_sent": 40, "frames_heard": 900, "frames_bad_mac": 3,
+                "symbols": 0, "pieces": 0, "announces": 31, "chunks_decoded": 2,
+            },
+        });
+        let text = render(&s);
+        for line in [
+            "meshota_radio_airtime_seconds_total 12.5\n",
+            "meshota_radio_airtime_last_hour_seconds 2.25\n",
+            "meshota_radio_airtime_budget_per_hour_seconds 360\n",
+            "meshota_radio_relay 0\n",
+            "meshota_radio_connected 1\n",
+            "meshota_radio_neighbours 2\n",
+            "meshota_radio_frames_heard_total 900\n",
+            "meshota_radio_frames_bad_mac_total 3\n",
+            "meshota_radio_symbols_sent_total 0\n",
+            "meshota_radio_announces_sent_total 31\n",
+            "meshota_radio_chunks_decoded_total 2\n",
+            "# TYPE meshota_radio_frames_sent_total counter\n",
+            "# TYPE meshota_radio_relay gauge\n",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 }
