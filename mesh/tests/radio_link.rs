@@ -551,18 +551,32 @@ fn symbols_heard_before_the_bundle_verifies_are_kept_and_used() {
 /// asks that one for the bundle as soon as it is heard.
 #[test]
 fn the_bundle_is_asked_of_a_complete_holder_not_of_one_still_fetching() {
+    let id = keys_release_id();
+    assert_asks_only_the_source_heard_later(&announced(&id, false, false), 300);
+}
+
+/// The release id of [`holder_burst`]'s release.
+fn keys_release_id() -> Hash {
+    holder_burst().0.release().unwrap()
+}
+
+/// A needy node hears node 5 announce `first` (of [`keys_release_id`]'s
+/// release) and sends no request for `quiet_secs`; then it hears node 5
+/// again and node 6 announce itself a complete relay, and within a minute
+/// asks node 6 and never node 5.
+fn assert_asks_only_the_source_heard_later(first: &Announce, quiet_secs: u64) {
     let k = keys_cached();
-    let (a, _) = holder_burst();
-    let id = a.release().unwrap();
+    let id = keys_release_id();
     let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
     let t = Micros(Micros::SECOND);
-    b.handle_frame(t, &announce_frame(5, &announced(&id, false, false)));
-    let early = drive_alone(&mut b, t, 300);
+    b.handle_frame(t, &announce_frame(5, first));
+    let early = drive_alone(&mut b, t, quiet_secs);
     assert!(
         early.iter().all(|(h, _)| h.kind != FrameKind::Request),
-        "asked a holder still fetching: {early:?}"
+        "asked node 5 ({first:?}): {early:?}"
     );
-    let t2 = t.plus(301 * Micros::SECOND);
+    let t2 = t.plus((quiet_secs + 1) * Micros::SECOND);
+    b.handle_frame(t2, &announce_frame(5, first));
     b.handle_frame(t2, &announce_frame(6, &announced(&id, true, false)));
     let later = drive_alone(&mut b, t2, 60);
     let asked: Vec<_> = later
@@ -829,33 +843,12 @@ fn a_leaf_fetches_and_verifies_a_release_from_a_relay() {
 /// relay.
 #[test]
 fn a_needy_node_asks_a_relay_and_never_a_leaf() {
-    let k = keys_cached();
-    let (a, _) = holder_burst();
-    let id = a.release().unwrap();
-    let mut b = RadioLink::new(config(2, 2), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
-    let t = Micros(Micros::SECOND);
     let leaf = Announce {
         leaf: true,
         needy: 9,
-        ..announced(&id, true, false)
+        ..announced(&keys_release_id(), true, false)
     };
-    b.handle_frame(t, &announce_frame(5, &leaf));
-    let early = drive_alone(&mut b, t, 900);
-    assert!(
-        early.iter().all(|(h, _)| h.kind != FrameKind::Request),
-        "asked a leaf: {early:?}"
-    );
-    let t2 = t.plus(901 * Micros::SECOND);
-    b.handle_frame(t2, &announce_frame(5, &leaf));
-    b.handle_frame(t2, &announce_frame(6, &announced(&id, true, false)));
-    let later = drive_alone(&mut b, t2, 60);
-    let asked: Vec<_> = later
-        .iter()
-        .filter(|(h, _)| h.kind == FrameKind::Request)
-        .map(|(h, _)| h.dst)
-        .collect();
-    assert!(asked.contains(&ShortId(6)), "{later:?}");
-    assert!(!asked.contains(&ShortId(5)), "{later:?}");
+    assert_asks_only_the_source_heard_later(&leaf, 900);
 }
 
 /// Completion is news once: the symbol that completes the release reports
