@@ -105,7 +105,7 @@ impl core::str::FromStr for Relays {
         match s {
             "all" => Ok(Self::All),
             "cds" => Ok(Self::Cds),
-            _ => Err(Error::Fixture(format!("unknown relays {s:?} (all or cds)"))),
+            _ => Err(Error::UnknownRelays(s.into())),
         }
     }
 }
