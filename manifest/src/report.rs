@@ -1,5 +1,8 @@
 //! Node reports: what a node says about itself, signed by its device key,
-//! gossiped toward gateways.
+//! gossiped toward gateways. A report carries its device public key, so
+//! any node can check it without knowing the fleet: only the holder of a
+//! device key can make a report under that key's id
+//! ([`NodeReport::verify_self`]).
 
 use alloc::string::String;
 
@@ -16,6 +19,9 @@ use crate::{Error, Hash, KeyId, PublicKey, Role, UnixTime};
 pub struct NodeReport {
     /// The node's id: its device key's id.
     pub node_id: KeyId,
+    /// The node's device public key (`node_id` is its id): what the
+    /// report's signature is checked against.
+    pub device_key: PublicKey,
     /// The node's hardware class.
     pub hardware: String,
     /// Human version of the running release, if any.
@@ -85,6 +91,12 @@ impl Document for NodeReport {
     const MAX_BYTES: usize = MAX_NODE_REPORT_BYTES;
 
     fn check_structure(&self) -> Result<(), Error> {
+        if self.node_id != self.device_key.id() {
+            return Err(Error::ReportNodeMismatch {
+                claimed: self.node_id,
+                key: self.device_key.id(),
+            });
+        }
         check_string("hardware class", &self.hardware)?;
         if let Some(v) = &self.installed_version {
             check_string("installed version", v)?;
@@ -134,5 +146,17 @@ impl NodeReport {
             });
         }
         Ok(doc.clone().into_verified())
+    }
+
+    /// Verifies a node report against the device key it carries: it was
+    /// signed by the key whose id it names. Says nothing of whether that
+    /// device belongs to the fleet (admission does), only that nobody but
+    /// the holder of that key made it, so a forged report cannot take a
+    /// node's id (nor shadow its real reports with a higher counter).
+    ///
+    /// # Errors
+    /// As [`NodeReport::verify`].
+    pub fn verify_self(doc: &SignedDocument<Self>) -> Result<Verified<Self>, Error> {
+        Self::verify(doc, &doc.unverified_body().device_key)
     }
 }

@@ -71,6 +71,7 @@ fn manifest_signature_does_not_verify_a_rollout_command() {
 fn report(node: &meshota_manifest::SecretKey) -> NodeReport {
     NodeReport {
         node_id: node.id(),
+        device_key: node.public().clone(),
         hardware: "rpi4".into(),
         installed_version: Some("1.2.3".into()),
         installed_release: Some(Hash::of(b"r")),
@@ -114,4 +115,40 @@ fn rejects_node_report_claiming_another_node() {
             threshold: 1
         })
     );
+}
+
+#[test]
+fn a_report_verifies_against_the_device_key_it_carries() {
+    let dev = key(50, "device");
+    let doc = SignedDocument::sign(report(&dev), &[&dev]).unwrap();
+    let back = SignedDocument::<NodeReport>::decode(&doc.encode().unwrap()).unwrap();
+    assert_eq!(NodeReport::verify_self(&back).unwrap().counter, 42);
+}
+
+#[test]
+fn rejects_report_that_carries_a_victims_key_but_another_signature() {
+    // The forger copies the victim's id and public key and signs with its
+    // own key: the carried key did not sign.
+    let victim = key(50, "device");
+    let forger = key(51, "other");
+    let doc = SignedDocument::sign(report(&victim), &[&forger]).unwrap();
+    let back = SignedDocument::<NodeReport>::decode(&doc.encode().unwrap()).unwrap();
+    assert!(matches!(
+        NodeReport::verify_self(&back),
+        Err(Error::ThresholdNotMet { .. })
+    ));
+}
+
+#[test]
+fn rejects_report_whose_node_id_is_not_its_keys() {
+    let victim = key(50, "device");
+    let forger = key(51, "other");
+    let body = NodeReport {
+        device_key: forger.public().clone(),
+        ..report(&victim)
+    };
+    assert!(matches!(
+        SignedDocument::sign(body, &[&forger]),
+        Err(Error::ReportNodeMismatch { .. })
+    ));
 }

@@ -79,6 +79,8 @@ pub enum Offence {
     BadIndex,
     /// A chunk whose bytes do not hash to its id.
     CorruptChunk,
+    /// A node report not signed by the device key it carries (forged).
+    BadReport,
     /// An availability bitmap of the wrong length.
     BadBitmap,
     /// A request not answered in time.
@@ -90,7 +92,7 @@ impl Offence {
     #[must_use]
     pub const fn points(self) -> u32 {
         match self {
-            Self::BadManifest | Self::BadIndex | Self::CorruptChunk => 10,
+            Self::BadManifest | Self::BadIndex | Self::CorruptChunk | Self::BadReport => 10,
             Self::MalformedMessage | Self::BadBitmap => 5,
             Self::Timeout => 1,
         }

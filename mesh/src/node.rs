@@ -1167,6 +1167,15 @@ impl Node {
         {
             return;
         }
+        // Checked only when it would be kept: a report signed by another
+        // key than the one it carries could otherwise take a node's id and,
+        // with a higher counter, shadow its real reports everywhere.
+        if NodeReport::verify_self(&doc).is_err() {
+            if let Some(p) = from {
+                self.penalise(p, Offence::BadReport);
+            }
+            return;
+        }
         self.reports.insert(r.node_id, (r.counter, bytes.clone()));
         self.actions.push_back(Action::ReportReceived {
             bytes: bytes.clone(),

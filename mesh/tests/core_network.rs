@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use meshota_mesh::{Installed, Limits};
+use meshota_manifest::{SecretKey, SignedDocument};
+use meshota_mesh::{Installed, Limits, wire};
 
 const MIB: usize = 1 << 20;
 
@@ -429,4 +430,74 @@ fn seed_side_distribution_does_not_stall_leaves_that_need_only_a_delta() {
         "star delta, super-seeding: {served} uploads in {ms} ms; off: {served_off} in {ms_off} ms"
     );
     assert!((ms as f64) <= 1.1 * ms_off as f64, "{ms} ms vs {ms_off} ms");
+}
+
+/// A report of `owner` (its id and public key) signed by `signer`,
+/// encoded.
+fn report_bytes(owner: &SecretKey, signer: &SecretKey, counter: u64) -> Vec<u8> {
+    let body = meshota_manifest::NodeReport {
+        node_id: owner.id(),
+        device_key: owner.public().clone(),
+        hardware: "rpi4".into(),
+        installed_version: Some("1.0.0".into()),
+        installed_release: None,
+        security_version: 1,
+        slot_state: meshota_manifest::SlotState::Confirmed { slot: "A".into() },
+        last_install: meshota_manifest::InstallOutcome::None,
+        counter,
+        time: None,
+    };
+    SignedDocument::sign(body, &[signer])
+        .unwrap()
+        .encode()
+        .unwrap()
+}
+
+/// Reports that carry a node's id and key but another key's signature
+/// are refused and their sender penalised (two of them ban it): one
+/// would otherwise shadow that node's real reports everywhere with its
+/// higher counter. The node's real report, sent after them, is kept and
+/// relayed.
+#[test]
+fn forged_reports_are_refused_and_do_not_shadow_the_real_one() {
+    let k = keys();
+    let mut net = Net::new(3, &k.trust, "rpi4", Limits::DEFAULT);
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.run_until(10_000, 2_000, |_| false);
+    let victim = node_key(7);
+    let forger = node_key(8);
+    let forged: Vec<Vec<u8>> = [u64::MAX, u64::MAX - 1]
+        .into_iter()
+        .map(|c| report_bytes(&victim, &forger, c))
+        .collect();
+    let real = report_bytes(&victim, &victim, 10);
+    let from_node_0 = net.link(1, 0).unwrap();
+    for f in &forged {
+        net.inject(1, from_node_0, &wire::Message::Report { bytes: f.clone() });
+    }
+    net.run_until(10_000, 4_000, |_| false);
+    for i in 0..3 {
+        assert!(
+            net.nodes[i]
+                .core
+                .reports()
+                .all(|b| forged.iter().all(|f| b != f.as_slice())),
+            "node {i} kept a forged report"
+        );
+    }
+    assert_eq!(
+        net.nodes[1].core.stats().bans,
+        1,
+        "the forger was not banned"
+    );
+    // Published where it belongs (node 2 standing in for the victim): it
+    // crosses to node 1, whose link to node 0 is closed by the ban.
+    net.publish_report(2, real.clone());
+    assert!(
+        net.run_until(10_000, 6_000, |n| n.nodes[1..]
+            .iter()
+            .all(|s| s.core.reports().any(|b| b == real.as_slice()))),
+        "the real report did not reach nodes 1 and 2"
+    );
 }

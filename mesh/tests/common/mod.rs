@@ -364,10 +364,12 @@ impl Net {
         // `done` is checked before an event is taken, so an event is never
         // dropped when a run stops (a later run picks it up).
         while !done(self) {
-            let Some(Reverse((at, _, i, EventBox(ev)))) = self.queue.pop() else {
+            let Some(Reverse((at, seq, i, EventBox(ev)))) = self.queue.pop() else {
                 break;
             };
             if count >= max_events || at.0 > max_ms {
+                // Left for a later run.
+                self.queue.push(Reverse((at, seq, i, EventBox(ev))));
                 return false;
             }
             count += 1;
@@ -432,6 +434,21 @@ impl Net {
                 bytes,
             },
         );
+    }
+
+    /// Node `i` publishes `bytes` as its own signed report, now.
+    pub fn publish_report(&mut self, i: usize, bytes: Vec<u8>) {
+        let now = self.now;
+        self.nodes[i].core.publish_report(now, bytes);
+        self.drain(i);
+    }
+
+    /// The link number node `i` uses for its peer node `j`.
+    pub fn link(&self, i: usize, j: usize) -> Option<u64> {
+        self.links
+            .iter()
+            .find(|((n, _), (m, _))| *n == i && *m == j)
+            .map(|((_, p), _)| *p)
     }
 
     /// The link number node `i` uses for its first peer.

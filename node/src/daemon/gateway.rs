@@ -58,7 +58,8 @@ pub(crate) struct MqttSide {
     pub(crate) wake: Arc<Notify>,
     pub(crate) link: Arc<Mutex<LinkStatus>>,
     /// Newest report per node (bounded by the core's own report limit:
-    /// only reports the core accepted arrive here).
+    /// only reports the core accepted arrive here, each verified against
+    /// the device key it carries).
     pub(crate) reports: BTreeMap<KeyId, NodeReport>,
 }
 

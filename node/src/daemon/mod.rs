@@ -1306,6 +1306,7 @@ impl Daemon {
         .map_or_else(|| "unknown".to_string(), |r| r.confirmed.name().to_string());
         let report = NodeReport {
             node_id: self.key.id(),
+            device_key: self.key.public().clone(),
             hardware: self.node.config.hardware.clone(),
             installed_version: self.installed_version.clone(),
             installed_release: installed.release,
