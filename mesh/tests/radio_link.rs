@@ -44,20 +44,28 @@ fn run_pair(a: &mut RadioLink, b: &mut RadioLink, until: Micros) -> bool {
     drive_pair(a, b, Micros(0), until, RadioLink::is_complete, |_, _| {}).0
 }
 
-#[test]
-fn a_neighbour_fetches_the_bundle_then_decodes_and_verifies_every_chunk() {
+/// Node 1 holds v2 and node 2, configured `b_config`, runs v1; the two
+/// are driven over a lossless channel until node 2 holds v2 (asserted).
+/// Returns both links and v2.
+fn one_hop(b_config: meshota_mesh::radio::RadioConfig) -> (RadioLink, RadioLink, Release) {
     let k = keys();
     let old = release(1, &k.release);
     let new = release(2, &k.release);
     let mut a = RadioLink::new(config(1, 1), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
     a.add_release(Micros(0), new.bundle.clone(), &new.chunks)
         .unwrap();
-    let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    let mut b = RadioLink::new(b_config, k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
     // A source asked by one neighbour waits up to 128 s per round, and the
     // bundle and the symbols are two rounds.
     assert!(run_pair(&mut a, &mut b, Micros(1_500 * Micros::SECOND)));
     assert_eq!(b.release(), Some(new.id));
     assert_eq!(b.payload().unwrap(), new.image);
+    (a, b, new)
+}
+
+#[test]
+fn a_neighbour_fetches_the_bundle_then_decodes_and_verifies_every_chunk() {
+    let (a, mut b, new) = one_hop(config(2, 2));
     let events: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
     assert!(events.contains(&LinkEvent::ManifestVerified { release: new.id }));
     assert!(events.contains(&LinkEvent::ReleaseComplete { release: new.id }));
@@ -822,18 +830,9 @@ fn a_leaf_holding_the_release_sends_no_bundle_and_no_symbols_when_asked() {
 /// decodes every chunk and verifies the release, sending no symbol.
 #[test]
 fn a_leaf_fetches_and_verifies_a_release_from_a_relay() {
-    let k = keys();
-    let old = release(1, &k.release);
-    let new = release(2, &k.release);
-    let mut a = RadioLink::new(config(1, 1), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
-    a.add_release(Micros(0), new.bundle.clone(), &new.chunks)
-        .unwrap();
     let mut cfg = config(2, 2);
     cfg.relay = false;
-    let mut b = RadioLink::new(cfg, k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
-    assert!(run_pair(&mut a, &mut b, Micros(1_500 * Micros::SECOND)));
-    assert_eq!(b.release(), Some(new.id));
-    assert_eq!(b.payload().unwrap(), new.image);
+    let (_, b, _) = one_hop(cfg);
     assert_eq!(b.stats().sent_symbols, 0);
     assert_eq!(b.stats().sent_pieces, 0);
 }
