@@ -301,7 +301,8 @@ fn a_mixed_net_forwards_between_quic_and_lora_both_ways() {
     assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
 }
 
-/// `relay = false` in a node's `[radio]` makes it a leaf. A release
+/// `testnet up --lora --leaves 2` writes `relay = false` in node 2's
+/// `[radio]`, which makes it a leaf. A release
 /// published at the leaf (the end of a line) stays there: its neighbour
 /// hears it announced and never asks, the leaf sends no bundle fragment
 /// and no symbol. A newer release published at the other end reaches
@@ -311,18 +312,29 @@ fn a_leaf_daemon_serves_nothing_and_still_installs_over_the_radio() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("tn");
     let ds = dir.to_str().unwrap();
-    let guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
-    ok(&["testnet", "down", "--dir", ds]);
-    let cfg = dir.join("node-2/node.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
+    // A leaf off the radio is refused before anything is written.
+    let bad = run(&[
+        "testnet", "up", "--lora", "--nodes", "3", "--dir", ds, "--leaves", "5",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
     assert!(
-        text.contains("[radio]\n") && text.contains("[mesh]\n"),
-        "{text}"
+        text(&bad.stderr).contains("not on the radio"),
+        "{}",
+        text(&bad.stderr)
     );
-    let text = text
-        .replace("[radio]\n", "[radio]\nrelay = false\n")
-        .replace("[mesh]\n", "[mesh]\nmetrics_listen = \"127.0.0.1:0\"\n");
-    std::fs::write(&cfg, text).unwrap();
+    assert!(!dir.exists(), "a refused testnet left files behind");
+    let guard = up_lora(&dir, 3, &["--lora-topology", "line", "--leaves", "2"]);
+    assert_eq!(state(&dir)["lora"]["leaves"], serde_json::json!([2]));
+    ok(&["testnet", "down", "--dir", ds]);
+    // The leaf's metrics endpoint, for the end of the test.
+    let cfg = dir.join("node-2/node.toml");
+    let toml = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        toml.contains("relay = false") && toml.contains("[mesh]\n"),
+        "{toml}"
+    );
+    let toml = toml.replace("[mesh]\n", "[mesh]\nmetrics_listen = \"127.0.0.1:0\"\n");
+    std::fs::write(&cfg, toml).unwrap();
     std::fs::remove_file(dir.join("medium-status.json")).unwrap();
     ok(&["testnet", "up", "--dir", ds]);
     let img = t.path().join("v1.img");

@@ -92,6 +92,10 @@ pub(crate) struct UpArgs {
     /// do the nodes' radio links (airtime, duty cycle, timers alike).
     #[arg(long, default_value_t = 1, requires = "lora")]
     lora_time_scale: u32,
+    /// These radio nodes are leaves (`relay = false` in their `[radio]`):
+    /// they receive and install but never serve (with `--lora`).
+    #[arg(long, value_name = "I,J,...", value_delimiter = ',', requires = "lora")]
+    leaves: Vec<usize>,
 }
 
 /// Arguments of `testnet publish`.
@@ -218,6 +222,7 @@ fn up(a: &UpArgs) -> CmdResult {
         mixed: a.mixed,
         time_scale: a.lora_time_scale,
         seed: u64::from(std::process::id()),
+        leaves: a.leaves.clone(),
     });
     let plan = Plan {
         nodes: a.nodes.unwrap_or(DEFAULT_NODES),
@@ -226,6 +231,10 @@ fn up(a: &UpArgs) -> CmdResult {
         image_size_mib: a.image_size,
         lora,
     };
+    if let Some(l) = &plan.lora {
+        // Refused before anything is written.
+        l.split(plan.nodes)?;
+    }
     let mut state = prepare(&plan, a.nodes.is_some())?;
     let fleet = start(&mut state, true)?;
     fleet.detach();
@@ -253,7 +262,7 @@ fn up(a: &UpArgs) -> CmdResult {
     }
     if let Some(l) = &state.lora {
         println!(
-            "radio     {} nodes {:?} on the medium ({}, time scale {}x, socket {}){}",
+            "radio     {} nodes {:?} on the medium ({}, time scale {}x, socket {}){}{}",
             l.radio_nodes.len(),
             l.radio_nodes,
             l.topology,
@@ -262,7 +271,12 @@ fn up(a: &UpArgs) -> CmdResult {
             l.mixed.map_or_else(String::new, |k| format!(
                 "; nodes 0..{k} on QUIC, node {} on both",
                 k - 1
-            ))
+            )),
+            if l.leaves.is_empty() {
+                String::new()
+            } else {
+                format!("; leaves {:?} (serve nothing)", l.leaves)
+            }
         );
     }
     let d = state.dir.display();

@@ -76,7 +76,7 @@ pub(crate) enum LoraLayout {
 }
 
 /// The radio part of a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LoraPlan {
     /// Positions of the radio nodes.
     pub(crate) layout: LoraLayout,
@@ -87,6 +87,9 @@ pub(crate) struct LoraPlan {
     pub(crate) time_scale: u32,
     /// Seed of the medium's losses.
     pub(crate) seed: u64,
+    /// Testnet indexes of the radio nodes that are leaves (`relay =
+    /// false`: they never serve their radio neighbours).
+    pub(crate) leaves: Vec<usize>,
 }
 
 impl LoraPlan {
@@ -94,25 +97,36 @@ impl LoraPlan {
     /// testnet of `n` nodes.
     ///
     /// # Errors
-    /// A `--mixed` that leaves fewer than 2 radio nodes or no QUIC node.
+    /// A `--mixed` that leaves fewer than 2 radio nodes or no QUIC node; a
+    /// leaf that is not a radio node.
     pub(crate) fn split(&self, n: usize) -> CmdResult<(usize, Vec<usize>)> {
-        match self.mixed {
-            None => Ok((0, (0..n).collect())),
-            Some(k) if (1..n).contains(&k) => Ok((k, (k - 1..n).collect())),
-            Some(k) => Err(Failure::usage(format!(
-                "--mixed {k} with {n} nodes: K must be 1 to {} (nodes 0..K on QUIC, K-1..N on the radio)",
-                n.saturating_sub(1)
-            ))),
+        let (quic, radio): (usize, Vec<usize>) = match self.mixed {
+            None => (0, (0..n).collect()),
+            Some(k) if (1..n).contains(&k) => (k, (k - 1..n).collect()),
+            Some(k) => {
+                return Err(Failure::usage(format!(
+                    "--mixed {k} with {n} nodes: K must be 1 to {} (nodes 0..K on QUIC, K-1..N on the radio)",
+                    n.saturating_sub(1)
+                )));
+            }
+        };
+        if let Some(&leaf) = self.leaves.iter().find(|l| !radio.contains(l)) {
+            return Err(Failure::usage(format!(
+                "--leaves {leaf}: node {leaf} is not on the radio (radio nodes {radio:?})"
+            )));
         }
+        Ok((quic, radio))
     }
 }
 
 /// The `[radio]` table of a testnet node on the medium: the testnet's mesh
-/// key, EU868 g3 (869.525 MHz, 10 %), DR5 (SF7/125 kHz), as the simulator.
-pub(crate) fn radio_toml(socket: &Path, node: usize) -> String {
+/// key, EU868 g3 (869.525 MHz, 10 %), DR5 (SF7/125 kHz), as the simulator;
+/// `relay = false` for a leaf.
+pub(crate) fn radio_toml(socket: &Path, node: usize, relay: bool) -> String {
     format!(
         r#"
 [radio]
+relay = {relay}
 backend = "medium"
 mesh_key_file = "../radio.key"
 region = "EU868"
@@ -485,7 +499,11 @@ pub(crate) fn create(plan: &Plan) -> CmdResult<TestnetState> {
             Vec::new()
         };
         let radio = match (&lora, radio_nodes.iter().position(|&r| r == i)) {
-            (Some(l), Some(at)) => Some(radio_toml(&l.socket, at)),
+            (Some(l), Some(at)) => Some(radio_toml(
+                &l.socket,
+                at,
+                !plan.lora.as_ref().is_some_and(|p| p.leaves.contains(&i)),
+            )),
             _ => None,
         };
         nodes.push(make_node(
@@ -553,6 +571,7 @@ fn make_medium(dir: &Path, l: &LoraPlan, radio_nodes: &[usize]) -> CmdResult<Lor
         topology: name.to_string(),
         mixed: l.mixed,
         radio_nodes: radio_nodes.to_vec(),
+        leaves: l.leaves.clone(),
         time_scale: l.time_scale,
         socket,
         log: dir.join("medium.log"),

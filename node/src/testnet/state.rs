@@ -58,6 +58,9 @@ pub(crate) struct LoraRecord {
     pub(crate) mixed: Option<usize>,
     /// Testnet indexes of the nodes on the radio, in medium order.
     pub(crate) radio_nodes: Vec<usize>,
+    /// Those of them that are leaves (`relay = false`).
+    #[serde(default)]
+    pub(crate) leaves: Vec<usize>,
     /// Virtual µs per wall-clock µs of the medium (and the nodes' links).
     pub(crate) time_scale: u32,
     /// The medium server's socket.
