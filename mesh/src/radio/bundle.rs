@@ -27,16 +27,8 @@ pub const BUNDLE_BYTES_MAX: usize = 32 * 1024;
 /// [`RadioError::BundleTooLarge`] over [`BUNDLE_BYTES_MAX`].
 pub fn encode(manifest: &[u8], index: &[u8]) -> Result<Vec<u8>, RadioError> {
     let mut out = Vec::with_capacity(manifest.len() + index.len() + 5);
-    let mut n = manifest.len();
-    loop {
-        let b = (n & 0x7F) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
+    // Past BUNDLE_BYTES_MAX (refused below) the length is not read back.
+    meshota_radios::leb128::push(&mut out, u32::try_from(manifest.len()).unwrap_or(u32::MAX));
     out.extend_from_slice(manifest);
     out.extend_from_slice(index);
     if out.len() > BUNDLE_BYTES_MAX {
@@ -68,30 +60,27 @@ impl VerifiedBundle {
     /// The chunk index's bytes inside the bundle (after the manifest).
     #[must_use]
     pub fn index_bytes(&self) -> Option<&[u8]> {
-        let (len, at) = manifest_len(&self.bytes).ok()?;
-        self.bytes.get(at.checked_add(len)?..)
+        split(&self.bytes).ok().map(|(_, index)| index)
     }
 }
 
-/// The manifest length prefix: (length, bytes it took).
-fn manifest_len(bytes: &[u8]) -> Result<(usize, usize), RadioError> {
+/// A bundle's signed manifest and chunk index bytes, split at its length
+/// prefix (nothing is verified).
+///
+/// # Errors
+/// [`RadioError::Malformed`] for a length prefix cut short or over three
+/// bytes, [`RadioError::Truncated`] for a manifest longer than the bundle.
+pub fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), RadioError> {
     const WHAT: &str = "bundle";
-    let mut len = 0usize;
-    let mut at = 0usize;
-    loop {
-        let b = *bytes.get(at).ok_or(RadioError::Truncated { what: WHAT })?;
-        if at >= 3 {
-            return Err(RadioError::Malformed {
-                what: WHAT,
-                reason: "manifest length varint too long",
-            });
-        }
-        len |= usize::from(b & 0x7F) << (7 * at);
-        at += 1;
-        if b & 0x80 == 0 {
-            return Ok((len, at));
-        }
-    }
+    let (len, at) = meshota_radios::leb128::read(bytes).ok_or(RadioError::Malformed {
+        what: WHAT,
+        reason: "manifest length varint cut short or too long",
+    })?;
+    let end = at.saturating_add(len as usize);
+    let manifest = bytes
+        .get(at..end)
+        .ok_or(RadioError::Truncated { what: WHAT })?;
+    Ok((manifest, &bytes[end..]))
 }
 
 /// Decodes and verifies a bundle: the manifest's signatures against
@@ -108,18 +97,13 @@ pub fn verify(
     trust: &Verified<TrustRoot>,
     policy: &InstallPolicy<'_>,
 ) -> Result<VerifiedBundle, RadioError> {
-    const WHAT: &str = "bundle";
     if bytes.len() > BUNDLE_BYTES_MAX {
         return Err(RadioError::BundleTooLarge {
             len: bytes.len(),
             max: BUNDLE_BYTES_MAX,
         });
     }
-    let (len, at) = manifest_len(&bytes)?;
-    let manifest = bytes
-        .get(at..at.saturating_add(len))
-        .ok_or(RadioError::Truncated { what: WHAT })?;
-    let index_bytes = &bytes[at + len..];
+    let (manifest, index_bytes) = split(&bytes)?;
     let doc = SignedDocument::<ReleaseManifest>::decode(manifest)
         .map_err(|e| RadioError::Manifest(alloc::format!("{e}")))?;
     let id = doc.id();
@@ -489,6 +473,12 @@ mod tests {
     fn bundle_length_prefix_is_checked_before_reading() {
         let b = encode(&[1, 2, 3], &[4]).unwrap();
         assert_eq!(b, [3, 1, 2, 3, 4]);
+        let b = encode(&[1; 200], &[2; 5]).unwrap();
+        let (m, i) = split(&b).unwrap();
+        assert_eq!((m.len(), i), (200, &[2u8; 5][..]));
+        assert!(split(&[]).is_err());
+        assert!(split(&[0x80, 0x80, 0x80, 0x80]).is_err());
+        assert!(split(&[10, 1, 2]).is_err());
         let too_long = encode(&alloc::vec![0; BUNDLE_BYTES_MAX], &[]);
         assert!(matches!(too_long, Err(RadioError::BundleTooLarge { .. })));
     }

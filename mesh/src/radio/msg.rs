@@ -171,16 +171,7 @@ impl Announce {
                 | u8::from(self.leaf) << 3,
         );
         out.push(self.needy);
-        let mut v = self.security_version;
-        loop {
-            let b = (v & 0x7F) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
+        meshota_radios::leb128::push_u64(&mut out, self.security_version);
         out
     }
 
@@ -211,22 +202,14 @@ impl Announce {
             return Err(malformed("a fetching sender holds nothing"));
         }
         let varint = &bytes[RELEASE_KEY_LEN + 2..];
-        let mut v = 0u64;
-        for (i, &b) in varint.iter().enumerate() {
-            let last = i + 1 == varint.len();
-            if (b & 0x80 == 0) != last {
+        let v = match meshota_radios::leb128::read_u64(varint) {
+            Some((v, used)) if used == varint.len() => v,
+            _ => {
                 return Err(malformed(
-                    "security version is not one varint ending the frame",
+                    "security version is not one shortest LEB128 u64 ending the frame",
                 ));
             }
-            if i == 9 && b > 1 {
-                return Err(malformed("security version over 64 bits"));
-            }
-            if last && b == 0 && i > 0 {
-                return Err(malformed("security version varint not minimal"));
-            }
-            v |= u64::from(b & 0x7F) << (7 * i);
-        }
+        };
         Ok(Self {
             release: ReleaseKey(key),
             security_version: v,

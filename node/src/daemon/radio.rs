@@ -366,27 +366,6 @@ impl RadioDriver {
     }
 }
 
-/// Splits a bundle into the signed manifest and the index bytes
-/// (`varint(len(manifest)) || manifest || index`).
-fn split_bundle(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
-    let mut len = 0usize;
-    let mut at = 0usize;
-    loop {
-        let b = *bytes.get(at).ok_or("bundle truncated")?;
-        if at >= 3 {
-            return Err("bundle length prefix too long".into());
-        }
-        len |= usize::from(b & 0x7F) << (7 * at);
-        at += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    let end = at.checked_add(len).ok_or("bundle length overflows")?;
-    let manifest = bytes.get(at..end).ok_or("bundle truncated")?;
-    Ok((manifest, &bytes[end..]))
-}
-
 impl Daemon {
     /// A frame the radio received.
     pub(super) fn radio_frame(&mut self, frame: &[u8]) {
@@ -539,7 +518,8 @@ impl Daemon {
         r.to_core.insert(release);
         let bundle_bytes = b.bytes.clone();
         let result = (|| -> Result<(), String> {
-            let (manifest, index_bytes) = split_bundle(&bundle_bytes)?;
+            let (manifest, index_bytes) =
+                bundle::split(&bundle_bytes).map_err(|e| e.to_string())?;
             let index = ChunkIndex::decode(index_bytes).map_err(|e| e.to_string())?;
             let mut items: Vec<(Hash, &[u8])> = Vec::with_capacity(index.chunks().len());
             let mut at = 0usize;
@@ -669,22 +649,5 @@ impl Daemon {
             chunks.push(data);
         }
         Ok((bundle_bytes, chunks))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn a_bundle_splits_into_manifest_and_index_and_bad_prefixes_are_errors() {
-        let b = bundle::encode(&[1; 200], &[2; 5]).unwrap();
-        let (m, i) = split_bundle(&b).unwrap();
-        assert_eq!((m.len(), i), (200, &[2u8; 5][..]));
-        assert!(split_bundle(&[]).is_err());
-        assert!(split_bundle(&[0x80, 0x80, 0x80, 0x80]).is_err());
-        assert!(split_bundle(&[10, 1, 2]).is_err());
     }
 }
