@@ -108,6 +108,14 @@ pub const fn symbol_size_for(frame_payload: usize) -> usize {
     }
 }
 
+/// The encoding symbol id a symbol carries (bytes 4..7, big-endian);
+/// `None` for bytes shorter than the symbol header.
+#[must_use]
+pub fn symbol_esi(symbol: &[u8]) -> Option<u32> {
+    let b = symbol.get(4..SYMBOL_HEADER_LEN)?;
+    Some(u32::from_be_bytes([0, b[0], b[1], b[2]]))
+}
+
 /// The most symbols a decoder takes for `info` before it gives up and
 /// starts over: twice the source symbols plus 64.
 #[must_use]
@@ -274,11 +282,11 @@ impl ObjectDecoder {
     /// [`Error::DecodedObjectMismatch`] when the decoded bytes do not hash
     /// to the id (the decoder starts over).
     pub fn push(&mut self, symbol: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        if symbol.len() < SYMBOL_HEADER_LEN {
+        let Some(esi) = symbol_esi(symbol) else {
             return Err(Error::MalformedSymbol {
                 reason: "shorter than its header",
             });
-        }
+        };
         if symbol[..4] != self.info.tag() {
             return Err(Error::ForeignSymbol);
         }
@@ -287,7 +295,6 @@ impl ObjectDecoder {
                 reason: "length does not match the symbol size",
             });
         }
-        let esi = u32::from_be_bytes([0, symbol[4], symbol[5], symbol[6]]);
         let id = PayloadId::new(0, esi);
         if self.complete {
             return Ok(None);

@@ -200,9 +200,14 @@ fn senders_starting_at_different_repair_points_never_repeat_each_other() {
     let k = a.info().source_symbols();
     let from_a = a.repair_symbols(k / 2 + 2);
     let from_b = b.repair_symbols(k / 2 + 2);
-    let ids = |s: &[Vec<u8>]| -> std::collections::BTreeSet<[u8; 3]> {
-        s.iter().map(|x| [x[4], x[5], x[6]]).collect()
+    let ids = |s: &[Vec<u8>]| -> std::collections::BTreeSet<u32> {
+        s.iter().map(|x| symbol_esi(x).unwrap()).collect()
     };
+    // Consecutive repair symbols carry consecutive ids, past the start.
+    let a_ids: Vec<u32> = from_a.iter().map(|x| symbol_esi(x).unwrap()).collect();
+    assert!(a_ids.windows(2).all(|w| w[1] == w[0] + 1), "{a_ids:?}");
+    assert!(symbol_esi(&from_b[0]).unwrap() >= 1 << 20);
+    assert_eq!(symbol_esi(&from_a[0][..6]), None, "shorter than the header");
     assert!(ids(&from_a).is_disjoint(&ids(&from_b)));
     // Half from each sender is enough: the receiver needs no repeats.
     let mut dec = ObjectDecoder::new(*a.info()).unwrap();

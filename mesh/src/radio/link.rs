@@ -1166,8 +1166,8 @@ impl RadioLink {
         let mut result = Ok(());
         let was_complete = c.complete();
         if let ChunkSlot::Missing { decoder, symbols } = &mut c.slots[i] {
-            if let Some(esi) = payload.get(4..7) {
-                symbols.insert(u32::from_be_bytes([0, esi[0], esi[1], esi[2]]));
+            if let Some(esi) = meshota_radios::coding::symbol_esi(payload) {
+                symbols.insert(esi);
             }
             match decoder.push(payload) {
                 Ok(Some(bytes)) if i < c.chunks => {
