@@ -181,6 +181,9 @@ pub struct RadioLink {
     /// index naming their object not verified yet), oldest first, at most
     /// [`EARLY_SYMBOLS_MAX`]: replayed once their object is known.
     early: VecDeque<(ShortId, Vec<u8>)>,
+    /// The release last reported complete: completion is news once per
+    /// release, however many of its symbols are heard afterwards.
+    reported: Option<Hash>,
 }
 
 impl RadioLink {
@@ -243,6 +246,7 @@ impl RadioLink {
             clock: now,
             seq: 0,
             early: VecDeque::new(),
+            reported: None,
             config,
         })
     }
@@ -276,13 +280,11 @@ impl RadioLink {
             carried.slots[i] = ChunkSlot::Held(bytes.clone());
         }
         carried.held = chunks.len();
-        self.events.push_back(LinkEvent::ReleaseComplete {
-            release: carried.bundle.id,
-        });
+        let release = carried.bundle.id;
         self.want = alloc::vec![0; carried.slots.len()];
         self.carried = Some(carried);
         self.fetch = None;
-        self.trickle.reset(ms(now), &mut self.rng);
+        self.completed(now, release);
         Ok(())
     }
 
@@ -384,7 +386,6 @@ impl RadioLink {
         let Some(c) = self.carried.as_mut() else {
             return 0;
         };
-        let was_complete = c.complete();
         let mut by_hash: BTreeMap<Hash, Vec<usize>> = BTreeMap::new();
         for (j, r) in c.bundle.chunks.iter().enumerate() {
             by_hash.entry(r.hash).or_default().push(j);
@@ -401,9 +402,7 @@ impl RadioLink {
             }
         }
         self.stats.chunks_supplied += new as u64;
-        if !was_complete {
-            self.after_gain(now);
-        }
+        self.after_gain(now);
         new
     }
 
@@ -477,9 +476,13 @@ impl RadioLink {
         }
     }
 
-    /// The carried release just became whole: report it, stop asking,
-    /// announce it soon, and drop the symbols kept for later.
+    /// The carried release is whole: the first time, report it, stop
+    /// asking, announce it soon, and drop the symbols kept for later; then
+    /// nothing (a symbol, chunk or piece gained afterwards is not news).
     fn completed(&mut self, now: Micros, release: Hash) {
+        if self.reported.replace(release) == Some(release) {
+            return;
+        }
         self.events
             .push_back(LinkEvent::ReleaseComplete { release });
         self.request_at = None;
@@ -1164,7 +1167,6 @@ impl RadioLink {
             self.stats.bursts_suppressed += 1;
         }
         let mut result = Ok(());
-        let was_complete = c.complete();
         if let ChunkSlot::Missing { decoder, symbols } = &mut c.slots[i] {
             if let Some(esi) = meshota_radios::coding::symbol_esi(payload) {
                 symbols.insert(esi);
@@ -1211,13 +1213,11 @@ impl RadioLink {
                 }
             }
         }
-        if !c.complete() {
-            self.postpone_request(now);
-        } else if !was_complete {
-            // Only the symbol that completed the release says so: symbols
-            // heard afterwards (bursts for other neighbours) are not news.
+        if c.complete() {
             let release = c.bundle.id;
             self.completed(now, release);
+        } else {
+            self.postpone_request(now);
         }
         result
     }
