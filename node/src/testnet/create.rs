@@ -499,11 +499,7 @@ pub(crate) fn create(plan: &Plan) -> CmdResult<TestnetState> {
             Vec::new()
         };
         let radio = match (&lora, radio_nodes.iter().position(|&r| r == i)) {
-            (Some(l), Some(at)) => Some(radio_toml(
-                &l.socket,
-                at,
-                !plan.lora.as_ref().is_some_and(|p| p.leaves.contains(&i)),
-            )),
+            (Some(l), Some(at)) => Some(radio_toml(&l.socket, at, !l.leaves.contains(&i))),
             _ => None,
         };
         nodes.push(make_node(
