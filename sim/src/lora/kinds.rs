@@ -94,11 +94,6 @@ impl AirtimeByKind {
         slot.add(t);
     }
 
-    /// Counts `frame` (as [`AirtimeByKind::record`]).
-    pub fn record_frame(&mut self, frame: &[u8]) {
-        self.record(frame.first().copied(), frame.len());
-    }
-
     /// Adds every count of `other` to this one's.
     pub fn merge(&mut self, other: &Self) {
         for (mine, theirs) in self.fields_mut().into_iter().zip(other.fields()) {
@@ -242,10 +237,10 @@ mod tests {
     #[test]
     fn merge_adds_every_field() {
         let mut a = AirtimeByKind::default();
-        a.record_frame(&[0x14, 0, 0]);
+        a.record(Some(0x14), 3);
         let mut b = AirtimeByKind::default();
-        b.record_frame(&[0x14, 0, 0]);
-        b.record_frame(&[0x11]);
+        b.record(Some(0x14), 3);
+        b.record(Some(0x11), 1);
         a.merge(&b);
         assert_eq!(a.symbol.frames, 2);
         assert_eq!(a.announce.frames, 1);
