@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::radio::{KEY, config, drive_pair};
+use common::radio::{KEY, config, drive_alone, drive_pair, member_frame};
 use common::*;
 use meshota_blobstore::ChunkIndex;
 use meshota_manifest::Hash;
@@ -157,51 +157,6 @@ fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
             );
         }
     }
-}
-
-/// Frames of mesh members (the right key) crafted by hand: `msg_id` is the
-/// sender's sequence number of unfragmented frames (link quality).
-fn member_frame(
-    src: u16,
-    dst: ShortId,
-    kind: FrameKind,
-    msg_id: u8,
-    (index, count): (u8, u8),
-    payload: &[u8],
-) -> Vec<u8> {
-    let h = Header {
-        kind,
-        src: ShortId(src),
-        dst,
-        msg_id,
-        frag_index: index,
-        frag_count: count,
-    };
-    FrameCodec::new(&KEY, 222)
-        .unwrap()
-        .encode(&h, payload)
-        .unwrap()
-}
-
-/// Runs one link alone for `secs` seconds of virtual time and returns the
-/// frames it sent, decoded (header, payload).
-fn drive_alone(link: &mut RadioLink, from: Micros, secs: u64) -> Vec<(Header, Vec<u8>)> {
-    let codec = FrameCodec::new(&KEY, 222).unwrap();
-    let end = from.plus(secs * Micros::SECOND);
-    let mut now = from;
-    let mut sent = Vec::new();
-    for _ in 0..100_000 {
-        if now > end {
-            break;
-        }
-        link.handle_timeout(now);
-        if let Some(f) = link.poll_transmit(now) {
-            let d = codec.decode(&f).unwrap();
-            sent.push((d.header, d.payload.to_vec()));
-        }
-        now = link.poll_timeout().max(now.plus(1_000));
-    }
-    sent
 }
 
 fn payload_request(tag: [u8; 4], chunks: usize) -> Vec<u8> {

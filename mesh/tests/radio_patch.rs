@@ -6,14 +6,14 @@
 
 mod common;
 
-use common::radio::{KEY, config, drive_pair};
+use common::radio::{KEY, config, drive_alone, drive_pair, member_frame};
 use common::{Keys, image, keys};
 use meshota_blobstore::patch::{PatchOptions, create_patch};
 use meshota_blobstore::{ChunkIndex, ChunkStore, DEFAULT_PARAMS, MemStore, index_reader};
 use meshota_manifest::{
     Component, Hash, PatchRef, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime,
 };
-use meshota_mesh::radio::msg::Announce;
+use meshota_mesh::radio::msg::{Announce, ReleaseKey, tag_of};
 use meshota_mesh::radio::{LinkEvent, PieceOutput, RadioError, RadioLink, bundle};
 use meshota_radios::{FrameCodec, FrameKind, Header, Micros, ShortId};
 use proptest::prelude::*;
@@ -204,6 +204,73 @@ fn a_neighbour_on_the_base_fetches_the_patch_pieces_instead_of_chunks_and_serves
     let codec = FrameCodec::new(&KEY, 222).unwrap();
     let ann = announces(&mut b, &codec).expect("it announces");
     assert!(ann.complete && ann.pieces, "{ann:?}");
+}
+
+/// The election of senders holds for the patch as for the chunks: a node
+/// on the base asks for the patch index the holder that announced the most
+/// needy neighbours, not merely the one it heard last.
+#[test]
+fn a_node_fetching_a_patch_asks_the_holder_that_covers_the_most_neighbours() {
+    let k = keys();
+    let w = world(&k);
+    let id = origin(&k, &w).release().unwrap();
+    for (cover_20, cover_21, expected) in [(1u8, 5u8, 21u16), (6, 2, 20)] {
+        let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (w.v1_id, 1), Micros(0)).unwrap();
+        b.set_base_image(Hash::of(&w.v1));
+        let mut now = Micros(Micros::SECOND);
+        for (src, needy) in [(20u16, cover_20), (21, cover_21)] {
+            let a = Announce {
+                release: ReleaseKey::of(&id),
+                security_version: 2,
+                complete: true,
+                pieces: true,
+                fetching: false,
+                needy,
+                leaf: false,
+            };
+            for seq in [0u8, 1] {
+                now = now.plus(10_000);
+                let f = member_frame(
+                    src,
+                    ShortId::BROADCAST,
+                    FrameKind::Announce,
+                    seq,
+                    (0, 1),
+                    &a.encode(),
+                );
+                b.handle_frame(now, &f);
+            }
+        }
+        // The bundle, broadcast by a third holder's answer to someone else.
+        let piece = bundle::piece_len(210);
+        let count = u8::try_from(w.bundle.len().div_ceil(piece)).unwrap();
+        for i in 0..count {
+            let from = usize::from(i) * piece;
+            let mut p = tag_of(&id).to_vec();
+            p.extend_from_slice(&w.bundle[from..(from + piece).min(w.bundle.len())]);
+            let f = member_frame(
+                30,
+                ShortId::BROADCAST,
+                FrameKind::Message,
+                0,
+                (i, count),
+                &p,
+            );
+            b.handle_frame(now, &f);
+        }
+        assert_eq!(b.release(), Some(id));
+        while let Some(e) = b.poll_event() {
+            if matches!(e, LinkEvent::ManifestVerified { .. }) {
+                b.add_chunks(now, &w.v1_chunks);
+            }
+        }
+        let asked: Vec<ShortId> = drive_alone(&mut b, now, 30)
+            .iter()
+            .filter(|(h, _)| h.kind == FrameKind::Request)
+            .map(|(h, _)| h.dst)
+            .collect();
+        assert_eq!(asked.first(), Some(&ShortId(expected)), "{asked:?}");
+    }
 }
 
 #[test]

@@ -1,18 +1,22 @@
 //! Runs LoRa scenarios and prints one summary line each (a quicker loop
 //! than the `meshota` binary for protocol work: this crate's dependencies
 //! only). Usage: `lora_sweep [--baseline] [--json] [--lone-wait=F]
-//! [--margin-div-shared=D] [--relays=all|cds] SEED TOPOLOGY:PAYLOAD ...`, e.g. `lora_sweep 1
+//! [--margin-div-shared=D] [--relays=all|cds] [--patch] SEED TOPOLOGY:PAYLOAD ...`,
+//! e.g. `lora_sweep 1
 //! random:50:20480 grid:200:102400`; the `=` options set the links'
-//! `RadioTiming` fields of those names.
+//! `RadioTiming` fields of those names, and `--patch` runs the patch
+//! release of `meshota sim --lora --patch` (the payload size is then
+//! ignored: the patch is the fixture's).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use meshota_mesh::radio::RadioTiming;
-use meshota_sim::lora::{LoraOptions, LoraTopology, Relays, run};
+use meshota_sim::lora::{LoraOptions, LoraTopology, PatchRun, Relays, run};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let baseline = args.iter().any(|a| a == "--baseline");
     let json = args.iter().any(|a| a == "--json");
+    let patch = args.iter().any(|a| a == "--patch");
     let value = |name: &str| {
         args.iter()
             .find_map(|a| a.strip_prefix(name))
@@ -38,6 +42,7 @@ fn main() {
             baseline,
             timing,
             relays,
+            patch: patch.then(PatchRun::default),
             ..LoraOptions::new(topology, payload.parse().expect("payload"), seed)
         };
         let r = run(&o).expect("run");

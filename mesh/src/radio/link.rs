@@ -1648,7 +1648,11 @@ impl RadioLink {
     }
 
     /// The neighbour to ask for the patch: one that announced it holds the
-    /// patch, or that we heard sending its fragments or pieces. When the
+    /// patch, or that we heard sending its fragments or pieces, chosen by
+    /// the same preferences as [`Self::choose_source`] (a strong link, the
+    /// fewest unanswered requests, the one that just served us, the most
+    /// needy neighbours announced), so the patch's senders are elected
+    /// like the chunks'. When the
     /// release lists several patches, an announcer may hold another base's:
     /// one that left our last [`PATCH_SOURCE_SILENCES_MAX`] requests
     /// unanswered is then passed over (and complete neighbours asked for
@@ -1667,7 +1671,10 @@ impl RadioLink {
             })
             .max_by_key(|(_, n)| {
                 (
+                    n.strong(),
                     core::cmp::Reverse(n.failures),
+                    n.served_at.is_some_and(|t| self.clock.since(t) < STICKY_US),
+                    n.coverage,
                     n.pieces_at,
                     n.adopted_at,
                     n.complete_at,

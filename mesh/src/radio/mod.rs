@@ -48,9 +48,10 @@
 //!    fetches the patch index (fragments like the bundle, checked against
 //!    the signed patch id) and the pieces (RaptorQ objects keyed by their
 //!    BLAKE3 from the patch index, asked with a progress frame naming the
-//!    patch) from a neighbour that announces it holds them, has the driver
-//!    apply each piece against the base, and fetches plainly only the
-//!    chunks no piece produced. Nodes on another base fetch chunks.
+//!    patch) from a neighbour that announces it holds them, chosen by the
+//!    election's preferences (step 4) so pieces have the same few senders
+//!    as chunks; has the driver apply each piece against the base, and
+//!    fetches plainly only the chunks no piece produced. Nodes on another base fetch chunks.
 //! 4. **Multi-hop: electing the senders**: a node that decoded everything
 //!    is a source, and only a source that was asked sends. Needy nodes ask
 //!    a source over a strong link (per-sender message ids give each link's

@@ -1,10 +1,14 @@
 //! Two LoRa radio links driven directly, for the radio tests: the link
-//! configuration they share and a lossless channel between two links.
+//! configuration they share, a lossless channel between two links, frames
+//! crafted by hand and one link run alone.
 
 use meshota_manifest::Expiration;
 use meshota_mesh::TrickleConfig;
 use meshota_mesh::radio::{RadioConfig, RadioLink, RadioTiming};
-use meshota_radios::{Bandwidth, Channel, EU868, LoraParams, Micros, ShortId, SpreadingFactor};
+use meshota_radios::{
+    Bandwidth, Channel, EU868, FrameCodec, FrameKind, Header, LoraParams, Micros, ShortId,
+    SpreadingFactor,
+};
 
 /// The mesh key of every honest link in these tests.
 pub const KEY: [u8; 32] = [7; 32];
@@ -81,4 +85,49 @@ pub fn drive_pair(
         now = next.max(Micros(now.0 + 1));
     }
     (stop(b), now)
+}
+
+/// Frames of mesh members (the right key) crafted by hand: `msg_id` is the
+/// sender's sequence number of unfragmented frames (link quality).
+pub fn member_frame(
+    src: u16,
+    dst: ShortId,
+    kind: FrameKind,
+    msg_id: u8,
+    (index, count): (u8, u8),
+    payload: &[u8],
+) -> Vec<u8> {
+    let h = Header {
+        kind,
+        src: ShortId(src),
+        dst,
+        msg_id,
+        frag_index: index,
+        frag_count: count,
+    };
+    FrameCodec::new(&KEY, 222)
+        .unwrap()
+        .encode(&h, payload)
+        .unwrap()
+}
+
+/// Runs one link alone for `secs` seconds of virtual time and returns the
+/// frames it sent, decoded (header, payload).
+pub fn drive_alone(link: &mut RadioLink, from: Micros, secs: u64) -> Vec<(Header, Vec<u8>)> {
+    let codec = FrameCodec::new(&KEY, 222).unwrap();
+    let end = from.plus(secs * Micros::SECOND);
+    let mut now = from;
+    let mut sent = Vec::new();
+    for _ in 0..100_000 {
+        if now > end {
+            break;
+        }
+        link.handle_timeout(now);
+        if let Some(f) = link.poll_transmit(now) {
+            let d = codec.decode(&f).unwrap();
+            sent.push((d.header, d.payload.to_vec()));
+        }
+        now = link.poll_timeout().max(now.plus(1_000));
+    }
+    sent
 }
