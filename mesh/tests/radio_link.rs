@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::radio::{KEY, config, drive_alone, drive_pair, member_frame};
+use common::radio::{KEY, config, drive_alone, drive_pair, member_frame, seconds_until_sends};
 use common::*;
 use meshota_blobstore::ChunkIndex;
 use meshota_manifest::Hash;
@@ -720,18 +720,7 @@ fn seconds_to_first_symbol(a: &mut RadioLink, asker: u16, at: Micros) -> u64 {
             &payload_request(tag, chunks),
         ),
     );
-    let codec = FrameCodec::new(&KEY, 222).unwrap();
-    let mut now = at;
-    for _ in 0..100_000 {
-        a.handle_timeout(now);
-        if let Some(f) = a.poll_transmit(now) {
-            if codec.decode(&f).unwrap().header.kind == FrameKind::Symbol {
-                return now.since(at) / Micros::SECOND;
-            }
-        }
-        now = a.poll_timeout().max(now.plus(1_000));
-    }
-    panic!("no symbol sent");
+    seconds_until_sends(a, at, FrameKind::Symbol, 3_600).expect("a symbol sent")
 }
 
 /// A bundle fetched for one release key that turns out to be another

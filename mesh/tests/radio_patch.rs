@@ -6,16 +6,16 @@
 
 mod common;
 
-use common::radio::{KEY, config, drive_alone, drive_pair, member_frame};
+use common::radio::{KEY, config, drive_alone, drive_pair, member_frame, seconds_until_sends};
 use common::{Keys, image, keys};
 use meshota_blobstore::patch::{PatchOptions, create_patch};
 use meshota_blobstore::{ChunkIndex, ChunkStore, DEFAULT_PARAMS, MemStore, index_reader};
 use meshota_manifest::{
     Component, Hash, PatchRef, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime,
 };
-use meshota_mesh::radio::msg::{Announce, ReleaseKey, tag_of};
+use meshota_mesh::radio::msg::{Announce, ManifestRequest, PayloadRequest, ReleaseKey, tag_of};
 use meshota_mesh::radio::{LinkEvent, PieceOutput, RadioError, RadioLink, bundle};
-use meshota_radios::{FrameCodec, FrameKind, Header, Micros, ShortId};
+use meshota_radios::{FrameCodec, FrameKind, Header, Micros, Progress, ShortId};
 use proptest::prelude::*;
 
 /// v1, and v2 (v1 with an operand changed every 3 KiB: most chunks new, a
@@ -28,6 +28,7 @@ struct World {
     bundle: Vec<u8>,
     chunks: Vec<Vec<u8>>,
     patch_index: Vec<u8>,
+    patch_id: Hash,
     pieces: Vec<Vec<u8>>,
 }
 
@@ -98,6 +99,7 @@ fn world(k: &Keys) -> World {
         v1_chunks: chunks_of(&v1, &i1),
         chunks: chunks_of(&v2, &i2),
         bundle: bundle::encode(&doc.encode().unwrap(), &index_bytes).unwrap(),
+        patch_id: build.id,
         patch_index: build.encoded,
         pieces,
         v1,
@@ -271,6 +273,68 @@ fn a_node_fetching_a_patch_asks_the_holder_that_covers_the_most_neighbours() {
             .collect();
         assert_eq!(asked.first(), Some(&ShortId(expected)), "{asked:?}");
     }
+}
+
+/// A holder that served a neighbour the bundle, then the patch index,
+/// answers its request for the pieces within seconds: the neighbourhood's
+/// election was held for the bundle, and the patch index's burst does not
+/// make the holder forget whom it served.
+#[test]
+fn the_piece_request_after_the_bundle_and_patch_index_skips_a_second_election() {
+    let k = keys();
+    let w = world(&k);
+    let mut a = origin(&k, &w);
+    let kinds = |sent: &[(Header, Vec<u8>)]| {
+        sent.iter()
+            .filter(|(h, _)| h.kind == FrameKind::Message)
+            .count()
+    };
+    let ask_all = |tag| ManifestRequest { tag, held: None }.encode();
+    let t = Micros(Micros::SECOND);
+    let f = member_frame(
+        9,
+        ShortId(1),
+        FrameKind::Request,
+        0,
+        (0, 1),
+        &ask_all(tag_of(&a.release().unwrap())),
+    );
+    a.handle_frame(t, &f);
+    assert!(
+        kinds(&drive_alone(&mut a, t, 200)) > 0,
+        "the bundle went out"
+    );
+    let t = t.plus(201 * Micros::SECOND);
+    let f = member_frame(
+        9,
+        ShortId(1),
+        FrameKind::Request,
+        1,
+        (0, 1),
+        &ask_all(tag_of(&w.patch_id)),
+    );
+    a.handle_frame(t, &f);
+    assert!(
+        kinds(&drive_alone(&mut a, t, 30)) > 0,
+        "the patch index went out"
+    );
+    let t = t.plus(31 * Micros::SECOND);
+    let r = PayloadRequest {
+        tag: tag_of(&w.patch_id),
+        held: Progress::new(w.pieces.len()).unwrap(),
+        needs: Vec::new(),
+    };
+    let f = member_frame(
+        9,
+        ShortId(1),
+        FrameKind::Progress,
+        2,
+        (0, 1),
+        &r.encode(210),
+    );
+    a.handle_frame(t, &f);
+    let served = seconds_until_sends(&mut a, t, FrameKind::Symbol, 200).expect("pieces went out");
+    assert!(served <= 8, "{served} s");
 }
 
 #[test]

@@ -900,7 +900,10 @@ impl RadioLink {
     }
 
     /// A request for the patch index blob: wait for its broadcast answer if
-    /// we fetch the same, serve it if asked and held.
+    /// we fetch the same, serve it if asked and held. A complete holder
+    /// answers in a round of the election like a bundle request, so the
+    /// asker stays among those its bundle burst served and its piece
+    /// request is answered without a second election.
     fn on_patch_index_request(&mut self, now: Micros, h: &Header, r: &ManifestRequest) {
         let me = self.config.short_id;
         let Some(c) = &self.carried else {
@@ -927,7 +930,11 @@ impl RadioLink {
                     }
                 }
                 self.neighbours.entry(h.src).or_default().asked_at = Some(now);
-                self.schedule_burst(now);
+                if c.complete() {
+                    self.join_round(now, h.src);
+                } else {
+                    self.schedule_burst(now);
+                }
             }
             _ => {}
         }

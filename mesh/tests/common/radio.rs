@@ -131,3 +131,30 @@ pub fn drive_alone(link: &mut RadioLink, from: Micros, secs: u64) -> Vec<(Header
     }
     sent
 }
+
+/// Runs `link` alone from `from` and returns the whole seconds until it
+/// first sends a frame of `kind`, or `None` within `max_secs`. Bounded in
+/// steps.
+pub fn seconds_until_sends(
+    link: &mut RadioLink,
+    from: Micros,
+    kind: FrameKind,
+    max_secs: u64,
+) -> Option<u64> {
+    let codec = FrameCodec::new(&KEY, 222).unwrap();
+    let end = from.plus(max_secs * Micros::SECOND);
+    let mut now = from;
+    for _ in 0..100_000 {
+        if now > end {
+            break;
+        }
+        link.handle_timeout(now);
+        if let Some(f) = link.poll_transmit(now) {
+            if codec.decode(&f).unwrap().header.kind == kind {
+                return Some(now.since(from) / Micros::SECOND);
+            }
+        }
+        now = link.poll_timeout().max(now.plus(1_000));
+    }
+    None
+}
