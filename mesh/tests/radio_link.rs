@@ -10,7 +10,7 @@ use common::*;
 use meshota_blobstore::ChunkIndex;
 use meshota_manifest::Hash;
 use meshota_mesh::radio::msg::{Announce, PayloadRequest, ReleaseKey, tag_of};
-use meshota_mesh::radio::{LinkEvent, RadioLink, bundle};
+use meshota_mesh::radio::{LinkEvent, NeighbourLink, RadioLink, bundle};
 use meshota_radios::{FrameCodec, FrameKind, Header, Micros, Progress, ShortId};
 use proptest::prelude::*;
 
@@ -288,6 +288,63 @@ fn a_holder_announces_how_many_strong_neighbours_still_need_the_release() {
     let last = announced.last().expect("it announced");
     assert_eq!(last.release, ReleaseKey::of(&a.release().unwrap()));
     assert_eq!(last.needy, 2, "{announced:?}");
+}
+
+/// A link reports what it measured of each neighbour: frames heard out of
+/// frames sent (from the gaps in their sequence numbers), whether that
+/// makes a strong link, and whether the neighbour announced itself a leaf.
+#[test]
+fn a_link_reports_each_neighbours_reception_and_role() {
+    let k = keys_cached();
+    let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let mut ann = Announce {
+        release: ReleaseKey::of(&k.1),
+        security_version: 1,
+        complete: true,
+        pieces: false,
+        fetching: false,
+        needy: 0,
+        leaf: false,
+    };
+    let mut now = Micros(Micros::SECOND);
+    // 9: every frame heard; 10: ids 0, 4, 8 heard, and it announced itself
+    // a leaf. The first frame of each counts as one of two (its gap is not
+    // known): 4 of 5 and 3 of 10.
+    for (src, ids, leaf) in [(9u16, vec![0u8, 1, 2, 3], false), (10, vec![0, 4, 8], true)] {
+        ann.leaf = leaf;
+        for id in ids {
+            now = now.plus(10_000);
+            a.handle_frame(
+                now,
+                &member_frame(
+                    src,
+                    ShortId::BROADCAST,
+                    FrameKind::Announce,
+                    id,
+                    (0, 1),
+                    &ann.encode(),
+                ),
+            );
+        }
+    }
+    let links: Vec<NeighbourLink> = a.neighbour_links().collect();
+    assert_eq!(
+        links,
+        [
+            NeighbourLink {
+                id: ShortId(9),
+                heard_percent: 80,
+                strong: true,
+                leaf: false
+            },
+            NeighbourLink {
+                id: ShortId(10),
+                heard_percent: 30,
+                strong: false,
+                leaf: true
+            },
+        ]
+    );
 }
 
 /// A needy node with two holders in range asks the one that announced the

@@ -57,6 +57,9 @@ enum Command {
     Node(cmd::node::NodeCmd),
     /// Deterministic simulation of a fleet from one seed (faults, attackers).
     Sim(cmd::sim::SimArgs),
+    /// LoRa radio mesh planning: which nodes relay and which can be leaves.
+    #[command(subcommand)]
+    Radio(cmd::radio::RadioCmd),
     /// Developers' testnet of node daemons on loopback: up, publish, status, down.
     #[command(subcommand)]
     Testnet(cmd::testnet::TestnetCmd),
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Boot(c) => cmd::boot::run(c),
         Command::Node(c) => cmd::node::run(c),
         Command::Sim(a) => cmd::sim::run(&a),
+        Command::Radio(c) => cmd::radio::run(c),
         Command::Testnet(c) => cmd::testnet::run(c),
         Command::Demo(a) => cmd::demo::run(&a),
         Command::Gateway(c) => cmd::gateway::run(c),

@@ -384,6 +384,43 @@ fn a_leaf_daemon_serves_nothing_and_still_installs_over_the_radio() {
             && !metrics.contains("\nmeshota_radio_chunks_decoded_total 0\n"),
         "{metrics}"
     );
+    // The links the daemons measured plan the backbone the testnet was
+    // given: on the line 0 - 1 - 2, from node 0, nodes 0 and 1 relay and
+    // node 2 can be a leaf (which it announces: node 1 sees it so).
+    let statuses: Vec<Value> = (0..3).map(|i| node_status(&dir, i)).collect();
+    let id = |i: usize| {
+        statuses[i]["radio"]["short_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let to_2 = statuses[1]["radio"]["neighbour_links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["short_id"] == id(2).as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(to_2["leaf"], true, "{:#}", statuses[1]["radio"]);
+    let files: Vec<String> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = t.path().join(format!("status-{i}.json"));
+            std::fs::write(&p, s.to_string()).unwrap();
+            p.to_str().unwrap().to_string()
+        })
+        .collect();
+    let mut args = vec!["radio", "plan", "--json", "--source"];
+    let src = id(0);
+    args.push(&src);
+    args.push("--status");
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["relays"], serde_json::json!([id(0), id(1)]), "{plan}");
+    assert_eq!(plan["leaves"], serde_json::json!([id(2)]), "{plan}");
     drop(guard);
 }
 

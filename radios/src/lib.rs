@@ -17,6 +17,8 @@
 //!   and bounded reassembly;
 //! - [`coding`], [`progress`]: objects as RaptorQ symbols sized to the
 //!   frame, and receivers' progress bitmaps;
+//! - [`backbone`]: which nodes must relay (a greedy connected dominating
+//!   set) and which can be leaves, from the links between them;
 //! - `sx126x` (feature `sx126x`): lora-phy's SX126x driver over Linux
 //!   spidev and GPIO character devices.
 //!
@@ -36,7 +38,7 @@
 //! # What it does not do
 //! It depends on no other meshota crate and knows nothing of manifests or
 //! chunks; the protocol that uses these pieces (announcements, fetches,
-//! multi-hop) belongs to the mesh core and is not built yet. It does not
+//! multi-hop) is the mesh crate's `mesh::radio`. It does not
 //! stop replayed frames (the mesh layer drops what it already has).
 //!
 //! # Where to start reading
@@ -48,6 +50,7 @@
 
 extern crate alloc;
 
+pub mod backbone;
 pub mod coding;
 pub mod dutycycle;
 mod error;

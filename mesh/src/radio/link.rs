@@ -30,7 +30,7 @@ pub use super::config::{RadioConfig, RadioTiming};
 use super::error::RadioError;
 use super::msg::{Announce, ManifestRequest, PayloadRequest, ReleaseKey, TAG_LEN};
 use super::patch::{PieceJob, PieceOutput};
-pub use super::report::{LinkEvent, LinkStats};
+pub use super::report::{LinkEvent, LinkStats, NeighbourLink};
 use crate::rng::SeededRng;
 use crate::time::Timestamp;
 use crate::trickle::Trickle;
@@ -571,6 +571,23 @@ impl RadioLink {
     /// Short ids of the neighbours whose frames authenticated.
     pub fn neighbours(&self) -> impl Iterator<Item = ShortId> + '_ {
         self.neighbours.keys().copied()
+    }
+
+    /// What this link measured of each neighbour whose frames
+    /// authenticated, in short id order.
+    pub fn neighbour_links(&self) -> impl Iterator<Item = NeighbourLink> + '_ {
+        self.neighbours.iter().map(|(id, n)| NeighbourLink {
+            id: *id,
+            heard_percent: u8::try_from(
+                (u64::from(n.heard) * 100)
+                    .checked_div(u64::from(n.sent))
+                    .unwrap_or(0)
+                    .min(100),
+            )
+            .unwrap_or(100),
+            strong: n.strong(),
+            leaf: n.announced.is_some_and(|a| a.leaf),
+        })
     }
 
     /// A one-line description of the link's state, for reports of nodes

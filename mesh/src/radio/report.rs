@@ -95,3 +95,20 @@ pub struct LinkStats {
     /// Short ids whose bundle fragments or symbols this node used.
     pub sources: BTreeSet<ShortId>,
 }
+
+/// What a link measured of one neighbour: the input of a backbone plan
+/// (`meshota_radios::backbone`, `meshota radio plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourLink {
+    /// Its short id.
+    pub id: ShortId,
+    /// Its frames heard out of its frames sent, in percent (recent frames
+    /// weigh most; 0 when no frame of it carried a sequence number yet).
+    pub heard_percent: u8,
+    /// Whether `heard_percent` reaches the link's threshold for a strong
+    /// neighbour (one whose bursts reach us and ours it): only strong
+    /// neighbours are asked or counted as needy.
+    pub strong: bool,
+    /// Whether its last announcement said it is a leaf.
+    pub leaf: bool,
+}

@@ -13,6 +13,7 @@ pub(crate) mod provision;
 pub(crate) mod provision_image;
 pub(crate) mod provision_serve;
 pub(crate) mod publish;
+pub(crate) mod radio;
 pub(crate) mod release;
 pub(crate) mod sim;
 pub(crate) mod slots;

@@ -335,6 +335,12 @@ impl RadioDriver {
             "frame_len": self.settings.frame_len,
             "time_scale": self.time_scale,
             "neighbours": self.link.neighbours().map(|n| format!("{:04x}", n.0)).collect::<Vec<_>>(),
+            "neighbour_links": self.link.neighbour_links().map(|n| json!({
+                "short_id": format!("{:04x}", n.id.0),
+                "heard_percent": n.heard_percent,
+                "strong": n.strong,
+                "leaf": n.leaf,
+            })).collect::<Vec<_>>(),
             "release": carried.map(|h| h.to_hex()),
             "complete": self.link.is_complete(),
             "have_chunks": have,

@@ -1,0 +1,208 @@
+//! Planning a backbone: which nodes of a radio mesh must relay and which
+//! can be leaves (`[radio] relay = false`), from the links between them.
+//!
+//! A broadcast from every node of a *connected dominating set* (CDS) that
+//! contains the node a release enters at reaches every node: each other
+//! node has a relay among its neighbours, and the relays reach each other.
+//! The smaller the set, the less airtime a release costs. Finding the
+//! smallest is NP-hard; [`greedy_cds`] is Guha and Khuller's first greedy
+//! algorithm (within a logarithmic factor of the smallest), the same set
+//! the simulator's broadcast bound counts.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// A backbone over nodes `0..n` of an undirected link graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backbone {
+    /// Nodes that must relay, the source first, in the order the greedy
+    /// algorithm chose them. Connected, and every reachable node is one of
+    /// them or a neighbour of one.
+    pub relays: Vec<usize>,
+    /// Reachable nodes that need not relay (ascending).
+    pub leaves: Vec<usize>,
+    /// Nodes no path of links joins to the source (ascending): no plan
+    /// reaches them, whatever relays.
+    pub unreachable: Vec<usize>,
+}
+
+/// The greedy connected dominating set containing `source` over the
+/// adjacency lists `adj` (each link listed at both ends), in the order
+/// nodes were chosen: grow a tree from `source`, each time choosing the
+/// neighbour of the tree that covers the most nodes not yet covered (the
+/// lowest index on a tie). Nodes unreachable from `source` are left out;
+/// an out-of-range `source` gives an empty set. Indices in `adj` that are
+/// out of range are ignored.
+#[must_use]
+pub fn greedy_cds(adj: &[Vec<usize>], source: usize) -> Vec<usize> {
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Colour {
+        White,
+        Gray,
+        Black,
+    }
+    let n = adj.len();
+    if source >= n {
+        return Vec::new();
+    }
+    let near = |v: usize| adj[v].iter().copied().filter(move |&u| u < n);
+    let mut colour = vec![Colour::White; n];
+    let mut black = vec![source];
+    colour[source] = Colour::Black;
+    for u in near(source) {
+        if colour[u] == Colour::White {
+            colour[u] = Colour::Gray;
+        }
+    }
+    loop {
+        let white_of =
+            |v: usize, colour: &[Colour]| near(v).filter(|&u| colour[u] == Colour::White).count();
+        let best = (0..n)
+            .filter(|&v| colour[v] == Colour::Gray)
+            .map(|v| (white_of(v, &colour), v))
+            .filter(|&(w, _)| w > 0)
+            .max_by_key(|&(w, v)| (w, core::cmp::Reverse(v)));
+        let Some((_, v)) = best else {
+            break;
+        };
+        colour[v] = Colour::Black;
+        black.push(v);
+        for u in near(v) {
+            if colour[u] == Colour::White {
+                colour[u] = Colour::Gray;
+            }
+        }
+    }
+    black
+}
+
+/// The backbone [`greedy_cds`] gives for a release entering at `source`:
+/// its relays, the leaves they cover and the nodes no link path reaches.
+#[must_use]
+pub fn plan(adj: &[Vec<usize>], source: usize) -> Backbone {
+    let relays = greedy_cds(adj, source);
+    let n = adj.len();
+    let mut is_relay = vec![false; n];
+    let mut covered = vec![false; n];
+    for &r in &relays {
+        is_relay[r] = true;
+        covered[r] = true;
+        for &u in adj[r].iter().filter(|&&u| u < n) {
+            covered[u] = true;
+        }
+    }
+    let leaves = (0..n).filter(|&v| covered[v] && !is_relay[v]).collect();
+    let unreachable = (0..n).filter(|&v| !covered[v]).collect();
+    Backbone {
+        relays,
+        leaves,
+        unreachable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: usize) -> Vec<Vec<usize>> {
+        (0..n)
+            .map(|i| {
+                let mut v = Vec::new();
+                if i > 0 {
+                    v.push(i - 1);
+                }
+                if i + 1 < n {
+                    v.push(i + 1);
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// A `w` × `h` grid, row-major, four neighbours each.
+    fn grid(w: usize, h: usize) -> Vec<Vec<usize>> {
+        (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                let mut v = Vec::new();
+                if x > 0 {
+                    v.push(i - 1);
+                }
+                if x + 1 < w {
+                    v.push(i + 1);
+                }
+                if y > 0 {
+                    v.push(i - w);
+                }
+                if y + 1 < h {
+                    v.push(i + w);
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// Every node is a relay or next to one, and the relays are connected.
+    fn assert_connected_dominating(adj: &[Vec<usize>], relays: &[usize]) {
+        for (v, near) in adj.iter().enumerate() {
+            assert!(
+                relays.contains(&v) || near.iter().any(|u| relays.contains(u)),
+                "{v} not covered by {relays:?}"
+            );
+        }
+        let mut seen = vec![relays[0]];
+        let mut stack = vec![relays[0]];
+        while let Some(v) = stack.pop() {
+            for &u in &adj[v] {
+                if relays.contains(&u) && !seen.contains(&u) {
+                    seen.push(u);
+                    stack.push(u);
+                }
+            }
+        }
+        assert_eq!(seen.len(), relays.len(), "relays {relays:?} not connected");
+    }
+
+    #[test]
+    fn cds_of_a_line_from_its_end_is_every_node_but_the_last() {
+        assert_eq!(greedy_cds(&line(6), 0), [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn cds_of_a_star_is_its_centre_and_dominates_every_node() {
+        // Centre 1 with leaves 0, 2, 3, 4; the source is leaf 0.
+        let adj = vec![vec![1], vec![0, 2, 3, 4], vec![1], vec![1], vec![1]];
+        let cds = greedy_cds(&adj, 0);
+        assert_eq!(cds, [0, 1]);
+        assert_connected_dominating(&adj, &cds);
+    }
+
+    #[test]
+    fn a_grid_plan_is_a_connected_dominating_set_with_fewer_relays_than_leaves() {
+        let adj = grid(10, 20);
+        let b = plan(&adj, 0);
+        assert_connected_dominating(&adj, &b.relays);
+        assert!(b.unreachable.is_empty());
+        assert_eq!(b.relays.len() + b.leaves.len(), 200);
+        assert!(b.relays.len() < b.leaves.len(), "{} relays", b.relays.len());
+        assert_eq!(b.relays[0], 0, "the source relays first");
+    }
+
+    #[test]
+    fn nodes_no_link_reaches_are_reported_unreachable_not_leaves() {
+        // 0 - 1 - 2, and 3 - 4 apart.
+        let adj = vec![vec![1], vec![0, 2], vec![1], vec![4], vec![3]];
+        let b = plan(&adj, 0);
+        assert_eq!(b.relays, [0, 1]);
+        assert_eq!(b.leaves, [2]);
+        assert_eq!(b.unreachable, [3, 4]);
+    }
+
+    #[test]
+    fn a_source_out_of_range_or_links_out_of_range_do_not_panic() {
+        assert!(greedy_cds(&line(3), 7).is_empty());
+        let b = plan(&[vec![1, 9], vec![0]], 0);
+        assert_eq!(b.relays, [0]);
+        assert_eq!(b.leaves, [1]);
+    }
+}
