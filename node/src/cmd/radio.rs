@@ -125,7 +125,9 @@ fn plan(a: &PlanArgs) -> CmdResult {
         let (id, m) = read_status(path)?;
         if let Some(first) = from.insert(id, path) {
             return Err(Failure::rejected(format!(
-                "short id {id:04x} is in both {} and {}",
+                "short id {id:04x} is in both {} and {}: the same status twice, or two nodes \
+                 sharing a short id (their neighbours take them for one node: give one \
+                 another `short_id` in its [radio] table)",
                 first.display(),
                 path.display()
             )));
