@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::radio::{KEY, config, drive_alone, drive_pair, member_frame, seconds_until_sends};
+use common::radio::{
+    KEY, config, drive_alone, drive_pair, hear_announces, hear_bundle, holder_announce,
+    member_frame, seconds_until_sends,
+};
 use common::*;
 use meshota_blobstore::ChunkIndex;
 use meshota_manifest::Hash;
@@ -112,15 +115,7 @@ fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
         codec.encode(&h, payload).unwrap()
     };
     let mut b = RadioLink::new(config(2, 2), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
-    let announce = Announce {
-        release: ReleaseKey::of(&forged.id),
-        security_version: 9,
-        complete: true,
-        pieces: false,
-        fetching: false,
-        needy: 0,
-        leaf: false,
-    };
+    let announce = holder_announce(&forged.id, 9, false, 0);
     let piece = bundle::piece_len(codec.max_payload());
     let count = u8::try_from(forged.bundle.len().div_ceil(piece)).unwrap();
     let mut now = Micros(0);
@@ -193,15 +188,7 @@ fn a_holder_whose_only_asker_went_to_another_source_sends_no_symbols() {
                 &member_frame(9, ShortId(50), FrameKind::Progress, 1, (0, 1), &ask),
             ),
             "announced complete" => {
-                let done = Announce {
-                    release: ReleaseKey::of(&id),
-                    security_version: 2,
-                    complete: true,
-                    pieces: false,
-                    fetching: false,
-                    needy: 0,
-                    leaf: false,
-                };
+                let done = holder_announce(&id, 2, false, 0);
                 a.handle_frame(
                     t2,
                     &member_frame(
@@ -241,33 +228,12 @@ fn a_holder_announces_how_many_strong_neighbours_still_need_the_release() {
     let k = keys_cached();
     let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
     a.add_release(Micros(0), k.2.clone(), &k.3).unwrap();
-    let old = Announce {
-        release: ReleaseKey::of(&k.1),
-        security_version: 1,
-        complete: true,
-        pieces: false,
-        fetching: false,
-        needy: 0,
-        leaf: false,
-    };
+    let old = holder_announce(&k.1, 1, false, 0);
     let mut now = Micros(Micros::SECOND);
     // Neighbours 9 and 10: two frames in a row each (strong); 11: one
     // frame (unknown quality: weak).
     for (src, ids) in [(9u16, [0u8, 1]), (10, [5, 6])] {
-        for id in ids {
-            now = now.plus(10_000);
-            a.handle_frame(
-                now,
-                &member_frame(
-                    src,
-                    ShortId::BROADCAST,
-                    FrameKind::Announce,
-                    id,
-                    (0, 1),
-                    &old.encode(),
-                ),
-            );
-        }
+        now = hear_announces(&mut a, now, src, &ids, &old);
     }
     a.handle_frame(
         now,
@@ -297,35 +263,14 @@ fn a_holder_announces_how_many_strong_neighbours_still_need_the_release() {
 fn a_link_reports_each_neighbours_reception_and_role() {
     let k = keys_cached();
     let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
-    let mut ann = Announce {
-        release: ReleaseKey::of(&k.1),
-        security_version: 1,
-        complete: true,
-        pieces: false,
-        fetching: false,
-        needy: 0,
-        leaf: false,
-    };
+    let mut ann = holder_announce(&k.1, 1, false, 0);
     let mut now = Micros(Micros::SECOND);
     // 9: every frame heard; 10: ids 0, 4, 8 heard, and it announced itself
     // a leaf. The first frame of each counts as one of two (its gap is not
     // known): 4 of 5 and 3 of 10.
     for (src, ids, leaf) in [(9u16, vec![0u8, 1, 2, 3], false), (10, vec![0, 4, 8], true)] {
         ann.leaf = leaf;
-        for id in ids {
-            now = now.plus(10_000);
-            a.handle_frame(
-                now,
-                &member_frame(
-                    src,
-                    ShortId::BROADCAST,
-                    FrameKind::Announce,
-                    id,
-                    (0, 1),
-                    &ann.encode(),
-                ),
-            );
-        }
+        now = hear_announces(&mut a, now, src, &ids, &ann);
     }
     let links: Vec<NeighbourLink> = a.neighbour_links().collect();
     assert_eq!(
@@ -361,49 +306,11 @@ fn a_needy_node_asks_the_holder_that_covers_the_most_neighbours() {
         };
         let mut now = Micros(Micros::SECOND);
         for (src, needy) in [(20u16, cover_20), (21, cover_21)] {
-            let a = Announce {
-                release: ReleaseKey::of(&id),
-                security_version: 2,
-                complete: true,
-                pieces: false,
-                fetching: false,
-                needy,
-                leaf: false,
-            };
-            for seq in [0u8, 1] {
-                now = now.plus(10_000);
-                b.handle_frame(
-                    now,
-                    &member_frame(
-                        src,
-                        ShortId::BROADCAST,
-                        FrameKind::Announce,
-                        seq,
-                        (0, 1),
-                        &a.encode(),
-                    ),
-                );
-            }
+            let a = holder_announce(&id, 2, false, needy);
+            now = hear_announces(&mut b, now, src, &[0, 1], &a);
         }
         // The bundle, broadcast by another holder's answer.
-        let piece = bundle::piece_len(210);
-        let count = u8::try_from(k.2.len().div_ceil(piece)).unwrap();
-        for i in 0..count {
-            let from = usize::from(i) * piece;
-            let mut p = tag_of(&id).to_vec();
-            p.extend_from_slice(&k.2[from..(from + piece).min(k.2.len())]);
-            b.handle_frame(
-                now,
-                &member_frame(
-                    30,
-                    ShortId::BROADCAST,
-                    FrameKind::Message,
-                    0,
-                    (i, count),
-                    &p,
-                ),
-            );
-        }
+        hear_bundle(&mut b, now, 30, &id, &k.2);
         assert_eq!(b.release(), Some(id));
         let asked: Vec<ShortId> = drive_alone(&mut b, now, 30)
             .iter()

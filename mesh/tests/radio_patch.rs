@@ -6,14 +6,17 @@
 
 mod common;
 
-use common::radio::{KEY, config, drive_alone, drive_pair, member_frame, seconds_until_sends};
+use common::radio::{
+    KEY, config, drive_alone, drive_pair, hear_announces, hear_bundle, holder_announce,
+    member_frame, seconds_until_sends,
+};
 use common::{Keys, image, keys};
 use meshota_blobstore::patch::{PatchOptions, create_patch};
 use meshota_blobstore::{ChunkIndex, ChunkStore, DEFAULT_PARAMS, MemStore, index_reader};
 use meshota_manifest::{
     Component, Hash, PatchRef, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime,
 };
-use meshota_mesh::radio::msg::{Announce, ManifestRequest, PayloadRequest, ReleaseKey, tag_of};
+use meshota_mesh::radio::msg::{Announce, ManifestRequest, PayloadRequest, tag_of};
 use meshota_mesh::radio::{LinkEvent, PieceOutput, RadioError, RadioLink, bundle};
 use meshota_radios::{FrameCodec, FrameKind, Header, Micros, Progress, ShortId};
 use proptest::prelude::*;
@@ -221,45 +224,11 @@ fn a_node_fetching_a_patch_asks_the_holder_that_covers_the_most_neighbours() {
         b.set_base_image(Hash::of(&w.v1));
         let mut now = Micros(Micros::SECOND);
         for (src, needy) in [(20u16, cover_20), (21, cover_21)] {
-            let a = Announce {
-                release: ReleaseKey::of(&id),
-                security_version: 2,
-                complete: true,
-                pieces: true,
-                fetching: false,
-                needy,
-                leaf: false,
-            };
-            for seq in [0u8, 1] {
-                now = now.plus(10_000);
-                let f = member_frame(
-                    src,
-                    ShortId::BROADCAST,
-                    FrameKind::Announce,
-                    seq,
-                    (0, 1),
-                    &a.encode(),
-                );
-                b.handle_frame(now, &f);
-            }
+            let a = holder_announce(&id, 2, true, needy);
+            now = hear_announces(&mut b, now, src, &[0, 1], &a);
         }
         // The bundle, broadcast by a third holder's answer to someone else.
-        let piece = bundle::piece_len(210);
-        let count = u8::try_from(w.bundle.len().div_ceil(piece)).unwrap();
-        for i in 0..count {
-            let from = usize::from(i) * piece;
-            let mut p = tag_of(&id).to_vec();
-            p.extend_from_slice(&w.bundle[from..(from + piece).min(w.bundle.len())]);
-            let f = member_frame(
-                30,
-                ShortId::BROADCAST,
-                FrameKind::Message,
-                0,
-                (i, count),
-                &p,
-            );
-            b.handle_frame(now, &f);
-        }
+        hear_bundle(&mut b, now, 30, &id, &w.bundle);
         assert_eq!(b.release(), Some(id));
         while let Some(e) = b.poll_event() {
             if matches!(e, LinkEvent::ManifestVerified { .. }) {

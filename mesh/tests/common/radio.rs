@@ -3,8 +3,10 @@
 //! crafted by hand and one link run alone.
 
 use meshota_manifest::Expiration;
+use meshota_manifest::Hash;
 use meshota_mesh::TrickleConfig;
-use meshota_mesh::radio::{RadioConfig, RadioLink, RadioTiming};
+use meshota_mesh::radio::msg::{Announce, ReleaseKey, tag_of};
+use meshota_mesh::radio::{RadioConfig, RadioLink, RadioTiming, bundle};
 use meshota_radios::{
     Bandwidth, Channel, EU868, FrameCodec, FrameKind, Header, LoraParams, Micros, ShortId,
     SpreadingFactor,
@@ -157,4 +159,64 @@ pub fn seconds_until_sends(
         now = link.poll_timeout().max(now.plus(1_000));
     }
     None
+}
+
+/// `link` hears member `src` announce `a` in frames with message ids
+/// `seqs` (their gaps are what the link measures the neighbour's link
+/// quality by), 10 ms apart from `now`; returns the time of the last.
+pub fn hear_announces(
+    link: &mut RadioLink,
+    mut now: Micros,
+    src: u16,
+    seqs: &[u8],
+    a: &Announce,
+) -> Micros {
+    for &seq in seqs {
+        now = now.plus(10_000);
+        let f = member_frame(
+            src,
+            ShortId::BROADCAST,
+            FrameKind::Announce,
+            seq,
+            (0, 1),
+            &a.encode(),
+        );
+        link.handle_frame(now, &f);
+    }
+    now
+}
+
+/// `link` hears member `src` broadcast every fragment of `bundle_bytes`,
+/// the bundle of release `id` (as a holder's answer to another node).
+pub fn hear_bundle(link: &mut RadioLink, now: Micros, src: u16, id: &Hash, bundle_bytes: &[u8]) {
+    let piece = bundle::piece_len(FrameCodec::new(&KEY, FRAME_LEN).unwrap().max_payload());
+    let count = u8::try_from(bundle_bytes.len().div_ceil(piece)).unwrap();
+    for i in 0..count {
+        let from = usize::from(i) * piece;
+        let mut p = tag_of(id).to_vec();
+        p.extend_from_slice(&bundle_bytes[from..(from + piece).min(bundle_bytes.len())]);
+        let f = member_frame(
+            src,
+            ShortId::BROADCAST,
+            FrameKind::Message,
+            0,
+            (i, count),
+            &p,
+        );
+        link.handle_frame(now, &f);
+    }
+}
+
+/// A relay's announcement that it holds every chunk of `release` (and
+/// every piece of its patch if `pieces`), with `needy` needy neighbours.
+pub fn holder_announce(release: &Hash, security_version: u64, pieces: bool, needy: u8) -> Announce {
+    Announce {
+        release: ReleaseKey::of(release),
+        security_version,
+        complete: true,
+        pieces,
+        fetching: false,
+        needy,
+        leaf: false,
+    }
 }
