@@ -205,6 +205,14 @@ fn a_neighbour_on_the_base_fetches_the_patch_pieces_instead_of_chunks_and_serves
         .sum();
     assert!(sent < 2 * patch + 2_000, "sent {sent}, patch {patch}");
     assert!(patch * 2 < rebuilt, "patch {patch}, new chunks {rebuilt}");
+    // It hands the patch to its driver to keep: the signed id, the index
+    // blob and every piece, in order.
+    let p = b.patch_blobs().expect("the whole patch");
+    assert_eq!((p.id, p.index), (w.patch_id, w.patch_index.as_slice()));
+    assert_eq!(
+        p.pieces,
+        w.pieces.iter().map(Vec::as_slice).collect::<Vec<_>>()
+    );
     // It now holds the patch and says so: a relay for its neighbours.
     let codec = FrameCodec::new(&KEY, 222).unwrap();
     let ann = announces(&mut b, &codec).expect("it announces");
@@ -334,6 +342,7 @@ fn a_node_whose_driver_gives_no_base_fetches_chunks_only() {
     assert_eq!(b.payload().unwrap(), w.v2);
     let s = b.stats();
     assert_eq!((s.pieces_decoded, s.pieces_applied), (0, 0), "{s:?}");
+    assert!(b.patch_blobs().is_none(), "no patch to keep");
     assert!(s.chunks_decoded > 0);
     assert_eq!(a.stats().sent_piece_symbols, 0);
 }

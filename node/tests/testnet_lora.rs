@@ -255,6 +255,31 @@ fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
         assert_eq!(r["piece_failures"], 0, "node {i}: {r:#}");
     }
     assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
+    // The relay kept the patch it fetched over the radio in its store,
+    // pinned under the release, and so did the publisher (`--patch-store`):
+    // a store GC leaves it, so after a restart they serve the pieces again
+    // rather than the chunks.
+    let inspect = ok(&["release", "inspect", "--json", next_m.to_str().unwrap()]);
+    let inspect: Value = serde_json::from_str(&inspect).unwrap();
+    let patch_id = inspect["patches"][0]["patch"].as_str().unwrap().to_string();
+    ok(&["testnet", "down", "--dir", dir.to_str().unwrap()]);
+    for i in [0, 1] {
+        let node_store = dir.join(format!("node-{i}/store"));
+        let node_store = node_store.to_str().unwrap();
+        ok(&["store", "gc", "--store", node_store]);
+        let ls = ok(&["store", "ls", "--chunks", "--json", "--store", node_store]);
+        let ls: Value = serde_json::from_str(&ls).unwrap();
+        let held: Vec<&str> = ls["chunk_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        assert!(
+            held.contains(&patch_id.as_str()),
+            "node {i}: patch {patch_id} gone after gc: {ls:#}"
+        );
+    }
 }
 
 #[test]

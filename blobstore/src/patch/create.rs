@@ -203,9 +203,14 @@ fn sent_len<S: ChunkStore + ?Sized>(store: &S, c: &ChunkRef) -> Result<u64> {
     ))
 }
 
-/// The pin index of a patch: the index blob then the pieces, with the
-/// BLAKE3 of their concatenation as its image hash.
-fn pin_index<S: ChunkStore + ?Sized>(
+/// The pin index of a patch whose blobs `store` holds: the index blob
+/// (`encoded`, id `id`) then the `pieces`, with the BLAKE3 of their
+/// concatenation as its image hash. Pinned under a release (after
+/// `put_index`), it keeps the patch through GC like the release's chunks.
+///
+/// # Errors
+/// A piece the store does not hold, or an index that cannot be built.
+pub fn pin_index<S: ChunkStore + ?Sized>(
     store: &S,
     encoded: &[u8],
     id: Hash,

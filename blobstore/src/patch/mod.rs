@@ -35,7 +35,7 @@ pub mod piece;
 mod source;
 
 pub use apply::apply_piece;
-pub use create::{PatchBuild, PatchOptions, create_patch};
+pub use create::{PatchBuild, PatchOptions, create_patch, pin_index};
 pub use format::{PatchIndex, PieceRef};
 pub use install::{PieceFailure, RebuildReport, rebuild_from_patch};
 pub use piece::{DiffCodec, Piece};

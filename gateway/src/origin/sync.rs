@@ -5,8 +5,8 @@ use std::path::Path;
 
 use meshota_blobstore::index::MAX_INDEX_BYTES;
 use meshota_blobstore::patch::PatchIndex;
-use meshota_blobstore::patch::create::PIN_PARAMS;
 use meshota_blobstore::patch::format::MAX_PATCH_INDEX_BYTES;
+use meshota_blobstore::patch::pin_index;
 use meshota_blobstore::{ChunkIndex, ChunkRef, ChunkStore};
 use meshota_manifest::fs::{read_limited, write_atomic};
 use meshota_manifest::limits::MAX_CATALOG_BYTES;
@@ -238,21 +238,15 @@ fn sync_release(
             url,
             reason: e.to_string(),
         })?;
-        let mut refs = vec![ChunkRef {
-            hash: p.patch,
-            len: u32::try_from(encoded.len()).unwrap_or(u32::MAX),
-        }];
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&encoded);
+        let mut refs = Vec::with_capacity(pindex.pieces().len());
         for piece in pindex.pieces() {
-            let bytes = fetch_blob(origin, store, &piece.hash, u64::from(piece.size))?;
-            hasher.update(&bytes);
+            fetch_blob(origin, store, &piece.hash, u64::from(piece.size))?;
             refs.push(ChunkRef {
                 hash: piece.hash,
                 len: piece.size,
             });
         }
-        let pin = ChunkIndex::new(PIN_PARAMS, refs, Hash::from(hasher.finalize()))?;
+        let pin = pin_index(store, &encoded, p.patch, refs)?;
         pins.push(store.put_index(&pin)?);
     }
 

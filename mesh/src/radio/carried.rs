@@ -26,6 +26,7 @@ use meshota_radios::{ObjectDecoder, ObjectEncoder, ObjectInfo};
 use super::bundle::{Pieces, VerifiedBundle};
 use super::error::RadioError;
 use super::msg::{TAG_LEN, tag_of};
+use super::report::PatchBlobs;
 
 /// Largest patch index (bytes) a link fetches or serves over radio: like a
 /// bundle, it crosses as fragments of one message.
@@ -234,6 +235,25 @@ impl Carried {
     pub(super) fn holds_patch(&self) -> bool {
         self.patch.as_ref().is_some_and(|p| p.index.is_some())
             && (self.chunks..self.slots.len()).all(|j| self.is_held(j))
+    }
+
+    /// The patch's id, index blob and pieces in index order, when every
+    /// one is held (each was checked against its signed hash when taken).
+    pub(super) fn patch_blobs(&self) -> Option<PatchBlobs<'_>> {
+        let p = self.patch.as_ref()?;
+        let (_, index) = p.index.as_ref()?;
+        let pieces = self.slots[self.chunks..]
+            .iter()
+            .map(|s| match s {
+                ChunkSlot::Held(b) => Some(b.as_slice()),
+                ChunkSlot::Missing { .. } => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(PatchBlobs {
+            id: p.id,
+            index: index.as_slice(),
+            pieces,
+        })
     }
 
     /// The object positions of the set named by `tag`: `Some(0..chunks)`

@@ -30,7 +30,7 @@ pub use super::config::{RadioConfig, RadioTiming};
 use super::error::RadioError;
 use super::msg::{Announce, ManifestRequest, PayloadRequest, ReleaseKey, TAG_LEN};
 use super::patch::{PieceJob, PieceOutput};
-pub use super::report::{LinkEvent, LinkStats, NeighbourLink};
+pub use super::report::{LinkEvent, LinkStats, NeighbourLink, PatchBlobs};
 use crate::rng::SeededRng;
 use crate::time::Timestamp;
 use crate::trickle::Trickle;
@@ -566,6 +566,15 @@ impl RadioLink {
     #[must_use]
     pub fn chunk_progress(&self) -> Option<(usize, usize)> {
         self.carried.as_ref().map(|c| (c.held, c.slots.len()))
+    }
+
+    /// The patch of the carried release this link holds whole, each blob
+    /// checked against its signed hash when it was taken. For the driver to keep (a store outlives the
+    /// link's memory), so that after a restart `add_patch` can serve it
+    /// again. `None` while any piece is missing, or with no patch.
+    #[must_use]
+    pub fn patch_blobs(&self) -> Option<PatchBlobs<'_>> {
+        self.carried.as_ref()?.patch_blobs()
     }
 
     /// Short ids of the neighbours whose frames authenticated.

@@ -89,5 +89,7 @@ mod report;
 
 pub use carried::PATCH_INDEX_BYTES_MAX;
 pub use error::RadioError;
-pub use link::{LinkEvent, LinkStats, NeighbourLink, RadioConfig, RadioLink, RadioTiming};
+pub use link::{
+    LinkEvent, LinkStats, NeighbourLink, PatchBlobs, RadioConfig, RadioLink, RadioTiming,
+};
 pub use patch::{PieceJob, PieceOutput};

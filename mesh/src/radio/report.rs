@@ -112,3 +112,15 @@ pub struct NeighbourLink {
     /// Whether its last announcement said it is a leaf.
     pub leaf: bool,
 }
+
+/// A patch a link holds whole, borrowed from it: what its driver stores
+/// so that the patch outlives the link's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchBlobs<'a> {
+    /// The patch id: the BLAKE3 of `index`, as the signed manifest lists it.
+    pub id: Hash,
+    /// The patch index blob.
+    pub index: &'a [u8],
+    /// The pieces in index order, each hashing to its id in the index.
+    pub pieces: Vec<&'a [u8]>,
+}

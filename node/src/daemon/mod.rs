@@ -1599,6 +1599,11 @@ impl Daemon {
         self.store
             .pin(id, report.index_id)
             .map_err(|e| format!("pinning the release: {e}"))?;
+        if !copied.is_empty() {
+            let body = doc.unverified_body();
+            tokio::task::block_in_place(|| patch::pin_held_patches(&store, id, body))
+                .map_err(|e| format!("pinning the patches: {e}"))?;
+        }
         self.core
             .add_chunks(now, report.index.chunks().iter().map(|c| c.hash));
         for p in copied {

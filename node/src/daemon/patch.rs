@@ -12,8 +12,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use meshota_blobstore::patch::{PatchIndex, ReadAt, rebuild_from_patch};
-use meshota_blobstore::{ChunkIndex, ChunkStore, FsStore};
+use meshota_blobstore::patch::{PatchIndex, ReadAt, pin_index, rebuild_from_patch};
+use meshota_blobstore::{ChunkIndex, ChunkRef, ChunkStore, FsStore};
 use meshota_manifest::{Hash, ReleaseManifest};
 
 use crate::device::Node;
@@ -193,4 +193,47 @@ pub(super) fn import(
         });
     }
     Ok(out)
+}
+
+/// Pins under `release` every patch of its manifest whose index blob and
+/// pieces `store` holds whole, through a pin index (as `release create`
+/// pins the patches it makes), so that a store GC keeps what this node
+/// serves its neighbours. Patches not held whole are left alone. Returns
+/// how many were pinned.
+///
+/// # Errors
+/// A message naming the patch when the store fails or a held index blob
+/// does not decode to what the manifest signs.
+pub(super) fn pin_held_patches(
+    store: &FsStore,
+    release: Hash,
+    manifest: &ReleaseManifest,
+) -> Result<usize, String> {
+    let mut pinned = 0;
+    for p in &manifest.patches {
+        let at = |e: meshota_blobstore::Error| format!("patch {}: {e}", p.patch.short());
+        if !store.has(&p.patch).map_err(at)? {
+            continue;
+        }
+        let index = PatchIndex::load(store, &p.patch, p.size).map_err(at)?;
+        let mut refs = Vec::with_capacity(index.pieces().len());
+        for piece in index.pieces() {
+            if !store.has(&piece.hash).map_err(at)? {
+                break;
+            }
+            refs.push(ChunkRef {
+                hash: piece.hash,
+                len: piece.size,
+            });
+        }
+        if refs.len() < index.pieces().len() {
+            continue;
+        }
+        let encoded = store.get(&p.patch).map_err(at)?;
+        let pin = pin_index(store, &encoded, p.patch, refs).map_err(at)?;
+        let pin_id = store.put_index(&pin).map_err(at)?;
+        store.pin(release, pin_id).map_err(at)?;
+        pinned += 1;
+    }
+    Ok(pinned)
 }

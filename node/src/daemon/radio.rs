@@ -523,6 +523,17 @@ impl Daemon {
         };
         r.to_core.insert(release);
         let bundle_bytes = b.bytes.clone();
+        // The patch it fetched (pieces applied or not), kept in the store
+        // and pinned: after a restart the node serves it again.
+        let patch: Vec<(Hash, Vec<u8>)> = r
+            .link
+            .patch_blobs()
+            .map(|p| {
+                std::iter::once((p.id, p.index.to_vec()))
+                    .chain(p.pieces.into_iter().map(|b| (Hash::of(b), b.to_vec())))
+                    .collect()
+            })
+            .unwrap_or_default();
         let result = (|| -> Result<(), String> {
             let (manifest, index_bytes) =
                 bundle::split(&bundle_bytes).map_err(|e| e.to_string())?;
@@ -541,6 +552,11 @@ impl Daemon {
             tokio::task::block_in_place(|| -> Result<(), String> {
                 store.put_batch(&items).map_err(|e| e.to_string())?;
                 store.put_index(&index).map_err(|e| e.to_string())?;
+                let blobs: Vec<(Hash, &[u8])> =
+                    patch.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+                store
+                    .put_batch(&blobs)
+                    .map_err(|e| format!("storing the patch: {e}"))?;
                 Ok(())
             })?;
             let now = self.now();
@@ -552,6 +568,10 @@ impl Daemon {
             self.store
                 .pin(id, index_id)
                 .map_err(|e| format!("pinning: {e}"))?;
+            if let (false, Some(m)) = (patch.is_empty(), self.core.manifest(&id)) {
+                tokio::task::block_in_place(|| super::patch::pin_held_patches(&store, id, m))
+                    .map_err(|e| format!("pinning the patch: {e}"))?;
+            }
             self.core
                 .add_chunks(now, index.chunks().iter().map(|c| c.hash));
             Ok(())
