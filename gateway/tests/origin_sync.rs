@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Keys, Nginx, image, keys, release};
+use meshota_blobstore::patch::PatchIndex;
 use meshota_blobstore::{ChunkIndex, ChunkStore, FsStore};
 use meshota_gateway::Error;
 use meshota_gateway::origin::http::{Origin, OriginConfig};
@@ -132,6 +133,44 @@ fn a_fresh_gateway_syncs_a_release_and_a_second_sync_fetches_nothing() {
         "{}",
         log[log_before]
     );
+}
+
+/// A release with a patch: the gateway fetches the patch blobs with the
+/// chunks and pins them under the release, so a store GC keeps what it
+/// serves nodes on the base.
+#[test]
+fn a_synced_patch_is_pinned_and_survives_gc() {
+    let w = World::new();
+    let v1 = image(300_000, 21);
+    let mut v2 = v1.clone();
+    for at in (1_000..v2.len()).step_by(40_000) {
+        v2[at] ^= 0x5a;
+    }
+    let (m, patch) = common::release_with_patch(&w.publisher, &w.keys, &v1, &v2, "2.0.0", 2);
+    publish(
+        &w.publisher,
+        &m,
+        &w.keys.trust,
+        &w.keys.release,
+        &w.origin(),
+        UnixTime(2_000),
+        IGNORE,
+    )
+    .unwrap();
+    let nginx = Nginx::start(&w.origin(), "");
+    let mut o = w.client(&nginx, Duration::from_secs(30));
+    let r = w.sync(&mut o).unwrap();
+    assert_eq!(r.new_releases.len(), 1);
+    let pindex = PatchIndex::load(&w.gateway, &patch, u64::MAX).unwrap();
+    w.gateway.gc().unwrap();
+    assert!(w.gateway.has(&patch).unwrap(), "the patch index blob");
+    for piece in pindex.pieces() {
+        assert!(
+            w.gateway.has(&piece.hash).unwrap(),
+            "piece {}",
+            piece.hash.short()
+        );
+    }
 }
 
 #[test]

@@ -60,6 +60,60 @@ pub fn release(store: &FsStore, keys: &Keys, img: &[u8], version: &str, sv: u64)
     doc.encode().unwrap()
 }
 
+/// Ingests `base` and `img` into `store` and returns the signed manifest
+/// of `img` as `version`, listing a patch from `base` (blobs stored and
+/// pinned under the release as `release create` does), and the patch id.
+pub fn release_with_patch(
+    store: &FsStore,
+    keys: &Keys,
+    base: &[u8],
+    img: &[u8],
+    version: &str,
+    sv: u64,
+) -> (Vec<u8>, meshota_manifest::Hash) {
+    use meshota_blobstore::patch::{PatchOptions, create_patch};
+    let b = ingest(store, base, &DEFAULT_PARAMS, &mut |_| {}).unwrap();
+    let report = ingest(store, img, &DEFAULT_PARAMS, &mut |_| {}).unwrap();
+    let build = create_patch(
+        store,
+        base,
+        &b.index,
+        img,
+        &report.index,
+        &PatchOptions::default(),
+    )
+    .unwrap()
+    .expect("a patch beats the chunks");
+    let body = ReleaseManifest {
+        product: "sensor".into(),
+        hardware: "rpi4".into(),
+        channel: "stable".into(),
+        version: version.into(),
+        security_version: sv,
+        created: UnixTime(1_000),
+        components: vec![Component {
+            name: "rootfs".into(),
+            slot: "rootfs".into(),
+            size: img.len() as u64,
+            image_hash: report.index.image_hash(),
+            chunk_index: report.index_id,
+            chunking: DEFAULT_PARAMS,
+        }],
+        patches: vec![meshota_manifest::PatchRef {
+            component: "rootfs".into(),
+            base_image_hash: b.index.image_hash(),
+            patch: build.id,
+            size: build.encoded.len() as u64,
+        }],
+        rollout: RolloutPolicy::default(),
+    };
+    let doc = SignedDocument::sign(body, &[&keys.release]).unwrap();
+    store.pin(doc.id(), report.index_id).unwrap();
+    let pin = store.put_index(&build.pin).unwrap();
+    store.pin(doc.id(), pin).unwrap();
+    (doc.encode().unwrap(), build.id)
+}
+
 /// Every file under `dir`, relative, sorted.
 pub fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
