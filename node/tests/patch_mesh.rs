@@ -252,6 +252,17 @@ fn node_on_the_base_installs_fetching_fewer_bytes_than_the_chunk_plan() {
         (patch + chunks) * 2 < chunk_plan,
         "fetched {patch} patch + {chunks} chunk bytes, the chunk plan is {chunk_plan}"
     );
+    // The patch it applied stays pinned under the release: a store GC
+    // keeps it, for the peers on the base it serves.
+    let (id, index) = patch_of(&net, &r1);
+    ok(&["testnet", "down", "--dir", net.dir.to_str().unwrap()]);
+    let store = net.dir.join("node-1/store");
+    ok(&["store", "gc", "--store", store.to_str().unwrap()]);
+    let store = FsStore::open(&store).unwrap();
+    assert!(store.has(&id).unwrap(), "the patch index blob");
+    for p in index.pieces() {
+        assert!(store.has(&p.hash).unwrap(), "piece {}", p.hash.short());
+    }
 }
 
 #[test]

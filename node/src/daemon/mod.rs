@@ -1226,6 +1226,17 @@ impl Daemon {
                     chunks = a.chunks_produced,
                     "patch applied"
                 );
+                // Its blobs are durable (flushed before the apply): pinned
+                // under the release, a store GC keeps what peers on the
+                // base can fetch from us.
+                if let Some(m) = self.core.manifest(&release) {
+                    let store = self.store.clone();
+                    if let Err(e) =
+                        tokio::task::block_in_place(|| patch::pin_held_patches(&store, release, m))
+                    {
+                        tracing::warn!(patch = %patch.short(), "patch not pinned: {e}");
+                    }
+                }
                 a.held
             }
             Err(e) => {
