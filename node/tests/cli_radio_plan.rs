@@ -64,7 +64,7 @@ fn plan(dir: &Path, source: &str, files: &[PathBuf], json: bool) -> std::process
 }
 
 #[test]
-fn a_grid_plan_names_relays_that_reach_every_node_and_fewer_relays_than_leaves() {
+fn a_grid_plan_names_relays_that_reach_every_node_and_no_more_relays_than_leaves() {
     let t = tempfile::tempdir().unwrap();
     let files = grid(t.path(), 10, 6);
     let out = plan(t.path(), "0001", &files, true);
@@ -82,9 +82,14 @@ fn a_grid_plan_names_relays_that_reach_every_node_and_fewer_relays_than_leaves()
     };
     let (relays, leaves) = (ids("relays"), ids("leaves"));
     assert_eq!(relays[0], 1, "the source relays");
-    assert!(relays.len() < leaves.len(), "{v}");
+    assert!(relays.len() <= leaves.len(), "{v}");
     assert_eq!(relays.len() + leaves.len(), 60);
     assert!(ids("unreachable").is_empty());
+    // No node waits on a branch more than two hops longer than its
+    // shortest path (the default --max-detour).
+    assert_eq!(v["max_detour"], 2);
+    assert_eq!(v["shortest_depth"], 14, "10x6 grid from a corner");
+    assert!(v["depth"].as_u64().unwrap() <= 16, "{v}");
     // Every leaf has a relay among its grid neighbours.
     for leaf in leaves {
         let (x, y) = ((leaf - 1) % 10, (leaf - 1) / 10);
@@ -104,6 +109,41 @@ fn a_grid_plan_names_relays_that_reach_every_node_and_fewer_relays_than_leaves()
     let text = text(&out.stdout);
     assert!(text.starts_with("backbone from 0001: "), "{text}");
     assert!(text.contains("relay = false"), "{text}");
+}
+
+/// Without a detour bound the plan is the greedy set alone, whose tree
+/// detours; the default bound buys a shallower backbone with a few relays.
+#[test]
+fn a_detour_bound_trades_a_few_relays_for_a_shallower_backbone() {
+    let t = tempfile::tempdir().unwrap();
+    let files = grid(t.path(), 15, 13);
+    let with = |detour: &str| -> Value {
+        let mut args = vec![
+            "radio",
+            "plan",
+            "--source",
+            "0001",
+            "--json",
+            "--max-detour",
+            detour,
+            "--status",
+        ];
+        args.extend(files.iter().map(|p| p.to_str().unwrap()));
+        let out = run(t.path(), &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (loose, bound) = (with("1000"), with("2"));
+    let count = |v: &Value| v["relays"].as_array().unwrap().len();
+    let depth = |v: &Value| v["depth"].as_u64().unwrap();
+    assert_eq!(loose["shortest_depth"], 26);
+    assert!(depth(&loose) > 36, "the greedy tree detours: {loose}");
+    assert!(depth(&bound) <= 28, "{bound}");
+    assert!(count(&bound) > count(&loose));
+    assert!(
+        count(&bound) * 10 <= count(&loose) * 11,
+        "a few more relays"
+    );
 }
 
 #[test]

@@ -96,7 +96,11 @@ fn sim_lora_relays_cds_makes_every_node_off_the_dominating_set_a_leaf() {
     assert_eq!(v["cds_nodes"], 3);
     let bad = sim_lora(&[&args[..], &["--relays", "some"]].concat());
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
-    assert!(stderr(&bad).contains("all or cds"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("all, cds or plan"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]

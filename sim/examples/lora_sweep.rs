@@ -1,7 +1,7 @@
 //! Runs LoRa scenarios and prints one summary line each (a quicker loop
 //! than the `meshota` binary for protocol work: this crate's dependencies
 //! only). Usage: `lora_sweep [--baseline] [--json] [--lone-wait=F]
-//! [--margin-div-shared=D] [--relays=all|cds] [--patch] SEED TOPOLOGY:PAYLOAD ...`,
+//! [--margin-div-shared=D] [--relays=all|cds|plan] [--patch] SEED TOPOLOGY:PAYLOAD ...`,
 //! e.g. `lora_sweep 1
 //! random:50:20480 grid:200:102400`; the `=` options set the links'
 //! `RadioTiming` fields of those names, and `--patch` runs the patch
@@ -32,7 +32,7 @@ fn main() {
     let relays: Relays = args
         .iter()
         .find_map(|a| a.strip_prefix("--relays="))
-        .map_or(Relays::All, |r| r.parse().expect("all or cds"));
+        .map_or(Relays::All, |r| r.parse().expect("all, cds or plan"));
     args.retain(|a| !a.starts_with("--"));
     let seed: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(1);
     for spec in args.iter().skip(1) {

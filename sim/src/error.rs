@@ -21,8 +21,8 @@ pub enum Error {
     /// A topology name that is not one of line, ring, grid, random.
     #[error("unknown topology {0:?} (expected line, ring, grid or random)")]
     UnknownTopology(String),
-    /// A `--relays` value that is not `all` or `cds`.
-    #[error("unknown relays {0:?} (expected all or cds)")]
+    /// A `--relays` value that is not `all`, `cds` or `plan`.
+    #[error("unknown relays {0:?} (expected all, cds or plan)")]
     UnknownRelays(String),
     /// Keys, signatures or the chunk index of the run could not be made.
     #[error("building the signed fixture failed: {0}")]

@@ -95,6 +95,37 @@ fn with_a_planned_backbone_only_relays_send_and_every_leaf_converges() {
     );
 }
 
+/// The greedy dominating set grows as one tree whose branches detour, so
+/// its leaves near the source wait for the longest branch; the plan `meshota
+/// radio plan` gives (a few relays more, no node more than two hops past
+/// its shortest path) converges sooner on the grid, and still only its
+/// relays send.
+#[test]
+fn a_detour_bounded_backbone_converges_sooner_than_the_bare_dominating_set() {
+    let with = |relays| {
+        lora(&LoraOptions {
+            relays,
+            ..LoraOptions::new(LoraTopology::Grid(200), PATCH_BYTES, 1)
+        })
+    };
+    let (cds, plan) = (with(Relays::Cds), with(Relays::Plan));
+    assert_converged_within_duty_cycle(&plan);
+    assert_eq!(plan.relays, "plan");
+    assert!(plan.relay_nodes > cds.relay_nodes);
+    assert!(
+        plan.relay_nodes * 10 <= cds.relay_nodes * 11,
+        "{}",
+        plan.to_json()
+    );
+    assert!(plan.symbols_per_node.len() <= plan.relay_nodes);
+    assert!(
+        plan.virtual_seconds < cds.virtual_seconds * 0.8,
+        "plan {} s, bare set {} s",
+        plan.virtual_seconds,
+        cds.virtual_seconds
+    );
+}
+
 #[test]
 fn node_with_a_wrong_mesh_key_is_ignored_and_changes_nothing() {
     let plain = LoraOptions::new(LoraTopology::Line(5), PATCH_BYTES, 3);

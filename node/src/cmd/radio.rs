@@ -5,7 +5,8 @@
 //! and `radio.neighbour_links`). A link counts when both of its ends
 //! report the other strong. The plan is `meshota_radios::backbone::plan`
 //! (a greedy connected dominating set grown from the node releases enter
-//! at), the set the simulator's broadcast bound counts.
+//! at, the set the simulator's broadcast bound counts, plus the relays
+//! that keep every node within `--max-detour` hops of its shortest path).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,11 @@ pub(crate) struct PlanArgs {
     /// releases enter at: the gateway, or where a USB bundle is imported.
     #[arg(long)]
     source: String,
+    /// Most hops a node may be from the source over relays beyond its
+    /// shortest path: relays are added to the greedy set until it holds
+    /// (lower: faster convergence, more relays).
+    #[arg(long, default_value_t = 2)]
+    max_detour: usize,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -159,7 +165,13 @@ fn plan(a: &PlanArgs) -> CmdResult {
         .flat_map(|m| m.heard.iter().copied())
         .filter(|n| !nodes.contains_key(n))
         .collect();
-    let b = backbone::plan(&adj, index[&source]);
+    let src = index[&source];
+    let b = backbone::plan(&adj, src, a.max_detour);
+    let all: Vec<usize> = (0..ids.len()).collect();
+    let (depth, shortest) = (
+        backbone::depth(&adj, src, &b.relays),
+        backbone::depth(&adj, src, &all),
+    );
     let name = |v: &[usize]| hex(v.iter().map(|&i| ids[i]));
     let (relays, leaves, unreachable) = (name(&b.relays), name(&b.leaves), name(&b.unreachable));
     if a.json {
@@ -169,6 +181,9 @@ fn plan(a: &PlanArgs) -> CmdResult {
                 "source": format!("{source:04x}"),
                 "nodes": ids.len(),
                 "links": links,
+                "max_detour": a.max_detour,
+                "depth": depth,
+                "shortest_depth": shortest,
                 "relays": relays,
                 "leaves": leaves,
                 "unreachable": unreachable,
@@ -181,6 +196,9 @@ fn plan(a: &PlanArgs) -> CmdResult {
             relays.len(),
             leaves.len(),
             ids.len()
+        );
+        println!(
+            "the farthest node is {depth} relay hops from {source:04x} ({shortest} on shortest paths)"
         );
         println!("relays: {}", relays.join(" "));
         println!(

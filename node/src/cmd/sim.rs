@@ -67,6 +67,8 @@ pub(crate) struct SimArgs {
     /// senders are elected on the air. `cds`: only the broadcast bound's
     /// connected dominating set, a backbone planned from the topology; the
     /// other nodes are leaves (`relay = false` in a node's `[radio]`).
+    /// `plan`: the backbone `meshota radio plan` gives (that set plus the
+    /// relays that keep every node within 2 hops of its shortest path).
     #[arg(long, requires = "lora", default_value = "all")]
     relays: String,
     /// Percent of malicious nodes (corrupt chunks, forged and replayed

@@ -86,7 +86,14 @@ pub enum Relays {
     /// set serve: a backbone planned from the topology, as an operator
     /// who knows where the nodes stand could configure it.
     Cds,
+    /// The backbone `meshota radio plan` gives: the greedy set plus the
+    /// relays that keep every node within [`PLAN_MAX_DETOUR`] hops of its
+    /// shortest path (`meshota_radios::backbone::plan`).
+    Plan,
 }
+
+/// The detour `--relays plan` allows, as `meshota radio plan`'s default.
+pub const PLAN_MAX_DETOUR: usize = 2;
 
 impl Relays {
     /// The name `--relays` takes.
@@ -95,6 +102,7 @@ impl Relays {
         match self {
             Self::All => "all",
             Self::Cds => "cds",
+            Self::Plan => "plan",
         }
     }
 }
@@ -105,6 +113,7 @@ impl core::str::FromStr for Relays {
         match s {
             "all" => Ok(Self::All),
             "cds" => Ok(Self::Cds),
+            "plan" => Ok(Self::Plan),
             _ => Err(Error::UnknownRelays(s.into())),
         }
     }
@@ -741,9 +750,14 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
     let trust = w.fixture.trust.clone();
     let adj = scenario::usable_links(&w.positions[..w.honest]);
     let cds = greedy_cds(&adj, 0);
+    let planned = match o.relays {
+        Relays::Plan => meshota_radios::backbone::plan(&adj, 0, PLAN_MAX_DETOUR).relays,
+        Relays::All | Relays::Cds => Vec::new(),
+    };
     let relay = |i: usize| match o.relays {
         Relays::All => true,
         Relays::Cds => cds.contains(&i),
+        Relays::Plan => planned.contains(&i),
     };
     let mut make = |i: usize, now: Micros| -> Result<Box<dyn Station>, Error> {
         let intruder = i >= w.honest;
