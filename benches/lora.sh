@@ -22,7 +22,9 @@
 # and once by v2's chunks the nodes lack (--patch-as-chunks), same seed.
 # Before it, a planned-backbone table: each scenario with --relays cds (the
 # bound's own dominating set as the only relays; every other node a leaf)
-# beside the elected senders' run of the same seed.
+# and --relays plan (what `meshota radio plan` gives: that set plus the
+# relays that keep every node within 2 hops of its shortest path) beside
+# the elected senders' run of the same seed.
 # Figures go to stdout as markdown (paste under "## LoRa" in BENCHMARKS.md);
 # progress to stderr. Every run is bounded in virtual time (6 h) and steps.
 # Usage: benches/lora.sh [--seed S] [--payloads "20480 102400"] [--topologies "line:5 random:50 grid:200"] [--no-patch]
@@ -113,28 +115,30 @@ fi
 
 if [[ -n ${PAYLOADS// /} ]]; then
     echo
-    echo "Planned backbone (--relays cds): only the bound's dominating set serves, every other node is a leaf; same seed:"
+    echo "Planned backbones, every other node a leaf; same seed. cds: only the bound's dominating set serves. plan: meshota radio plan's backbone (that set plus the relays that keep every node within 2 hops of its shortest path):"
     echo
     echo "| scenario | payload | relays | converged | time to converge (s) | airtime total (s) | bound (s) | coded / bound | elected senders' coded / bound |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for payload in $PAYLOADS; do
         for topo in $TOPOLOGIES; do
-            log "sim --lora --relays cds --topology $topo --payload-bytes $payload --seed $SEED"
-            planned=$("$M" sim --lora --relays cds --topology "$topo" --payload-bytes "$payload" --seed "$SEED" --json 2>/dev/null) || true
             elected=$("$M" sim --lora --topology "$topo" --payload-bytes "$payload" --seed "$SEED" --json 2>/dev/null) || true
-            if [[ -z $planned || -z $elected ]]; then
-                echo "| $topo | $payload | error | | | | | | |"
-                continue
-            fi
-            python3 -c '
+            for relays in cds plan; do
+                log "sim --lora --relays $relays --topology $topo --payload-bytes $payload --seed $SEED"
+                planned=$("$M" sim --lora --relays "$relays" --topology "$topo" --payload-bytes "$payload" --seed "$SEED" --json 2>/dev/null) || true
+                if [[ -z $planned || -z $elected ]]; then
+                    echo "| $topo | $payload | $relays: error | | | | | | |"
+                    continue
+                fi
+                python3 -c '
 import json, sys
 p = json.loads(sys.argv[1]); e = json.loads(sys.argv[2])
 conv = "yes" if p["converged"] else "NO ({} of {} nodes in 6 h)".format(p["converged_nodes"], p["honest_nodes"])
-print("| {t} | {kib:g} KiB | {rn} of {n} | {c} | {v:.0f} | {a:.1f} | {b:.1f} | {ab:.2f}x | {eb:.2f}x |".format(
-    t=p["topology"], kib=p["payload_bytes"] / 1024, rn=p["relay_nodes"], n=p["honest_nodes"], c=conv,
+print("| {t} | {kib:g} KiB | {r}: {rn} of {n} | {c} | {v:.0f} | {a:.1f} | {b:.1f} | {ab:.2f}x | {eb:.2f}x |".format(
+    t=p["topology"], kib=p["payload_bytes"] / 1024, r=p["relays"], rn=p["relay_nodes"], n=p["honest_nodes"], c=conv,
     v=p["virtual_seconds"], a=p["airtime_total_s"], b=p["bound_airtime_s"], ab=p["airtime_vs_bound"],
     eb=e["airtime_vs_bound"]))
 ' "$planned" "$elected"
+            done
         done
     done
 fi
