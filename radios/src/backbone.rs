@@ -15,9 +15,10 @@ use alloc::vec::Vec;
 /// A backbone over nodes `0..n` of an undirected link graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backbone {
-    /// Nodes that must relay, the source first, in the order the greedy
-    /// algorithm chose them. Connected, and every reachable node is one of
-    /// them or a neighbour of one.
+    /// Nodes that must relay: the source first, then the rest of the
+    /// greedy set in the order it was chosen, then the relays added to
+    /// bound detours. Connected, and every reachable node is one of them or
+    /// a neighbour of one.
     pub relays: Vec<usize>,
     /// Reachable nodes that need not relay (ascending).
     pub leaves: Vec<usize>,
@@ -112,6 +113,13 @@ fn hops(adj: &[Vec<usize>], source: usize, through: impl Fn(usize) -> bool) -> V
 #[must_use]
 pub fn plan(adj: &[Vec<usize>], source: usize, max_detour: usize) -> Backbone {
     let n = adj.len();
+    if source >= n {
+        return Backbone {
+            relays: Vec::new(),
+            leaves: Vec::new(),
+            unreachable: (0..n).collect(),
+        };
+    }
     let mut relays = greedy_cds(adj, source);
     let mut is_relay = vec![false; n];
     for &r in &relays {
@@ -328,6 +336,10 @@ mod tests {
     #[test]
     fn a_source_out_of_range_or_links_out_of_range_do_not_panic() {
         assert!(greedy_cds(&line(3), 7).is_empty());
+        let b = plan(&line(3), 7, 2);
+        assert!(b.relays.is_empty() && b.leaves.is_empty());
+        assert_eq!(b.unreachable, [0, 1, 2]);
+        assert_eq!(depth(&line(3), 7, &[]), 0);
         let b = plan(&[vec![1, 9], vec![0]], 0, 0);
         assert_eq!(b.relays, [0]);
         assert_eq!(b.leaves, [1]);

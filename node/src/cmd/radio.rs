@@ -114,6 +114,34 @@ fn read_status(path: &Path) -> CmdResult<(u16, Measured)> {
     Ok((id, m))
 }
 
+/// The planned nodes and the links both ends of which report strong.
+struct Graph {
+    /// Short ids in ascending order; a node's index is its position.
+    ids: Vec<u16>,
+    /// Adjacency lists by index, each link at both ends.
+    adj: Vec<Vec<usize>>,
+    /// Links (counted once).
+    links: usize,
+}
+
+fn graph(nodes: &BTreeMap<u16, Measured>) -> Graph {
+    let ids: Vec<u16> = nodes.keys().copied().collect();
+    let mut adj = vec![Vec::new(); ids.len()];
+    let mut links = 0usize;
+    for (i, (id, m)) in nodes.iter().enumerate() {
+        for n in &m.strong {
+            let mutual = nodes.get(n).is_some_and(|o| o.strong.contains(id));
+            if let (true, Ok(j)) = (mutual, ids.binary_search(n)) {
+                adj[i].push(j);
+                if i < j {
+                    links += 1;
+                }
+            }
+        }
+    }
+    Graph { ids, adj, links }
+}
+
 fn hex(ids: impl IntoIterator<Item = u16>) -> Vec<String> {
     ids.into_iter().map(|i| format!("{i:04x}")).collect()
 }
@@ -145,21 +173,8 @@ fn plan(a: &PlanArgs) -> CmdResult {
             "--source {source:04x}: no status file is of that node"
         )));
     }
-    let ids: Vec<u16> = nodes.keys().copied().collect();
+    let Graph { ids, adj, links } = graph(&nodes);
     let index: BTreeMap<u16, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut adj = vec![Vec::new(); ids.len()];
-    let mut links = 0usize;
-    for (i, (id, m)) in nodes.iter().enumerate() {
-        for n in &m.strong {
-            let mutual = nodes.get(n).is_some_and(|o| o.strong.contains(id));
-            if let (true, Some(&j)) = (mutual, index.get(n)) {
-                adj[i].push(j);
-                if i < j {
-                    links += 1;
-                }
-            }
-        }
-    }
     let not_planned: BTreeSet<u16> = nodes
         .values()
         .flat_map(|m| m.heard.iter().copied())
