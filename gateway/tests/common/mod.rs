@@ -9,8 +9,11 @@ pub mod process;
 #[allow(unused_imports)]
 pub use nginx::Nginx;
 
-use meshota_blobstore::{ChunkStore, DEFAULT_PARAMS, FsStore, ingest};
-use meshota_manifest::{Component, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime};
+use meshota_blobstore::patch::{PatchOptions, create_patch};
+use meshota_blobstore::{ChunkStore, DEFAULT_PARAMS, FsStore, IngestReport, ingest};
+use meshota_manifest::{
+    Component, Hash, PatchRef, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime,
+};
 
 /// A dev trust root with one root key and one unrestricted release key.
 pub use meshota_testkit::DevTrust as Keys;
@@ -33,11 +36,15 @@ pub fn image(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Ingests `img` into `store`, pins it, and returns the signed manifest's
-/// encoding for `version`.
-pub fn release(store: &FsStore, keys: &Keys, img: &[u8], version: &str, sv: u64) -> Vec<u8> {
-    let report = ingest(store, img, &DEFAULT_PARAMS, &mut |_| {}).unwrap();
-    let body = ReleaseManifest {
+/// The manifest body of `img` (ingested as `report`) as `version`.
+fn body(
+    img: &[u8],
+    report: &IngestReport,
+    version: &str,
+    sv: u64,
+    patches: Vec<PatchRef>,
+) -> ReleaseManifest {
+    ReleaseManifest {
         product: "sensor".into(),
         hardware: "rpi4".into(),
         channel: "stable".into(),
@@ -52,10 +59,17 @@ pub fn release(store: &FsStore, keys: &Keys, img: &[u8], version: &str, sv: u64)
             chunk_index: report.index_id,
             chunking: DEFAULT_PARAMS,
         }],
-        patches: vec![],
+        patches,
         rollout: RolloutPolicy::default(),
-    };
-    let doc = SignedDocument::sign(body, &[&keys.release]).unwrap();
+    }
+}
+
+/// Ingests `img` into `store`, pins it, and returns the signed manifest's
+/// encoding for `version`.
+pub fn release(store: &FsStore, keys: &Keys, img: &[u8], version: &str, sv: u64) -> Vec<u8> {
+    let report = ingest(store, img, &DEFAULT_PARAMS, &mut |_| {}).unwrap();
+    let doc =
+        SignedDocument::sign(body(img, &report, version, sv, vec![]), &[&keys.release]).unwrap();
     store.pin(doc.id(), report.index_id).unwrap();
     doc.encode().unwrap()
 }
@@ -70,8 +84,7 @@ pub fn release_with_patch(
     img: &[u8],
     version: &str,
     sv: u64,
-) -> (Vec<u8>, meshota_manifest::Hash) {
-    use meshota_blobstore::patch::{PatchOptions, create_patch};
+) -> (Vec<u8>, Hash) {
     let b = ingest(store, base, &DEFAULT_PARAMS, &mut |_| {}).unwrap();
     let report = ingest(store, img, &DEFAULT_PARAMS, &mut |_| {}).unwrap();
     let build = create_patch(
@@ -84,30 +97,17 @@ pub fn release_with_patch(
     )
     .unwrap()
     .expect("a patch beats the chunks");
-    let body = ReleaseManifest {
-        product: "sensor".into(),
-        hardware: "rpi4".into(),
-        channel: "stable".into(),
-        version: version.into(),
-        security_version: sv,
-        created: UnixTime(1_000),
-        components: vec![Component {
-            name: "rootfs".into(),
-            slot: "rootfs".into(),
-            size: img.len() as u64,
-            image_hash: report.index.image_hash(),
-            chunk_index: report.index_id,
-            chunking: DEFAULT_PARAMS,
-        }],
-        patches: vec![meshota_manifest::PatchRef {
-            component: "rootfs".into(),
-            base_image_hash: b.index.image_hash(),
-            patch: build.id,
-            size: build.encoded.len() as u64,
-        }],
-        rollout: RolloutPolicy::default(),
+    let patch = PatchRef {
+        component: "rootfs".into(),
+        base_image_hash: b.index.image_hash(),
+        patch: build.id,
+        size: build.encoded.len() as u64,
     };
-    let doc = SignedDocument::sign(body, &[&keys.release]).unwrap();
+    let doc = SignedDocument::sign(
+        body(img, &report, version, sv, vec![patch]),
+        &[&keys.release],
+    )
+    .unwrap();
     store.pin(doc.id(), report.index_id).unwrap();
     let pin = store.put_index(&build.pin).unwrap();
     store.pin(doc.id(), pin).unwrap();
