@@ -292,6 +292,33 @@ fn a_link_reports_each_neighbours_reception_and_role() {
     );
 }
 
+/// Frames from a member using our own short id are dropped and counted,
+/// never taken for a neighbour, and reported once: the operator must give
+/// one of the two nodes another id.
+#[test]
+fn a_neighbour_sharing_our_short_id_is_reported_once_and_its_frames_dropped() {
+    let k = keys_cached();
+    let mut a = RadioLink::new(config(1, 1), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let twin = holder_announce(&k.1, 1, false, 3);
+    let now = hear_announces(&mut a, Micros(Micros::SECOND), 1, &[0, 1, 2], &twin);
+    hear_announces(&mut a, now, 9, &[0, 1], &twin);
+    let shared: Vec<LinkEvent> = std::iter::from_fn(|| a.poll_event())
+        .filter(|e| matches!(e, LinkEvent::ShortIdShared { .. }))
+        .collect();
+    assert_eq!(
+        shared,
+        [LinkEvent::ShortIdShared {
+            short_id: ShortId(1)
+        }]
+    );
+    assert_eq!(a.stats().frames_own_id, 3);
+    assert_eq!(
+        a.neighbours().collect::<Vec<_>>(),
+        [ShortId(9)],
+        "the twin is no neighbour"
+    );
+}
+
 /// A needy node with two holders in range asks the one that announced the
 /// most needy neighbours (a greedy cover: askers gather on few sources).
 #[test]

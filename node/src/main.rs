@@ -3,6 +3,8 @@
 //! Exit codes: 0 success, 1 verification failed or input rejected, 2 usage
 //! error. Every rejection names the file, the rule broken and the values
 //! involved.
+// The daemon's status object is one `serde_json::json!` of many fields.
+#![recursion_limit = "256"]
 
 use std::process::ExitCode;
 

@@ -771,7 +771,18 @@ impl RadioLink {
             }
         };
         let h = frame.header;
-        if h.src == self.config.short_id || h.src == ShortId::BROADCAST {
+        if h.src == self.config.short_id {
+            // Not ours (a radio does not hear itself): a neighbour shares
+            // our id. Its frames would pass for our own; drop them.
+            self.stats.frames_own_id += 1;
+            if self.stats.frames_own_id == 1 {
+                self.events.push_back(LinkEvent::ShortIdShared {
+                    short_id: self.config.short_id,
+                });
+            }
+            return;
+        }
+        if h.src == ShortId::BROADCAST {
             self.stats.frames_malformed += 1;
             return;
         }

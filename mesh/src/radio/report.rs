@@ -29,6 +29,14 @@ pub enum LinkEvent {
     /// the base ([`PieceJob::apply`]) and hand the output back with
     /// [`RadioLink::piece_applied`](super::RadioLink::piece_applied) (see `mesh::radio::patch`).
     ApplyPiece(PieceJob),
+    /// A frame under the mesh key came from this link's own short id: a
+    /// neighbour uses the same id, and neighbours take the two for one
+    /// node. Reported once per link (the frames are dropped, counted in
+    /// [`LinkStats::frames_own_id`]); give one of them another short id.
+    ShortIdShared {
+        /// The short id both use.
+        short_id: ShortId,
+    },
     /// Every chunk of the release decoded and matched the signed index:
     /// [`RadioLink::payload`](super::RadioLink::payload) holds the image.
     ReleaseComplete {
@@ -46,6 +54,9 @@ pub struct LinkStats {
     pub frames_bad_mac: u64,
     /// Frames or messages dropped as malformed.
     pub frames_malformed: u64,
+    /// Frames dropped because they came from our own short id (a
+    /// neighbour shares it: [`LinkEvent::ShortIdShared`]).
+    pub frames_own_id: u64,
     /// Frames put on the air.
     pub frames_sent: u64,
     /// Airtime of those frames (µs).

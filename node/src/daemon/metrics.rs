@@ -241,6 +241,11 @@ fn radio(out: &mut String, r: &Value) {
             "Authenticated frames that failed to parse.",
         ),
         (
+            "frames_own_id",
+            "frames_own_id",
+            "Frames from a neighbour using this node's short id (dropped: give one of them another).",
+        ),
+        (
             "frames_dropped",
             "frames_dropped",
             "Frames the radio failed to transmit.",

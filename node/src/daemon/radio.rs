@@ -351,6 +351,7 @@ impl RadioDriver {
             "frames_heard": s.frames_heard,
             "frames_bad_mac": s.frames_bad_mac,
             "frames_malformed": s.frames_malformed,
+            "frames_own_id": s.frames_own_id,
             "frames_sent": s.frames_sent,
             "frames_dropped": self.tx_dropped,
             "announces": s.sent_announces,
@@ -425,6 +426,10 @@ impl Daemon {
                     tracing::warn!(release = %release.short(), "radio: bundle rejected: {error}");
                 }
                 LinkEvent::ReleaseComplete { release } => self.radio_to_core(release),
+                LinkEvent::ShortIdShared { short_id } => tracing::warn!(
+                    "radio: a neighbour also uses short id {:04x}: neighbours take the two for one node and this node drops its frames; set another `short_id` in the [radio] table of one of them",
+                    short_id.0
+                ),
                 other => tracing::debug!("radio: {other:?}"),
             }
         }
