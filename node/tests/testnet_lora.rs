@@ -348,6 +348,21 @@ fn a_leaf_daemon_serves_nothing_and_still_installs_over_the_radio() {
         text(&bad.stderr)
     );
     assert!(!dir.exists(), "a refused testnet left files behind");
+    // Leaves named and a planned backbone do not go together.
+    let both = run(&[
+        "testnet",
+        "up",
+        "--lora",
+        "--nodes",
+        "3",
+        "--dir",
+        ds,
+        "--leaves",
+        "2",
+        "--plan-backbone",
+    ]);
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both.stderr));
+    assert!(!dir.exists(), "a refused testnet left files behind");
     let guard = up_lora(&dir, 3, &["--lora-topology", "line", "--leaves", "2"]);
     assert_eq!(state(&dir)["lora"]["leaves"], serde_json::json!([2]));
     ok(&["testnet", "down", "--dir", ds]);

@@ -96,6 +96,10 @@ pub(crate) struct UpArgs {
     /// they receive and install but never serve (with `--lora`).
     #[arg(long, value_name = "I,J,...", value_delimiter = ',', requires = "lora")]
     leaves: Vec<usize>,
+    /// Every radio node off the backbone `meshota radio plan` would give
+    /// this medium (from the first radio node) is a leaf (with `--lora`).
+    #[arg(long, requires = "lora", conflicts_with = "leaves")]
+    plan_backbone: bool,
 }
 
 /// Arguments of `testnet publish`.
@@ -214,7 +218,7 @@ fn up(a: &UpArgs) -> CmdResult {
             crate::radio::medium::TIME_SCALE_MAX
         )));
     }
-    let lora = a.lora.then(|| LoraPlan {
+    let mut lora = a.lora.then(|| LoraPlan {
         layout: match a.lora_topology {
             LoraTopologyArg::Line => LoraLayout::Line,
             LoraTopologyArg::Grid => LoraLayout::Grid,
@@ -224,6 +228,9 @@ fn up(a: &UpArgs) -> CmdResult {
         seed: u64::from(std::process::id()),
         leaves: a.leaves.clone(),
     });
+    if let Some(l) = lora.as_mut().filter(|_| a.plan_backbone) {
+        l.leaves = l.planned_leaves(a.nodes.unwrap_or(DEFAULT_NODES))?;
+    }
     let plan = Plan {
         nodes: a.nodes.unwrap_or(DEFAULT_NODES),
         dir: a.dir.clone(),

@@ -75,6 +75,16 @@ pub(crate) enum LoraLayout {
     Grid,
 }
 
+impl LoraLayout {
+    /// The name `--lora-topology` takes.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::Line => "line",
+            Self::Grid => "grid",
+        }
+    }
+}
+
 /// The radio part of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LoraPlan {
@@ -116,6 +126,38 @@ impl LoraPlan {
             )));
         }
         Ok((quic, radio))
+    }
+
+    /// The radio nodes that can be leaves under the backbone `meshota
+    /// radio plan` would give this medium (its usable links, from the
+    /// first radio node, where releases enter the radio; detours of at
+    /// most [`meshota_sim::lora::PLAN_MAX_DETOUR`] hops), as testnet
+    /// indexes.
+    ///
+    /// # Errors
+    /// As [`LoraPlan::split`], or positions that cannot be laid out.
+    pub(crate) fn planned_leaves(&self, n: usize) -> CmdResult<Vec<usize>> {
+        let (_, radio) = self.split(n)?;
+        let positions = self.positions(radio.len())?;
+        let adj = meshota_sim::lora::scenario::usable_links(&positions);
+        let b = meshota_radios::backbone::plan(&adj, 0, meshota_sim::lora::PLAN_MAX_DETOUR);
+        Ok(b.leaves.iter().map(|&i| radio[i]).collect())
+    }
+
+    /// Positions (m) of `m` radio nodes in this plan's layout.
+    fn positions(&self, m: usize) -> CmdResult<Vec<(f64, f64)>> {
+        use meshota_sim::lora::LoraTopology;
+        if m < 2 {
+            return Err(Failure::usage(format!(
+                "a --lora testnet needs at least 2 nodes on the radio, not {m}"
+            )));
+        }
+        let topology = match self.layout {
+            LoraLayout::Line => LoraTopology::Line(m - 1),
+            LoraLayout::Grid => LoraTopology::Grid(m),
+        };
+        meshota_sim::lora::scenario::positions(topology, self.seed)
+            .map_err(|e| Failure::usage(format!("--lora-topology {}: {e}", self.layout.name())))
     }
 }
 
@@ -533,19 +575,7 @@ pub(crate) fn create(plan: &Plan) -> CmdResult<TestnetState> {
 /// Writes the medium's spec (positions of the radio nodes) and the
 /// testnet's mesh key; returns the record of the medium server to run.
 fn make_medium(dir: &Path, l: &LoraPlan, radio_nodes: &[usize]) -> CmdResult<LoraRecord> {
-    use meshota_sim::lora::LoraTopology;
-    let m = radio_nodes.len();
-    if m < 2 {
-        return Err(Failure::usage(format!(
-            "a --lora testnet needs at least 2 nodes on the radio, not {m}"
-        )));
-    }
-    let (topology, name) = match l.layout {
-        LoraLayout::Line => (LoraTopology::Line(m - 1), "line"),
-        LoraLayout::Grid => (LoraTopology::Grid(m), "grid"),
-    };
-    let positions = meshota_sim::lora::scenario::positions(topology, l.seed)
-        .map_err(|e| Failure::usage(format!("--lora-topology {name}: {e}")))?;
+    let positions = l.positions(radio_nodes.len())?;
     MediumSpec {
         positions,
         seed: l.seed,
@@ -564,7 +594,7 @@ fn make_medium(dir: &Path, l: &LoraPlan, radio_nodes: &[usize]) -> CmdResult<Lor
         ));
     }
     Ok(LoraRecord {
-        topology: name.to_string(),
+        topology: l.layout.name().to_string(),
         mixed: l.mixed,
         radio_nodes: radio_nodes.to_vec(),
         leaves: l.leaves.clone(),
@@ -603,6 +633,33 @@ mod tests {
         let peers = m["peers"].as_array().unwrap();
         assert_eq!(peers.len(), 1);
         assert!(!m.contains_key("allow"));
+    }
+
+    #[test]
+    fn a_planned_backbone_makes_leaves_of_the_radio_nodes_off_it() {
+        let line = LoraPlan {
+            layout: LoraLayout::Line,
+            mixed: None,
+            time_scale: 1,
+            seed: 1,
+            leaves: Vec::new(),
+        };
+        // 0 - 1 - 2 - 3 from node 0: 0, 1 and 2 relay.
+        assert_eq!(line.planned_leaves(4).unwrap(), [3]);
+        // Nodes 0 and 1 on QUIC, 1..4 on the radio from node 1 (the
+        // forwarder): 1 and 2 relay.
+        let mixed = LoraPlan {
+            mixed: Some(2),
+            ..line.clone()
+        };
+        assert_eq!(mixed.planned_leaves(4).unwrap(), [3]);
+        // A 5 x 5 grid from its corner: the plan covers every node.
+        let grid = LoraPlan {
+            layout: LoraLayout::Grid,
+            ..line
+        };
+        let leaves = grid.planned_leaves(25).unwrap();
+        assert!(leaves.len() >= 10 && !leaves.contains(&0), "{leaves:?}");
     }
 
     #[test]

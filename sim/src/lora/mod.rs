@@ -17,5 +17,5 @@ pub mod scenario;
 pub mod unicast;
 
 pub use kinds::{AirtimeByKind, BaselineAirtimeByKind, KindTally};
-pub use run::{LoraOptions, LoraReport, PatchRun, Relays, run};
+pub use run::{LoraOptions, LoraReport, PLAN_MAX_DETOUR, PatchRun, Relays, run};
 pub use scenario::LoraTopology;
