@@ -70,7 +70,9 @@
 //! 5. **Relays and leaves**: a node whose [`RadioConfig::relay`] is false
 //!    is a leaf. It announces itself so (and covers nobody), receives and
 //!    verifies like any node, and never serves; neighbours never ask it
-//!    nor count it as a holder.
+//!    nor count it as a holder. Which nodes can be leaves is planned off
+//!    the air (`meshota_radios::backbone`) from what links measured of
+//!    their neighbours ([`RadioLink::neighbour_links`]).
 //!
 //! # What it does not do
 //! It keeps the one release it is carrying in memory (chunks included) and
