@@ -237,3 +237,116 @@ pub(super) fn pin_held_patches(
     }
     Ok(pinned)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use meshota_blobstore::patch::{PatchOptions, create_patch};
+    use meshota_blobstore::{DEFAULT_PARAMS, ingest};
+    use meshota_manifest::{Component, PatchRef, RolloutPolicy, UnixTime};
+
+    use super::*;
+
+    fn image(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// A manifest for the image `index` describes, listing `patches`.
+    fn manifest(index: &ChunkIndex, id: Hash, patches: Vec<PatchRef>) -> ReleaseManifest {
+        ReleaseManifest {
+            product: "p".into(),
+            hardware: "hw".into(),
+            channel: "stable".into(),
+            version: "2.0.0".into(),
+            security_version: 2,
+            created: UnixTime(1),
+            components: vec![Component {
+                name: "rootfs".into(),
+                slot: "rootfs".into(),
+                size: index.total_size(),
+                image_hash: index.image_hash(),
+                chunk_index: id,
+                chunking: DEFAULT_PARAMS,
+            }],
+            patches,
+            rollout: RolloutPolicy::default(),
+        }
+    }
+
+    /// A store holding a base, its successor and the patch between them
+    /// (blobs stored, not pinned, as a node that fetched them); the
+    /// successor's manifest; the patch.
+    fn world(
+        dir: &Path,
+    ) -> (
+        FsStore,
+        ReleaseManifest,
+        meshota_blobstore::patch::PatchBuild,
+    ) {
+        let store = FsStore::open_or_create(dir).unwrap();
+        let base = image(300_000, 3);
+        let mut next = base.clone();
+        for at in (500..next.len()).step_by(50_000) {
+            next[at] ^= 0x33;
+        }
+        let b = ingest(&store, base.as_slice(), &DEFAULT_PARAMS, &mut |_| {}).unwrap();
+        let n = ingest(&store, next.as_slice(), &DEFAULT_PARAMS, &mut |_| {}).unwrap();
+        let build = create_patch(
+            &store,
+            base.as_slice(),
+            &b.index,
+            next.as_slice(),
+            &n.index,
+            &PatchOptions::default(),
+        )
+        .unwrap()
+        .expect("a patch beats the chunks");
+        let p = PatchRef {
+            component: "rootfs".into(),
+            base_image_hash: b.index.image_hash(),
+            patch: build.id,
+            size: build.encoded.len() as u64,
+        };
+        (store, manifest(&n.index, n.index_id, vec![p]), build)
+    }
+
+    #[test]
+    fn a_patch_held_whole_is_pinned_under_its_release_and_survives_gc() {
+        let t = tempfile::tempdir().unwrap();
+        let (store, m, build) = world(t.path());
+        let release = Hash::of(b"release");
+        assert_eq!(pin_held_patches(&store, release, &m).unwrap(), 1);
+        store.gc().unwrap();
+        assert!(store.has(&build.id).unwrap(), "the patch index blob");
+        for p in build.index.pieces() {
+            assert!(store.has(&p.hash).unwrap(), "piece {}", p.hash.short());
+        }
+    }
+
+    #[test]
+    fn a_patch_not_held_whole_is_not_pinned_and_gc_removes_what_there_is() {
+        let t = tempfile::tempdir().unwrap();
+        let (full, m, build) = world(&t.path().join("full"));
+        // Another node holds the index blob but none of the pieces.
+        let partial = FsStore::open_or_create(&t.path().join("partial")).unwrap();
+        partial
+            .put(build.id, &full.get(&build.id).unwrap())
+            .unwrap();
+        let release = Hash::of(b"release");
+        assert_eq!(pin_held_patches(&partial, release, &m).unwrap(), 0);
+        partial.gc().unwrap();
+        assert!(!partial.has(&build.id).unwrap());
+        // A manifest listing no patch the store holds pins nothing.
+        let empty = FsStore::open_or_create(&t.path().join("empty")).unwrap();
+        assert_eq!(pin_held_patches(&empty, release, &m).unwrap(), 0);
+    }
+}
