@@ -88,15 +88,7 @@ mod tests {
     use super::*;
 
     fn image(len: usize) -> Vec<u8> {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        crate::test_image::image(len, 0x9E37_79B9_7F4A_7C15)
     }
 
     #[test]

@@ -248,18 +248,6 @@ mod tests {
 
     use super::*;
 
-    fn image(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
-
     /// A manifest for the image `index` describes, listing `patches`.
     fn manifest(index: &ChunkIndex, id: Hash, patches: Vec<PatchRef>) -> ReleaseManifest {
         ReleaseManifest {
@@ -293,7 +281,7 @@ mod tests {
         meshota_blobstore::patch::PatchBuild,
     ) {
         let store = FsStore::open_or_create(dir).unwrap();
-        let base = image(300_000, 3);
+        let base = crate::test_image::image(300_000, 3);
         let mut next = base.clone();
         for at in (500..next.len()).step_by(50_000) {
             next[at] ^= 0x33;
