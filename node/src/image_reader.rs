@@ -88,7 +88,7 @@ mod tests {
     use super::*;
 
     fn image(len: usize) -> Vec<u8> {
-        crate::test_image::image(len, 0x9E37_79B9_7F4A_7C15)
+        meshota_testkit::image(len, 0x9E37_79B9_7F4A_7C15)
     }
 
     #[test]

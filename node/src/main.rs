@@ -18,8 +18,6 @@ mod failure;
 mod image_reader;
 mod keyio;
 mod radio;
-#[cfg(test)]
-mod test_image;
 mod testnet;
 mod timefmt;
 

@@ -6,22 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use meshota_testkit::image;
 use serde_json::Value;
 
 mod common;
 use common::*;
-
-fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// Exit code and output of a command expected to fail.
 fn code(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {

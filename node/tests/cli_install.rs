@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use meshota_testkit::image;
 use serde_json::Value;
 
 mod common;
@@ -25,18 +26,6 @@ fn fails(dir: &Path, code: i32, args: &[&str]) -> String {
         stderr(&o)
     );
     stderr(&o)
-}
-
-fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// Keys, a trust root and three images (`v1.img`, `v2.img`, `v3.img`).

@@ -410,7 +410,7 @@ fn a_leaf_daemon_serves_nothing_and_still_installs_over_the_radio() {
         .as_str()
         .unwrap()
         .to_string();
-    let metrics = get_metrics(&addr);
+    let metrics = meshota_testkit::get_metrics(&addr);
     for line in [
         "\nmeshota_radio_relay 0\n",
         "\nmeshota_radio_symbols_sent_total 0\n",
@@ -462,20 +462,6 @@ fn a_leaf_daemon_serves_nothing_and_still_installs_over_the_radio() {
     assert_eq!(plan["relays"], serde_json::json!([id(0), id(1)]), "{plan}");
     assert_eq!(plan["leaves"], serde_json::json!([id(2)]), "{plan}");
     drop(guard);
-}
-
-/// `GET /metrics` from a daemon's metrics address (bounded by a read
-/// timeout).
-fn get_metrics(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    body
 }
 
 #[test]

@@ -33,15 +33,7 @@ fn world(seed: u8) -> World {
 }
 
 fn image(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    meshota_testkit::image(len, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 /// Ingests `img` into `store` and signs a manifest for it; returns the manifest bytes.

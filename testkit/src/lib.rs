@@ -4,7 +4,8 @@
 //! Start with [`dev_trust`]: a trust root with one root key and one
 //! unrestricted release key, both derived from a seed, so every test that
 //! needs "a fleet's keys" gets the same ones without repeating the trust
-//! root's construction.
+//! root's construction. [`image`] gives deterministic incompressible
+//! bytes for test images.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use meshota_manifest::{
@@ -55,4 +56,41 @@ pub fn dev_trust(seed: u8) -> DevTrust {
         doc,
         trust,
     }
+}
+
+/// `len` deterministic pseudo-random bytes (xorshift64 from `seed | 1`,
+/// the top byte of each state): incompressible test images, the same for
+/// the same arguments.
+#[must_use]
+pub fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The whole HTTP/1.1 response (status line, headers, body) of `GET
+/// /metrics` from a daemon's metrics address, read until the daemon
+/// closes the connection (at most 10 s per read).
+///
+/// # Panics
+/// When the address does not answer or the status is not 200 OK (a test
+/// failure).
+#[must_use]
+pub fn get_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    body
 }

@@ -323,13 +323,7 @@ fn metrics_endpoint_serves_prometheus_text() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    let body = meshota_testkit::get_metrics(&addr);
     assert!(body.contains("# TYPE meshota_peers gauge"), "{body}");
     assert!(
         body.contains("\nmeshota_chunk_requests_deferred_total 0\n"),

@@ -25,15 +25,7 @@ pub fn keys() -> Keys {
 
 /// Deterministic pseudo-random bytes (xorshift), `len` long.
 pub fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    meshota_testkit::image(len, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// The manifest body of `img` (ingested as `report`) as `version`.

@@ -215,7 +215,9 @@ pub(super) fn pin_held_patches(
         if !store.has(&p.patch).map_err(at)? {
             continue;
         }
-        let index = PatchIndex::load(store, &p.patch, p.size).map_err(at)?;
+        // Hash-checked by the store: the blob the manifest signs.
+        let encoded = store.get(&p.patch).map_err(at)?;
+        let index = PatchIndex::decode(&encoded).map_err(at)?;
         let mut refs = Vec::with_capacity(index.pieces().len());
         for piece in index.pieces() {
             if !store.has(&piece.hash).map_err(at)? {
@@ -229,7 +231,6 @@ pub(super) fn pin_held_patches(
         if refs.len() < index.pieces().len() {
             continue;
         }
-        let encoded = store.get(&p.patch).map_err(at)?;
         let pin = pin_index(store, &encoded, p.patch, refs).map_err(at)?;
         let pin_id = store.put_index(&pin).map_err(at)?;
         store.pin(release, pin_id).map_err(at)?;
@@ -281,7 +282,7 @@ mod tests {
         meshota_blobstore::patch::PatchBuild,
     ) {
         let store = FsStore::open_or_create(dir).unwrap();
-        let base = crate::test_image::image(300_000, 3);
+        let base = meshota_testkit::image(300_000, 3);
         let mut next = base.clone();
         for at in (500..next.len()).step_by(50_000) {
             next[at] ^= 0x33;
