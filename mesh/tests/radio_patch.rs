@@ -211,7 +211,10 @@ fn a_neighbour_on_the_base_fetches_the_patch_pieces_instead_of_chunks_and_serves
     assert_eq!((p.id, p.index), (w.patch_id, w.patch_index.as_slice()));
     assert_eq!(
         p.pieces,
-        w.pieces.iter().map(Vec::as_slice).collect::<Vec<_>>()
+        w.pieces
+            .iter()
+            .map(|b| (Hash::of(b), b.as_slice()))
+            .collect::<Vec<_>>()
     );
     // It now holds the patch and says so: a relay for its neighbours.
     let codec = FrameCodec::new(&KEY, 222).unwrap();

@@ -194,7 +194,11 @@ pub fn depth(adj: &[Vec<usize>], source: usize, relays: &[usize]) -> usize {
     if source >= adj.len() {
         return 0;
     }
-    hops(adj, source, |v| relays.contains(&v))
+    let mut is_relay = vec![false; adj.len()];
+    for &r in relays.iter().filter(|&&r| r < adj.len()) {
+        is_relay[r] = true;
+    }
+    hops(adj, source, |v| is_relay[v])
         .into_iter()
         .flatten()
         .max()

@@ -241,17 +241,19 @@ impl Carried {
     /// one is held (each was checked against its signed hash when taken).
     pub(super) fn patch_blobs(&self) -> Option<PatchBlobs<'_>> {
         let p = self.patch.as_ref()?;
-        let (_, index) = p.index.as_ref()?;
-        let pieces = self.slots[self.chunks..]
+        let (index, bytes) = p.index.as_ref()?;
+        let pieces = index
+            .pieces()
             .iter()
-            .map(|s| match s {
-                ChunkSlot::Held(b) => Some(b.as_slice()),
+            .zip(&self.slots[self.chunks..])
+            .map(|(piece, s)| match s {
+                ChunkSlot::Held(b) => Some((piece.hash, b.as_slice())),
                 ChunkSlot::Missing { .. } => None,
             })
             .collect::<Option<Vec<_>>>()?;
         Some(PatchBlobs {
             id: p.id,
-            index: index.as_slice(),
+            index: bytes.as_slice(),
             pieces,
         })
     }

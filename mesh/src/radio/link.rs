@@ -90,6 +90,14 @@ impl Neighbour {
         }
     }
 
+    /// Its frames heard out of its frames sent, in percent (0 before any).
+    fn heard_percent(&self) -> u8 {
+        let percent = (u64::from(self.heard) * 100)
+            .checked_div(u64::from(self.sent))
+            .unwrap_or(0);
+        u8::try_from(percent.min(100)).unwrap_or(100)
+    }
+
     /// Whether we hear at least [`STRONG_PERCENT`] of its frames: a burst
     /// of its would reach us, and one of ours it.
     fn strong(&self) -> bool {
@@ -569,9 +577,10 @@ impl RadioLink {
     }
 
     /// The patch of the carried release this link holds whole, each blob
-    /// checked against its signed hash when it was taken. For the driver to keep (a store outlives the
-    /// link's memory), so that after a restart `add_patch` can serve it
-    /// again. `None` while any piece is missing, or with no patch.
+    /// checked against its signed hash when it was taken. For the driver
+    /// to keep (a store outlives the link's memory), so that after a
+    /// restart `add_patch` can serve it again. `None` while any piece is
+    /// missing, or with no patch.
     #[must_use]
     pub fn patch_blobs(&self) -> Option<PatchBlobs<'_>> {
         self.carried.as_ref()?.patch_blobs()
@@ -587,13 +596,7 @@ impl RadioLink {
     pub fn neighbour_links(&self) -> impl Iterator<Item = NeighbourLink> + '_ {
         self.neighbours.iter().map(|(id, n)| NeighbourLink {
             id: *id,
-            heard_percent: u8::try_from(
-                (u64::from(n.heard) * 100)
-                    .checked_div(u64::from(n.sent))
-                    .unwrap_or(0)
-                    .min(100),
-            )
-            .unwrap_or(100),
+            heard_percent: n.heard_percent(),
             strong: n.strong(),
             leaf: n.announced.is_some_and(|a| a.leaf),
         })

@@ -132,6 +132,7 @@ pub struct PatchBlobs<'a> {
     pub id: Hash,
     /// The patch index blob.
     pub index: &'a [u8],
-    /// The pieces in index order, each hashing to its id in the index.
-    pub pieces: Vec<&'a [u8]>,
+    /// The pieces in index order with their ids from the index (each
+    /// piece hashes to its id).
+    pub pieces: Vec<(Hash, &'a [u8])>,
 }

@@ -535,7 +535,7 @@ impl Daemon {
             .patch_blobs()
             .map(|p| {
                 std::iter::once((p.id, p.index.to_vec()))
-                    .chain(p.pieces.into_iter().map(|b| (Hash::of(b), b.to_vec())))
+                    .chain(p.pieces.into_iter().map(|(id, b)| (id, b.to_vec())))
                     .collect()
             })
             .unwrap_or_default();
