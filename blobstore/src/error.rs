@@ -222,6 +222,43 @@ pub enum Error {
         /// The hash of the bytes produced.
         actual: Hash,
     },
+    /// An encoded chunk index delta is longer than
+    /// [`crate::index_delta::MAX_INDEX_DELTA_BYTES`]; checked before anything
+    /// is decoded.
+    #[error("chunk index delta of {len} bytes exceeds the limit of {max} bytes")]
+    IndexDeltaTooLarge {
+        /// The encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An encoded chunk index delta ended before its header or body did.
+    #[error("chunk index delta truncated: {len} bytes")]
+    IndexDeltaTruncated {
+        /// The encoded length.
+        len: usize,
+    },
+    /// A chunk index delta does not decode, has trailing bytes, is not in
+    /// canonical form, breaks an invariant (an empty op, two adjacent `New`
+    /// ops, too many ops or chunks), or names base chunks the base does not
+    /// have. Nothing was built from it.
+    #[error("malformed chunk index delta: {reason}")]
+    IndexDeltaMalformed {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The chunk index delta was written against another base chunk index
+    /// than the one given; refused before anything was built. Fetch the
+    /// target index whole instead.
+    #[error(
+        "chunk index delta is written against base index {expected}, this base index is {actual}; refused (fetch the target index whole instead)"
+    )]
+    IndexDeltaBase {
+        /// The base index id the delta names.
+        expected: Hash,
+        /// The id of the base index actually given.
+        actual: Hash,
+    },
     /// A file or directory operation failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -41,6 +41,7 @@ pub mod chunking;
 pub mod delta;
 mod error;
 pub mod index;
+pub mod index_delta;
 pub mod ingest;
 pub mod ops;
 pub mod patch;
@@ -51,6 +52,7 @@ pub use chunking::{Chunk, Chunker, DEFAULT_PARAMS, check_params};
 pub use delta::{DeltaPlan, PieceChoice, choose_pieces, plan_delta};
 pub use error::{Error, Result};
 pub use index::{ChunkIndex, ChunkRef};
+pub use index_delta::{DeltaOp, IndexDelta};
 pub use ingest::{IngestReport, index_reader, ingest};
 pub use store::{
     ChunkInfo, ChunkSource, ChunkStore, FsStore, GcReport, MAX_CHUNK_BYTES, MemStore, PutReport,

@@ -64,6 +64,9 @@ pub enum Kind {
     /// One patch piece: compressed bsdiff-class streams producing a run of
     /// whole chunks (defined by the blobstore crate, `blobstore/src/patch/piece.rs`).
     PatchPiece = 34,
+    /// A chunk index written against a base chunk index (defined by the
+    /// blobstore crate, `blobstore/src/index_delta.rs`).
+    ChunkIndexDelta = 35,
     /// A QUIC channel-binding hello (defined by the mesh crate).
     ChannelBindingHello = 48,
     /// A sneakernet bundle (`sneakernet/src/format.rs`).
@@ -90,6 +93,7 @@ impl Kind {
             Self::ChunkIndex => "chunk-index",
             Self::PatchIndex => "patch-index",
             Self::PatchPiece => "patch-piece",
+            Self::ChunkIndexDelta => "chunk-index-delta",
             Self::ChannelBindingHello => "channel-binding-hello",
             Self::Bundle => "bundle",
             Self::WantList => "want-list",
@@ -111,6 +115,7 @@ impl Kind {
             32 => Self::ChunkIndex,
             33 => Self::PatchIndex,
             34 => Self::PatchPiece,
+            35 => Self::ChunkIndexDelta,
             48 => Self::ChannelBindingHello,
             64 => Self::Bundle,
             65 => Self::WantList,
@@ -275,5 +280,56 @@ pub(crate) mod serde_bytes_vec {
             }
         }
         d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind, in byte order. A new kind must be added here too.
+    const ALL: [Kind; 15] = [
+        Kind::TrustRoot,
+        Kind::ReleaseManifest,
+        Kind::RolloutCommand,
+        Kind::NodeReport,
+        Kind::Catalog,
+        Kind::PublicKey,
+        Kind::SecretKey,
+        Kind::ChunkIndex,
+        Kind::PatchIndex,
+        Kind::PatchPiece,
+        Kind::ChunkIndexDelta,
+        Kind::ChannelBindingHello,
+        Kind::Bundle,
+        Kind::WantList,
+        Kind::ProvisioningImage,
+    ];
+
+    #[test]
+    fn every_kind_maps_back_from_its_byte_and_no_other_byte_is_a_kind() {
+        for kind in ALL {
+            assert_eq!(Kind::from_byte(kind as u8), Some(kind), "{kind}");
+        }
+        let known = (0..=u8::MAX)
+            .filter(|&b| Kind::from_byte(b).is_some())
+            .count();
+        assert_eq!(known, ALL.len());
+    }
+
+    #[test]
+    fn kind_names_are_distinct() {
+        for (i, a) in ALL.iter().enumerate() {
+            for b in &ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_index_delta_is_kind_35() {
+        assert_eq!(Kind::ChunkIndexDelta as u8, 35);
+        assert_eq!(Kind::from_byte(35), Some(Kind::ChunkIndexDelta));
+        assert_eq!(header(Kind::ChunkIndexDelta), *b"MOTA\x01\x23");
     }
 }
