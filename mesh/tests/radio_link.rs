@@ -726,7 +726,7 @@ fn a_bundle_for_another_release_key_is_refused_as_the_wrong_release() {
         expiration: meshota_manifest::Expiration::dangerous_ignore(),
     };
     let other = ReleaseKey::of(&k.1);
-    let wrong = bundle::verify(k.2.clone(), Some(&other), &k.0, &policy);
+    let wrong = bundle::verify(k.2.clone(), Some(&other), &k.0, &policy, None);
     assert!(
         matches!(
             wrong,
@@ -734,8 +734,10 @@ fn a_bundle_for_another_release_key_is_refused_as_the_wrong_release() {
         ),
         "{wrong:?}"
     );
-    let id = bundle::verify(k.2.clone(), None, &k.0, &policy).unwrap().id;
-    assert!(bundle::verify(k.2.clone(), Some(&ReleaseKey::of(&id)), &k.0, &policy).is_ok());
+    let id = bundle::verify(k.2.clone(), None, &k.0, &policy, None)
+        .unwrap()
+        .id;
+    assert!(bundle::verify(k.2.clone(), Some(&ReleaseKey::of(&id)), &k.0, &policy, None).is_ok());
 }
 
 /// A leaf (`relay = false`) holding a release serves nobody: asked for

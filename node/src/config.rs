@@ -123,6 +123,12 @@ pub(crate) struct RadioConfig {
     /// backbone). Relays must connect every leaf to where releases enter.
     #[serde(default = "default_relay")]
     pub(crate) relay: bool,
+    /// Largest release image (bytes) the link holds in memory and sends
+    /// whole, chunks and all (default 1 MiB). A larger release crosses the
+    /// radio by patch only, to nodes on the base of its first listed
+    /// patch, and its chunks stay in the store.
+    #[serde(default = "default_whole_release_bytes_max")]
+    pub(crate) whole_release_bytes_max: u64,
     /// `backend = "medium"`: the medium server's socket and this node's
     /// place on it.
     #[serde(default)]
@@ -187,6 +193,10 @@ const fn default_data_rate() -> u8 {
 
 const fn default_relay() -> bool {
     true
+}
+
+const fn default_whole_release_bytes_max() -> u64 {
+    1 << 20
 }
 
 const fn default_spi_hz() -> u32 {

@@ -180,29 +180,29 @@ fn a_lora_line_of_three_converges_with_no_duty_cycle_violation() {
     drop(guard);
 }
 
-#[test]
-fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("tn");
-    let _guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
-    let s = state(&dir);
+/// Publishes at node 0 release 1.0.0: the nodes' initial image with 16
+/// bytes changed in the middle, its manifest listing a patch from the
+/// initial image (`node publish --patch-store`). Waits (bounded) until
+/// nodes 1 and 2 confirm it; returns 1.0.0's manifest file.
+fn publish_patch_release_and_wait(t: &Path, dir: &Path) -> std::path::PathBuf {
+    let s = state(dir);
     // The publisher's store: the nodes' initial image as a release, then
     // 1.0.0 (16 bytes changed in the middle) with a patch from it.
-    let store = t.path().join("pub-store");
+    let store = t.join("pub-store");
     let base = std::fs::read(s["initial"]["image"].as_str().unwrap()).unwrap();
     let mut next = base.clone();
     let mid = next.len() / 2;
     for b in &mut next[mid..mid + 16] {
         *b = b.wrapping_add(0x40);
     }
-    let (base_img, next_img) = (t.path().join("base.img"), t.path().join("next.img"));
+    let (base_img, next_img) = (t.join("base.img"), t.join("next.img"));
     std::fs::write(&base_img, &base).unwrap();
     std::fs::write(&next_img, &next).unwrap();
     let sv = s["initial"]["security_version"].as_u64().unwrap();
     let create = |img: &Path, version: &str, sv: u64, out: &Path, previous: Option<&Path>| {
         testnet_release_create(&s, &store, img, version, sv, out, previous);
     };
-    let (base_m, next_m) = (t.path().join("base.mota"), t.path().join("next.mota"));
+    let (base_m, next_m) = (t.join("base.mota"), t.join("next.mota"));
     create(&base_img, "0.1.0", sv, &base_m, None);
     create(&next_img, "1.0.0", sv + 1, &next_m, Some(&base_m));
     ok(&[
@@ -221,7 +221,7 @@ fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
     let deadline = Instant::now() + Duration::from_secs(150);
     for i in 1..3 {
         loop {
-            let st = node_status(&dir, i);
+            let st = node_status(dir, i);
             if st["installed"]["version"] == "1.0.0" && st["slot"]["state"] == "confirmed" {
                 break;
             }
@@ -232,6 +232,15 @@ fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    next_m
+}
+
+#[test]
+fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("tn");
+    let _guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
+    let next_m = publish_patch_release_and_wait(t.path(), &dir);
     // Nodes 1 and 2 (node 2 only through node 1) built the changed chunk
     // from a patch piece applied to their confirmed slot, and took every
     // other chunk from what they held: no chunk crossed the radio.
@@ -253,6 +262,10 @@ fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
         );
         assert_eq!(r["chunks_decoded"], 0, "node {i}: {r:#}");
         assert_eq!(r["piece_failures"], 0, "node {i}: {r:#}");
+        // Under the whole-release limit: the index came whole, and the
+        // link holds every chunk in memory (to serve any neighbour).
+        assert_eq!(r["index_delta"], false, "node {i}: {r:#}");
+        assert_eq!(r["chunks_in_memory"], r["have_chunks"], "node {i}: {r:#}");
     }
     assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
     // The relay kept the patch it fetched over the radio in its store,
@@ -280,6 +293,54 @@ fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
             "node {i}: patch {patch_id} gone after gc: {ls:#}"
         );
     }
+}
+
+/// Above `[radio] whole_release_bytes_max` a release crosses the radio by
+/// patch only: its bundle carries the chunk index as a delta against the
+/// patch's base, and every node, the publisher included, keeps in memory
+/// only the chunks the pieces make; the rest stay in the store.
+#[test]
+fn a_release_above_the_whole_release_limit_crosses_by_patch_with_its_chunks_left_in_the_store() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    let _guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
+    // The initial image is 256 KiB: make 64 KiB the nodes' limit.
+    ok(&["testnet", "down", "--dir", ds]);
+    for i in 0..3 {
+        let path = dir.join(format!("node-{i}/node.toml"));
+        let toml = std::fs::read_to_string(&path).unwrap();
+        assert!(toml.contains("\n[radio]\n"), "{toml}");
+        let toml = toml.replace(
+            "\n[radio]\n",
+            "\n[radio]\nwhole_release_bytes_max = 65536\n",
+        );
+        std::fs::write(&path, toml).unwrap();
+    }
+    let out = ok(&["testnet", "up", "--dir", ds]);
+    assert!(out.contains("on the medium"), "{out}");
+    publish_patch_release_and_wait(t.path(), &dir);
+    for i in 0..3 {
+        let st = node_status(&dir, i);
+        let r = &st["radio"];
+        assert_eq!(r["whole_release_bytes_max"], 65536, "node {i}: {r:#}");
+        assert_eq!(r["index_delta"], true, "node {i}: {r:#}");
+        assert_eq!(r["complete"], true, "node {i}: {r:#}");
+        let (mem, total) = (
+            r["chunks_in_memory"].as_u64().unwrap(),
+            r["total_chunks"].as_u64().unwrap(),
+        );
+        assert!(mem >= 1 && mem * 2 < total, "node {i}: {r:#}");
+        assert_eq!(r["chunk_failures"], 0, "node {i}: {r:#}");
+        if i > 0 {
+            // Every chunk in memory was made by a piece; none crossed.
+            assert_eq!(st["installed"]["version"], "1.0.0", "node {i}: {st:#}");
+            assert_eq!(r["chunks_decoded"], 0, "node {i}: {r:#}");
+            assert_eq!(r["chunks_from_pieces"], mem, "node {i}: {r:#}");
+            assert_eq!(r["bundle_failures"], 0, "node {i}: {r:#}");
+        }
+    }
+    assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
 }
 
 #[test]

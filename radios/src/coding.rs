@@ -52,6 +52,15 @@ pub struct ObjectInfo {
 }
 
 impl ObjectInfo {
+    /// Checks that an encoder could produce this object's symbols (what
+    /// [`ObjectDecoder::new`] checks), without making a decoder.
+    ///
+    /// # Errors
+    /// [`Error::ObjectSize`], [`Error::SymbolSize`].
+    pub fn validate(&self) -> Result<(), Error> {
+        self.check().map(|_| ())
+    }
+
     fn check(&self) -> Result<ObjectTransmissionInformation, Error> {
         let len = self.len as usize;
         if len == 0 || len > OBJECT_BYTES_MAX {

@@ -4,13 +4,25 @@
 //! tag, not by sender), then verified before anything is relayed.
 //!
 //! ```text
-//! bundle:  varint(len(manifest)) || manifest (signed envelope) || chunk index
+//! bundle:  varint(len(manifest)) || manifest (signed envelope) || index
+//! index:   the chunk index (MOTA kind 32), or an IndexDelta (kind 35)
 //! piece i: bytes [i * P, (i + 1) * P) of the bundle, P = frame payload - 4
 //! ```
+//!
+//! **Large releases.** A chunk index grows with the image (36 bytes a
+//! chunk: a 64 MiB image's is about 150 KB, far past a bundle). Such a
+//! release crosses the radio by patch only, and its bundle carries the
+//! index as a [`meshota_blobstore::IndexDelta`] against the chunk index of
+//! the base of the **first patch the manifest lists** ([`encode_delta`]):
+//! one canonical bundle, so fragments from any holder fit together. The
+//! delta is not trusted: a receiver rebuilds the index from its own base
+//! index and accepts it only if it hashes to the manifest's signed
+//! `chunk_index`. A node on another base refuses it
+//! ([`RadioError::OtherBase`]) and never takes that release by radio.
 
 use alloc::vec::Vec;
 
-use meshota_blobstore::{ChunkIndex, ChunkRef};
+use meshota_blobstore::{ChunkIndex, ChunkRef, IndexDelta};
 use meshota_manifest::{Hash, InstallPolicy, ReleaseManifest, SignedDocument, TrustRoot, Verified};
 use meshota_radios::Progress;
 
@@ -40,8 +52,28 @@ pub fn encode(manifest: &[u8], index: &[u8]) -> Result<Vec<u8>, RadioError> {
     Ok(out)
 }
 
+/// Encodes the bundle of a large release: the manifest and the target
+/// index as a delta against `base`, which must be the chunk index of the
+/// base image of the first patch `manifest` lists (every holder then sends
+/// the same bytes; [`verify`] does not check which base it is).
+///
+/// # Errors
+/// [`RadioError::Index`] when the delta cannot be made or encoded;
+/// [`RadioError::BundleTooLarge`] over [`BUNDLE_BYTES_MAX`].
+pub fn encode_delta(
+    manifest: &[u8],
+    base: &ChunkIndex,
+    target: &ChunkIndex,
+) -> Result<Vec<u8>, RadioError> {
+    let delta = IndexDelta::between(base, target)
+        .and_then(|d| d.encode())
+        .map_err(|e| RadioError::Index(alloc::format!("{e}")))?;
+    encode(manifest, &delta)
+}
+
 /// A release whose manifest verified against the trust root and whose
-/// index is the manifest's. Invariant: only [`verify`] builds one.
+/// index is the manifest's. Invariant: only [`verify`] builds one, and
+/// `index` hashes to the manifest's signed chunk index id.
 #[derive(Debug, Clone)]
 pub struct VerifiedBundle {
     /// The release id.
@@ -50,17 +82,35 @@ pub struct VerifiedBundle {
     pub security_version: u64,
     /// The chunks of its (first) component, in image order.
     pub chunks: Vec<ChunkRef>,
-    /// The bundle's bytes, as relayed to neighbours.
+    /// The bundle's bytes, as relayed to neighbours (the index whole or as
+    /// a delta, as it came).
     pub bytes: Vec<u8>,
     /// The verified manifest.
     pub manifest: Verified<ReleaseManifest>,
+    /// The chunk index's encoding, whole (rebuilt when it came as a delta).
+    index: Vec<u8>,
+    /// Whether the index came as a delta.
+    delta: bool,
 }
 
 impl VerifiedBundle {
-    /// The chunk index's bytes inside the bundle (after the manifest).
+    /// The chunk index's bytes, whole: they hash to the signed id.
     #[must_use]
-    pub fn index_bytes(&self) -> Option<&[u8]> {
-        split(&self.bytes).ok().map(|(_, index)| index)
+    pub fn index_bytes(&self) -> &[u8] {
+        &self.index
+    }
+
+    /// The signed manifest's bytes (the envelope, as signed).
+    #[must_use]
+    pub fn manifest_bytes(&self) -> &[u8] {
+        split(&self.bytes).map_or(&[], |(m, _)| m)
+    }
+
+    /// Whether the bundle carries its index as a delta (a large release,
+    /// fetched by patch only).
+    #[must_use]
+    pub const fn is_delta(&self) -> bool {
+        self.delta
     }
 }
 
@@ -87,15 +137,20 @@ pub fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), RadioError> {
 /// `trust` (with `policy`), its id against the release key `expected` when
 /// given (before the signatures: a bundle for another release costs no
 /// verification), and the index against the manifest's first component.
+/// An index sent as a delta is rebuilt from `base` (the node's base chunk
+/// index) first.
 ///
 /// # Errors
 /// [`RadioError::Malformed`], [`RadioError::Manifest`],
-/// [`RadioError::WrongRelease`], [`RadioError::Index`].
+/// [`RadioError::WrongRelease`], [`RadioError::Index`],
+/// [`RadioError::OtherBase`] for a delta against an index other than
+/// `base` (or with no `base`).
 pub fn verify(
     bytes: Vec<u8>,
     expected: Option<&super::msg::ReleaseKey>,
     trust: &Verified<TrustRoot>,
     policy: &InstallPolicy<'_>,
+    base: Option<&BaseIndex>,
 ) -> Result<VerifiedBundle, RadioError> {
     if bytes.len() > BUNDLE_BYTES_MAX {
         return Err(RadioError::BundleTooLarge {
@@ -123,13 +178,19 @@ pub fn verify(
         .components
         .first()
         .ok_or(RadioError::Index("release has no component".into()))?;
-    if Hash::of(index_bytes) != comp.chunk_index {
+    let delta = IndexDelta::is_delta_frame(index_bytes);
+    let index_bytes = if delta {
+        rebuild(index_bytes, base)?
+    } else {
+        index_bytes.to_vec()
+    };
+    if Hash::of(&index_bytes) != comp.chunk_index {
         return Err(RadioError::Index(
             "index bytes do not hash to the manifest's chunk index".into(),
         ));
     }
     let index =
-        ChunkIndex::decode(index_bytes).map_err(|e| RadioError::Index(alloc::format!("{e}")))?;
+        ChunkIndex::decode(&index_bytes).map_err(|e| RadioError::Index(alloc::format!("{e}")))?;
     if index.image_hash() != comp.image_hash || index.total_size() != comp.size {
         return Err(RadioError::Index(
             "index does not describe the manifest's image".into(),
@@ -141,7 +202,56 @@ pub fn verify(
         chunks: index.chunks().to_vec(),
         manifest: verified,
         bytes,
+        index: index_bytes,
+        delta,
     })
+}
+
+/// A node's base chunk index (its installed release's), against which a
+/// bundle's index delta is rebuilt. Invariant: `id` is `index`'s id.
+#[derive(Debug, Clone)]
+pub struct BaseIndex {
+    index: ChunkIndex,
+    id: Hash,
+}
+
+impl BaseIndex {
+    /// Wraps an index.
+    ///
+    /// # Errors
+    /// [`RadioError::Index`] when it cannot be encoded (not a valid index).
+    pub fn new(index: ChunkIndex) -> Result<Self, RadioError> {
+        let id = index
+            .id()
+            .map_err(|e| RadioError::Index(alloc::format!("base index: {e}")))?;
+        Ok(Self { index, id })
+    }
+
+    /// The index.
+    #[must_use]
+    pub const fn index(&self) -> &ChunkIndex {
+        &self.index
+    }
+
+    /// Its id.
+    #[must_use]
+    pub const fn id(&self) -> Hash {
+        self.id
+    }
+}
+
+/// The whole index encoding a delta describes, against `base`.
+fn rebuild(delta: &[u8], base: Option<&BaseIndex>) -> Result<Vec<u8>, RadioError> {
+    let delta = IndexDelta::decode(delta).map_err(|e| RadioError::Index(alloc::format!("{e}")))?;
+    let base =
+        base.filter(|b| b.id == delta.base_index())
+            .ok_or_else(|| RadioError::OtherBase {
+                base: delta.base_index().short(),
+            })?;
+    delta
+        .apply(&base.index)
+        .and_then(|i| i.encode())
+        .map_err(|e| RadioError::Index(alloc::format!("{e}")))
 }
 
 /// Bytes before the symbol in a repair fragment's payload: the tag, the

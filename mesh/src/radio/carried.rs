@@ -38,9 +38,17 @@ pub(super) const PIECE_MISMATCHES_MAX: u32 = 3;
 
 #[derive(Debug)]
 pub(super) enum ChunkSlot {
+    /// Verified bytes, in memory: served.
     Held(Vec<u8>),
+    /// Held in the node's store, which the driver vouched for (a chunk of
+    /// its base image); not in memory, so never served. Only chunks, never
+    /// pieces.
+    Stored,
+    /// Not held: the symbols heard so far, and their decoder once the
+    /// first symbol came (a release of thousands of chunks, most of them
+    /// stored, makes decoders only for the few it fetches).
     Missing {
-        decoder: ObjectDecoder,
+        decoder: Option<ObjectDecoder>,
         symbols: BTreeSet<u32>,
     },
 }
@@ -126,10 +134,8 @@ pub(super) struct Carried {
 
 impl Carried {
     pub(super) fn new(bundle: VerifiedBundle, symbol_size: u16) -> Result<Self, RadioError> {
-        let index = bundle
-            .index_bytes()
-            .and_then(|b| ChunkIndex::decode(b).ok())
-            .ok_or_else(|| RadioError::Index("bundle without a decodable index".into()))?;
+        let index = ChunkIndex::decode(bundle.index_bytes())
+            .map_err(|_| RadioError::Index("bundle without a decodable index".into()))?;
         let mut c = Self {
             tag: tag_of(&bundle.id),
             chunks: bundle.chunks.len(),
@@ -155,11 +161,11 @@ impl Carried {
             len,
             symbol_size,
         };
-        let decoder = ObjectDecoder::new(info)?;
+        info.validate()?;
         self.chunk_tags.push(tag_of(&hash));
         self.infos.push(info);
         self.slots.push(ChunkSlot::Missing {
-            decoder,
+            decoder: None,
             symbols: BTreeSet::new(),
         });
         self.encoders.push(None);
@@ -225,9 +231,32 @@ impl Carried {
         self.held == self.chunks
     }
 
-    /// Whether object `j` (a chunk or a piece) is held.
+    /// Whether object `j` (a chunk or a piece) is held, in memory or in
+    /// the node's store.
     pub(super) fn is_held(&self, j: usize) -> bool {
-        matches!(self.slots.get(j), Some(ChunkSlot::Held(_)))
+        matches!(
+            self.slots.get(j),
+            Some(ChunkSlot::Held(_) | ChunkSlot::Stored)
+        )
+    }
+
+    /// Whether some chunk is held in the node's store only (so the image
+    /// cannot be assembled from the link's memory).
+    pub(super) fn any_stored(&self) -> bool {
+        self.slots[..self.chunks]
+            .iter()
+            .any(|s| matches!(s, ChunkSlot::Stored))
+    }
+
+    /// Marks chunk `j` held in the node's store. Returns whether it was
+    /// new.
+    pub(super) fn hold_stored(&mut self, j: usize) -> bool {
+        if j >= self.chunks || self.is_held(j) {
+            return false;
+        }
+        self.slots[j] = ChunkSlot::Stored;
+        self.held += 1;
+        true
     }
 
     /// Whether every piece of the patch (and its index) is held: this node
@@ -248,7 +277,7 @@ impl Carried {
             .zip(&self.slots[self.chunks..])
             .map(|(piece, s)| match s {
                 ChunkSlot::Held(b) => Some((piece.hash, b.as_slice())),
-                ChunkSlot::Missing { .. } => None,
+                ChunkSlot::Stored | ChunkSlot::Missing { .. } => None,
             })
             .collect::<Option<Vec<_>>>()?;
         Some(PatchBlobs {

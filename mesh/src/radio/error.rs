@@ -48,4 +48,12 @@ pub enum RadioError {
     /// The chunk index does not belong to the manifest.
     #[error("chunk index rejected: {0}")]
     Index(String),
+    /// The bundle carries its chunk index as a delta against a base index
+    /// this node does not hold (a large release crosses the radio only to
+    /// nodes on the base of its first listed patch).
+    #[error("chunk index is a delta against base index {base}, which this node does not hold")]
+    OtherBase {
+        /// The delta's base index id (short form).
+        base: String,
+    },
 }

@@ -18,8 +18,8 @@ use alloc::vec::Vec;
 
 use meshota_manifest::{Hash, InstallPolicy, TrustRoot, Verified};
 use meshota_radios::{
-    DutyCycleBudget, FrameCodec, FrameKind, Header, Micros, ObjectEncoder, Progress, ShortId,
-    symbol_size_for,
+    DutyCycleBudget, FrameCodec, FrameKind, Header, Micros, ObjectDecoder, ObjectEncoder, Progress,
+    ShortId, symbol_size_for,
 };
 
 use super::bundle::{self, Pieces};
@@ -139,6 +139,9 @@ pub struct RadioLink {
     /// The installed image's hash, when the driver applies patch pieces
     /// against it ([`RadioLink::set_base_image`]).
     base_image: Option<Hash>,
+    /// The installed release's chunk index, against which a large
+    /// release's index delta is rebuilt ([`RadioLink::set_base_index`]).
+    base_index: Option<bundle::BaseIndex>,
     carried: Option<Carried>,
     fetch: Option<Fetch>,
     rejected: BTreeSet<ReleaseKey>,
@@ -223,6 +226,7 @@ impl RadioLink {
             symbol_size,
             installed,
             base_image: None,
+            base_index: None,
             carried: None,
             fetch: None,
             rejected: BTreeSet::new(),
@@ -272,7 +276,13 @@ impl RadioLink {
         bundle_bytes: Vec<u8>,
         chunks: &[Vec<u8>],
     ) -> Result<(), RadioError> {
-        let verified = bundle::verify(bundle_bytes, None, &self.trust, &self.policy())?;
+        let verified = bundle::verify(
+            bundle_bytes,
+            None,
+            &self.trust,
+            &self.policy(),
+            self.base_index.as_ref(),
+        )?;
         if chunks.len() != verified.chunks.len() {
             return Err(RadioError::Index(
                 "chunk count differs from the index".into(),
@@ -294,6 +304,63 @@ impl RadioLink {
         self.fetch = None;
         self.completed(now, release);
         Ok(())
+    }
+
+    /// Gives the link a large release it holds in the node's store (the
+    /// origin, or a node that got it over another link), to serve by patch:
+    /// the bundle is verified (an index delta rebuilt against `base`, the
+    /// chunk index of the delta's base image); `held` are chunks of the
+    /// index the link keeps in memory and serves (the ones the patch's
+    /// pieces produce, for nodes whose piece fails), each checked against
+    /// the index. Every other chunk is taken as held in the node's store
+    /// (the caller vouches for it) and is never served: a node that needs
+    /// it is on another base, and cannot take the release by radio anyway.
+    ///
+    /// # Errors
+    /// The bundle's verification errors; [`RadioError::Index`] when a held
+    /// chunk is not one of the index's.
+    pub fn add_stored_release(
+        &mut self,
+        now: Micros,
+        bundle_bytes: Vec<u8>,
+        base: Option<&bundle::BaseIndex>,
+        held: &[Vec<u8>],
+    ) -> Result<(), RadioError> {
+        let base = base.or(self.base_index.as_ref());
+        let verified = bundle::verify(bundle_bytes, None, &self.trust, &self.policy(), base)?;
+        let mut carried = Carried::new(verified, self.symbol_size)?;
+        let mut by_hash: BTreeMap<Hash, Vec<usize>> = BTreeMap::new();
+        for (j, r) in carried.bundle.chunks.iter().enumerate() {
+            by_hash.entry(r.hash).or_default().push(j);
+        }
+        for (i, bytes) in held.iter().enumerate() {
+            let Some(js) = by_hash.get(&Hash::of(bytes)) else {
+                return Err(RadioError::Index(alloc::format!(
+                    "held chunk {i} is not in the index"
+                )));
+            };
+            for &j in js {
+                carried.hold_chunk(j, bytes.clone());
+            }
+        }
+        for j in 0..carried.chunks {
+            carried.hold_stored(j);
+        }
+        let release = carried.bundle.id;
+        self.want = alloc::vec![0; carried.slots.len()];
+        self.carried = Some(carried);
+        self.fetch = None;
+        self.completed(now, release);
+        Ok(())
+    }
+
+    /// Tells the link the chunk index of the image the node has installed:
+    /// a large release whose bundle carries its index as a delta against
+    /// it can then be verified and fetched (by patch). Also sets the base
+    /// image ([`RadioLink::set_base_image`]) to the index's image.
+    pub fn set_base_index(&mut self, base: bundle::BaseIndex) {
+        self.base_image = Some(base.index().image_hash());
+        self.base_index = Some(base);
     }
 
     /// Tells the link the hash of the image the node has installed (its
@@ -407,6 +474,28 @@ impl RadioLink {
                 if c.hold_chunk(j, bytes.clone()) {
                     new += 1;
                 }
+            }
+        }
+        self.stats.chunks_supplied += new as u64;
+        self.after_gain(now);
+        new
+    }
+
+    /// Tells the link which chunks of the carried release the node's store
+    /// holds (its base image's, mostly) without handing their bytes: they
+    /// count as held and are not fetched, and the link never serves them.
+    /// For a large release (the daemon keeps its chunks out of memory);
+    /// call it on [`LinkEvent::ManifestVerified`]. Returns how many were
+    /// new.
+    pub fn add_stored_chunks(&mut self, now: Micros, hashes: &[Hash]) -> usize {
+        let Some(c) = self.carried.as_mut() else {
+            return 0;
+        };
+        let stored: BTreeSet<&Hash> = hashes.iter().collect();
+        let mut new = 0;
+        for j in 0..c.chunks {
+            if stored.contains(&c.bundle.chunks[j].hash) && c.hold_stored(j) {
+                new += 1;
             }
         }
         self.stats.chunks_supplied += new as u64;
@@ -549,10 +638,15 @@ impl RadioLink {
         self.carried.as_ref().is_some_and(Carried::complete)
     }
 
-    /// The carried release's image (its chunks in index order), when whole.
+    /// The carried release's image (its chunks in index order), when whole
+    /// and every chunk is in the link's memory (`None` when some are held
+    /// in the node's store: see [`RadioLink::held_chunks`]).
     #[must_use]
     pub fn payload(&self) -> Option<Vec<u8>> {
-        let c = self.carried.as_ref().filter(|c| c.complete())?;
+        let c = self
+            .carried
+            .as_ref()
+            .filter(|c| c.complete() && !c.any_stored())?;
         let mut out = Vec::new();
         for s in &c.slots[..c.chunks] {
             if let ChunkSlot::Held(b) = s {
@@ -560,6 +654,25 @@ impl RadioLink {
             }
         }
         Some(out)
+    }
+
+    /// The chunks of the carried release the link holds in memory (decoded,
+    /// produced by pieces, handed in), each with its id, in index order and
+    /// once per id: what a driver writes to its store when the release
+    /// completes and the rest were held there already.
+    pub fn held_chunks(&self) -> impl Iterator<Item = (Hash, &[u8])> + '_ {
+        let mut seen = BTreeSet::new();
+        self.carried.iter().flat_map(move |c| {
+            let fresh: Vec<_> = c.slots[..c.chunks]
+                .iter()
+                .zip(&c.bundle.chunks)
+                .filter_map(|(s, r)| match s {
+                    ChunkSlot::Held(b) if seen.insert(r.hash) => Some((r.hash, b.as_slice())),
+                    _ => None,
+                })
+                .collect();
+            fresh
+        })
     }
 
     /// The carried release's verified bundle (signed manifest and chunk
@@ -573,7 +686,7 @@ impl RadioLink {
     /// Chunks held and chunks in the carried release, if any.
     #[must_use]
     pub fn chunk_progress(&self) -> Option<(usize, usize)> {
-        self.carried.as_ref().map(|c| (c.held, c.slots.len()))
+        self.carried.as_ref().map(|c| (c.held, c.chunks))
     }
 
     /// The patch of the carried release this link holds whole, each blob
@@ -1121,8 +1234,14 @@ impl RadioLink {
         }
         let id = f.id;
         let bytes = f.pieces.assemble().unwrap_or_default();
-        match bundle::verify(bytes, Some(&id), &self.trust, &self.policy())
-            .and_then(|b| Carried::new(b, self.symbol_size))
+        match bundle::verify(
+            bytes,
+            Some(&id),
+            &self.trust,
+            &self.policy(),
+            self.base_index.as_ref(),
+        )
+        .and_then(|b| Carried::new(b, self.symbol_size))
         {
             Ok(mut carried) => {
                 let verified = carried.bundle.id;
@@ -1141,12 +1260,15 @@ impl RadioLink {
             }
             Err(error) => {
                 self.stats.bundle_failures += 1;
+                // A delta against a base we lack will not verify from any
+                // holder: the release is not for us by radio.
+                let other_base = matches!(error, RadioError::OtherBase { .. });
                 self.events
                     .push_back(LinkEvent::BundleRejected { release: id, error });
                 if let Some(f) = self.fetch.as_mut() {
                     f.pieces.clear();
                     f.failures += 1;
-                    if f.failures >= self.config.timing.bundle_failures_max {
+                    if other_base || f.failures >= self.config.timing.bundle_failures_max {
                         self.rejected.insert(id);
                         self.fetch = None;
                     }
@@ -1214,11 +1336,16 @@ impl RadioLink {
             self.stats.bursts_suppressed += 1;
         }
         let mut result = Ok(());
+        let info = c.infos[i];
         if let ChunkSlot::Missing { decoder, symbols } = &mut c.slots[i] {
             if let Some(esi) = meshota_radios::coding::symbol_esi(payload) {
                 symbols.insert(esi);
             }
-            match decoder.push(payload) {
+            let pushed = match decoder {
+                Some(d) => d.push(payload),
+                None => ObjectDecoder::new(info).and_then(|d| decoder.insert(d).push(payload)),
+            };
+            match pushed {
                 Ok(Some(bytes)) if i < c.chunks => {
                     c.slots[i] = ChunkSlot::Held(bytes);
                     c.held += 1;
@@ -1856,7 +1983,7 @@ fn needs_of(c: &Carried, set: core::ops::Range<usize>, need: impl Fn(usize) -> b
         }
         let distinct = match &c.slots[j] {
             ChunkSlot::Missing { symbols, .. } => u32::try_from(symbols.len()).unwrap_or(u32::MAX),
-            ChunkSlot::Held(_) => 0,
+            ChunkSlot::Held(_) | ChunkSlot::Stored => 0,
         };
         out.push(c.infos[j].source_symbols().saturating_sub(distinct).max(1));
     }

@@ -192,6 +192,9 @@ struct Daemon {
     patches: PatchCounters,
     /// The LoRa radio (`[radio]`), if configured.
     radio: Option<radio::RadioDriver>,
+    /// The confirmed slot's chunk index, once seeded: the base a large
+    /// release's index delta is rebuilt against on the radio.
+    seeded_index: Option<ChunkIndex>,
 }
 
 /// A discovered peer and the dialer that keeps a connection to it.
@@ -199,6 +202,16 @@ struct Dialled {
     node: KeyId,
     addr: std::net::SocketAddr,
     dialer: tokio::task::JoinHandle<()>,
+}
+
+/// The confirmed slot as seeded: its name, the chunks of its index the
+/// store can serve (as blobs or from the slot in place), how many chunks
+/// were seeded, and its chunk index.
+struct SeededSlot {
+    slot: String,
+    held: Vec<Hash>,
+    chunks: u64,
+    index: ChunkIndex,
 }
 
 fn reboot_mode(node: &Node, mesh: &MeshConfig) -> RebootMode {
@@ -375,6 +388,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
         gateway: None,
         patches: PatchCounters::default(),
         radio: None,
+        seeded_index: None,
     };
     d.load_store()?;
     d.seed_active_slot();
@@ -772,34 +786,43 @@ impl Daemon {
     fn seed_active_slot(&mut self) {
         let node = self.node.clone();
         let store = self.store.clone();
-        let result = tokio::task::block_in_place(
-            move || -> Result<Option<(String, Vec<Hash>, u64)>, String> {
-                let Some(seeded) = node.seed_confirmed_slot(&store).map_err(|f| f.message)? else {
-                    return Ok(None); // nothing installed there by meshota
-                };
-                // The store's own `missing`: each distinct chunk looked up once,
-                // and a metadata error reported rather than read as "absent".
-                let missing: std::collections::BTreeSet<Hash> = store
-                    .missing(&seeded.index)
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .map(|c| c.hash)
-                    .collect();
-                let held: Vec<Hash> = seeded
-                    .index
-                    .chunks()
-                    .iter()
-                    .map(|c| c.hash)
-                    .filter(|h| !missing.contains(h))
-                    .collect();
-                Ok(Some((seeded.slot.name().to_string(), held, seeded.chunks)))
-            },
-        );
+        let result = tokio::task::block_in_place(move || -> Result<Option<SeededSlot>, String> {
+            let Some(seeded) = node.seed_confirmed_slot(&store).map_err(|f| f.message)? else {
+                return Ok(None); // nothing installed there by meshota
+            };
+            // The store's own `missing`: each distinct chunk looked up once,
+            // and a metadata error reported rather than read as "absent".
+            let missing: std::collections::BTreeSet<Hash> = store
+                .missing(&seeded.index)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|c| c.hash)
+                .collect();
+            let held: Vec<Hash> = seeded
+                .index
+                .chunks()
+                .iter()
+                .map(|c| c.hash)
+                .filter(|h| !missing.contains(h))
+                .collect();
+            Ok(Some(SeededSlot {
+                slot: seeded.slot.name().to_string(),
+                held,
+                chunks: seeded.chunks,
+                index: seeded.index,
+            }))
+        });
         match result {
-            Ok(Some((slot, held, seeded))) => {
+            Ok(Some(SeededSlot {
+                slot,
+                held,
+                chunks: seeded,
+                index,
+            })) => {
                 tracing::info!(slot, seeded, "serving the active slot in place");
                 let now = self.now();
                 self.core.add_chunks(now, held);
+                self.seeded_index = Some(index);
             }
             Ok(None) => {}
             Err(e) => tracing::warn!("active slot not seeded: {e}"),
@@ -1290,8 +1313,8 @@ impl Daemon {
                 self.phase = Phase::Idle;
                 self.installed_version = Some(version);
                 self.core.installed(now, release, security_version);
-                self.radio_base_changed();
                 self.seed_active_slot();
+                self.radio_base_changed();
                 self.publish_report(InstallOutcome::Confirmed { release });
             }
             Ok(InstallResult::RebootDue) => {

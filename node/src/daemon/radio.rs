@@ -22,7 +22,20 @@
 //! whole (published here, fetched over QUIC, imported from a bundle) is
 //! given to the link with [`RadioLink::add_release`], which verifies the
 //! bundle and every chunk again, and the link announces and serves it.
-//! Releases over [`RADIO_RELEASE_BYTES_MAX`] stay off the radio.
+//!
+//! # Large releases
+//! A release of more than `[radio] whole_release_bytes_max` of image
+//! (default 1 MiB) crosses the radio by patch only, and its chunks stay
+//! in the store: the link gets a bundle whose index is a delta against the base of the first patch the
+//! manifest lists ([`bundle::encode_delta`]), the chunks that patch's
+//! pieces produce (to serve plainly when a neighbour's piece fails), and
+//! takes every other chunk as held in the store
+//! ([`RadioLink::add_stored_release`]). A node fetching it hands the link
+//! its installed release's chunk index ([`RadioLink::set_base_index`]) and
+//! the ids of the chunks its store holds ([`RadioLink::add_stored_chunks`]),
+//! and on completion writes only the chunks the link holds in memory. A
+//! large release without such a patch, or whose base index the store
+//! lacks, stays off the radio.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -40,9 +53,6 @@ use crate::config::{RadioBackend, RadioConfig};
 use crate::radio::wire::{Msg, ReadError, read_msg};
 use crate::radio::{RadioSettings, RadioSetupError};
 
-/// Largest release image the daemon hands to its radio link (the
-/// simulator's limit: bigger images do not belong on LoRa).
-pub(super) const RADIO_RELEASE_BYTES_MAX: u64 = 1 << 20;
 /// Frames queued toward the radio before further ones are dropped (the
 /// link sends one at a time; its retries recover a drop).
 const RADIO_TX_QUEUE: usize = 16;
@@ -345,6 +355,9 @@ impl RadioDriver {
             "complete": self.link.is_complete(),
             "have_chunks": have,
             "total_chunks": total,
+            "chunks_in_memory": self.link.held_chunks().count(),
+            "index_delta": self.link.bundle().is_some_and(|b| b.is_delta()),
+            "whole_release_bytes_max": self.settings.whole_release_bytes_max,
             "airtime_us": s.airtime_us,
             "airtime_last_hour_us": last_hour,
             "budget_per_hour_us": self.settings.budget_per_hour_us,
@@ -437,20 +450,51 @@ impl Daemon {
     }
 
     /// Tells the link the confirmed slot's image: the base a release's
-    /// patch must be from for the link to fetch pieces instead of chunks.
-    /// Called at start and after every confirmed install.
+    /// patch must be from for the link to fetch pieces instead of chunks;
+    /// and, when the store holds its chunk index, that index (a large
+    /// release's bundle carries its index as a delta against it). Called
+    /// at start and after every confirmed install.
     pub(super) fn radio_base_changed(&mut self) {
         let Some(image) = self.core.running().image_hash else {
             return;
         };
+        let base = self
+            .index_of_image(&image)
+            .and_then(|i| bundle::BaseIndex::new(i).ok());
         if let Some(r) = &mut self.radio {
-            r.link.set_base_image(image);
+            match base {
+                Some(b) => r.link.set_base_index(b),
+                None => r.link.set_base_image(image),
+            }
         }
+    }
+
+    /// The chunk index of `image`: the seeded slot's, or from a release
+    /// the core holds whose component is that image, when the store has
+    /// it.
+    fn index_of_image(&self, image: &Hash) -> Option<ChunkIndex> {
+        if let Some(i) = self
+            .seeded_index
+            .as_ref()
+            .filter(|i| i.image_hash() == *image)
+        {
+            return Some(i.clone());
+        }
+        let store = self.store.clone();
+        self.core.releases().iter().find_map(|id| {
+            let comp = self.core.manifest(id)?.components.first()?;
+            if comp.image_hash != *image {
+                return None;
+            }
+            let index_id = comp.chunk_index;
+            tokio::task::block_in_place(|| store.get_index(&index_id)).ok()
+        })
     }
 
     /// On a verified bundle: the chunks of its index the store already
     /// holds (the installed image's, mostly) go to the link, which then
-    /// fetches only the others (or the pieces that make them).
+    /// fetches only the others (or the pieces that make them). For a large
+    /// release only their ids go: the bytes stay in the store.
     fn radio_supply_chunks(&mut self) {
         let Some(r) = &self.radio else {
             return;
@@ -460,6 +504,21 @@ impl Daemon {
         };
         let wanted: Vec<Hash> = b.chunks.iter().map(|c| c.hash).collect();
         let store = self.store.clone();
+        let size: u64 = b.chunks.iter().map(|c| u64::from(c.len)).sum();
+        if b.is_delta() || size > r.settings.whole_release_bytes_max {
+            let held: Vec<Hash> = tokio::task::block_in_place(|| {
+                wanted
+                    .into_iter()
+                    .filter(|h| store.has(h).unwrap_or(false))
+                    .collect()
+            });
+            if let Some(r) = &mut self.radio {
+                let now = r.now();
+                let new = r.link.add_stored_chunks(now, &held);
+                tracing::debug!(new, "radio: chunks the store holds marked held");
+            }
+            return;
+        }
         let held = tokio::task::block_in_place(|| {
             wanted
                 .iter()
@@ -523,11 +582,15 @@ impl Daemon {
         let Some(r) = &mut self.radio else {
             return;
         };
-        let (Some(b), Some(payload)) = (r.link.bundle(), r.link.payload()) else {
+        let Some(b) = r.link.bundle() else {
             return;
         };
+        let (manifest, index_bytes) = (b.manifest_bytes().to_vec(), b.index_bytes().to_vec());
+        // The chunks in the link's memory: all of them, or (a large release)
+        // those it fetched; the others are in the store already.
+        let held: Vec<(Hash, Vec<u8>)> =
+            r.link.held_chunks().map(|(h, b)| (h, b.to_vec())).collect();
         r.to_core.insert(release);
-        let bundle_bytes = b.bytes.clone();
         // The patch it fetched (pieces applied or not), kept in the store
         // and pinned: after a restart the node serves it again.
         let patch: Vec<(Hash, Vec<u8>)> = r
@@ -540,22 +603,19 @@ impl Daemon {
             })
             .unwrap_or_default();
         let result = (|| -> Result<(), String> {
-            let (manifest, index_bytes) =
-                bundle::split(&bundle_bytes).map_err(|e| e.to_string())?;
-            let index = ChunkIndex::decode(index_bytes).map_err(|e| e.to_string())?;
-            let mut items: Vec<(Hash, &[u8])> = Vec::with_capacity(index.chunks().len());
-            let mut at = 0usize;
-            for c in index.chunks() {
-                let end = at + c.len as usize;
-                let data = payload
-                    .get(at..end)
-                    .ok_or("payload shorter than the index")?;
-                items.push((c.hash, data));
-                at = end;
-            }
+            let index = ChunkIndex::decode(&index_bytes).map_err(|e| e.to_string())?;
+            let items: Vec<(Hash, &[u8])> = held.iter().map(|(h, b)| (*h, b.as_slice())).collect();
             let store = self.store.clone();
             tokio::task::block_in_place(|| -> Result<(), String> {
                 store.put_batch(&items).map_err(|e| e.to_string())?;
+                for c in index.chunks() {
+                    if !store.has(&c.hash).map_err(|e| e.to_string())? {
+                        return Err(format!(
+                            "chunk {} neither decoded nor in the store",
+                            c.hash.short()
+                        ));
+                    }
+                }
                 store.put_index(&index).map_err(|e| e.to_string())?;
                 let blobs: Vec<(Hash, &[u8])> =
                     patch.iter().map(|(h, b)| (*h, b.as_slice())).collect();
@@ -567,7 +627,7 @@ impl Daemon {
             let now = self.now();
             let id = self
                 .core
-                .add_release(now, manifest, Some(index_bytes))
+                .add_release(now, &manifest, Some(&index_bytes))
                 .map_err(|e| e.to_string())?;
             let index_id = index.id().map_err(|e| e.to_string())?;
             self.store
@@ -603,11 +663,7 @@ impl Daemon {
             .into_iter()
             .filter(|id| Some(*id) != carried && !r.to_radio.contains(id))
             .filter(|id| self.core_holds_whole(id))
-            .filter_map(|id| {
-                let m = self.core.manifest(&id)?;
-                let size = m.components.first()?.size;
-                (size <= RADIO_RELEASE_BYTES_MAX).then_some((m.security_version, id))
-            })
+            .filter_map(|id| Some((self.core.manifest(&id)?.security_version, id)))
             .max();
         let Some((sv, id)) = best else {
             return;
@@ -619,12 +675,18 @@ impl Daemon {
             r.to_radio.insert(id);
         }
         match self.release_for_radio(&id) {
-            Ok((bundle_bytes, chunks)) => {
+            Ok(release) => {
                 let Some(r) = &mut self.radio else {
                     return;
                 };
                 let now = r.now();
-                match r.link.add_release(now, bundle_bytes, &chunks) {
+                let added = match release {
+                    ForRadio::Whole { bundle, chunks } => r.link.add_release(now, bundle, &chunks),
+                    ForRadio::Stored { bundle, base, held } => {
+                        r.link.add_stored_release(now, bundle, Some(&base), &held)
+                    }
+                };
+                match added {
                     Ok(()) => {
                         tracing::info!(release = %id.short(), "radio: serving a release the mesh core holds");
                         if let Some((index, pieces)) = self.patch_for_radio(&id) {
@@ -650,35 +712,90 @@ impl Daemon {
         }
     }
 
-    /// The bundle and chunks of a release the core holds whole: chunks
-    /// from memory (not yet written) or the store.
-    fn release_for_radio(&mut self, id: &Hash) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+    /// What the link gets for a release the core holds whole: up to
+    /// `whole_release_bytes_max` of image, the bundle and every chunk;
+    /// above, the delta bundle and the chunks of its first patch's pieces
+    /// (see "Large releases" above). Chunks come from memory (not yet
+    /// written) or the store.
+    fn release_for_radio(&mut self, id: &Hash) -> Result<ForRadio, String> {
         let m = self.core.manifest(id).ok_or("no manifest")?;
         let manifest = m.encode().map_err(|e| e.to_string())?;
-        let index_id = m
-            .components
-            .first()
-            .map(|c| c.chunk_index)
-            .ok_or("no component")?;
+        let comp = m.components.first().ok_or("no component")?;
+        let index_id = comp.chunk_index;
         let store = self.store.clone();
         let index = tokio::task::block_in_place(|| store.get_index(&index_id))
             .map_err(|e| e.to_string())?;
-        let index_bytes = index.encode().map_err(|e| e.to_string())?;
-        let bundle_bytes = bundle::encode(&manifest, &index_bytes).map_err(|e| e.to_string())?;
-        let mut chunks = Vec::with_capacity(index.chunks().len());
-        for c in index.chunks() {
-            let in_memory = self.pending.get(&c.hash).or_else(|| {
-                self.flushing
-                    .as_ref()
-                    .and_then(|(_, batch, _)| batch.get(&c.hash))
-            });
-            let data = match in_memory {
-                Some(d) => d.clone(),
-                None => tokio::task::block_in_place(|| self.store.get(&c.hash))
-                    .map_err(|e| e.to_string())?,
-            };
-            chunks.push(data);
+        let whole_max = self
+            .radio
+            .as_ref()
+            .map_or(0, |r| r.settings.whole_release_bytes_max);
+        if comp.size > whole_max {
+            let patch = m
+                .patches
+                .iter()
+                .find(|p| p.component == comp.name)
+                .ok_or("a large release without a patch stays off the radio")?;
+            let (base_image, patch_id) = (patch.base_image_hash, patch.patch);
+            let patch = tokio::task::block_in_place(|| store.get(&patch_id))
+                .ok()
+                .and_then(|b| PatchIndex::decode(&b).ok())
+                .ok_or("the store lacks the first listed patch, which a large release crosses the radio by")?;
+            let base = self
+                .index_of_image(&base_image)
+                .ok_or("the store lacks the chunk index of the first listed patch's base")?;
+            let bundle =
+                bundle::encode_delta(&manifest, &base, &index).map_err(|e| e.to_string())?;
+            let base = bundle::BaseIndex::new(base).map_err(|e| e.to_string())?;
+            let produced: BTreeSet<Hash> = patch
+                .pieces()
+                .iter()
+                .flat_map(|p| p.ordinals())
+                .filter_map(|o| index.chunks().get(o).map(|c| c.hash))
+                .collect();
+            let held = produced
+                .iter()
+                .map(|h| self.chunk_bytes(h))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(ForRadio::Stored { bundle, base, held });
         }
-        Ok((bundle_bytes, chunks))
+        let index_bytes = index.encode().map_err(|e| e.to_string())?;
+        let bundle = bundle::encode(&manifest, &index_bytes).map_err(|e| e.to_string())?;
+        let chunks = index
+            .chunks()
+            .iter()
+            .map(|c| self.chunk_bytes(&c.hash))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ForRadio::Whole { bundle, chunks })
     }
+
+    /// A chunk the core holds: from memory (not yet written) or the store.
+    fn chunk_bytes(&self, hash: &Hash) -> Result<Vec<u8>, String> {
+        let in_memory = self.pending.get(hash).or_else(|| {
+            self.flushing
+                .as_ref()
+                .and_then(|(_, batch, _)| batch.get(hash))
+        });
+        match in_memory {
+            Some(d) => Ok(d.clone()),
+            None => tokio::task::block_in_place(|| self.store.get(hash)).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// A release the core holds whole, as the link takes it.
+enum ForRadio {
+    /// Up to `whole_release_bytes_max` of image: its bundle and every
+    /// chunk, in index order.
+    Whole {
+        bundle: Vec<u8>,
+        chunks: Vec<Vec<u8>>,
+    },
+    /// A large release: its bundle with the index as a delta against
+    /// `base`, and the chunks its first listed patch's pieces produce; the
+    /// rest stay in the store.
+    Stored {
+        bundle: Vec<u8>,
+        base: bundle::BaseIndex,
+        held: Vec<Vec<u8>>,
+    },
 }

@@ -113,6 +113,9 @@ pub(crate) struct RadioSettings {
     /// Whether the node serves neighbours (`relay = true`, the default)
     /// or only receives (a leaf).
     pub(crate) relay: bool,
+    /// Largest release image sent whole; larger ones go by patch only,
+    /// their chunks left in the store.
+    pub(crate) whole_release_bytes_max: u64,
 }
 
 /// Reads the mesh key file: 64 hex digits, whitespace around them ignored.
@@ -186,5 +189,6 @@ pub(crate) fn settings(
         short_id,
         seed,
         relay: cfg.relay,
+        whole_release_bytes_max: cfg.whole_release_bytes_max,
     })
 }
