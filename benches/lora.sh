@@ -20,6 +20,9 @@
 # ten times larger), once fetched by patch
 #   meshota sim --lora --patch --topology T --payload-bytes 20480 --seed S --json
 # and once by v2's chunks the nodes lack (--patch-as-chunks), same seed.
+# Then the same ~20 KiB patch of a large image (--image-bytes, default
+# 32 MiB: a large release, its chunk index sent as a delta against v1's,
+# unchanged chunks left in the stores) against the run above as baseline.
 # Before it, a planned-backbone table: each scenario with --relays cds (the
 # bound's own dominating set as the only relays; every other node a leaf)
 # and --relays plan (what `meshota radio plan` gives: that set plus the
@@ -27,7 +30,7 @@
 # the elected senders' run of the same seed.
 # Figures go to stdout as markdown (paste under "## LoRa" in BENCHMARKS.md);
 # progress to stderr. Every run is bounded in virtual time (6 h) and steps.
-# Usage: benches/lora.sh [--seed S] [--payloads "20480 102400"] [--topologies "line:5 random:50 grid:200"] [--no-patch]
+# Usage: benches/lora.sh [--seed S] [--payloads "20480 102400"] [--topologies "line:5 random:50 grid:200"] [--no-patch] [--large-image-bytes N]
 # (--payloads "" runs the patch table only.)
 # Env: MESHOTA_BIN (default: build $CARGO_TARGET_DIR/release/meshota),
 #      CARGO_TARGET_DIR (default /work/target-bench if writable, else REPO/target).
@@ -38,13 +41,15 @@ SEED=1
 PAYLOADS="20480 102400"
 TOPOLOGIES="line:5 random:50 grid:200"
 PATCH=1
+LARGE=33554432
 while (($#)); do
     case $1 in
     --seed) SEED=$2; shift 2 ;;
     --payloads) PAYLOADS=$2; shift 2 ;;
     --topologies) TOPOLOGIES=$2; shift 2 ;;
     --no-patch) PATCH=0; shift ;;
-    *) echo "usage: $0 [--seed S] [--payloads \"N ...\"] [--topologies \"T ...\"] [--no-patch]" >&2; exit 2 ;;
+    --large-image-bytes) LARGE=$2; shift 2 ;;
+    *) echo "usage: $0 [--seed S] [--payloads \"N ...\"] [--topologies \"T ...\"] [--no-patch] [--large-image-bytes N]" >&2; exit 2 ;;
     esac
 done
 log() { echo "lora.sh: $*" >&2; }
@@ -167,4 +172,30 @@ print("| {t} | {pb} | {ib} | {nb} | {bp} / {bc} / {bm} | {v:.0f}{cp} | {a:.1f} |
     x=c["airtime_total_s"] / max(p["airtime_total_s"], 1e-9), more="" if c["converged"] else " or more",
     dv=p["duty_cycle_violations"], dc=c["duty_cycle_violations"]))
 ' "$bypatch" "$bychunks"
+done
+
+echo
+echo "| scenario | v2 image (B) | chunks | bundle (B) | index as delta | most chunks in a node's radio memory | time (s) | airtime (s) | bound (s) | airtime / bound | airtime / small-image run's | duty-cycle violations |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for topo in $TOPOLOGIES; do
+    log "sim --lora --patch --topology $topo --payload-bytes 20480 --seed $SEED (and --image-bytes $LARGE)"
+    small=$("$M" sim --lora --patch --topology "$topo" --payload-bytes 20480 --seed "$SEED" --json 2>/dev/null) || true
+    large=$("$M" sim --lora --patch --image-bytes "$LARGE" --topology "$topo" --payload-bytes 20480 --seed "$SEED" --json 2>/dev/null) || true
+    if [[ -z $small || -z $large ]]; then
+        echo "| $topo | error | | | | | | | | | | |"
+        continue
+    fi
+    python3 -c '
+import json, sys
+s = json.loads(sys.argv[1]); l = json.loads(sys.argv[2])
+conv = lambda r: "" if r["converged"] else " (NOT converged: {} of {} nodes)".format(r["converged_nodes"], r["honest_nodes"])
+for r, base in ((s, None), (l, s)):
+    print("| {t} | {ib} | {c} | {bb} | {d} | {m} | {v:.0f}{cv} | {a:.1f} | {b:.1f} | {ab:.2f}x | {x} | {dv} |".format(
+        t=r["topology"], ib=r["image_bytes"], c=r["chunks"], bb=r["bundle_bytes"],
+        d="yes" if r.get("index_delta") else "no", m=r.get("chunks_in_memory_max", ""),
+        v=r["virtual_seconds"], cv=conv(r), a=r["airtime_total_s"], b=r["bound_airtime_s"],
+        ab=r["airtime_total_s"] / max(r["bound_airtime_s"], 1e-9),
+        x="(baseline)" if base is None else "{:.3f}x".format(r["airtime_total_s"] / max(base["airtime_total_s"], 1e-9)),
+        dv=r["duty_cycle_violations"]))
+' "$small" "$large"
 done

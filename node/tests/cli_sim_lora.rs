@@ -137,3 +137,58 @@ fn sim_lora_patch_json_says_how_many_nodes_installed_by_patch_and_by_chunks() {
     let bad = sim_lora(&["--topology", "line:2", "--other-base", "1"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }
+
+#[test]
+fn sim_lora_image_bytes_above_a_mebibyte_sends_the_index_as_a_delta() {
+    let args = [
+        "--topology",
+        "line:3",
+        "--payload-bytes",
+        "20480",
+        "--seed",
+        "5",
+        "--json",
+        "--patch",
+        "--image-bytes",
+        "4194304",
+    ];
+    let out = sim_lora(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["converged"], true, "{v}");
+    assert_eq!(v["index_delta"], true, "{v}");
+    assert!(v["image_bytes"].as_u64().unwrap() > 4 << 20, "{v}");
+    let in_memory = v["chunks_in_memory_max"].as_u64().unwrap();
+    assert!(in_memory * 10 < v["chunks"].as_u64().unwrap(), "{v}");
+    // Under a mebibyte the index comes whole and the field is absent.
+    let small = sim_lora(&[
+        "--topology",
+        "line:2",
+        "--payload-bytes",
+        "20480",
+        "--json",
+        "--patch",
+    ]);
+    let s: serde_json::Value = serde_json::from_slice(&small.stdout).unwrap();
+    assert!(s.get("index_delta").is_none(), "{s}");
+    // A large release crosses by patch only: --other-base is refused, as
+    // is an image outside 64 KiB ..= 64 MiB (usage errors, exit 2).
+    let refused = sim_lora(&[
+        "--topology",
+        "line:3",
+        "--patch",
+        "--image-bytes",
+        "4194304",
+        "--other-base",
+        "2",
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("by patch only"),
+        "{}",
+        stderr(&refused)
+    );
+    let tiny = sim_lora(&["--topology", "line:2", "--patch", "--image-bytes", "1000"]);
+    assert_eq!(tiny.status.code(), Some(2), "{}", stderr(&tiny));
+    assert!(stderr(&tiny).contains("image bytes"), "{}", stderr(&tiny));
+}

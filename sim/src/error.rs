@@ -24,6 +24,9 @@ pub enum Error {
     /// A `--relays` value that is not `all`, `cds` or `plan`.
     #[error("unknown relays {0:?} (expected all, cds or plan)")]
     UnknownRelays(String),
+    /// Options that cannot be combined (the message says which and why).
+    #[error("unsupported options: {0}")]
+    Unsupported(&'static str),
     /// Keys, signatures or the chunk index of the run could not be made.
     #[error("building the signed fixture failed: {0}")]
     Fixture(String),

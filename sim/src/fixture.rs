@@ -295,8 +295,9 @@ impl Fixture {
         })
     }
 
-    /// A world for a patch release: every node runs v1 (an image of ten
-    /// times `patch_bytes`, at least 64 KiB); the target v2 differs from it
+    /// A world for a patch release: every node runs v1 (an image of
+    /// `image_bytes`, by default ten times `patch_bytes` and at least
+    /// 64 KiB); the target v2 differs from it
     /// by about `patch_bytes` of fresh bytes, and its manifest lists the
     /// patch from v1 that `create_patch` made (pieces of at most
     /// [`SIM_PIECE_OUTPUT_BYTES`] of output). With `corrupt_piece`, one
@@ -311,6 +312,7 @@ impl Fixture {
         seed: u64,
         patch_bytes: usize,
         corrupt_piece: bool,
+        image_bytes: Option<usize>,
     ) -> Result<(Self, PatchedRelease), Error> {
         let fx = |e: &dyn core::fmt::Display| Error::Fixture(e.to_string());
         let Keys {
@@ -318,7 +320,7 @@ impl Fixture {
             rogue,
             trust,
         } = keys()?;
-        let base_len = (patch_bytes * 10).max(64 * 1024);
+        let base_len = image_bytes.unwrap_or_else(|| (patch_bytes * 10).max(64 * 1024));
         let base_img = image(seed ^ 1, base_len);
         // Fresh bytes cost their size in the patch; the controls, the
         // nudged bytes and the index take about a kibibyte more.

@@ -305,6 +305,98 @@ fn a_corrupt_patch_piece_falls_back_to_chunks_and_installs_no_bad_image() {
     assert!(r.pieces_applied.unwrap() > 0, "{}", r.to_json());
 }
 
+// Large releases: an image above 1 MiB crosses by patch only, its bundle
+// carrying the chunk index as a delta, its unchanged chunks left in the
+// nodes' stores.
+
+const LARGE_IMAGE: usize = 32 << 20;
+
+fn large(run: PatchRun) -> PatchRun {
+    PatchRun {
+        image_bytes: Some(LARGE_IMAGE),
+        ..run
+    }
+}
+
+#[test]
+fn a_patch_of_a_32_mib_image_converges_with_the_index_as_a_delta_and_chunks_left_in_the_store() {
+    let r = patch_run(LoraTopology::Random(50), 1, large(PatchRun::default()));
+    assert_converged_by_patch(&r);
+    assert!(r.index_delta, "{}", r.to_json());
+    // The whole index (34 bytes a chunk) would not fit a 32 KiB bundle;
+    // the delta leaves the bundle at the signed manifest plus a few
+    // hundred bytes.
+    assert!(r.chunks * 34 > 32 * 1024, "{} chunks", r.chunks);
+    assert!(r.bundle_bytes < 5 * 1024, "bundle {} bytes", r.bundle_bytes);
+    // Each node's link held only what the pieces made.
+    let in_memory = r.chunks_in_memory_max.unwrap();
+    assert!(
+        (1..=r.chunks / 20).contains(&in_memory),
+        "{in_memory} of {} chunks in memory",
+        r.chunks
+    );
+}
+
+#[test]
+fn a_corrupt_piece_of_a_large_release_is_made_up_by_chunks_from_memory() {
+    // The failed piece's chunks are fetched plainly from holders that
+    // keep them in memory (the origin: every chunk its pieces make).
+    let r = patch_run(
+        LoraTopology::Line(5),
+        4,
+        large(PatchRun {
+            corrupt_piece: true,
+            ..PatchRun::default()
+        }),
+    );
+    assert_converged_within_duty_cycle(&r);
+    assert!(r.index_delta);
+    assert!(r.piece_failures.unwrap() > 0, "{}", r.to_json());
+    assert_eq!(r.installed_mixed, Some(5), "{}", r.to_json());
+}
+
+#[test]
+fn a_large_release_refuses_options_that_need_its_chunks_over_the_air() {
+    for patch in [
+        PatchRun {
+            other_base: Some(2),
+            ..PatchRun::default()
+        },
+        PatchRun {
+            chunks_only: true,
+            ..PatchRun::default()
+        },
+    ] {
+        let o = LoraOptions {
+            patch: Some(large(patch)),
+            ..LoraOptions::new(LoraTopology::Line(5), PATCH_BYTES, 1)
+        };
+        assert!(
+            matches!(run(&o), Err(meshota_sim::Error::Unsupported(_))),
+            "{patch:?}"
+        );
+    }
+    for bytes in [1024, (64 << 20) + 1] {
+        let o = LoraOptions {
+            patch: Some(PatchRun {
+                image_bytes: Some(bytes),
+                ..PatchRun::default()
+            }),
+            ..LoraOptions::new(LoraTopology::Line(5), PATCH_BYTES, 1)
+        };
+        assert!(
+            matches!(
+                run(&o),
+                Err(meshota_sim::Error::OutOfRange {
+                    what: "image bytes",
+                    ..
+                })
+            ),
+            "{bytes}"
+        );
+    }
+}
+
 // Airtime by frame kind: every frame an honest node sends is counted once,
 // under its kind, with the airtime the medium charged for it.
 

@@ -63,6 +63,14 @@ pub(crate) struct SimArgs {
     /// lack (the yardstick for the patch's airtime).
     #[arg(long, requires = "patch")]
     patch_as_chunks: bool,
+    /// `--patch`: bytes of the installed image v1 (64 KiB to 64 MiB;
+    /// default ten times `--payload-bytes`). Above 1 MiB the release
+    /// crosses as a large one, as daemons send it: by patch only, its
+    /// bundle carrying the chunk index as a delta against v1's, unchanged
+    /// chunks left in the nodes' stores (not with `--other-base` or
+    /// `--patch-as-chunks`).
+    #[arg(long, requires = "patch")]
+    image_bytes: Option<usize>,
     /// `--lora`: which nodes serve their neighbours. `all` (default):
     /// senders are elected on the air. `cds`: only the broadcast bound's
     /// connected dominating set, a backbone planned from the topology; the
@@ -196,6 +204,7 @@ fn run_lora(a: &SimArgs) -> CmdResult {
             other_base: a.other_base,
             corrupt_piece: a.corrupt_piece,
             chunks_only: a.patch_as_chunks,
+            image_bytes: a.image_bytes,
         }),
         ..LoraOptions::new(topology, a.payload_bytes, a.seed)
     };
@@ -243,6 +252,9 @@ fn patch_flags(a: &SimArgs) -> String {
     if a.patch_as_chunks {
         out.push_str(" --patch-as-chunks");
     }
+    if let Some(n) = a.image_bytes {
+        out.push_str(&format!(" --image-bytes {n}"));
+    }
     out
 }
 
@@ -275,6 +287,12 @@ fn print_lora(r: &LoraReport, wall_secs: f64) {
             r.piece_failures.unwrap_or(0),
             r.piece_symbols.unwrap_or(0)
         );
+        if r.index_delta {
+            println!(
+                "large release: the bundle carried the chunk index as a delta; at most {} chunks in a node's radio memory, the rest left in its store",
+                r.chunks_in_memory_max.unwrap_or(0)
+            );
+        }
     }
     if let (Some(b), Some(ratio)) = (r.baseline_airtime_s, r.baseline_vs_coded) {
         println!(

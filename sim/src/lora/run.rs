@@ -14,6 +14,7 @@
 use meshota_blobstore::ChunkIndex;
 use meshota_manifest::{Expiration, Hash};
 use meshota_mesh::TrickleConfig;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use meshota_mesh::radio::{LinkEvent, RadioConfig, RadioLink, RadioTiming, bundle};
@@ -33,6 +34,15 @@ pub const VIRTUAL_US_MAX: u64 = 6 * 3_600 * Micros::SECOND;
 pub const STEPS_MAX: u64 = 20_000_000;
 /// Largest payload (bytes) a scenario takes.
 pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
+/// Largest installed image (bytes) a patch run takes ([`PatchRun::image_bytes`]).
+pub const IMAGE_BYTES_MAX: usize = 64 << 20;
+/// Smallest installed image (bytes) a patch run takes.
+pub const IMAGE_BYTES_MIN: usize = 64 << 10;
+/// Images above this cross the radio as a large release (the daemon's
+/// default `[radio] whole_release_bytes_max`): by patch only, the bundle
+/// carrying the chunk index as a delta, unchanged chunks left in the
+/// node's store.
+pub const WHOLE_RELEASE_BYTES_MAX: usize = 1 << 20;
 /// Channel activity detection (listen before talk, as the SX126x's CAD)
 /// sees a frame whose SNR margin over the demodulation floor is at least
 /// this (dB).
@@ -130,6 +140,11 @@ pub struct PatchRun {
     /// Nodes ignore the patch and fetch the chunks of v2 they lack (their
     /// v1 chunks still count): the yardstick for the patch's airtime.
     pub chunks_only: bool,
+    /// Bytes of the installed image v1 (default: ten times the patch, at
+    /// least 64 KiB). Above [`WHOLE_RELEASE_BYTES_MAX`] the release crosses
+    /// as a large one (by patch only; neither `other_base` nor
+    /// `chunks_only` applies, nor the unicast baseline).
+    pub image_bytes: Option<usize>,
 }
 
 impl LoraOptions {
@@ -218,7 +233,8 @@ pub struct LoraReport {
     pub payload_bytes: usize,
     /// Chunks in the signed index (one RaptorQ object each).
     pub chunks: usize,
-    /// Bundle (signed manifest + index) bytes.
+    /// Bundle (signed manifest + index, or index delta in a large-release
+    /// run) bytes.
     pub bundle_bytes: usize,
     /// Frames sent by honest nodes.
     pub frames: u64,
@@ -277,6 +293,16 @@ pub struct LoraReport {
     /// Patch runs: symbols of patch pieces sent (also in `symbols`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub piece_symbols: Option<u64>,
+    /// Large-release runs (image above [`WHOLE_RELEASE_BYTES_MAX`]): the
+    /// bundle carried the chunk index as a delta.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub index_delta: bool,
+    /// Patch runs: the most chunks any node but the origin held in its
+    /// link's memory at the end (in a large-release run, only those the
+    /// pieces made or that were fetched plainly; the rest stayed in the
+    /// node's store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks_in_memory_max: Option<usize>,
     /// When the late node joined and completed (seconds), if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub late_join: Option<(f64, Option<f64>)>,
@@ -351,9 +377,20 @@ struct Installed {
     chunks: Rc<[Vec<u8>]>,
 }
 
+/// What the nodes of a large-release run share: the target's chunks in
+/// image order, and where each base chunk is (to assemble a completed
+/// image from the link's chunks and the node's "store", its base).
+struct LargeRun {
+    target: Vec<Hash>,
+    base_ids: Vec<Hash>,
+    base_at: BTreeMap<Hash, usize>,
+}
+
 struct Coded {
     link: RadioLink,
     installed: Option<Installed>,
+    /// Set in a large-release run: chunks stay in the "store".
+    large: Option<Rc<LargeRun>>,
     /// The time of the last call (events are drained in `take_completed`).
     now: Micros,
 }
@@ -363,6 +400,7 @@ impl Coded {
         Self {
             link,
             installed: None,
+            large: None,
             now,
         }
     }
@@ -389,11 +427,15 @@ impl Station for Coded {
         while let Some(e) = self.link.poll_event() {
             match e {
                 LinkEvent::ReleaseComplete { .. } => done = true,
-                LinkEvent::ManifestVerified { .. } => {
-                    if let Some(b) = &self.installed {
+                LinkEvent::ManifestVerified { .. } => match (&self.large, &self.installed) {
+                    (Some(l), Some(_)) => {
+                        self.link.add_stored_chunks(self.now, &l.base_ids);
+                    }
+                    (None, Some(b)) => {
                         self.link.add_chunks(self.now, &b.chunks);
                     }
-                }
+                    _ => {}
+                },
                 LinkEvent::ApplyPiece(job) => {
                     let out = match &self.installed {
                         Some(b) => job.apply(&*b.image),
@@ -404,7 +446,13 @@ impl Station for Coded {
                 _ => {}
             }
         }
-        if done { self.link.payload() } else { None }
+        if !done {
+            return None;
+        }
+        match (&self.large, &self.installed) {
+            (Some(l), Some(b)) => Some(assemble(&self.link, l, &b.chunks)),
+            _ => self.link.payload(),
+        }
     }
     fn describe(&self) -> String {
         self.link.describe()
@@ -429,8 +477,25 @@ impl Station for Coded {
             pieces_applied: s.pieces_applied,
             piece_failures: s.piece_failures,
             sent_piece_symbols: s.sent_piece_symbols,
+            chunks_in_memory: self.link.held_chunks().count(),
         })
     }
+}
+
+/// A large release's image as a node's driver assembles it on completion:
+/// each chunk from the link's memory, else from the base it runs (its
+/// store). A chunk in neither leaves the image short, so its hash fails.
+fn assemble(link: &RadioLink, large: &LargeRun, base: &[Vec<u8>]) -> Vec<u8> {
+    let held: BTreeMap<Hash, &[u8]> = link.held_chunks().collect();
+    let mut image = Vec::new();
+    for h in &large.target {
+        if let Some(b) = held.get(h) {
+            image.extend_from_slice(b);
+        } else if let Some(&j) = large.base_at.get(h) {
+            image.extend_from_slice(&base[j]);
+        }
+    }
+    image
 }
 
 /// What the engine measured.
@@ -641,6 +706,8 @@ struct World {
     honest: usize,
     joins: Vec<u64>,
     patch: Option<PatchedRelease>,
+    /// A large-release run.
+    large: Option<LargeWorld>,
 }
 
 fn world(o: &LoraOptions) -> Result<World, Error> {
@@ -663,15 +730,37 @@ fn world(o: &LoraOptions) -> Result<World, Error> {
             });
         }
     }
+    if let Some(n) = o.patch.and_then(|p| p.image_bytes) {
+        if !(IMAGE_BYTES_MIN..=IMAGE_BYTES_MAX).contains(&n) {
+            return Err(Error::OutOfRange {
+                what: "image bytes",
+                value: n as u64,
+                min: IMAGE_BYTES_MIN as u64,
+                max: IMAGE_BYTES_MAX as u64,
+            });
+        }
+    }
     let (fixture, patch) = match o.patch {
         Some(p) => {
-            let (f, r) = Fixture::with_patch(o.seed, o.payload_bytes, p.corrupt_piece)?;
+            let (f, r) =
+                Fixture::with_patch(o.seed, o.payload_bytes, p.corrupt_piece, p.image_bytes)?;
             (f, Some(r))
         }
         None => (Fixture::new(o.seed, o.payload_bytes)?, None),
     };
     let fx = |e: &dyn core::fmt::Display| Error::Fixture(e.to_string());
     let index = ChunkIndex::decode(&fixture.target.index).map_err(|e| fx(&e))?;
+    let large = match (&patch, o.patch) {
+        (Some(p), Some(run)) if p.image_bytes > WHOLE_RELEASE_BYTES_MAX => {
+            if run.other_base.is_some() || run.chunks_only || o.baseline {
+                return Err(Error::Unsupported(
+                    "--other-base, --patch-as-chunks and --baseline with an image above 1 MiB (a large release crosses the radio by patch only)",
+                ));
+            }
+            Some(large_run(&fixture, p, &index)?)
+        }
+        _ => None,
+    };
     let chunks = index
         .chunks()
         .iter()
@@ -684,8 +773,13 @@ fn world(o: &LoraOptions) -> Result<World, Error> {
                 .ok_or_else(|| fx(&"chunk missing from the fixture"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let bundle =
-        bundle::encode(&fixture.target.manifest, &fixture.target.index).map_err(|e| fx(&e))?;
+    let bundle = match &large {
+        Some(l) => bundle::encode_delta(&fixture.target.manifest, l.base.index(), &index)
+            .map_err(|e| fx(&e))?,
+        None => {
+            bundle::encode(&fixture.target.manifest, &fixture.target.index).map_err(|e| fx(&e))?
+        }
+    };
     let mut positions = scenario::positions(o.topology, o.seed)?;
     let honest = positions.len();
     let mut joins = vec![0u64; honest];
@@ -708,6 +802,58 @@ fn world(o: &LoraOptions) -> Result<World, Error> {
         honest,
         joins,
         patch,
+        large,
+    })
+}
+
+/// The parts of a large-release run.
+struct LargeWorld {
+    /// v1's chunk index: the delta's base, every node's base index.
+    base: bundle::BaseIndex,
+    /// The chunks the patch's pieces make: what the origin holds in memory.
+    made: Vec<Vec<u8>>,
+    /// What every node's driver shares.
+    shared: Rc<LargeRun>,
+}
+
+fn large_run(
+    fixture: &Fixture,
+    p: &PatchedRelease,
+    target: &ChunkIndex,
+) -> Result<LargeWorld, Error> {
+    let fx = |e: &dyn core::fmt::Display| Error::Fixture(e.to_string());
+    let base = ChunkIndex::decode(&fixture.installed.index).map_err(|e| fx(&e))?;
+    let patch = meshota_blobstore::patch::PatchIndex::decode(&p.patch_index).map_err(|e| fx(&e))?;
+    let made: std::collections::BTreeSet<Hash> = patch
+        .pieces()
+        .iter()
+        .flat_map(|r| r.ordinals())
+        .filter_map(|o| target.chunks().get(o).map(|c| c.hash))
+        .collect();
+    let held = made
+        .iter()
+        .map(|h| {
+            fixture
+                .target
+                .chunks
+                .get(h)
+                .map(|b| b.to_vec())
+                .ok_or_else(|| fx(&"chunk missing from the fixture"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut base_at = BTreeMap::new();
+    for (j, c) in base.chunks().iter().enumerate() {
+        base_at.entry(c.hash).or_insert(j);
+    }
+    let shared = LargeRun {
+        target: target.chunks().iter().map(|c| c.hash).collect(),
+        base_ids: base_at.keys().copied().collect(),
+        base_at,
+    };
+    Ok(LargeWorld {
+        base: bundle::BaseIndex::new(base).map_err(|e| fx(&e))?,
+        made: held,
+        shared: Rc::new(shared),
     })
 }
 
@@ -766,8 +912,11 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         let mut link = RadioLink::new(config, trust.clone(), installed, now)
             .map_err(|e| Error::Core(e.to_string()))?;
         if i == 0 || intruder {
-            link.add_release(now, w.bundle.clone(), &w.chunks)
-                .map_err(|e| Error::Core(e.to_string()))?;
+            match &w.large {
+                Some(l) => link.add_stored_release(now, w.bundle.clone(), Some(&l.base), &l.made),
+                None => link.add_release(now, w.bundle.clone(), &w.chunks),
+            }
+            .map_err(|e| Error::Core(e.to_string()))?;
         }
         let mut station = Coded::new(link, now);
         if let (Some(p), Some(run)) = (&w.patch, o.patch) {
@@ -776,6 +925,14 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
                     .link
                     .add_patch(now, p.patch_index.clone(), &p.pieces)
                     .map_err(|e| Error::Core(e.to_string()))?;
+                if let Some(l) = &w.large {
+                    // Its store holds v2's unchanged chunks: v1's.
+                    station.large = Some(l.shared.clone());
+                    station.installed = Some(Installed {
+                        image: p.base_image.clone(),
+                        chunks: p.base_chunks.clone(),
+                    });
+                }
             } else if !intruder {
                 let (image, chunks, hash) = if run.other_base == Some(i) {
                     (&p.other_image, &p.other_chunks, Hash::of(&p.other_image))
@@ -786,8 +943,13 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
                         w.fixture.installed.image_hash,
                     )
                 };
-                if !run.chunks_only {
-                    station.link.set_base_image(hash);
+                match &w.large {
+                    Some(l) => {
+                        station.link.set_base_index(l.base.clone());
+                        station.large = Some(l.shared.clone());
+                    }
+                    None if !run.chunks_only => station.link.set_base_image(hash),
+                    None => {}
                 }
                 station.installed = Some(Installed {
                     image: image.clone(),
@@ -880,6 +1042,8 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         pieces_applied: None,
         piece_failures: None,
         piece_symbols: None,
+        index_delta: w.large.is_some(),
+        chunks_in_memory_max: None,
         late_join: o
             .late_join_s
             .map(|s| (s as f64, out.completed_at[w.honest - 1].map(seconds))),
@@ -921,6 +1085,7 @@ pub fn run(o: &LoraOptions) -> Result<LoraReport, Error> {
         report.pieces_applied = Some(stats.iter().map(|s| s.pieces_applied).sum());
         report.piece_failures = Some(stats.iter().map(|s| s.piece_failures).sum());
         report.piece_symbols = Some(stats.iter().map(|s| s.sent_piece_symbols).sum());
+        report.chunks_in_memory_max = stats[1..].iter().map(|s| s.chunks_in_memory).max();
     }
     if o.intruder {
         let intruder = short_id(w.honest);
@@ -990,4 +1155,6 @@ pub struct NodeStats {
     pub piece_failures: u64,
     /// Symbols of patch pieces sent.
     pub sent_piece_symbols: u64,
+    /// Distinct chunks in the link's memory (at the run's end).
+    pub chunks_in_memory: usize,
 }
