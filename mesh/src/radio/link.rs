@@ -298,12 +298,18 @@ impl RadioLink {
             carried.slots[i] = ChunkSlot::Held(bytes.clone());
         }
         carried.held = chunks.len();
+        self.carry_complete(now, carried);
+        Ok(())
+    }
+
+    /// Carries `carried`, held whole (in memory or the node's store), in
+    /// place of whatever the link carried or fetched.
+    fn carry_complete(&mut self, now: Micros, carried: Carried) {
         let release = carried.bundle.id;
         self.want = alloc::vec![0; carried.slots.len()];
         self.carried = Some(carried);
         self.fetch = None;
         self.completed(now, release);
-        Ok(())
     }
 
     /// Gives the link a large release it holds in the node's store (the
@@ -346,11 +352,7 @@ impl RadioLink {
         for j in 0..carried.chunks {
             carried.hold_stored(j);
         }
-        let release = carried.bundle.id;
-        self.want = alloc::vec![0; carried.slots.len()];
-        self.carried = Some(carried);
-        self.fetch = None;
-        self.completed(now, release);
+        self.carry_complete(now, carried);
         Ok(())
     }
 
