@@ -1,12 +1,13 @@
 //! Runs LoRa scenarios and prints one summary line each (a quicker loop
 //! than the `meshota` binary for protocol work: this crate's dependencies
 //! only). Usage: `lora_sweep [--baseline] [--json] [--lone-wait=F]
-//! [--margin-div-shared=D] [--relays=all|cds|plan] [--patch] SEED TOPOLOGY:PAYLOAD ...`,
+//! [--margin-div-shared=D] [--relays=all|cds|plan] [--patch [--image-bytes=N]]
+//! SEED TOPOLOGY:PAYLOAD ...`,
 //! e.g. `lora_sweep 1
 //! random:50:20480 grid:200:102400`; the `=` options set the links'
 //! `RadioTiming` fields of those names, and `--patch` runs the patch
 //! release of `meshota sim --lora --patch` (the payload size is then
-//! ignored: the patch is the fixture's).
+//! the patch's), `--image-bytes` with v1 of that size.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use meshota_mesh::radio::RadioTiming;
@@ -33,6 +34,7 @@ fn main() {
         .iter()
         .find_map(|a| a.strip_prefix("--relays="))
         .map_or(Relays::All, |r| r.parse().expect("all, cds or plan"));
+    let image_bytes = value("--image-bytes=").map(|n| usize::try_from(n).expect("a size"));
     args.retain(|a| !a.starts_with("--"));
     let seed: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(1);
     for spec in args.iter().skip(1) {
@@ -42,7 +44,10 @@ fn main() {
             baseline,
             timing,
             relays,
-            patch: patch.then(PatchRun::default),
+            patch: patch.then_some(PatchRun {
+                image_bytes,
+                ..PatchRun::default()
+            }),
             ..LoraOptions::new(topology, payload.parse().expect("payload"), seed)
         };
         let r = run(&o).expect("run");
