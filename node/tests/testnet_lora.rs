@@ -182,9 +182,11 @@ fn a_lora_line_of_three_converges_with_no_duty_cycle_violation() {
 
 /// Publishes at node 0 release 1.0.0: the nodes' initial image with 16
 /// bytes changed in the middle, its manifest listing a patch from the
-/// initial image (`node publish --patch-store`). Waits (bounded) until
-/// nodes 1 and 2 confirm it; returns 1.0.0's manifest file.
-fn publish_patch_release_and_wait(t: &Path, dir: &Path) -> std::path::PathBuf {
+/// initial image (`node publish --patch-store`). With `patch_late`, first
+/// without the patch, until node 0's radio defers the release for want of
+/// it, and then again with it. Waits (bounded) until nodes 1 and 2 confirm
+/// it; returns 1.0.0's manifest file.
+fn publish_patch_release_and_wait(t: &Path, dir: &Path, patch_late: bool) -> std::path::PathBuf {
     let s = state(dir);
     // The publisher's store: the nodes' initial image as a release, then
     // 1.0.0 (16 bytes changed in the middle) with a patch from it.
@@ -205,18 +207,36 @@ fn publish_patch_release_and_wait(t: &Path, dir: &Path) -> std::path::PathBuf {
     let (base_m, next_m) = (t.join("base.mota"), t.join("next.mota"));
     create(&base_img, "0.1.0", sv, &base_m, None);
     create(&next_img, "1.0.0", sv + 1, &next_m, Some(&base_m));
-    ok(&[
-        "node",
-        "publish",
-        "--config",
-        dir.join("node-0/node.toml").to_str().unwrap(),
-        "--manifest",
-        next_m.to_str().unwrap(),
-        "--image",
-        next_img.to_str().unwrap(),
-        "--patch-store",
-        store.to_str().unwrap(),
-    ]);
+    let config = dir.join("node-0/node.toml");
+    let publish = |extra: &[&str]| {
+        let mut args = vec![
+            "node",
+            "publish",
+            "--config",
+            config.to_str().unwrap(),
+            "--manifest",
+            next_m.to_str().unwrap(),
+            "--image",
+            next_img.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+    };
+    if patch_late {
+        publish(&[]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = node_status(dir, 0)["radio"].clone();
+            if !r["to_radio_deferred"].as_array().unwrap().is_empty() {
+                // Not on the air: nothing for the neighbours to fetch.
+                assert!(r["release"].is_null(), "{r:#}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never deferred: {r:#}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    publish(&["--patch-store", store.to_str().unwrap()]);
     // (`testnet status --watch` knows only `testnet publish`ed releases.)
     let deadline = Instant::now() + Duration::from_secs(150);
     for i in 1..3 {
@@ -240,7 +260,7 @@ fn radio_nodes_on_the_base_install_a_patch_release_from_pieces() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("tn");
     let _guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
-    let next_m = publish_patch_release_and_wait(t.path(), &dir);
+    let next_m = publish_patch_release_and_wait(t.path(), &dir, false);
     // Nodes 1 and 2 (node 2 only through node 1) built the changed chunk
     // from a patch piece applied to their confirmed slot, and took every
     // other chunk from what they held: no chunk crossed the radio.
@@ -319,7 +339,13 @@ fn a_release_above_the_whole_release_limit_crosses_by_patch_with_its_chunks_left
     }
     let out = ok(&["testnet", "up", "--dir", ds]);
     assert!(out.contains("on the medium"), "{out}");
-    publish_patch_release_and_wait(t.path(), &dir);
+    // Published first without its patch: node 0 holds it, but the radio
+    // cannot carry it until the patch is in the store too.
+    publish_patch_release_and_wait(t.path(), &dir, true);
+    assert_eq!(
+        node_status(&dir, 0)["radio"]["to_radio_deferred"],
+        serde_json::json!([])
+    );
     for i in 0..3 {
         let st = node_status(&dir, i);
         let r = &st["radio"];

@@ -34,15 +34,17 @@
 //! its installed release's chunk index ([`RadioLink::set_base_index`]) and
 //! the ids of the chunks its store holds ([`RadioLink::add_stored_chunks`]),
 //! and on completion writes only the chunks the link holds in memory. A
-//! large release without such a patch, or whose base index the store
-//! lacks, stays off the radio.
+//! large release without a patch stays off the radio; one whose first
+//! listed patch (index and every piece) or base chunk index the store
+//! lacks waits (`radio.to_radio_deferred`) and is tried again every
+//! [`HAND_OVER_RETRY`].
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use meshota_blobstore::patch::PatchIndex;
 use meshota_blobstore::{ChunkIndex, ChunkStore};
-use meshota_manifest::Hash;
+use meshota_manifest::{Hash, PatchRef};
 use meshota_mesh::radio::{LinkEvent, PieceJob, RadioLink, bundle};
 use meshota_radios::Micros;
 use serde_json::json;
@@ -53,6 +55,10 @@ use crate::config::{RadioBackend, RadioConfig};
 use crate::radio::wire::{Msg, ReadError, read_msg};
 use crate::radio::{RadioSettings, RadioSetupError};
 
+/// How long a release that cannot be handed to the link yet (a large
+/// release whose patch or base index the store lacks) waits before the
+/// next try.
+const HAND_OVER_RETRY: Duration = Duration::from_secs(10);
 /// Frames queued toward the radio before further ones are dropped (the
 /// link sends one at a time; its retries recover a drop).
 const RADIO_TX_QUEUE: usize = 16;
@@ -73,6 +79,10 @@ pub(super) struct RadioDriver {
     to_core: BTreeSet<Hash>,
     /// Releases the core held whole and handed to the link (or tried to).
     to_radio: BTreeSet<Hash>,
+    /// Releases the core holds whole that the link cannot take yet (a
+    /// large release whose first listed patch or its base's chunk index
+    /// the store lacks), each with the time of its next try.
+    deferred: BTreeMap<Hash, Instant>,
     /// Own frames: (when, airtime µs), the last hour's.
     sent: VecDeque<(Micros, u64)>,
     tx_dropped: u64,
@@ -287,6 +297,7 @@ impl RadioDriver {
             tx: transport.tx,
             to_core: BTreeSet::new(),
             to_radio: BTreeSet::new(),
+            deferred: BTreeMap::new(),
             sent: VecDeque::new(),
             tx_dropped: 0,
             down: None,
@@ -381,6 +392,7 @@ impl RadioDriver {
             "piece_failures": s.piece_failures,
             "to_core": self.to_core.iter().map(Hash::to_hex).collect::<Vec<_>>(),
             "to_radio": self.to_radio.iter().map(Hash::to_hex).collect::<Vec<_>>(),
+            "to_radio_deferred": self.deferred.keys().map(Hash::to_hex).collect::<Vec<_>>(),
             "state": self.link.describe(),
         })
     }
@@ -469,14 +481,15 @@ impl Daemon {
         }
     }
 
-    /// The chunk index of `image`: the seeded slot's, or from a release
-    /// the core holds whose component is that image, when the store has
-    /// it.
+    /// The chunk index of `image`: the seeded slot's, one seeded before
+    /// since start, or from a release the core holds whose component is
+    /// that image, when the store has it.
     fn index_of_image(&self, image: &Hash) -> Option<ChunkIndex> {
         if let Some(i) = self
             .seeded_index
-            .as_ref()
-            .filter(|i| i.image_hash() == *image)
+            .iter()
+            .chain(self.former_indexes.iter().rev())
+            .find(|i| i.image_hash() == *image)
         {
             return Some(i.clone());
         }
@@ -553,18 +566,21 @@ impl Daemon {
     /// for the link to serve: the first listed patch held whole.
     fn patch_for_radio(&self, release: &Hash) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
         let m = self.core.manifest(release)?;
+        m.patches.iter().find_map(|p| self.patch_blobs(p))
+    }
+
+    /// Patch `p`'s index blob and pieces, when the store holds all of them.
+    fn patch_blobs(&self, p: &PatchRef) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
         let store = self.store.clone();
-        m.patches.iter().find_map(|p| {
-            tokio::task::block_in_place(|| {
-                let index_bytes = store.get(&p.patch).ok()?;
-                let index = PatchIndex::decode(&index_bytes).ok()?;
-                let pieces = index
-                    .pieces()
-                    .iter()
-                    .map(|piece| store.get(&piece.hash).ok())
-                    .collect::<Option<Vec<_>>>()?;
-                Some((index_bytes, pieces))
-            })
+        tokio::task::block_in_place(|| {
+            let index_bytes = store.get(&p.patch).ok()?;
+            let index = PatchIndex::decode(&index_bytes).ok()?;
+            let pieces = index
+                .pieces()
+                .iter()
+                .map(|piece| store.get(&piece.hash).ok())
+                .collect::<Option<Vec<_>>>()?;
+            Some((index_bytes, pieces))
         })
     }
 
@@ -657,11 +673,13 @@ impl Daemon {
         };
         let carried_sv = r.link.bundle().map(|b| b.security_version);
         let carried = r.link.release();
+        let wall = Instant::now();
         let best = self
             .core
             .releases()
             .into_iter()
             .filter(|id| Some(*id) != carried && !r.to_radio.contains(id))
+            .filter(|id| r.deferred.get(id).is_none_or(|at| wall >= *at))
             .filter(|id| self.core_holds_whole(id))
             .filter_map(|id| Some((self.core.manifest(&id)?.security_version, id)))
             .max();
@@ -679,17 +697,26 @@ impl Daemon {
                 let Some(r) = &mut self.radio else {
                     return;
                 };
+                r.deferred.remove(&id);
                 let now = r.now();
-                let added = match release {
-                    ForRadio::Whole { bundle, chunks } => r.link.add_release(now, bundle, &chunks),
-                    ForRadio::Stored { bundle, base, held } => {
-                        r.link.add_stored_release(now, bundle, Some(&base), &held)
+                let (added, patch) = match release {
+                    ForRadio::Whole { bundle, chunks } => {
+                        (r.link.add_release(now, bundle, &chunks), None)
                     }
+                    ForRadio::Stored {
+                        bundle,
+                        base,
+                        held,
+                        patch,
+                    } => (
+                        r.link.add_stored_release(now, bundle, Some(&base), &held),
+                        Some(patch),
+                    ),
                 };
                 match added {
                     Ok(()) => {
                         tracing::info!(release = %id.short(), "radio: serving a release the mesh core holds");
-                        if let Some((index, pieces)) = self.patch_for_radio(&id) {
+                        if let Some((index, pieces)) = patch.or_else(|| self.patch_for_radio(&id)) {
                             let Some(r) = &mut self.radio else {
                                 return;
                             };
@@ -708,7 +735,21 @@ impl Daemon {
                     }
                 }
             }
-            Err(e) => tracing::warn!(release = %id.short(), "radio: release not handed over: {e}"),
+            Err(HandOver::NotYet(e)) => {
+                let Some(r) = &mut self.radio else {
+                    return;
+                };
+                r.to_radio.remove(&id);
+                if r.deferred.insert(id, wall + HAND_OVER_RETRY).is_none() {
+                    tracing::info!(release = %id.short(), "radio: release not handed over yet, retried every {} s: {e}", HAND_OVER_RETRY.as_secs());
+                }
+            }
+            Err(HandOver::Never(e)) => {
+                if let Some(r) = &mut self.radio {
+                    r.deferred.remove(&id);
+                }
+                tracing::warn!(release = %id.short(), "radio: release not handed over: {e}");
+            }
         }
     }
 
@@ -717,35 +758,43 @@ impl Daemon {
     /// above, the delta bundle and the chunks of its first patch's pieces
     /// (see "Large releases" above). Chunks come from memory (not yet
     /// written) or the store.
-    fn release_for_radio(&mut self, id: &Hash) -> Result<ForRadio, String> {
-        let m = self.core.manifest(id).ok_or("no manifest")?;
-        let manifest = m.encode().map_err(|e| e.to_string())?;
-        let comp = m.components.first().ok_or("no component")?;
+    fn release_for_radio(&mut self, id: &Hash) -> Result<ForRadio, HandOver> {
+        let never = |e: &dyn std::fmt::Display| HandOver::Never(e.to_string());
+        let m = self
+            .core
+            .manifest(id)
+            .ok_or(HandOver::Never("no manifest".into()))?;
+        let manifest = m.encode().map_err(|e| never(&e))?;
+        let comp = m
+            .components
+            .first()
+            .ok_or(HandOver::Never("no component".into()))?;
         let index_id = comp.chunk_index;
         let store = self.store.clone();
-        let index = tokio::task::block_in_place(|| store.get_index(&index_id))
-            .map_err(|e| e.to_string())?;
+        let index =
+            tokio::task::block_in_place(|| store.get_index(&index_id)).map_err(|e| never(&e))?;
         let whole_max = self
             .radio
             .as_ref()
             .map_or(0, |r| r.settings.whole_release_bytes_max);
         if comp.size > whole_max {
-            let patch = m
-                .patches
-                .iter()
-                .find(|p| p.component == comp.name)
-                .ok_or("a large release without a patch stays off the radio")?;
-            let (base_image, patch_id) = (patch.base_image_hash, patch.patch);
-            let patch = tokio::task::block_in_place(|| store.get(&patch_id))
-                .ok()
-                .and_then(|b| PatchIndex::decode(&b).ok())
-                .ok_or("the store lacks the first listed patch, which a large release crosses the radio by")?;
-            let base = self
-                .index_of_image(&base_image)
-                .ok_or("the store lacks the chunk index of the first listed patch's base")?;
-            let bundle =
-                bundle::encode_delta(&manifest, &base, &index).map_err(|e| e.to_string())?;
-            let base = bundle::BaseIndex::new(base).map_err(|e| e.to_string())?;
+            let first =
+                m.patches
+                    .iter()
+                    .find(|p| p.component == comp.name)
+                    .ok_or(HandOver::Never(
+                        "a large release without a patch stays off the radio".into(),
+                    ))?;
+            let base_image = first.base_image_hash;
+            let (patch_bytes, pieces) = self.patch_blobs(first).ok_or(HandOver::NotYet(
+                "the store lacks the first listed patch whole (index and pieces), by which a large release crosses the radio".into(),
+            ))?;
+            let patch = PatchIndex::decode(&patch_bytes).map_err(|e| never(&e))?;
+            let base = self.index_of_image(&base_image).ok_or(HandOver::NotYet(
+                "the store lacks the chunk index of the first listed patch's base".into(),
+            ))?;
+            let bundle = bundle::encode_delta(&manifest, &base, &index).map_err(|e| never(&e))?;
+            let base = bundle::BaseIndex::new(base).map_err(|e| never(&e))?;
             let produced: BTreeSet<Hash> = patch
                 .pieces()
                 .iter()
@@ -755,16 +804,23 @@ impl Daemon {
             let held = produced
                 .iter()
                 .map(|h| self.chunk_bytes(h))
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok(ForRadio::Stored { bundle, base, held });
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(HandOver::Never)?;
+            return Ok(ForRadio::Stored {
+                bundle,
+                base,
+                held,
+                patch: (patch_bytes, pieces),
+            });
         }
-        let index_bytes = index.encode().map_err(|e| e.to_string())?;
-        let bundle = bundle::encode(&manifest, &index_bytes).map_err(|e| e.to_string())?;
+        let index_bytes = index.encode().map_err(|e| never(&e))?;
+        let bundle = bundle::encode(&manifest, &index_bytes).map_err(|e| never(&e))?;
         let chunks = index
             .chunks()
             .iter()
             .map(|c| self.chunk_bytes(&c.hash))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(HandOver::Never)?;
         Ok(ForRadio::Whole { bundle, chunks })
     }
 
@@ -791,11 +847,24 @@ enum ForRadio {
         chunks: Vec<Vec<u8>>,
     },
     /// A large release: its bundle with the index as a delta against
-    /// `base`, and the chunks its first listed patch's pieces produce; the
-    /// rest stay in the store.
+    /// `base`, the chunks its first listed patch's pieces produce (the
+    /// rest stay in the store), and that patch (index blob and pieces),
+    /// without which no neighbour could fetch it.
     Stored {
         bundle: Vec<u8>,
         base: bundle::BaseIndex,
         held: Vec<Vec<u8>>,
+        patch: (Vec<u8>, Vec<Vec<u8>>),
     },
+}
+
+/// Why a release the core holds whole was not handed to the link.
+enum HandOver {
+    /// Not now: the store lacks something it may gain (a large release's
+    /// patch, its base's chunk index). Tried again after
+    /// [`HAND_OVER_RETRY`].
+    NotYet(String),
+    /// Never (a large release without a patch, a release the link or the
+    /// store refuses): not tried again.
+    Never(String),
 }
