@@ -265,6 +265,29 @@ fn a_node_without_the_base_index_refuses_the_delta_bundle_once_and_stops_asking(
 }
 
 #[test]
+fn a_node_that_moved_to_another_image_drops_the_old_base_index() {
+    let k = keys();
+    let w = world(&k);
+    let mut a = w.origin(&k);
+    // On v1 once, now on an image with no known index: v1's index no
+    // longer rebuilds deltas for it.
+    let mut c = w.on_base(&k, 3);
+    c.set_base_image(Hash::of(b"another image"));
+    let (done, rejected) = fetch(&mut a, &mut c, &w, 3_600);
+    assert!(!done);
+    assert!(
+        matches!(rejected.as_slice(), [RadioError::OtherBase { .. }]),
+        "{rejected:?}"
+    );
+    // Told v1's image again, it keeps v1's index.
+    let mut a = w.origin(&k);
+    let mut d = w.on_base(&k, 4);
+    d.set_base_image(w.v1_index.image_hash());
+    let (done, rejected) = fetch(&mut a, &mut d, &w, 3_600);
+    assert!(done && rejected.is_empty(), "{rejected:?}");
+}
+
+#[test]
 fn a_delta_that_rebuilds_another_index_is_refused() {
     let k = keys();
     let w = world(&k);

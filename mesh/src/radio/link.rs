@@ -372,9 +372,18 @@ impl RadioLink {
     /// by patch (see [`super::patch`]); without it the link fetches chunks.
     /// Takes effect for releases verified afterwards. The driver must
     /// answer every job (with [`PieceJob::failed`] when it cannot run it):
-    /// the chunks of a piece being applied are not fetched plainly.
+    /// the chunks of a piece being applied are not fetched plainly. A base
+    /// index of another image ([`RadioLink::set_base_index`]) is dropped:
+    /// delta bundles against it are no longer for this node.
     pub fn set_base_image(&mut self, image_hash: Hash) {
         self.base_image = Some(image_hash);
+        if self
+            .base_index
+            .as_ref()
+            .is_some_and(|b| b.index().image_hash() != image_hash)
+        {
+            self.base_index = None;
+        }
     }
 
     /// Gives the link the patch blobs of the release it carries (the
