@@ -367,6 +367,23 @@ fn a_release_above_the_whole_release_limit_crosses_by_patch_with_its_chunks_left
         }
     }
     assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
+    // Restarted, the publisher runs 1.0.0 and no longer seeds the base, yet
+    // it still writes the delta against the base's index (remembered on
+    // disk) and puts the release back on the air.
+    let release = node_status(&dir, 0)["radio"]["release"].clone();
+    ok(&["testnet", "down", "--dir", ds]);
+    ok(&["testnet", "up", "--dir", ds]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = node_status(&dir, 0)["radio"].clone();
+        if r["release"] == release && r["complete"] == true {
+            assert_eq!(r["index_delta"], true, "{r:#}");
+            assert_eq!(r["to_radio_deferred"], serde_json::json!([]), "{r:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not back on the air: {r:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! hands releases between it and the core (`radio.rs`).
 
 mod admission;
+mod base_indexes;
 pub(crate) mod control;
 mod discovery;
 mod gateway;
@@ -195,15 +196,12 @@ struct Daemon {
     /// The confirmed slot's chunk index, once seeded: the base a large
     /// release's index delta is rebuilt against on the radio.
     seeded_index: Option<ChunkIndex>,
-    /// The chunk indexes of the images this process seeded before (newest
-    /// last, at most [`FORMER_INDEXES_MAX`]): a publisher that installed its
-    /// own large release still finds the base's index to write the
-    /// release's index delta against.
-    former_indexes: Vec<ChunkIndex>,
+    /// The chunk indexes of the images this node ran (on disk): a
+    /// publisher that installed its own large release, even after a
+    /// restart, still finds the base's index to write the release's index
+    /// delta against.
+    base_indexes: base_indexes::BaseIndexes,
 }
-
-/// Former seeded indexes a daemon keeps in memory.
-const FORMER_INDEXES_MAX: usize = 2;
 
 /// A discovered peer and the dialer that keeps a connection to it.
 struct Dialled {
@@ -397,7 +395,7 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
         patches: PatchCounters::default(),
         radio: None,
         seeded_index: None,
-        former_indexes: Vec::new(),
+        base_indexes: base_indexes::BaseIndexes::new(&node.config.data_dir),
     };
     d.load_store()?;
     d.seed_active_slot();
@@ -831,16 +829,11 @@ impl Daemon {
                 tracing::info!(slot, seeded, "serving the active slot in place");
                 let now = self.now();
                 self.core.add_chunks(now, held);
-                let image = index.image_hash();
-                if let Some(old) = self.seeded_index.replace(index) {
-                    if old.image_hash() != image {
-                        self.former_indexes.retain(|i| i.image_hash() != image);
-                        self.former_indexes.push(old);
-                        if self.former_indexes.len() > FORMER_INDEXES_MAX {
-                            self.former_indexes.remove(0);
-                        }
-                    }
+                let base_indexes = self.base_indexes.clone();
+                if let Err(e) = tokio::task::block_in_place(|| base_indexes.remember(&index)) {
+                    tracing::warn!("the running image's chunk index not remembered: {e}");
                 }
+                self.seeded_index = Some(index);
             }
             Ok(None) => {}
             Err(e) => tracing::warn!("active slot not seeded: {e}"),

@@ -481,17 +481,20 @@ impl Daemon {
         }
     }
 
-    /// The chunk index of `image`: the seeded slot's, one seeded before
-    /// since start, or from a release the core holds whose component is
-    /// that image, when the store has it.
+    /// The chunk index of `image`: the seeded slot's, one of an image
+    /// this node ran before (`base_indexes`), or from a release the core
+    /// holds whose component is that image, when the store has it.
     fn index_of_image(&self, image: &Hash) -> Option<ChunkIndex> {
         if let Some(i) = self
             .seeded_index
-            .iter()
-            .chain(self.former_indexes.iter().rev())
-            .find(|i| i.image_hash() == *image)
+            .as_ref()
+            .filter(|i| i.image_hash() == *image)
         {
             return Some(i.clone());
+        }
+        let base_indexes = self.base_indexes.clone();
+        if let Some(i) = tokio::task::block_in_place(|| base_indexes.find(image)) {
+            return Some(i);
         }
         let store = self.store.clone();
         self.core.releases().iter().find_map(|id| {
