@@ -319,6 +319,64 @@ fn a_neighbour_sharing_our_short_id_is_reported_once_and_its_frames_dropped() {
     );
 }
 
+/// Two neighbours on one short id cannot fetch from each other; once the
+/// driver of one gives its link another id (its answer to the report),
+/// the release crosses, and a clash of the new id is reported again.
+#[test]
+fn a_node_that_changes_its_shared_short_id_fetches_from_its_twin() {
+    let k = keys();
+    let old = release(1, &k.release);
+    let new = release(2, &k.release);
+    let mut a = RadioLink::new(config(1, 1), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    a.add_release(Micros(0), new.bundle.clone(), &new.chunks)
+        .unwrap();
+    let mut b = RadioLink::new(config(1, 2), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    let mut reported = Vec::new();
+    let (done, _) = drive_pair(
+        &mut a,
+        &mut b,
+        Micros(0),
+        Micros(1_500 * Micros::SECOND),
+        RadioLink::is_complete,
+        |b, _| {
+            while let Some(e) = b.poll_event() {
+                if let LinkEvent::ShortIdShared { short_id } = e {
+                    reported.push(short_id);
+                    if reported.len() == 1 {
+                        b.change_short_id(ShortId(2));
+                    } else {
+                        b.change_short_id(ShortId(3));
+                    }
+                }
+            }
+        },
+    );
+    assert!(done, "{}", b.describe());
+    assert_eq!(b.payload().unwrap(), new.image);
+    assert_eq!(reported, [ShortId(1)]);
+    assert_eq!(b.neighbours().collect::<Vec<_>>(), [ShortId(1)]);
+    // The twin's own report came once, before b moved.
+    let twin: Vec<LinkEvent> = std::iter::from_fn(|| a.poll_event())
+        .filter(|e| matches!(e, LinkEvent::ShortIdShared { .. }))
+        .collect();
+    assert!(twin.len() <= 1, "{twin:?}");
+    // Moving onto a neighbour's id forgets that neighbour and re-arms
+    // the report.
+    b.change_short_id(ShortId(1));
+    assert!(b.neighbours().next().is_none());
+    let ann = holder_announce(&new.id, 1, false, 3);
+    hear_announces(&mut b, Micros(1_600 * Micros::SECOND), 1, &[0, 1], &ann);
+    let again: Vec<LinkEvent> = std::iter::from_fn(|| b.poll_event())
+        .filter(|e| matches!(e, LinkEvent::ShortIdShared { .. }))
+        .collect();
+    assert_eq!(
+        again,
+        [LinkEvent::ShortIdShared {
+            short_id: ShortId(1)
+        }]
+    );
+}
+
 /// A needy node with two holders in range asks the one that announced the
 /// most needy neighbours (a greedy cover: askers gather on few sources).
 #[test]

@@ -386,6 +386,57 @@ fn a_release_above_the_whole_release_limit_crosses_by_patch_with_its_chunks_left
     }
 }
 
+/// Node 1 is configured with the short id node 0 derived: the two clash.
+/// Node 0's id was derived, so it derives another; node 1's was set, so
+/// it keeps it (warning, if it heard the clash first). The release then
+/// crosses both.
+#[test]
+fn a_derived_short_id_that_a_neighbour_shares_is_derived_again() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("tn");
+    let ds = dir.to_str().unwrap();
+    let _guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
+    let clash = node_status(&dir, 0)["radio"]["short_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&["testnet", "down", "--dir", ds]);
+    let path = dir.join("node-1/node.toml");
+    let toml = std::fs::read_to_string(&path).unwrap();
+    assert!(!toml.contains("short_id"), "{toml}");
+    let toml = toml.replace(
+        "\n[radio]\n",
+        &format!(
+            "\n[radio]\nshort_id = {}\n",
+            u16::from_str_radix(&clash, 16).unwrap()
+        ),
+    );
+    std::fs::write(&path, toml).unwrap();
+    ok(&["testnet", "up", "--dir", ds]);
+    let v1 = t.path().join("v1.img");
+    write_image(&v1, 3_000, 2_654_435_761);
+    publish_at(ds, &v1, "1.0.0", 0);
+    watch(ds);
+    let (n0, n1) = (node_status(&dir, 0), node_status(&dir, 1));
+    let (r0, r1) = (&n0["radio"], &n1["radio"]);
+    assert_eq!(r0["short_id_changes"], 1, "{r0:#}");
+    assert_ne!(r0["short_id"], clash.as_str(), "{r0:#}");
+    assert_eq!(r1["short_id"], clash.as_str(), "{r1:#}");
+    assert_eq!(r1["short_id_changes"], 0, "{r1:#}");
+    // Each knows the other under its id now.
+    let neighbours = |r: &Value| r["neighbours"].as_array().unwrap().clone();
+    assert!(neighbours(r1).contains(&r0["short_id"]), "{r1:#}");
+    assert!(
+        neighbours(r0).contains(&Value::from(clash.as_str())),
+        "{r0:#}"
+    );
+    // Node 0 heard the clash (node 1 may not have: node 0 can move first).
+    assert!(r0["frames_own_id"].as_u64().unwrap() > 0, "{r0:#}");
+    let log = std::fs::read_to_string(dir.join("node-0/node.log")).unwrap();
+    assert!(log.contains("derived again from its key"), "{log}");
+    assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
+}
+
 #[test]
 fn a_mixed_net_forwards_between_quic_and_lora_both_ways() {
     let t = tempfile::tempdir().unwrap();

@@ -186,6 +186,8 @@ pub struct RadioLink {
     next_chunk: usize,
     events: VecDeque<LinkEvent>,
     stats: LinkStats,
+    /// [`LinkEvent::ShortIdShared`] was reported for the current short id.
+    own_id_reported: bool,
     /// The latest time handed in (for choices made without a `now`).
     clock: Micros,
     /// Message id of our next unfragmented frame.
@@ -257,6 +259,7 @@ impl RadioLink {
             next_chunk: 0,
             events: VecDeque::new(),
             stats: LinkStats::default(),
+            own_id_reported: false,
             clock: now,
             seq: 0,
             early: VecDeque::new(),
@@ -312,6 +315,18 @@ impl RadioLink {
         self.carried = Some(carried);
         self.fetch = None;
         self.completed(now, release);
+    }
+
+    /// Gives the link another short id, for frames sent from now on: the
+    /// driver's answer to [`LinkEvent::ShortIdShared`] (a node whose id was
+    /// derived from its key derives the next one). A neighbour already
+    /// known under the new id is forgotten (it would be the same clash),
+    /// and a clash of the new id is reported again. Neighbours learn the
+    /// new id from the next frame; the old one ages out of their tables.
+    pub fn change_short_id(&mut self, id: ShortId) {
+        self.config.short_id = id;
+        self.neighbours.remove(&id);
+        self.own_id_reported = false;
     }
 
     /// Tells the link the hash of the image the node has installed (its
@@ -810,7 +825,8 @@ impl RadioLink {
             // Not ours (a radio does not hear itself): a neighbour shares
             // our id. Its frames would pass for our own; drop them.
             self.stats.frames_own_id += 1;
-            if self.stats.frames_own_id == 1 {
+            if !self.own_id_reported {
+                self.own_id_reported = true;
                 self.events.push_back(LinkEvent::ShortIdShared {
                     short_id: self.config.short_id,
                 });

@@ -31,8 +31,11 @@ pub enum LinkEvent {
     ApplyPiece(PieceJob),
     /// A frame under the mesh key came from this link's own short id: a
     /// neighbour uses the same id, and neighbours take the two for one
-    /// node. Reported once per link (the frames are dropped, counted in
-    /// [`LinkStats::frames_own_id`]); give one of them another short id.
+    /// node. Reported once per short id the link uses (the frames are
+    /// dropped, counted in [`LinkStats::frames_own_id`]); a driver whose id
+    /// was derived gives the link the next one
+    /// ([`RadioLink::change_short_id`](super::RadioLink::change_short_id)),
+    /// otherwise the operator gives one of the two another id.
     ShortIdShared {
         /// The short id both use.
         short_id: ShortId,

@@ -46,7 +46,7 @@ use meshota_blobstore::patch::PatchIndex;
 use meshota_blobstore::{ChunkIndex, ChunkStore};
 use meshota_manifest::{Hash, PatchRef};
 use meshota_mesh::radio::{LinkEvent, PieceJob, RadioLink, bundle};
-use meshota_radios::Micros;
+use meshota_radios::{Micros, ShortId};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -59,6 +59,9 @@ use crate::radio::{RadioSettings, RadioSetupError};
 /// release whose patch or base index the store lacks) waits before the
 /// next try.
 const HAND_OVER_RETRY: Duration = Duration::from_secs(10);
+/// Salts a derived short id is tried with before the daemon gives up and
+/// leaves the clash to the operator.
+const SHORT_ID_SALTS: u8 = 8;
 /// Frames queued toward the radio before further ones are dropped (the
 /// link sends one at a time; its retries recover a drop).
 const RADIO_TX_QUEUE: usize = 16;
@@ -87,6 +90,8 @@ pub(super) struct RadioDriver {
     sent: VecDeque<(Micros, u64)>,
     tx_dropped: u64,
     down: Option<String>,
+    /// Times the derived short id was derived again after a clash.
+    short_id_changes: u64,
 }
 
 /// What a connected radio gives the driver: where frames go, and the
@@ -301,6 +306,7 @@ impl RadioDriver {
             sent: VecDeque::new(),
             tx_dropped: 0,
             down: None,
+            short_id_changes: 0,
         })
     }
 
@@ -347,6 +353,7 @@ impl RadioDriver {
             "connected": self.down.is_none(),
             "down_reason": self.down,
             "short_id": format!("{:04x}", self.settings.short_id.0),
+            "short_id_changes": self.short_id_changes,
             "relay": self.settings.relay,
             "region": self.settings.region.name,
             "sub_band": self.settings.sub_band,
@@ -451,14 +458,48 @@ impl Daemon {
                     tracing::warn!(release = %release.short(), "radio: bundle rejected: {error}");
                 }
                 LinkEvent::ReleaseComplete { release } => self.radio_to_core(release),
-                LinkEvent::ShortIdShared { short_id } => tracing::warn!(
-                    "radio: a neighbour also uses short id {:04x}: neighbours take the two for one node and this node drops its frames; set another `short_id` in the [radio] table of one of them",
-                    short_id.0
-                ),
+                LinkEvent::ShortIdShared { short_id } => self.radio_short_id_shared(short_id),
                 other => tracing::debug!("radio: {other:?}"),
             }
         }
         self.core_to_radio();
+    }
+
+    /// A neighbour uses our short id. A derived id is derived again with
+    /// the next salt and given to the link (at most [`SHORT_ID_SALTS`]
+    /// times); a configured one is left to the operator.
+    fn radio_short_id_shared(&mut self, shared: ShortId) {
+        let Some(r) = &mut self.radio else {
+            return;
+        };
+        let next = match &mut r.settings.derived_short_id {
+            Some((key, salt)) if *salt + 1 < SHORT_ID_SALTS => {
+                *salt += 1;
+                ShortId::derive(key, *salt)
+            }
+            Some(_) => {
+                tracing::warn!(
+                    "radio: a neighbour also uses short id {:04x}, and {SHORT_ID_SALTS} derived ids have clashed: set `short_id` in the [radio] table",
+                    shared.0
+                );
+                return;
+            }
+            None => {
+                tracing::warn!(
+                    "radio: a neighbour also uses short id {:04x}: neighbours take the two for one node and this node drops its frames; set another `short_id` in the [radio] table of one of them",
+                    shared.0
+                );
+                return;
+            }
+        };
+        r.settings.short_id = next;
+        r.link.change_short_id(next);
+        r.short_id_changes += 1;
+        tracing::warn!(
+            "radio: a neighbour also uses short id {:04x}; this node now uses {:04x} (derived again from its key)",
+            shared.0,
+            next.0
+        );
     }
 
     /// Tells the link the confirmed slot's image: the base a release's

@@ -108,6 +108,11 @@ pub(crate) struct RadioSettings {
     pub(crate) mesh_key: [u8; 32],
     /// Our short id.
     pub(crate) short_id: ShortId,
+    /// The device key the short id was derived from, with the salt used
+    /// (0 at start); `None` when `[radio] short_id` sets it. A derived id
+    /// that a neighbour turns out to share is derived again with the next
+    /// salt.
+    pub(crate) derived_short_id: Option<(Vec<u8>, u8)>,
     /// Seed of the link's random choices.
     pub(crate) seed: u64,
     /// Whether the node serves neighbours (`relay = true`, the default)
@@ -171,6 +176,7 @@ pub(crate) fn settings(
     let short_id = cfg
         .short_id
         .map_or_else(|| ShortId::derive(node_id, 0), ShortId);
+    let derived_short_id = cfg.short_id.is_none().then(|| (node_id.to_vec(), 0));
     let seed = cfg.seed.unwrap_or_else(|| {
         let mut s = [0u8; 8];
         s.copy_from_slice(&node_id[8..16]);
@@ -187,6 +193,7 @@ pub(crate) fn settings(
         budget_per_hour_us: band.airtime_per_hour_us(),
         mesh_key,
         short_id,
+        derived_short_id,
         seed,
         relay: cfg.relay,
         whole_release_bytes_max: cfg.whole_release_bytes_max,

@@ -76,7 +76,7 @@ impl RadioLink {
     /// holds (its base image's, mostly) without handing their bytes: they
     /// count as held and are not fetched, and the link never serves them.
     /// For a large release (the daemon keeps its chunks out of memory);
-    /// call it on [`LinkEvent::ManifestVerified`]. Returns how many were
+    /// call it on [`LinkEvent::ManifestVerified`](crate::radio::LinkEvent::ManifestVerified). Returns how many were
     /// new.
     pub fn add_stored_chunks(&mut self, now: Micros, hashes: &[Hash]) -> usize {
         let Some(c) = self.carried.as_mut() else {
