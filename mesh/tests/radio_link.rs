@@ -51,18 +51,24 @@ fn run_pair(a: &mut RadioLink, b: &mut RadioLink, until: Micros) -> bool {
 /// are driven over a lossless channel until node 2 holds v2 (asserted).
 /// Returns both links and v2.
 fn one_hop(b_config: meshota_mesh::radio::RadioConfig) -> (RadioLink, RadioLink, Release) {
+    let (mut a, mut b, new) = holder_and_needy(b_config);
+    // A source asked by one neighbour waits up to 128 s per round, and the
+    // bundle and the symbols are two rounds.
+    assert!(run_pair(&mut a, &mut b, Micros(1_500 * Micros::SECOND)));
+    assert_eq!(b.release(), Some(new.id));
+    assert_eq!(b.payload().unwrap(), new.image);
+    (a, b, new)
+}
+
+/// Node 1 holding v2, and a node configured `b_config` running v1.
+fn holder_and_needy(b_config: meshota_mesh::radio::RadioConfig) -> (RadioLink, RadioLink, Release) {
     let k = keys();
     let old = release(1, &k.release);
     let new = release(2, &k.release);
     let mut a = RadioLink::new(config(1, 1), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
     a.add_release(Micros(0), new.bundle.clone(), &new.chunks)
         .unwrap();
-    let mut b = RadioLink::new(b_config, k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
-    // A source asked by one neighbour waits up to 128 s per round, and the
-    // bundle and the symbols are two rounds.
-    assert!(run_pair(&mut a, &mut b, Micros(1_500 * Micros::SECOND)));
-    assert_eq!(b.release(), Some(new.id));
-    assert_eq!(b.payload().unwrap(), new.image);
+    let b = RadioLink::new(b_config, k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
     (a, b, new)
 }
 
@@ -324,13 +330,7 @@ fn a_neighbour_sharing_our_short_id_is_reported_once_and_its_frames_dropped() {
 /// the release crosses, and a clash of the new id is reported again.
 #[test]
 fn a_node_that_changes_its_shared_short_id_fetches_from_its_twin() {
-    let k = keys();
-    let old = release(1, &k.release);
-    let new = release(2, &k.release);
-    let mut a = RadioLink::new(config(1, 1), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
-    a.add_release(Micros(0), new.bundle.clone(), &new.chunks)
-        .unwrap();
-    let mut b = RadioLink::new(config(1, 2), k.trust.clone(), (old.id, 1), Micros(0)).unwrap();
+    let (mut a, mut b, new) = holder_and_needy(config(1, 2));
     let mut reported = Vec::new();
     let (done, _) = drive_pair(
         &mut a,
