@@ -243,7 +243,12 @@ fn radio(out: &mut String, r: &Value) {
         (
             "frames_own_id",
             "frames_own_id",
-            "Frames from a neighbour using this node's short id (dropped: give one of them another).",
+            "Frames from a neighbour using this node's short id (dropped; a derived id moves to another, a configured one is the operator's to change).",
+        ),
+        (
+            "short_id_changes",
+            "short_id_changes",
+            "Times the derived short id was derived again after a neighbour turned out to share it.",
         ),
         (
             "frames_dropped",
@@ -335,6 +340,7 @@ mod tests {
                 "budget_per_hour_us": 360_000_000u64, "complete": true,
                 "frames_sent": 40, "frames_heard": 900, "frames_bad_mac": 3,
                 "symbols": 0, "pieces": 0, "announces": 31, "chunks_decoded": 2,
+                "short_id_changes": 1,
             },
         });
         let text = render(&s);
@@ -350,6 +356,7 @@ mod tests {
             "meshota_radio_symbols_sent_total 0\n",
             "meshota_radio_announces_sent_total 31\n",
             "meshota_radio_chunks_decoded_total 2\n",
+            "meshota_radio_short_id_changes_total 1\n",
             "# TYPE meshota_radio_frames_sent_total counter\n",
             "# TYPE meshota_radio_relay gauge\n",
         ] {
