@@ -435,6 +435,16 @@ fn a_derived_short_id_that_a_neighbour_shares_is_derived_again() {
     let log = std::fs::read_to_string(dir.join("node-0/node.log")).unwrap();
     assert!(log.contains("derived again from its key"), "{log}");
     assert_eq!(medium_status(&dir)["duty_cycle_violations"], 0);
+    // Restarted, node 0 keeps the id it moved to (its salt is saved), so
+    // the clash does not come back.
+    let moved = r0["short_id"].clone();
+    ok(&["testnet", "down", "--dir", ds]);
+    ok(&["testnet", "up", "--dir", ds]);
+    std::thread::sleep(Duration::from_secs(3));
+    let r0 = node_status(&dir, 0)["radio"].clone();
+    assert_eq!(r0["short_id"], moved, "{r0:#}");
+    assert_eq!(r0["short_id_changes"], 0, "{r0:#}");
+    assert_eq!(r0["frames_own_id"], 0, "{r0:#}");
 }
 
 #[test]

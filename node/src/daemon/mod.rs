@@ -403,7 +403,8 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
     // start (a typed error naming the cause), it is never skipped.
     if let Some(rc) = node.config.radio.clone() {
         let fail = |e: crate::radio::RadioSetupError| Failure::file(&node.path, e);
-        let settings = crate::radio::settings(&rc, &d.key.id().0).map_err(fail)?;
+        let mut settings = crate::radio::settings(&rc, &d.key.id().0).map_err(fail)?;
+        radio::restore_short_id_salt(&mut settings, &node.config.data_dir);
         let transport = radio::connect(&rc, &settings, tx.clone())
             .await
             .map_err(fail)?;

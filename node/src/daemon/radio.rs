@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use meshota_blobstore::patch::PatchIndex;
 use meshota_blobstore::{ChunkIndex, ChunkStore};
+use meshota_manifest::fs::{read_limited, write_atomic};
 use meshota_manifest::{Hash, PatchRef};
 use meshota_mesh::radio::{LinkEvent, PieceJob, RadioLink, bundle};
 use meshota_radios::{Micros, ShortId};
@@ -62,6 +63,27 @@ const HAND_OVER_RETRY: Duration = Duration::from_secs(10);
 /// Salts a derived short id is tried with before the daemon gives up and
 /// leaves the clash to the operator.
 const SHORT_ID_SALTS: u8 = 8;
+/// The file in the data directory that keeps the salt of a derived short
+/// id moved after a clash (decimal), so a restart keeps the id.
+const SHORT_ID_SALT_FILE: &str = "radio-short-id-salt";
+
+/// Derives the short id again with the salt a former clash left
+/// ([`SHORT_ID_SALT_FILE`]), when the id is derived. A missing, unreadable
+/// or out-of-range file leaves salt 0.
+pub(super) fn restore_short_id_salt(settings: &mut RadioSettings, data_dir: &std::path::Path) {
+    let Some((key, salt)) = &mut settings.derived_short_id else {
+        return;
+    };
+    let saved = read_limited(&data_dir.join(SHORT_ID_SALT_FILE), 8)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse::<u8>().ok())
+        .filter(|s| *s < SHORT_ID_SALTS);
+    if let Some(s) = saved {
+        *salt = s;
+        settings.short_id = ShortId::derive(key, s);
+    }
+}
 /// Frames queued toward the radio before further ones are dropped (the
 /// link sends one at a time; its retries recover a drop).
 const RADIO_TX_QUEUE: usize = 16;
@@ -495,6 +517,13 @@ impl Daemon {
         r.settings.short_id = next;
         r.link.change_short_id(next);
         r.short_id_changes += 1;
+        let salt = r.settings.derived_short_id.as_ref().map_or(0, |(_, s)| *s);
+        let path = self.node.config.data_dir.join(SHORT_ID_SALT_FILE);
+        if let Err(e) = write_atomic(&path, salt.to_string().as_bytes(), 0o644) {
+            tracing::warn!(
+                "radio: the new short id's salt not saved ({e}): after a restart the node clashes once more"
+            );
+        }
         tracing::warn!(
             "radio: a neighbour also uses short id {:04x}; this node now uses {:04x} (derived again from its key)",
             shared.0,
