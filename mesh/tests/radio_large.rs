@@ -13,9 +13,7 @@ use common::radio::{config, drive_pair};
 use common::{Keys, image, keys};
 use meshota_blobstore::patch::{PatchOptions, create_patch};
 use meshota_blobstore::{ChunkIndex, ChunkStore, DEFAULT_PARAMS, MemStore, index_reader};
-use meshota_manifest::{
-    Component, Hash, PatchRef, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime,
-};
+use meshota_manifest::Hash;
 use meshota_mesh::radio::bundle::{self, BaseIndex};
 use meshota_mesh::radio::{LinkEvent, RadioError, RadioLink};
 use meshota_radios::Micros;
@@ -61,33 +59,16 @@ fn world(k: &Keys) -> World {
         .map(|p| store.get(&p.hash).unwrap())
         .collect();
     let v1_doc = common::publish(&k.release, &v1, "board", 1);
-    let body = ReleaseManifest {
-        product: "test".into(),
-        hardware: "board".into(),
-        channel: "stable".into(),
-        version: "2.0.0".into(),
-        security_version: 2,
-        created: UnixTime(1_790_000_000),
-        components: vec![Component {
-            name: "rootfs".into(),
-            slot: "rootfs".into(),
-            size: v2_index.total_size(),
-            image_hash: v2_index.image_hash(),
-            chunk_index: v2_index.id().unwrap(),
-            chunking: *v2_index.params(),
-        }],
-        patches: vec![PatchRef {
-            component: "rootfs".into(),
-            base_image_hash: v1_index.image_hash(),
-            patch: build.id,
-            size: build.encoded.len() as u64,
-        }],
-        rollout: RolloutPolicy::default(),
-    };
-    let doc = SignedDocument::sign(body, &[&k.release]).unwrap();
+    let manifest = common::radio::patch_release_manifest(
+        &k.release,
+        "2.0.0",
+        &v2_index,
+        v1_index.image_hash(),
+        &build,
+    );
     World {
         v1_id: v1_doc.id,
-        manifest: doc.encode().unwrap(),
+        manifest,
         patch_index: build.encoded,
         pieces,
         v1,

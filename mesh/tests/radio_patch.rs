@@ -13,9 +13,7 @@ use common::radio::{
 use common::{Keys, image, keys};
 use meshota_blobstore::patch::{PatchOptions, create_patch};
 use meshota_blobstore::{ChunkIndex, ChunkStore, DEFAULT_PARAMS, MemStore, index_reader};
-use meshota_manifest::{
-    Component, Hash, PatchRef, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime,
-};
+use meshota_manifest::Hash;
 use meshota_mesh::radio::msg::{Announce, ManifestRequest, PayloadRequest, tag_of};
 use meshota_mesh::radio::{LinkEvent, PieceOutput, RadioError, RadioLink, bundle};
 use meshota_radios::{FrameCodec, FrameKind, Header, Micros, Progress, ShortId};
@@ -73,35 +71,13 @@ fn world(k: &Keys) -> World {
         .collect();
     let v1_doc = common::publish(&k.release, &v1, "board", 1);
     let index_bytes = i2.encode().unwrap();
-    let body = ReleaseManifest {
-        product: "test".into(),
-        hardware: "board".into(),
-        channel: "stable".into(),
-        version: "1.0.2".into(),
-        security_version: 2,
-        created: UnixTime(1_790_000_000),
-        components: vec![Component {
-            name: "rootfs".into(),
-            slot: "rootfs".into(),
-            size: i2.total_size(),
-            image_hash: i2.image_hash(),
-            chunk_index: Hash::of(&index_bytes),
-            chunking: *i2.params(),
-        }],
-        patches: vec![PatchRef {
-            component: "rootfs".into(),
-            base_image_hash: i1.image_hash(),
-            patch: build.id,
-            size: build.encoded.len() as u64,
-        }],
-        rollout: RolloutPolicy::default(),
-    };
-    let doc = SignedDocument::sign(body, &[&k.release]).unwrap();
+    let manifest =
+        common::radio::patch_release_manifest(&k.release, "1.0.2", &i2, i1.image_hash(), &build);
     World {
         v1_id: v1_doc.id,
         v1_chunks: chunks_of(&v1, &i1),
         chunks: chunks_of(&v2, &i2),
-        bundle: bundle::encode(&doc.encode().unwrap(), &index_bytes).unwrap(),
+        bundle: bundle::encode(&manifest, &index_bytes).unwrap(),
         patch_id: build.id,
         patch_index: build.encoded,
         pieces,

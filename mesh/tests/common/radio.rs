@@ -220,3 +220,45 @@ pub fn holder_announce(release: &Hash, security_version: u64, pieces: bool, need
         leaf: false,
     }
 }
+
+/// The signed manifest (encoded) of a release on hardware "board": one
+/// component `rootfs` whose chunk index is `target`, listing `patch` from
+/// the image `base_image`.
+pub fn patch_release_manifest(
+    signer: &meshota_manifest::SecretKey,
+    version: &str,
+    target: &meshota_blobstore::ChunkIndex,
+    base_image: Hash,
+    patch: &meshota_blobstore::patch::PatchBuild,
+) -> Vec<u8> {
+    use meshota_manifest::{
+        Component, PatchRef, ReleaseManifest, RolloutPolicy, SignedDocument, UnixTime,
+    };
+    let body = ReleaseManifest {
+        product: "test".into(),
+        hardware: "board".into(),
+        channel: "stable".into(),
+        version: version.into(),
+        security_version: 2,
+        created: UnixTime(1_790_000_000),
+        components: vec![Component {
+            name: "rootfs".into(),
+            slot: "rootfs".into(),
+            size: target.total_size(),
+            image_hash: target.image_hash(),
+            chunk_index: target.id().unwrap(),
+            chunking: *target.params(),
+        }],
+        patches: vec![PatchRef {
+            component: "rootfs".into(),
+            base_image_hash: base_image,
+            patch: patch.id,
+            size: patch.encoded.len() as u64,
+        }],
+        rollout: RolloutPolicy::default(),
+    };
+    SignedDocument::sign(body, &[signer])
+        .unwrap()
+        .encode()
+        .unwrap()
+}
