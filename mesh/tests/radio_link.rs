@@ -377,6 +377,62 @@ fn a_node_that_changes_its_shared_short_id_fetches_from_its_twin() {
     );
 }
 
+/// Two nodes beyond each other's range share short id 9; a node between
+/// them hears both, so the message ids "from 9" go back and forth. It
+/// tells 9 (both hear it) that the id seems shared. One sender that
+/// restarted (ids from 0 again) is not taken for two.
+#[test]
+fn a_neighbour_whose_frames_look_like_two_senders_is_told_its_short_id_is_shared() {
+    let k = keys_cached();
+    let ann = holder_announce(&k.1, 1, false, 3);
+    let notices = |seqs: &[u8]| {
+        let mut n = RadioLink::new(config(5, 5), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+        let now = hear_announces(&mut n, Micros(Micros::SECOND), 9, seqs, &ann);
+        let sent: Vec<(Header, Vec<u8>)> = drive_alone(&mut n, now, 30)
+            .into_iter()
+            .filter(|(h, _)| h.kind == FrameKind::Notice)
+            .collect();
+        (sent, n.stats().clash_notices_sent)
+    };
+    let (sent, count) = notices(&[10, 100, 11, 101, 12, 102, 13, 103]);
+    assert_eq!(count, 1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0.dst, ShortId(9));
+    assert_eq!(sent[0].1, [1]);
+    let (sent, count) = notices(&[10, 11, 12, 13, 0, 1, 2, 3, 4]);
+    assert!(sent.is_empty() && count == 0, "{sent:?}");
+}
+
+/// A notice that our short id seems shared is reported like a clash we
+/// heard ourselves (the driver then moves a derived id); a notice to
+/// another id is ignored, an unknown notice is malformed.
+#[test]
+fn a_notice_that_our_short_id_is_shared_is_reported_as_a_clash() {
+    let k = keys_cached();
+    let mut a = RadioLink::new(config(9, 9), k.0.clone(), (k.1, 1), Micros(0)).unwrap();
+    let notice = |dst: u16, seq: u8, payload: &[u8]| {
+        member_frame(5, ShortId(dst), FrameKind::Notice, seq, (0, 1), payload)
+    };
+    let shared = |a: &mut RadioLink| {
+        std::iter::from_fn(|| a.poll_event())
+            .filter(|e| matches!(e, LinkEvent::ShortIdShared { .. }))
+            .count()
+    };
+    a.handle_frame(Micros(1_000), &notice(10, 1, &[1]));
+    assert_eq!(shared(&mut a), 0, "a notice to another id");
+    a.handle_frame(Micros(2_000), &notice(9, 2, &[7]));
+    assert_eq!(shared(&mut a), 0);
+    assert_eq!(a.stats().frames_malformed, 1);
+    a.handle_frame(Micros(3_000), &notice(9, 3, &[1]));
+    a.handle_frame(Micros(4_000), &notice(9, 4, &[1]));
+    assert_eq!(shared(&mut a), 1, "reported once");
+    assert_eq!(a.stats().clash_notices_heard, 1);
+    // Moved to another id, a notice about the old one no longer applies.
+    a.change_short_id(ShortId(11));
+    a.handle_frame(Micros(5_000), &notice(9, 5, &[1]));
+    assert_eq!(shared(&mut a), 0);
+}
+
 /// A needy node with two holders in range asks the one that announced the
 /// most needy neighbours (a greedy cover: askers gather on few sources).
 #[test]

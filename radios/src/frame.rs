@@ -54,6 +54,9 @@ pub enum FrameKind {
     /// A coded repair fragment of a fragmented message
     /// ([`crate::repair`]).
     Repair = 6,
+    /// A notice to the frame's receiver about its link (e.g. that its
+    /// short id seems to be used by two nodes).
+    Notice = 7,
 }
 
 impl FrameKind {
@@ -65,6 +68,7 @@ impl FrameKind {
             4 => Self::Symbol,
             5 => Self::Progress,
             6 => Self::Repair,
+            7 => Self::Notice,
             _ => return Err(Error::UnknownFrameKind { kind }),
         })
     }
@@ -349,6 +353,7 @@ mod tests {
             Just(FrameKind::Symbol),
             Just(FrameKind::Progress),
             Just(FrameKind::Repair),
+            Just(FrameKind::Notice),
         ];
         (
             kinds,

@@ -64,11 +64,21 @@ struct Neighbour {
     last_seq: Option<u8>,
     heard: u32,
     sent: u32,
+    /// Frames whose message id was behind the last one's, halved every
+    /// [`CLASH_HALVING_US`]: one sender numbers its frames forward, so
+    /// several mean two nodes use this short id.
+    regressions: u32,
+    /// When `regressions` was last halved.
+    halved_at: Micros,
+    /// Whether it was told its short id seems shared (once).
+    clash_noticed: bool,
 }
 
 impl Neighbour {
     /// Takes the message id of an unfragmented frame heard from it.
-    fn hear_seq(&mut self, id: u8) {
+    /// Returns whether its frames now look like two senders' (the first
+    /// time only).
+    fn hear_seq(&mut self, now: Micros, id: u8) -> bool {
         match self.last_seq {
             None => {
                 // One frame heard, no gap known yet: count it as one of
@@ -79,10 +89,14 @@ impl Neighbour {
             Some(last) => {
                 let gap = u32::from(id.wrapping_sub(last));
                 if gap == 0 {
-                    return;
+                    return false;
                 }
                 self.heard += 1;
                 self.sent += gap;
+                if gap > 128 {
+                    // Behind the last id: a restart, or another sender.
+                    self.regressions += 1;
+                }
             }
         }
         self.last_seq = Some(id);
@@ -90,6 +104,18 @@ impl Neighbour {
             self.heard = self.heard.div_ceil(2);
             self.sent = self.sent.div_ceil(2);
         }
+        while now.since(self.halved_at) >= CLASH_HALVING_US {
+            self.halved_at = self.halved_at.plus(CLASH_HALVING_US);
+            self.regressions /= 2;
+            if self.regressions == 0 {
+                self.halved_at = now;
+            }
+        }
+        if self.regressions >= CLASH_REGRESSIONS && !self.clash_noticed {
+            self.clash_noticed = true;
+            return true;
+        }
+        false
     }
 
     /// Its frames heard out of its frames sent, in percent (0 before any).
@@ -188,6 +214,8 @@ pub struct RadioLink {
     stats: LinkStats,
     /// [`LinkEvent::ShortIdShared`] was reported for the current short id.
     own_id_reported: bool,
+    /// Neighbours to tell that their short id seems shared.
+    notices: VecDeque<ShortId>,
     /// The latest time handed in (for choices made without a `now`).
     clock: Micros,
     /// Message id of our next unfragmented frame.
@@ -260,6 +288,7 @@ impl RadioLink {
             events: VecDeque::new(),
             stats: LinkStats::default(),
             own_id_reported: false,
+            notices: VecDeque::new(),
             clock: now,
             seq: 0,
             early: VecDeque::new(),
@@ -838,8 +867,8 @@ impl RadioLink {
             return;
         }
         let n = self.neighbours.entry(h.src).or_default();
-        if h.kind != FrameKind::Message {
-            n.hear_seq(h.msg_id);
+        if h.kind != FrameKind::Message && n.hear_seq(now, h.msg_id) {
+            self.notices.push_back(h.src);
         }
         let result = match h.kind {
             FrameKind::Announce => {
@@ -851,10 +880,31 @@ impl RadioLink {
             FrameKind::Symbol => self.on_symbol(now, h.src, frame.payload),
             FrameKind::Progress => self.on_payload_request(now, &h, frame.payload),
             FrameKind::Repair => self.on_repair(now, &h, frame.payload),
+            FrameKind::Notice => self.on_notice(&h, frame.payload),
         };
         if result.is_err() {
             self.stats.frames_malformed += 1;
         }
+    }
+
+    /// A notice to us: two nodes seem to use our short id (a neighbour
+    /// heard our frames numbered as if from two senders). Reported as a
+    /// clash, as when we hear our id ourselves.
+    fn on_notice(&mut self, h: &Header, payload: &[u8]) -> Result<(), RadioError> {
+        if payload != [NOTICE_ID_SHARED] {
+            return Err(RadioError::Malformed {
+                what: "notice",
+                reason: "unknown notice",
+            });
+        }
+        if h.dst == self.config.short_id && !self.own_id_reported {
+            self.own_id_reported = true;
+            self.stats.clash_notices_heard += 1;
+            self.events.push_back(LinkEvent::ShortIdShared {
+                short_id: self.config.short_id,
+            });
+        }
+        Ok(())
     }
 
     fn on_announce(&mut self, now: Micros, src: ShortId, a: Announce) {
@@ -1564,6 +1614,9 @@ impl RadioLink {
             if self.announce_due || self.request_due {
                 t = t.min(self.busy_until.max(self.quiet_until));
             }
+            if !self.notices.is_empty() {
+                t = t.min(self.busy_until);
+            }
             if let Some(b) = self.burst_at {
                 t = t.min(self.busy_until.max(b));
             }
@@ -1639,6 +1692,10 @@ impl RadioLink {
     }
 
     fn next_frame(&mut self, now: Micros) -> Option<Vec<u8>> {
+        if let Some(to) = self.notices.pop_front() {
+            self.stats.clash_notices_sent += 1;
+            return self.encode(FrameKind::Notice, to, 0, 1, &[NOTICE_ID_SHARED]);
+        }
         if now >= self.quiet_until {
             if self.announce_due {
                 self.announce_due = false;
@@ -1961,6 +2018,17 @@ const EARLY_SYMBOLS_MAX: usize = 512;
 const BUNDLE_PATIENCE_US: u64 = 600 * Micros::SECOND;
 /// Link-quality memory: past this many frames sent, the counts halve.
 const QUALITY_WINDOW: u32 = 32;
+/// Message ids behind the last one (a restart makes one), halved every
+/// [`CLASH_HALVING_US`], after which a neighbour's frames are taken for
+/// two senders'.
+const CLASH_REGRESSIONS: u32 = 3;
+/// How often a neighbour's count of backward message ids is halved (an
+/// hour: three restarts of one node within it are rare, two senders
+/// interleave at every frame).
+const CLASH_HALVING_US: u64 = 3_600 * Micros::SECOND;
+/// The payload of a [`FrameKind::Notice`] telling its receiver that two
+/// nodes seem to use its short id.
+const NOTICE_ID_SHARED: u8 = 1;
 /// A neighbour is a strong link when we hear at least this share of its
 /// frames (%): about 1 dB of SNR margin with 10 % extra loss.
 const STRONG_PERCENT: u32 = 60;

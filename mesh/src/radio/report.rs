@@ -60,6 +60,13 @@ pub struct LinkStats {
     /// Frames dropped because they came from our own short id (a
     /// neighbour shares it: [`LinkEvent::ShortIdShared`]).
     pub frames_own_id: u64,
+    /// Notices sent to a neighbour whose frames looked like two senders'
+    /// (message ids going back and forth): two nodes beyond each other's
+    /// range share its short id.
+    pub clash_notices_sent: u64,
+    /// Such notices received about our own short id (reported as
+    /// [`LinkEvent::ShortIdShared`]).
+    pub clash_notices_heard: u64,
     /// Frames put on the air.
     pub frames_sent: u64,
     /// Airtime of those frames (µs).

@@ -246,6 +246,16 @@ fn radio(out: &mut String, r: &Value) {
             "Frames from a neighbour using this node's short id (dropped; a derived id moves to another, a configured one is the operator's to change).",
         ),
         (
+            "clash_notices_sent",
+            "clash_notices_sent",
+            "Notices sent to a neighbour whose frames looked like two senders' (its short id shared by two nodes out of each other's range).",
+        ),
+        (
+            "clash_notices_heard",
+            "clash_notices_heard",
+            "Notices heard that this node's short id seems shared.",
+        ),
+        (
             "short_id_changes",
             "short_id_changes",
             "Times the derived short id was derived again after a neighbour turned out to share it.",

@@ -405,6 +405,8 @@ impl RadioDriver {
             "frames_bad_mac": s.frames_bad_mac,
             "frames_malformed": s.frames_malformed,
             "frames_own_id": s.frames_own_id,
+            "clash_notices_sent": s.clash_notices_sent,
+            "clash_notices_heard": s.clash_notices_heard,
             "frames_sent": s.frames_sent,
             "frames_dropped": self.tx_dropped,
             "announces": s.sent_announces,
