@@ -324,21 +324,17 @@ fn a_release_above_the_whole_release_limit_crosses_by_patch_with_its_chunks_left
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("tn");
     let ds = dir.to_str().unwrap();
-    let _guard = up_lora(&dir, 3, &["--lora-topology", "line"]);
     // The initial image is 256 KiB: make 64 KiB the nodes' limit.
-    ok(&["testnet", "down", "--dir", ds]);
-    for i in 0..3 {
-        let path = dir.join(format!("node-{i}/node.toml"));
-        let toml = std::fs::read_to_string(&path).unwrap();
-        assert!(toml.contains("\n[radio]\n"), "{toml}");
-        let toml = toml.replace(
-            "\n[radio]\n",
-            "\n[radio]\nwhole_release_bytes_max = 65536\n",
-        );
-        std::fs::write(&path, toml).unwrap();
-    }
-    let out = ok(&["testnet", "up", "--dir", ds]);
-    assert!(out.contains("on the medium"), "{out}");
+    let _guard = up_lora(
+        &dir,
+        3,
+        &[
+            "--lora-topology",
+            "line",
+            "--lora-whole-release-bytes-max",
+            "65536",
+        ],
+    );
     // Published first without its patch: node 0 holds it, but the radio
     // cannot carry it until the patch is in the store too.
     publish_patch_release_and_wait(t.path(), &dir, true);

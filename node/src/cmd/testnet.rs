@@ -100,6 +100,11 @@ pub(crate) struct UpArgs {
     /// this medium (from the first radio node) is a leaf (with `--lora`).
     #[arg(long, requires = "lora", conflicts_with = "leaves")]
     plan_backbone: bool,
+    /// `[radio] whole_release_bytes_max` of every radio node: releases
+    /// with a larger image cross the radio by patch only, their chunks
+    /// left in the stores (with `--lora`; default 1 MiB).
+    #[arg(long, value_name = "BYTES", requires = "lora")]
+    lora_whole_release_bytes_max: Option<u64>,
 }
 
 /// Arguments of `testnet publish`.
@@ -227,6 +232,7 @@ fn up(a: &UpArgs) -> CmdResult {
         time_scale: a.lora_time_scale,
         seed: u64::from(std::process::id()),
         leaves: a.leaves.clone(),
+        whole_release_bytes_max: a.lora_whole_release_bytes_max,
     });
     if let Some(l) = lora.as_mut().filter(|_| a.plan_backbone) {
         l.leaves = l.planned_leaves(a.nodes.unwrap_or(DEFAULT_NODES))?;

@@ -100,6 +100,9 @@ pub(crate) struct LoraPlan {
     /// Testnet indexes of the radio nodes that are leaves (`relay =
     /// false`: they never serve their radio neighbours).
     pub(crate) leaves: Vec<usize>,
+    /// `[radio] whole_release_bytes_max` of every radio node (the
+    /// daemon's default when `None`).
+    pub(crate) whole_release_bytes_max: Option<u64>,
 }
 
 impl LoraPlan {
@@ -164,12 +167,20 @@ impl LoraPlan {
 /// The `[radio]` table of a testnet node on the medium: the testnet's mesh
 /// key, EU868 g3 (869.525 MHz, 10 %), DR5 (SF7/125 kHz), as the simulator;
 /// `relay = false` for a leaf.
-pub(crate) fn radio_toml(socket: &Path, node: usize, relay: bool) -> String {
+pub(crate) fn radio_toml(
+    socket: &Path,
+    node: usize,
+    relay: bool,
+    whole_release_bytes_max: Option<u64>,
+) -> String {
+    let whole = whole_release_bytes_max
+        .map(|n| format!("whole_release_bytes_max = {n}\n"))
+        .unwrap_or_default();
     format!(
         r#"
 [radio]
 relay = {relay}
-backend = "medium"
+{whole}backend = "medium"
 mesh_key_file = "../radio.key"
 region = "EU868"
 frequency_hz = 869525000
@@ -541,7 +552,12 @@ pub(crate) fn create(plan: &Plan) -> CmdResult<TestnetState> {
             Vec::new()
         };
         let radio = match (&lora, radio_nodes.iter().position(|&r| r == i)) {
-            (Some(l), Some(at)) => Some(radio_toml(&l.socket, at, !l.leaves.contains(&i))),
+            (Some(l), Some(at)) => Some(radio_toml(
+                &l.socket,
+                at,
+                !l.leaves.contains(&i),
+                l.whole_release_bytes_max,
+            )),
             _ => None,
         };
         nodes.push(make_node(
@@ -599,6 +615,7 @@ fn make_medium(dir: &Path, l: &LoraPlan, radio_nodes: &[usize]) -> CmdResult<Lor
         radio_nodes: radio_nodes.to_vec(),
         leaves: l.leaves.clone(),
         time_scale: l.time_scale,
+        whole_release_bytes_max: l.whole_release_bytes_max,
         socket,
         log: dir.join("medium.log"),
         pid: None,
@@ -643,6 +660,7 @@ mod tests {
             time_scale: 1,
             seed: 1,
             leaves: Vec::new(),
+            whole_release_bytes_max: None,
         };
         // 0 - 1 - 2 - 3 from node 0: 0, 1 and 2 relay.
         assert_eq!(line.planned_leaves(4).unwrap(), [3]);

@@ -63,6 +63,10 @@ pub(crate) struct LoraRecord {
     pub(crate) leaves: Vec<usize>,
     /// Virtual µs per wall-clock µs of the medium (and the nodes' links).
     pub(crate) time_scale: u32,
+    /// `[radio] whole_release_bytes_max` written for every radio node
+    /// (`None`: the daemon's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) whole_release_bytes_max: Option<u64>,
     /// The medium server's socket.
     pub(crate) socket: PathBuf,
     /// The medium server's log.
