@@ -3,7 +3,7 @@
 //! the new image's [`ChunkIndex`](crate::ChunkIndex).
 //!
 //! **Formats.** A patch is a small [`PatchIndex`] blob (`MOTA` kind 33,
-//! [`format`]) naming the base image hash, the target chunk index id and a
+//! [`format`](mod@format)) naming the base image hash, the target chunk index id and a
 //! list of [`PieceRef`]s; each piece is its own content-addressed blob
 //! (`MOTA` kind 34, [`piece`]) that a store keeps, and a peer serves, exactly
 //! like a chunk (both are at most [`MAX_PIECE_BYTES`], the store's chunk

@@ -7,7 +7,7 @@
 //! diff_len, diff_codec: u8, control: bytes, diff: bytes, extra: bytes)`.
 //! `control` and `extra` are zstd frames (empty when their decoded length
 //! is 0); `diff` is coded as `diff_codec` says ([`DiffCodec`]): a zstd
-//! frame (0), or the base-context coder of [`super::diffcode`] (1).
+//! frame (0), or the base-context coder of `patch/diffcode.rs` (1).
 //!
 //! Decoded, the control stream is a sequence of postcard triples
 //! `(add: u32, copy: u32, seek: i64)`, applied from the base cursor
@@ -33,7 +33,7 @@ const WHAT: &str = "patch piece";
 pub enum DiffCodec {
     /// A zstd frame of the diff bytes.
     Zstd = 0,
-    /// The base-context coder ([`super::diffcode`]): each diff byte
+    /// The base-context coder (`patch/diffcode.rs`): each diff byte
     /// predicted from the base bytes under it and the diffs before it.
     /// Smaller on executables; the default.
     BaseContext = 1,
