@@ -63,7 +63,7 @@ impl fmt::Debug for Hash {
     }
 }
 
-/// A string was not the 64-hex-digit form of a [`Hash`].
+/// A string was not the 64-hex-digit form of a [`Hash`](struct@Hash).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a BLAKE3 hash: expected 64 hex digits")]
 pub struct ParseHashError;

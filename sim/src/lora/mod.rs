@@ -6,7 +6,7 @@
 //! the payload once) and a unicast baseline (per-neighbour transfers with
 //! acknowledgements and retransmission) run in the same medium.
 //!
-//! Start with [`LoraOptions`] and [`run`]; [`bound`] and [`unicast`] are the
+//! Start with [`LoraOptions`] and [`run`](fn@run); [`bound`] and [`unicast`] are the
 //! yardsticks; [`scenario`] builds the node positions; [`kinds`] splits
 //! the airtime by frame kind.
 
