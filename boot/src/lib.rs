@@ -13,7 +13,7 @@
 //!   hash-checked and the manifest was verified again (see `install`).
 //! - The anti-rollback counter is raised only when an image is confirmed.
 //! - Bytes from disk never cause a panic: every decoder returns [`Error`].
-//! - The state logic ([`state`], [`record`], [`env`]) is sans-IO and builds
+//! - The state logic ([`state`], [`record`], [`env`](mod@env)) is sans-IO and builds
 //!   with `no_std + alloc` (`--no-default-features`); time is passed in.
 //!
 //! ## What it does not do

@@ -1,7 +1,7 @@
 //! USB sneakernet bundles: how releases reach nodes that no network reaches.
 //!
 //! **Purpose.** A bundle is one file carrying a trust root, signed release
-//! manifests, chunk indexes, patches and chunks ([`format`] has every byte).
+//! manifests, chunk indexes, patches and chunks ([`format`](mod@format) has every byte).
 //! [`export()`] writes one from a store, streaming, leaving out what a field
 //! node's [`WantList`] says it holds; [`import()`] puts one into a node's
 //! store; [`verify_file`] runs every check import runs without a node, so
@@ -22,8 +22,8 @@
 //! - Bundles are content-addressed inside: [`merge`] joins bundles, each
 //!   record kept once.
 //!
-//! **Where to start reading.** [`format`], then [`reader`] and [`verify`],
-//! then [`import`] (the two-pass commit) and [`export`].
+//! **Where to start reading.** [`format`](mod@format), then [`reader`] and [`verify`],
+//! then [`import`](mod@import) (the two-pass commit) and [`export`](mod@export).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
