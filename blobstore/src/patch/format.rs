@@ -107,6 +107,18 @@ impl PatchIndex {
         &self.pieces
     }
 
+    /// The distinct ids of the chunks of `target` the pieces make (the
+    /// chunks a node applying this patch gets from it), in id order.
+    /// Ordinals past `target`'s end are skipped.
+    #[must_use]
+    pub fn chunks_made(&self, target: &ChunkIndex) -> std::collections::BTreeSet<Hash> {
+        self.pieces
+            .iter()
+            .flat_map(|p| target.chunks().get(p.ordinals()).unwrap_or_default())
+            .map(|c| c.hash)
+            .collect()
+    }
+
     fn check(&self) -> Result<()> {
         let bad = |reason: String| Err(malformed(reason));
         if self.pieces.len() > MAX_PATCH_PIECES {

@@ -699,13 +699,15 @@ impl Daemon {
             let store = self.store.clone();
             tokio::task::block_in_place(|| -> Result<(), String> {
                 store.put_batch(&items).map_err(|e| e.to_string())?;
-                for c in index.chunks() {
-                    if !store.has(&c.hash).map_err(|e| e.to_string())? {
-                        return Err(format!(
-                            "chunk {} neither decoded nor in the store",
-                            c.hash.short()
-                        ));
-                    }
+                // Each distinct chunk looked up once (a duplicate is
+                // checked once).
+                let missing = store.missing(&index).map_err(|e| e.to_string())?;
+                if let Some(c) = missing.first() {
+                    return Err(format!(
+                        "{} chunks neither decoded nor in the store (first {})",
+                        missing.len(),
+                        c.hash.short()
+                    ));
                 }
                 store.put_index(&index).map_err(|e| e.to_string())?;
                 let blobs: Vec<(Hash, &[u8])> =
@@ -870,13 +872,8 @@ impl Daemon {
             ))?;
             let bundle = bundle::encode_delta(&manifest, &base, &index).map_err(|e| never(&e))?;
             let base = bundle::BaseIndex::new(base).map_err(|e| never(&e))?;
-            let produced: BTreeSet<Hash> = patch
-                .pieces()
-                .iter()
-                .flat_map(|p| p.ordinals())
-                .filter_map(|o| index.chunks().get(o).map(|c| c.hash))
-                .collect();
-            let held = produced
+            let held = patch
+                .chunks_made(&index)
                 .iter()
                 .map(|h| self.chunk_bytes(h))
                 .collect::<Result<Vec<_>, _>>()

@@ -824,13 +824,8 @@ fn large_run(
     let fx = |e: &dyn core::fmt::Display| Error::Fixture(e.to_string());
     let base = ChunkIndex::decode(&fixture.installed.index).map_err(|e| fx(&e))?;
     let patch = meshota_blobstore::patch::PatchIndex::decode(&p.patch_index).map_err(|e| fx(&e))?;
-    let made: std::collections::BTreeSet<Hash> = patch
-        .pieces()
-        .iter()
-        .flat_map(|r| r.ordinals())
-        .filter_map(|o| target.chunks().get(o).map(|c| c.hash))
-        .collect();
-    let held = made
+    let held = patch
+        .chunks_made(target)
         .iter()
         .map(|h| {
             fixture
