@@ -427,7 +427,10 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
     let sock = node.config.control_socket();
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).at(&sock)?;
-    tokio::spawn(control_loop(listener, tx.clone()));
+    // Each control connection holds a clone of `answering` until its
+    // answer is written; shutdown waits for them (see below).
+    let (answering, mut answered) = mpsc::channel::<()>(1);
+    let control = tokio::spawn(control_loop(listener, tx.clone(), answering));
     if let Some(addr) = mesh.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             Failure::file(&node.path, format!("cannot serve metrics on {addr}: {e}"))
@@ -580,6 +583,13 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
     }
     endpoint.close();
     let _ = std::fs::remove_file(&sock);
+    // Answer every control connection before the runtime goes: `node stop`
+    // gets its `{"ok": true}`, and a request still queued gets "daemon
+    // stopping" (dropping `rx` drops its reply sender) instead of EOF.
+    control.abort();
+    let _ = control.await;
+    drop(rx);
+    let _ = tokio::time::timeout(CONTROL_DRAIN, answered.recv()).await;
     tracing::info!("meshota node stopped");
     Ok(())
 }
@@ -697,10 +707,21 @@ async fn peer_task(
     let _ = tx.send(Input::PeerDown { peer }).await;
 }
 
-async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Input>) {
+/// How long a stopping daemon waits for control answers still being written.
+const CONTROL_DRAIN: Duration = Duration::from_secs(2);
+
+/// Serves the control socket. Each connection's task holds a clone of
+/// `answering` until its answer is written, so the daemon can wait for them.
+async fn control_loop(
+    listener: UnixListener,
+    tx: mpsc::Sender<Input>,
+    answering: mpsc::Sender<()>,
+) {
     while let Ok((stream, _)) = listener.accept().await {
         let tx = tx.clone();
+        let answering = answering.clone();
         tokio::spawn(async move {
+            let _answering = answering;
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
             let mut reader = BufReader::new(r.take(control::MAX_REQUEST_BYTES));
