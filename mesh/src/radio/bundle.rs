@@ -20,6 +20,7 @@
 //! `chunk_index`. A node on another base refuses it
 //! ([`RadioError::OtherBase`]) and never takes that release by radio.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use meshota_blobstore::{ChunkIndex, ChunkRef, IndexDelta};
@@ -80,15 +81,15 @@ pub struct VerifiedBundle {
     pub id: Hash,
     /// Its security version.
     pub security_version: u64,
-    /// The chunks of its (first) component, in image order.
-    pub chunks: Vec<ChunkRef>,
     /// The bundle's bytes, as relayed to neighbours (the index whole or as
     /// a delta, as it came).
     pub bytes: Vec<u8>,
     /// The verified manifest.
     pub manifest: Verified<ReleaseManifest>,
+    /// The chunk index of its (first) component, decoded once here.
+    index: Arc<ChunkIndex>,
     /// The chunk index's encoding, whole (rebuilt when it came as a delta).
-    index: Vec<u8>,
+    index_bytes: Vec<u8>,
     /// Whether the index came as a delta.
     delta: bool,
 }
@@ -97,7 +98,20 @@ impl VerifiedBundle {
     /// The chunk index's bytes, whole: they hash to the signed id.
     #[must_use]
     pub fn index_bytes(&self) -> &[u8] {
+        &self.index_bytes
+    }
+
+    /// The chunk index those bytes encode, checked against the manifest's
+    /// image hash and size.
+    #[must_use]
+    pub fn index(&self) -> &Arc<ChunkIndex> {
         &self.index
+    }
+
+    /// The chunks of its (first) component, in image order.
+    #[must_use]
+    pub fn chunks(&self) -> &[ChunkRef] {
+        self.index.chunks()
     }
 
     /// The signed manifest's bytes (the envelope, as signed).
@@ -199,10 +213,10 @@ pub fn verify(
     Ok(VerifiedBundle {
         id,
         security_version: verified.body().security_version,
-        chunks: index.chunks().to_vec(),
         manifest: verified,
         bytes,
-        index: index_bytes,
+        index: Arc::new(index),
+        index_bytes,
         delta,
     })
 }

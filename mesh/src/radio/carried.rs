@@ -18,7 +18,6 @@ use alloc::collections::BTreeSet;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use meshota_blobstore::ChunkIndex;
 use meshota_blobstore::patch::PatchIndex;
 use meshota_manifest::Hash;
 use meshota_radios::{ObjectDecoder, ObjectEncoder, ObjectInfo};
@@ -114,9 +113,9 @@ impl PatchPart {
 
 #[derive(Debug)]
 pub(super) struct Carried {
+    /// The verified bundle; its chunk index is the one pieces are applied
+    /// against.
     pub(super) bundle: VerifiedBundle,
-    /// The signed chunk index (pieces are applied against it).
-    pub(super) index: Arc<ChunkIndex>,
     pub(super) tag: [u8; TAG_LEN],
     /// Chunks in the index: objects `0..chunks` are chunks.
     pub(super) chunks: usize,
@@ -134,21 +133,19 @@ pub(super) struct Carried {
 
 impl Carried {
     pub(super) fn new(bundle: VerifiedBundle, symbol_size: u16) -> Result<Self, RadioError> {
-        let index = ChunkIndex::decode(bundle.index_bytes())
-            .map_err(|_| RadioError::Index("bundle without a decodable index".into()))?;
+        let n = bundle.chunks().len();
         let mut c = Self {
             tag: tag_of(&bundle.id),
-            chunks: bundle.chunks.len(),
-            index: Arc::new(index),
-            chunk_tags: Vec::with_capacity(bundle.chunks.len()),
-            infos: Vec::with_capacity(bundle.chunks.len()),
-            slots: Vec::with_capacity(bundle.chunks.len()),
-            encoders: Vec::with_capacity(bundle.chunks.len()),
+            chunks: n,
+            chunk_tags: Vec::with_capacity(n),
+            infos: Vec::with_capacity(n),
+            slots: Vec::with_capacity(n),
+            encoders: Vec::with_capacity(n),
             held: 0,
             patch: None,
             bundle,
         };
-        let objects: Vec<(Hash, u32)> = c.bundle.chunks.iter().map(|r| (r.hash, r.len)).collect();
+        let objects: Vec<(Hash, u32)> = c.bundle.chunks().iter().map(|r| (r.hash, r.len)).collect();
         for (hash, len) in objects {
             c.push_object(hash, len, symbol_size)?;
         }
@@ -212,7 +209,7 @@ impl Carried {
             .map(|c| c.chunk_index)
             .ok_or_else(|| bad("release has no component"))?;
         index
-            .check_target(&self.index, &target_id)
+            .check_target(self.bundle.index(), &target_id)
             .map_err(|e| bad(&alloc::format!("{e}")))?;
         let pieces: Vec<(Hash, u32)> = index.pieces().iter().map(|r| (r.hash, r.size)).collect();
         let n = pieces.len();
@@ -304,7 +301,7 @@ impl Carried {
         if j >= self.chunks || self.is_held(j) {
             return false;
         }
-        if Hash::of(&bytes) != self.bundle.chunks[j].hash {
+        if Hash::of(&bytes) != self.bundle.chunks()[j].hash {
             return false;
         }
         self.slots[j] = ChunkSlot::Held(bytes);

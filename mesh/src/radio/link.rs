@@ -317,14 +317,14 @@ impl RadioLink {
             &self.policy(),
             self.base_index.as_ref(),
         )?;
-        if chunks.len() != verified.chunks.len() {
+        if chunks.len() != verified.chunks().len() {
             return Err(RadioError::Index(
                 "chunk count differs from the index".into(),
             ));
         }
         let mut carried = Carried::new(verified, self.symbol_size)?;
         for (i, bytes) in chunks.iter().enumerate() {
-            if Hash::of(bytes) != carried.bundle.chunks[i].hash {
+            if Hash::of(bytes) != carried.bundle.chunks()[i].hash {
                 return Err(RadioError::Index(alloc::format!(
                     "chunk {i} does not hash to its id"
                 )));
@@ -466,7 +466,7 @@ impl RadioLink {
             return 0;
         };
         let mut by_hash: BTreeMap<Hash, Vec<usize>> = BTreeMap::new();
-        for (j, r) in c.bundle.chunks.iter().enumerate() {
+        for (j, r) in c.bundle.chunks().iter().enumerate() {
             by_hash.entry(r.hash).or_default().push(j);
         }
         let mut new = 0;
@@ -510,7 +510,7 @@ impl RadioLink {
         if p.outcomes.get(i) != Some(&PieceOutcome::Applying) {
             return;
         }
-        let refs = c.bundle.chunks.get(piece.ordinals()).unwrap_or_default();
+        let refs = c.bundle.chunks().get(piece.ordinals()).unwrap_or_default();
         let ok = match &output.chunks {
             Ok(chunks) => {
                 chunks.len() == refs.len()
@@ -1986,7 +1986,7 @@ fn needs_of(c: &Carried, set: core::ops::Range<usize>, need: impl Fn(usize) -> b
 /// patch and was waiting for it (marks it applying).
 fn piece_job(c: &mut Carried, k: usize, bytes: &[u8]) -> Option<PieceJob> {
     let release = c.bundle.id;
-    let target = c.index.clone();
+    let target = alloc::sync::Arc::clone(c.bundle.index());
     let p = c.patch.as_mut().filter(|p| p.fetching)?;
     if p.outcomes.get(k) != Some(&PieceOutcome::Pending) {
         return None;

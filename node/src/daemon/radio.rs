@@ -590,14 +590,22 @@ impl Daemon {
         let Some(b) = r.link.bundle() else {
             return;
         };
-        let wanted: Vec<Hash> = b.chunks.iter().map(|c| c.hash).collect();
         let store = self.store.clone();
-        let size: u64 = b.chunks.iter().map(|c| u64::from(c.len)).sum();
+        let size: u64 = b.chunks().iter().map(|c| u64::from(c.len)).sum();
         if b.is_delta() || size > r.settings.whole_release_bytes_max {
+            // Each distinct chunk looked up once; none is read.
+            let index = std::sync::Arc::clone(b.index());
             let held: Vec<Hash> = tokio::task::block_in_place(|| {
-                wanted
-                    .into_iter()
-                    .filter(|h| store.has(h).unwrap_or(false))
+                let absent: std::collections::HashSet<Hash> = store
+                    .missing(&index)
+                    .map(|m| m.into_iter().map(|c| c.hash).collect())
+                    .unwrap_or_else(|_| index.chunks().iter().map(|c| c.hash).collect());
+                let mut seen = std::collections::HashSet::new();
+                index
+                    .chunks()
+                    .iter()
+                    .map(|c| c.hash)
+                    .filter(|h| !absent.contains(h) && seen.insert(*h))
                     .collect()
             });
             if let Some(r) = &mut self.radio {
@@ -607,6 +615,7 @@ impl Daemon {
             }
             return;
         }
+        let wanted: Vec<Hash> = b.chunks().iter().map(|c| c.hash).collect();
         let held = tokio::task::block_in_place(|| {
             wanted
                 .iter()

@@ -43,7 +43,7 @@ impl RadioLink {
         let verified = bundle::verify(bundle_bytes, None, &self.trust, &self.policy(), base)?;
         let mut carried = Carried::new(verified, self.symbol_size)?;
         let mut by_hash: BTreeMap<Hash, Vec<usize>> = BTreeMap::new();
-        for (j, r) in carried.bundle.chunks.iter().enumerate() {
+        for (j, r) in carried.bundle.chunks().iter().enumerate() {
             by_hash.entry(r.hash).or_default().push(j);
         }
         for (i, bytes) in held.iter().enumerate() {
@@ -85,7 +85,7 @@ impl RadioLink {
         let stored: BTreeSet<&Hash> = hashes.iter().collect();
         let mut new = 0;
         for j in 0..c.chunks {
-            if stored.contains(&c.bundle.chunks[j].hash) && c.hold_stored(j) {
+            if stored.contains(&c.bundle.chunks()[j].hash) && c.hold_stored(j) {
                 new += 1;
             }
         }
@@ -103,7 +103,7 @@ impl RadioLink {
         self.carried.iter().flat_map(move |c| {
             let fresh: Vec<_> = c.slots[..c.chunks]
                 .iter()
-                .zip(&c.bundle.chunks)
+                .zip(c.bundle.chunks())
                 .filter_map(|(s, r)| match s {
                     ChunkSlot::Held(b) if seen.insert(r.hash) => Some((r.hash, b.as_slice())),
                     _ => None,
