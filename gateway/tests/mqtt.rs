@@ -58,6 +58,14 @@ fn start_link(port: u16, outbox: Arc<Outbox>) -> Running {
 async fn subscriber(port: u16) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
     let mut opts = MqttOptions::new(format!("sub-{}", free_port()), "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(5));
+    subscribe_with(opts).await
+}
+
+/// Connects with `opts`, subscribes to `meshota/<fleet>/#` at QoS 1 and
+/// returns once the broker acknowledged the subscription.
+async fn subscribe_with(
+    opts: MqttOptions,
+) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
     let (client, mut events) = AsyncClient::new(opts, 64);
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready) = mpsc::channel(1);
@@ -82,6 +90,19 @@ async fn subscriber(port: u16) -> (AsyncClient, mpsc::UnboundedReceiver<(String,
         .await
         .expect("subscribed within 10 s");
     (client, rx)
+}
+
+/// A subscriber like [`subscriber`] whose session the broker keeps while
+/// it is away (clean session off, fixed client id `id`): QoS 1 messages
+/// published meanwhile are queued for it and delivered when it returns.
+async fn persistent_subscriber(
+    port: u16,
+    id: &str,
+) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_clean_session(false);
+    subscribe_with(opts).await
 }
 
 /// Collects messages until `n` on `topic` arrived (bounded: 20 s).
@@ -189,10 +210,18 @@ async fn with_the_broker_down_reports_queue_on_disk_across_a_restart_and_all_arr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_report_queued_while_the_broker_was_down_reaches_a_subscriber_waiting_for_it() {
+    // A subscriber with a persistent session: the broker keeps its
+    // subscription, and queues what arrives while it is away, across the
+    // broker's own restart. So the link may reconnect whenever it likes.
     let port = free_port();
-    let broker_first = Mosquitto::start(port);
-    let (_sub, rx) = subscriber(port).await;
-    drop(broker_first);
+    let state = tempfile::tempdir().unwrap();
+    let broker_first = Mosquitto::start_persistent(port, state.path());
+    let sub_id = format!("sub-persistent-{}", free_port());
+    let (sub, rx) = persistent_subscriber(port, &sub_id).await;
+    sub.disconnect().await.unwrap();
+    drop(rx);
+    broker_first.stop_gracefully();
+
     let d = tempfile::tempdir().unwrap();
     let outbox = Arc::new(Outbox::open(&d.path().join("outbox.redb"), 1000).unwrap());
     let run = start_link(port, outbox);
@@ -207,16 +236,18 @@ async fn every_report_queued_while_the_broker_was_down_reaches_a_subscriber_wait
         30,
         "nothing leaves while the broker is down"
     );
-    // The broker returns; the subscriber reconnects by itself, and a
-    // persistent-less broker only delivers to subscribers present, so
-    // subscribe again before the link's next attempt (1 s).
-    let _broker = Mosquitto::start(port);
-    let (_sub2, mut rx2) = subscriber(port).await;
-    let got = collect(&mut rx2, &topic, 30).await;
-    assert_eq!(got, (0..30u8).map(|i| vec![i]).collect::<Vec<_>>());
+    {
+        let s = run.status.lock().unwrap();
+        assert!(!s.connected && s.last_error.is_some(), "{s:?}");
+    }
+    // The broker returns: the running link reconnects by itself (retrying
+    // every second) and delivers everything.
+    let _broker = Mosquitto::start_persistent(port, state.path());
     let ob = run.outbox.clone();
     wait_until("the outbox empties", || ob.is_empty().unwrap()).await;
-    drop(rx);
+    let (_sub2, mut rx2) = persistent_subscriber(port, &sub_id).await;
+    let got = collect(&mut rx2, &topic, 30).await;
+    assert_eq!(got, (0..30u8).map(|i| vec![i]).collect::<Vec<_>>());
     run.task.abort();
 }
 
@@ -227,9 +258,10 @@ async fn a_message_on_the_releases_topic_triggers_an_origin_sync() {
     let outbox = Arc::new(Outbox::open(&d.path().join("outbox.redb"), 1000).unwrap());
     let mut run = start_link(broker.port, outbox);
     let st = run.status.clone();
-    wait_until("the link connects", || st.lock().unwrap().connected).await;
-    // Let the subscription land before publishing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the link subscribes to release notifications", || {
+        st.lock().unwrap().subscribed
+    })
+    .await;
     assert!(
         run.triggers.try_recv().is_err(),
         "no trigger before a notification"

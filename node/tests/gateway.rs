@@ -349,6 +349,13 @@ fn nginx_origin_to_gateway_to_a_four_node_mesh_all_confirmed_with_reports_on_mos
     v2[100_000..140_000].fill(7);
     std::fs::write(root.join("v2.img"), v2).unwrap();
     create("v2.img", "2.0.0", "11", "v2.mota");
+    // A notification reaches the gateway only once its subscription is
+    // acknowledged (the status says so).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&cfg0).unwrap()["gateway"]["mqtt"]["subscribed"] != true {
+        assert!(Instant::now() < deadline, "the gateway never subscribed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     notify(
         broker.port,
         &format!("meshota/{fleet}/releases"),

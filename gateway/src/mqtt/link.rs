@@ -107,6 +107,9 @@ impl MqttConfig {
 pub struct LinkStatus {
     /// Whether a session with the broker is up.
     pub connected: bool,
+    /// Whether the broker acknowledged, on this session, the subscription
+    /// to release notifications: only then does a notification reach us.
+    pub subscribed: bool,
     /// Messages acknowledged by the broker since start.
     pub delivered: u64,
     /// Release notifications received since start.
@@ -187,6 +190,9 @@ impl Link {
                             session.connected = true;
                             self.fill(&client, &mut session);
                         }
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            self.set(|s| s.subscribed = true);
+                        }
                         Ok(Event::Incoming(Packet::Publish(p))) if p.topic == releases => {
                             let named = String::from_utf8_lossy(&p.payload).chars().take(200).collect::<String>();
                             tracing::info!(notification = %named, "release notification: syncing with the origin");
@@ -214,7 +220,7 @@ impl Link {
                             if session.connected {
                                 tracing::warn!(broker = %self.cfg.broker, "MQTT connection lost: {text}");
                             }
-                            self.set(|s| { s.connected = false; s.last_error = Some(text); });
+                            self.set(|s| { s.connected = false; s.subscribed = false; s.last_error = Some(text); });
                             break;
                         }
                     },

@@ -108,6 +108,7 @@ impl MqttSide {
         json!({
             "fleet": self.fleet,
             "connected": link.connected,
+            "subscribed": link.subscribed,
             "delivered": link.delivered,
             "notifications": link.notifications,
             "queued": self.outbox.len().ok(),
