@@ -94,7 +94,10 @@ pub fn read_secret(path: &Path, max: usize) -> Result<Vec<u8>, FileError> {
 /// Writes `bytes` to `path` atomically: a temporary file in the same
 /// directory, created with `mode`, written, fsynced, renamed over `path`,
 /// then the directory fsynced. Readers see the old file or the new one,
-/// never a mix; a crash leaves at most a stray temporary file.
+/// never a mix; a crash leaves at most a stray temporary file, which later
+/// writes step around (every temporary name is new: process id and a
+/// per-process counter, and a name already taken is skipped). Threads of
+/// one process may write the same path at once; the last rename wins.
 ///
 /// # Errors
 /// [`FileError::Io`].
@@ -107,13 +110,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let (tmp, mut f) = create_temporary(&dir, &name, mode).map_err(io_err(path))?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
         // The umask may have cleared bits; set exactly what was asked.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
@@ -125,4 +123,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(io_err(path))
+}
+
+/// Temporary names tried before giving up: more than a crashed writer can
+/// have left behind under one process id.
+const TEMPORARY_ATTEMPTS: u32 = 64;
+
+/// Creates a new temporary file `.NAME.tmp-PID-N` in `dir` with `mode`,
+/// never opening an existing file.
+fn create_temporary(dir: &Path, name: &str, mode: u32) -> io::Result<(PathBuf, File)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let pid = std::process::id();
+    let mut last = None;
+    for _ in 0..TEMPORARY_ATTEMPTS {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.tmp-{pid}-{n}"));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
 }

@@ -189,6 +189,48 @@ mod files {
     }
 
     #[test]
+    fn atomic_write_steps_around_temporary_files_a_crashed_writer_left() {
+        // A device that crashed mid-write often boots into the same process
+        // id: its leftovers must not block every later write.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let pid = std::process::id();
+        for n in 0..8 {
+            std::fs::write(dir.path().join(format!(".state.tmp-{pid}-{n}")), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join(format!(".state.tmp-{pid}")), b"x").unwrap();
+        write_atomic(&path, b"written", 0o600).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"written");
+    }
+
+    #[test]
+    fn atomic_writes_of_one_path_from_many_threads_all_succeed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::sync::Arc::new(dir.path().join("shared"));
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(&path, &[t; 4096], 0o644).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let bytes = std::fs::read(&*path).unwrap();
+        assert_eq!(bytes.len(), 4096);
+        assert!(bytes.iter().all(|b| *b == bytes[0]), "one writer's bytes");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+    }
+
+    #[test]
     fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
