@@ -17,6 +17,7 @@ mod device;
 mod failure;
 mod image_reader;
 mod keyio;
+mod process;
 mod radio;
 mod testnet;
 mod timefmt;

@@ -417,3 +417,45 @@ fn gateway_run_refuses_a_config_without_a_gateway_table_or_with_an_unreadable_ca
         "{e}"
     );
 }
+
+#[test]
+fn node_stop_ends_a_gateway_whose_origin_sync_hangs() {
+    // An origin that accepts and then never answers: the gateway's first
+    // sync waits on it (up to its 120 s request timeout).
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", origin.local_addr().unwrap());
+    let (accepted, accepted_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Bounded: at most 8 connections, each held until the test ends.
+        for conn in origin.incoming().take(8) {
+            held.push(conn);
+            let _ = accepted.send(());
+        }
+    });
+
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let tn = root.join("tn");
+    let ds = tn.to_str().unwrap();
+    let (_, _guard) = common::testnet_up(&tn, 1, &[]);
+    ok(root, &["testnet", "down", "--dir", ds]);
+    let cfg = tn.join("node-0/node.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[gateway]\norigin = \"{url}\"\nrequest_timeout_secs = 120\n"
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    ok(root, &["testnet", "up", "--dir", ds]);
+    accepted_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the gateway polls its origin at start");
+
+    let out = ok(root, &["node", "stop", "--config", cfg.to_str().unwrap()]);
+    let answer: Value = serde_json::from_str(out.trim()).unwrap();
+    let pid = answer["pid"].as_u64().unwrap();
+    assert!(
+        !common::alive(pid),
+        "`node stop` returned while the gateway (pid {pid}) still runs"
+    );
+}

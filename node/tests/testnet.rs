@@ -369,3 +369,53 @@ fn a_late_node_fetches_a_release_its_peers_hold_only_in_their_active_slots() {
     let s2 = node_status(&dir, 2);
     assert!(s2["chunks_fetched"].as_u64().unwrap() > 0, "{s2:#}");
 }
+
+#[test]
+fn node_stop_returns_once_the_daemon_has_exited_so_the_node_starts_again_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("tn");
+    let _guard = up_small(&dir, 1);
+    let cfg = dir.join("node-0/node.toml");
+    let cfg = cfg.to_str().unwrap();
+    let answer: Value =
+        serde_json::from_str(ok(&["node", "stop", "--config", cfg]).trim()).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let pid = answer["pid"].as_u64().unwrap();
+    assert!(
+        !alive(pid),
+        "`node stop` returned while pid {pid} still runs"
+    );
+
+    // Its store, port and control socket are free: the same config runs
+    // again at once and answers.
+    let mut again = std::process::Command::new(common::meshota())
+        .args(["node", "run", "--config", cfg])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if run(&["node", "status", "--config", cfg, "--json"])
+            .status
+            .success()
+        {
+            break;
+        }
+        if let Some(status) = again.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut again.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the restarted daemon exited ({status}): {err}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted daemon did not answer within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answer: Value =
+        serde_json::from_str(ok(&["node", "stop", "--config", cfg]).trim()).unwrap();
+    assert_eq!(answer["pid"].as_u64(), Some(u64::from(again.id())));
+    // `node stop` waited for the exit, so the child is already reaped-ready.
+    assert!(again.try_wait().unwrap().is_some_and(|s| s.success()));
+}

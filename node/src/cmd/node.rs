@@ -61,6 +61,9 @@ pub(crate) struct PublishArgs {
     patch_store: Option<PathBuf>,
 }
 
+/// How long `node stop` waits for the daemon to exit after it accepted.
+const STOP_WAIT: Duration = Duration::from_secs(60);
+
 pub(crate) fn run(cmd: NodeCmd) -> CmdResult {
     match cmd {
         NodeCmd::Run(a) => {
@@ -71,6 +74,16 @@ pub(crate) fn run(cmd: NodeCmd) -> CmdResult {
         NodeCmd::Publish(a) => publish(&a),
         NodeCmd::Stop(a) => {
             let answer = ask(&a.config, &Request::Shutdown, Duration::from_secs(10))?;
+            // Return once the daemon is gone (store, ports and socket
+            // released), so `node stop && node run` works.
+            if let Some(pid) = answer["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) {
+                if !crate::process::wait_exit(pid, STOP_WAIT) {
+                    return Err(Failure::rejected(format!(
+                        "the daemon (pid {pid}) accepted the stop but still runs after {} s",
+                        STOP_WAIT.as_secs()
+                    )));
+                }
+            }
             println!("{answer}");
             Ok(())
         }

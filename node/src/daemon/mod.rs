@@ -250,8 +250,17 @@ pub(crate) fn run(config_path: &std::path::Path, as_gateway: bool) -> CmdResult 
         .enable_all()
         .build()
         .map_err(|e| Failure::rejected(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(run_async(node, mesh, as_gateway))
+    let result = rt.block_on(run_async(node, mesh, as_gateway));
+    // Blocking work still under way (an origin sync waiting on the network,
+    // a background store flush) is left behind rather than waited for: the
+    // store is crash-safe, and the next start resumes. An install is not
+    // among it: `run_async` waits for that.
+    rt.shutdown_timeout(SHUTDOWN_LEFTOVERS);
+    result
 }
+
+/// How long a stopping daemon waits for blocking work still under way.
+const SHUTDOWN_LEFTOVERS: Duration = Duration::from_secs(2);
 
 fn load_state(node: &Node) -> CmdResult<(Installed, Option<String>)> {
     let mut dev = node.open_device()?;
@@ -575,6 +584,18 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
         if d.radio.is_some() {
             d.radio_step();
             d.drain_actions();
+        }
+    }
+    // An install under way ends first: stopping in the middle would be
+    // safe (as a power cut is) but would throw its work away. Requests
+    // that arrive meanwhile are answered "daemon stopping".
+    if matches!(d.phase, Phase::Installing) {
+        tracing::info!("stopping once the install under way ends");
+        while let Some(input) = rx.recv().await {
+            if let Input::InstallDone { release, result } = input {
+                d.install_done(release, result);
+                break;
+            }
         }
     }
     d.flush();
@@ -1401,7 +1422,8 @@ impl Daemon {
             Request::Status => self.status(),
             Request::Shutdown => {
                 self.shutdown = true;
-                json!({"ok": true})
+                // `node stop` waits for this pid to exit.
+                json!({"ok": true, "pid": std::process::id()})
             }
             Request::Sync => match self.gateway.as_ref().and_then(|g| g.trigger.as_ref()) {
                 Some(t) => {
