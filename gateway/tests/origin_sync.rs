@@ -115,13 +115,21 @@ fn a_fresh_gateway_syncs_a_release_and_a_second_sync_fetches_nothing() {
     let distinct: std::collections::BTreeSet<_> = index.chunks().iter().map(|c| c.hash).collect();
     assert_eq!(r.chunks_fetched as usize, distinct.len());
 
+    // nginx logs a request when it finalises it, which may be just after
+    // the client has the body: wait (bounded) until the first sync's
+    // requests are all logged before counting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (nginx.access_log().len() as u64) < r.fetch.requests
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log_before = nginx.access_log().len();
     let again = w.sync(&mut o).unwrap();
     assert!(again.new_releases.is_empty());
     assert_eq!(again.chunks_fetched, 0);
     assert_eq!(again.fetch.requests, 1, "only the catalog is asked for");
-    // nginx logs a request when it finalises it, which may be just after
-    // the client has the body: wait (bounded) for the line.
+    // Likewise for the second sync's one line.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while nginx.access_log().len() == log_before && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -465,7 +465,7 @@ fn status(a: &StatusArgs) -> CmdResult {
         }
         return Ok(());
     }
-    let views = view::poll(&state);
+    let views = view::poll(&state, view::STATUS_TIMEOUT);
     if a.json {
         println!("{:#}", status_json(&state, &views, None));
         return Ok(());

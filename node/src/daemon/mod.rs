@@ -752,11 +752,12 @@ async fn control_loop(
             let answer = match serde_json::from_str::<Request>(&line) {
                 Ok(req) => {
                     let (reply, wait) = oneshot::channel();
+                    let stopping = json!({"ok": false, "error": "daemon stopping"});
                     if tx.send(Input::Control { req, reply }).await.is_err() {
-                        return;
+                        stopping
+                    } else {
+                        wait.await.unwrap_or(stopping)
                     }
-                    wait.await
-                        .unwrap_or_else(|_| json!({"ok": false, "error": "daemon stopping"}))
                 }
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
             };

@@ -213,18 +213,23 @@ pub(crate) fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Every node's status now (a node that does not answer within 2 s is
-/// `down`).
-pub(crate) fn poll(state: &TestnetState) -> Vec<NodeView> {
+/// How long a live view waits for one node's status before showing it
+/// `down` (the view refreshes, so a slow answer costs one frame).
+pub(crate) const WATCH_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a one-shot `testnet status` waits for each node: a daemon
+/// busy flushing its store or ingesting an image answers late, not never.
+pub(crate) const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every node's status now (a node that does not answer within `timeout`
+/// is `down`).
+pub(crate) fn poll(state: &TestnetState, timeout: Duration) -> Vec<NodeView> {
     state
         .nodes
         .iter()
-        .map(
-            |n| match control::status(&n.socket, Duration::from_secs(2)) {
-                Ok(s) => NodeView::from_status(n.id, s),
-                Err(e) => NodeView::down(n.id, e),
-            },
-        )
+        .map(|n| match control::status(&n.socket, timeout) {
+            Ok(s) => NodeView::from_status(n.id, s),
+            Err(e) => NodeView::down(n.id, e),
+        })
         .collect()
 }
 
@@ -261,7 +266,7 @@ pub(crate) fn watch(
     let mut last: Vec<Option<(String, u64)>> = vec![None; state.nodes.len()];
     let _ = writeln!(out, "{header}");
     loop {
-        let views = poll(state);
+        let views = poll(state, WATCH_STATUS_TIMEOUT);
         let done = all_converged(&views, target);
         let elapsed = start.elapsed();
         if tty {
