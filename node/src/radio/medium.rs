@@ -351,13 +351,24 @@ impl Server {
         self.status.violations = v.iter().take(10).map(|x| format!("{x:?}")).collect();
         match serde_json::to_vec_pretty(&self.status) {
             Ok(text) => {
-                if let Err(e) = write_atomic(path, &text, 0o644) {
-                    tracing::warn!("medium status: {e}");
+                if let Err(e) = replace_status(path, &text) {
+                    tracing::warn!("medium status {}: {e}", path.display());
                 }
             }
             Err(e) => tracing::warn!("medium status: {e}"),
         }
     }
+}
+
+/// Replaces the status file whole (a temporary file renamed over it, so a
+/// reader sees the old or the new text). Not fsynced: the file is a view
+/// rewritten every half second, and an fsync on the medium's only thread
+/// would stall every node's frames behind the disk.
+fn replace_status(path: &Path, text: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// One client connection: hello, then transmits until it goes.
