@@ -152,11 +152,14 @@ async fn reports_reach_a_subscriber_in_order_and_leave_the_outbox_once_acknowled
     let summary = collect(&mut rx, &topics::summary(FLEET), 1).await;
     assert_eq!(summary[0], b"{\"nodes\":1}");
     let ob = run.outbox.clone();
-    wait_until("the outbox empties", || {
-        ob.is_empty().unwrap() && ob.latest().unwrap().is_empty()
+    let st = run.status.clone();
+    // The count follows each outbox commit: wait for both.
+    wait_until("the outbox empties and the link counts 11", || {
+        ob.is_empty().unwrap()
+            && ob.latest().unwrap().is_empty()
+            && st.lock().unwrap().delivered >= 11
     })
     .await;
-    assert!(run.status.lock().unwrap().delivered >= 11);
     run.task.abort();
 }
 
@@ -200,11 +203,12 @@ async fn with_the_broker_down_reports_queue_on_disk_across_a_restart_and_all_arr
     let got = collect(&mut rx, &topic, 25).await;
     assert_eq!(got, (0..25u8).map(|i| vec![i]).collect::<Vec<_>>());
     let ob = run.outbox.clone();
-    wait_until("every queued report is acknowledged", || {
-        ob.is_empty().unwrap()
+    let st = run.status.clone();
+    wait_until("every queued report is acknowledged and counted", || {
+        ob.is_empty().unwrap() && st.lock().unwrap().delivered == 25
     })
     .await;
-    assert_eq!(run.status.lock().unwrap().delivered, 25);
+    assert_eq!(run.status.lock().unwrap().delivered, 25, "none twice");
     run.task.abort();
 }
 
