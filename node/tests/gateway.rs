@@ -387,15 +387,20 @@ fn nginx_origin_to_gateway_to_a_four_node_mesh_all_confirmed_with_reports_on_mos
     assert!(stderr(&o).contains("not a gateway"), "{}", stderr(&o));
 }
 
+/// A one-node testnet in `root/tn`, made and stopped (its guard stops it
+/// again if a test restarts it); the node's config.
+fn one_stopped_node(root: &Path) -> (std::path::PathBuf, Down) {
+    let tn = root.join("tn");
+    let (_, guard) = common::testnet_up(&tn, 1, &[]);
+    ok(root, &["testnet", "down", "--dir", tn.to_str().unwrap()]);
+    (tn.join("node-0/node.toml"), guard)
+}
+
 #[test]
 fn gateway_run_refuses_a_config_without_a_gateway_table_or_with_an_unreadable_ca_file() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let tn = root.join("tn");
-    let ds = tn.to_str().unwrap();
-    let (_, _guard) = common::testnet_up(&tn, 1, &[]);
-    ok(root, &["testnet", "down", "--dir", ds]);
-    let cfg = tn.join("node-0/node.toml");
+    let (cfg, _guard) = one_stopped_node(root);
     let cfgs = cfg.to_str().unwrap();
 
     let o = run(root, &["gateway", "run", "--config", cfgs]);
@@ -436,17 +441,13 @@ fn node_stop_ends_a_gateway_whose_origin_sync_hangs() {
 
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let tn = root.join("tn");
-    let ds = tn.to_str().unwrap();
-    let (_, _guard) = common::testnet_up(&tn, 1, &[]);
-    ok(root, &["testnet", "down", "--dir", ds]);
-    let cfg = tn.join("node-0/node.toml");
+    let (cfg, _guard) = one_stopped_node(root);
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(
         "\n[gateway]\norigin = \"{url}\"\nrequest_timeout_secs = 120\n"
     ));
     std::fs::write(&cfg, text).unwrap();
-    ok(root, &["testnet", "up", "--dir", ds]);
+    ok(root, &["testnet", "up", "--dir", "tn"]);
     accepted_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the gateway polls its origin at start");
