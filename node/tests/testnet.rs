@@ -420,3 +420,30 @@ fn node_stop_returns_once_the_daemon_has_exited_so_the_node_starts_again_at_once
     // `node stop` waited for the exit, so the child is already reaped-ready.
     assert!(again.try_wait().unwrap().is_some_and(|s| s.success()));
 }
+
+#[test]
+fn a_stopped_node_is_dropped_by_its_peers_at_once_not_at_their_idle_timeout() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("tn");
+    let _guard = up_small(&dir, 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while node_status(&dir, 0)["peers"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes 0 and 1 never linked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let cfg1 = dir.join("node-1/node.toml");
+    ok(&["node", "stop", "--config", cfg1.to_str().unwrap()]);
+    // The QUIC idle timeout is 30 s; the close frame tells node 0 now.
+    // (Node 0 keeps dialling node 1, which no longer answers.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while node_status(&dir, 0)["peers"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 0 still counts the stopped node 1 as a peer after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -603,6 +603,9 @@ async fn run_async(node: Arc<Node>, mesh: MeshConfig, as_gateway: bool) -> CmdRe
         let _ = p.tx.try_send(Out::Close("shutting down".into()));
     }
     endpoint.close();
+    // Let the close frames reach the peers (bounded), so they drop the link
+    // now rather than at their idle timeout.
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     let _ = std::fs::remove_file(&sock);
     // Answer every control connection before the runtime goes: `node stop`
     // gets its `{"ok": true}`, and a request still queued gets "daemon
