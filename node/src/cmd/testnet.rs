@@ -16,8 +16,10 @@ use crate::testnet::fleet::{Fleet, is_daemon_of, stop_nodes};
 use crate::testnet::state::{ReleaseRecord, TestnetState};
 use crate::testnet::{control, view};
 
-/// How long `up` waits for every control socket to answer.
-pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `up` waits for every control socket to answer (generous: a
+/// loaded machine starts many daemons slowly; a daemon that exits is seen
+/// at once).
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a `publish` request may take (the daemon ingests the image).
 pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(300);
 /// Nodes of a new testnet when `--nodes` is not given.
