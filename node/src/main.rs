@@ -17,7 +17,6 @@ mod device;
 mod failure;
 mod image_reader;
 mod keyio;
-mod process;
 mod radio;
 mod testnet;
 mod timefmt;

@@ -73,17 +73,15 @@ pub(crate) fn run(cmd: NodeCmd) -> CmdResult {
         NodeCmd::Status(a) => status(&a),
         NodeCmd::Publish(a) => publish(&a),
         NodeCmd::Stop(a) => {
-            let answer = ask(&a.config, &Request::Shutdown, Duration::from_secs(10))?;
-            // Return once the daemon is gone (store, ports and socket
+            // Returns once the daemon is gone (store, ports and socket
             // released), so `node stop && node run` works.
-            if let Some(pid) = answer["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) {
-                if !crate::process::wait_exit(pid, STOP_WAIT) {
-                    return Err(Failure::rejected(format!(
-                        "the daemon (pid {pid}) accepted the stop but still runs after {} s",
-                        STOP_WAIT.as_secs()
-                    )));
-                }
-            }
+            let cfg = NodeConfig::load(&a.config)?;
+            let answer = crate::daemon::control::shutdown_and_wait(
+                &cfg.control_socket(),
+                Duration::from_secs(10),
+                STOP_WAIT,
+            )
+            .map_err(Failure::rejected)?;
             println!("{answer}");
             Ok(())
         }

@@ -50,6 +50,50 @@ pub(crate) enum Request {
     Sync,
 }
 
+/// Sends a shutdown request to the daemon at `socket` and, once it
+/// accepted, waits until the daemon closes the connection, which it does
+/// by exiting (at most `exit_timeout`). Returns the answer.
+///
+/// # Errors
+/// A message naming the socket when the daemon does not answer, refuses,
+/// or still runs after `exit_timeout`.
+pub(crate) fn shutdown_and_wait(
+    socket: &Path,
+    timeout: Duration,
+    exit_timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let s = connect(socket, &Request::Shutdown, timeout)?;
+    let mut reader = BufReader::new(s.take(MAX_ANSWER_BYTES));
+    let answer = read_answer(socket, &mut reader)?;
+    if answer["ok"] != true {
+        return Ok(answer);
+    }
+    reader
+        .get_ref()
+        .get_ref()
+        .set_read_timeout(Some(exit_timeout))
+        .map_err(|e| e.to_string())?;
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) => Ok(answer),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(format!(
+                "{}: the daemon (pid {}) accepted the stop but still runs after {} s",
+                socket.display(),
+                answer["pid"],
+                exit_timeout.as_secs()
+            ))
+        }
+        // A reset is a close too.
+        Err(_) => Ok(answer),
+    }
+}
+
 /// Sends one request to the daemon at `socket` and returns its answer.
 ///
 /// # Errors
@@ -59,6 +103,12 @@ pub(crate) fn call(
     req: &Request,
     timeout: Duration,
 ) -> Result<serde_json::Value, String> {
+    let s = connect(socket, req, timeout)?;
+    read_answer(socket, &mut BufReader::new(s.take(MAX_ANSWER_BYTES)))
+}
+
+/// Connects to `socket` with `timeout` on reads and writes and sends `req`.
+fn connect(socket: &Path, req: &Request, timeout: Duration) -> Result<UnixStream, String> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         format!(
             "{}: no daemon answers ({e}); is `meshota node run` running with this config?",
@@ -73,8 +123,13 @@ pub(crate) fn call(
     line.push('\n');
     s.write_all(line.as_bytes())
         .map_err(|e| format!("{}: {e}", socket.display()))?;
+    Ok(s)
+}
+
+/// Reads one answer line.
+fn read_answer(socket: &Path, reader: &mut impl BufRead) -> Result<serde_json::Value, String> {
     let mut answer = String::new();
-    BufReader::new(s.take(MAX_ANSWER_BYTES))
+    reader
         .read_line(&mut answer)
         .map_err(|e| format!("{}: {e}", socket.display()))?;
     serde_json::from_str(&answer).map_err(|e| format!("{}: bad answer: {e}", socket.display()))

@@ -752,8 +752,10 @@ async fn control_loop(
             if reader.read_line(&mut line).await.is_err() {
                 return;
             }
+            let mut stop = false;
             let answer = match serde_json::from_str::<Request>(&line) {
                 Ok(req) => {
+                    stop = matches!(req, Request::Shutdown);
                     let (reply, wait) = oneshot::channel();
                     let stopping = json!({"ok": false, "error": "daemon stopping"});
                     if tx.send(Input::Control { req, reply }).await.is_err() {
@@ -767,6 +769,12 @@ async fn control_loop(
             let mut text = answer.to_string();
             text.push('\n');
             let _ = w.write_all(text.as_bytes()).await;
+            if stop && answer["ok"] == true {
+                // The requester reads on until the connection closes: the
+                // socket is never closed here, so it closes when this
+                // process exits (its store, ports and files released).
+                std::mem::forget(w);
+            }
         });
     }
 }
@@ -1426,7 +1434,8 @@ impl Daemon {
             Request::Status => self.status(),
             Request::Shutdown => {
                 self.shutdown = true;
-                // `node stop` waits for this pid to exit.
+                // The connection stays open until this process exits
+                // (`control_loop`): `node stop` waits for that.
                 json!({"ok": true, "pid": std::process::id()})
             }
             Request::Sync => match self.gateway.as_ref().and_then(|g| g.trigger.as_ref()) {

@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::failure::{AtPath, CmdResult, Failure};
-use crate::process::pid_alive;
 use crate::testnet::control;
 use crate::testnet::state::{NodeRecord, TestnetState};
 
@@ -18,6 +17,26 @@ use crate::testnet::state::{NodeRecord, TestnetState};
 const POLL: Duration = Duration::from_millis(100);
 /// How long the medium server may take to open its socket.
 const MEDIUM_READY: Duration = Duration::from_secs(10);
+
+/// Whether process `pid` exists and is not a zombie.
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    let proc_dir = Path::new("/proc");
+    if proc_dir.join("self").exists() {
+        return match std::fs::read_to_string(proc_dir.join(pid.to_string()).join("stat")) {
+            // The state is the first field after the command name in parentheses.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|s| s != "Z" && s != "X"),
+            Err(_) => false,
+        };
+    }
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
 
 /// Whether `pid` is alive and is the daemon of `node` (its command line
 /// names the node's config), so a recycled pid is never signalled.
@@ -357,4 +376,15 @@ fn stop_medium(state: &mut TestnetState, reap: &mut dyn FnMut()) -> Vec<u32> {
         l.pid = None;
     }
     left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_an_absurd_pid_is_not() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(u32::MAX - 1));
+    }
 }
