@@ -426,23 +426,28 @@ fn a_stopped_node_is_dropped_by_its_peers_at_once_not_at_their_idle_timeout() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("tn");
     let _guard = up_small(&dir, 2);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while node_status(&dir, 0)["peers"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nodes 0 and 1 never linked"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_peers(&dir, 0, 1, 60, "nodes 0 and 1 never linked");
     let cfg1 = dir.join("node-1/node.toml");
     ok(&["node", "stop", "--config", cfg1.to_str().unwrap()]);
     // The QUIC idle timeout is 30 s; the close frame tells node 0 now.
     // (Node 0 keeps dialling node 1, which no longer answers.)
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while node_status(&dir, 0)["peers"] != 0 {
+    wait_for_peers(
+        &dir,
+        0,
+        0,
+        10,
+        "node 0 still counts the stopped node 1 as a peer",
+    );
+}
+
+/// Polls node `i`'s status until it counts `peers` peers; fails with `what`
+/// after `secs` seconds.
+fn wait_for_peers(dir: &Path, i: usize, peers: u64, secs: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while node_status(dir, i)["peers"] != peers {
         assert!(
             std::time::Instant::now() < deadline,
-            "node 0 still counts the stopped node 1 as a peer after 10 s"
+            "{what} after {secs} s"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
