@@ -160,6 +160,14 @@ fn a_member_cannot_make_a_node_carry_an_unsigned_release() {
     }
 }
 
+/// The [`LinkEvent::ShortIdShared`] events `link` has pending (others are
+/// consumed too).
+fn short_id_shared_events(link: &mut RadioLink) -> Vec<LinkEvent> {
+    std::iter::from_fn(|| link.poll_event())
+        .filter(|e| matches!(e, LinkEvent::ShortIdShared { .. }))
+        .collect()
+}
+
 fn payload_request(tag: [u8; 4], chunks: usize) -> Vec<u8> {
     PayloadRequest {
         tag,
@@ -308,9 +316,7 @@ fn a_neighbour_sharing_our_short_id_is_reported_once_and_its_frames_dropped() {
     let twin = holder_announce(&k.1, 1, false, 3);
     let now = hear_announces(&mut a, Micros(Micros::SECOND), 1, &[0, 1, 2], &twin);
     hear_announces(&mut a, now, 9, &[0, 1], &twin);
-    let shared: Vec<LinkEvent> = std::iter::from_fn(|| a.poll_event())
-        .filter(|e| matches!(e, LinkEvent::ShortIdShared { .. }))
-        .collect();
+    let shared: Vec<LinkEvent> = short_id_shared_events(&mut a);
     assert_eq!(
         shared,
         [LinkEvent::ShortIdShared {
@@ -356,9 +362,7 @@ fn a_node_that_changes_its_shared_short_id_fetches_from_its_twin() {
     assert_eq!(reported, [ShortId(1)]);
     assert_eq!(b.neighbours().collect::<Vec<_>>(), [ShortId(1)]);
     // The twin's own report came once, before b moved.
-    let twin: Vec<LinkEvent> = std::iter::from_fn(|| a.poll_event())
-        .filter(|e| matches!(e, LinkEvent::ShortIdShared { .. }))
-        .collect();
+    let twin: Vec<LinkEvent> = short_id_shared_events(&mut a);
     assert!(twin.len() <= 1, "{twin:?}");
     // Moving onto a neighbour's id forgets that neighbour and re-arms
     // the report.
@@ -366,9 +370,7 @@ fn a_node_that_changes_its_shared_short_id_fetches_from_its_twin() {
     assert!(b.neighbours().next().is_none());
     let ann = holder_announce(&new.id, 1, false, 3);
     hear_announces(&mut b, Micros(1_600 * Micros::SECOND), 1, &[0, 1], &ann);
-    let again: Vec<LinkEvent> = std::iter::from_fn(|| b.poll_event())
-        .filter(|e| matches!(e, LinkEvent::ShortIdShared { .. }))
-        .collect();
+    let again: Vec<LinkEvent> = short_id_shared_events(&mut b);
     assert_eq!(
         again,
         [LinkEvent::ShortIdShared {
@@ -413,11 +415,7 @@ fn a_notice_that_our_short_id_is_shared_is_reported_as_a_clash() {
     let notice = |dst: u16, seq: u8, payload: &[u8]| {
         member_frame(5, ShortId(dst), FrameKind::Notice, seq, (0, 1), payload)
     };
-    let shared = |a: &mut RadioLink| {
-        std::iter::from_fn(|| a.poll_event())
-            .filter(|e| matches!(e, LinkEvent::ShortIdShared { .. }))
-            .count()
-    };
+    let shared = |a: &mut RadioLink| short_id_shared_events(a).len();
     a.handle_frame(Micros(1_000), &notice(10, 1, &[1]));
     assert_eq!(shared(&mut a), 0, "a notice to another id");
     a.handle_frame(Micros(2_000), &notice(9, 2, &[7]));

@@ -14,7 +14,7 @@
 //! id the verified manifest lists, no longer than the size it signs, and
 //! that names the carried release's chunk index as its target.
 
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -293,6 +293,36 @@ impl Carried {
         }
         let p = self.patch.as_ref().filter(|p| p.index.is_some())?;
         (tag == p.tag).then_some(self.chunks..self.slots.len())
+    }
+
+    /// Each chunk id of the index with its positions (a chunk may repeat
+    /// in an image): for [`Carried::hold_bytes`].
+    pub(super) fn positions_by_hash(&self) -> BTreeMap<Hash, Vec<usize>> {
+        let mut by_hash: BTreeMap<Hash, Vec<usize>> = BTreeMap::new();
+        for (j, r) in self.bundle.chunks().iter().enumerate() {
+            by_hash.entry(r.hash).or_default().push(j);
+        }
+        by_hash
+    }
+
+    /// Holds `bytes` at every position of the chunk they hash to (hashed
+    /// once; `by_hash` from [`Carried::positions_by_hash`]). `None` when
+    /// they are no chunk of the index, else how many positions were new.
+    pub(super) fn hold_bytes(
+        &mut self,
+        by_hash: &BTreeMap<Hash, Vec<usize>>,
+        bytes: &[u8],
+    ) -> Option<usize> {
+        let js = by_hash.get(&Hash::of(bytes))?;
+        let mut new = 0;
+        for &j in js {
+            if j < self.chunks && !self.is_held(j) {
+                self.slots[j] = ChunkSlot::Held(bytes.to_vec());
+                self.held += 1;
+                new += 1;
+            }
+        }
+        Some(new)
     }
 
     /// Stores verified bytes of chunk `j` (hash checked here). Returns

@@ -465,21 +465,11 @@ impl RadioLink {
         let Some(c) = self.carried.as_mut() else {
             return 0;
         };
-        let mut by_hash: BTreeMap<Hash, Vec<usize>> = BTreeMap::new();
-        for (j, r) in c.bundle.chunks().iter().enumerate() {
-            by_hash.entry(r.hash).or_default().push(j);
-        }
-        let mut new = 0;
-        for bytes in chunks {
-            let Some(js) = by_hash.get(&Hash::of(bytes)) else {
-                continue;
-            };
-            for &j in js {
-                if c.hold_chunk(j, bytes.clone()) {
-                    new += 1;
-                }
-            }
-        }
+        let by_hash = c.positions_by_hash();
+        let new: usize = chunks
+            .iter()
+            .filter_map(|bytes| c.hold_bytes(&by_hash, bytes))
+            .sum();
         self.stats.chunks_supplied += new as u64;
         self.after_gain(now);
         new
@@ -854,12 +844,7 @@ impl RadioLink {
             // Not ours (a radio does not hear itself): a neighbour shares
             // our id. Its frames would pass for our own; drop them.
             self.stats.frames_own_id += 1;
-            if !self.own_id_reported {
-                self.own_id_reported = true;
-                self.events.push_back(LinkEvent::ShortIdShared {
-                    short_id: self.config.short_id,
-                });
-            }
+            self.report_own_id_shared();
             return;
         }
         if h.src == ShortId::BROADCAST {
@@ -897,14 +882,23 @@ impl RadioLink {
                 reason: "unknown notice",
             });
         }
-        if h.dst == self.config.short_id && !self.own_id_reported {
-            self.own_id_reported = true;
+        if h.dst == self.config.short_id && self.report_own_id_shared() {
             self.stats.clash_notices_heard += 1;
-            self.events.push_back(LinkEvent::ShortIdShared {
-                short_id: self.config.short_id,
-            });
         }
         Ok(())
+    }
+
+    /// Reports [`LinkEvent::ShortIdShared`] for the current short id,
+    /// once; returns whether it did now.
+    fn report_own_id_shared(&mut self) -> bool {
+        if self.own_id_reported {
+            return false;
+        }
+        self.own_id_reported = true;
+        self.events.push_back(LinkEvent::ShortIdShared {
+            short_id: self.config.short_id,
+        });
+        true
     }
 
     fn on_announce(&mut self, now: Micros, src: ShortId, a: Announce) {

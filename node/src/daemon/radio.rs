@@ -593,19 +593,16 @@ impl Daemon {
         let store = self.store.clone();
         let size: u64 = b.chunks().iter().map(|c| u64::from(c.len)).sum();
         if b.is_delta() || size > r.settings.whole_release_bytes_max {
-            // Each distinct chunk looked up once; none is read.
+            // Each distinct chunk looked up once; none is read. (A store
+            // error holds none: they are fetched by patch instead.)
             let index = std::sync::Arc::clone(b.index());
             let held: Vec<Hash> = tokio::task::block_in_place(|| {
-                let absent: std::collections::HashSet<Hash> = store
-                    .missing(&index)
-                    .map(|m| m.into_iter().map(|c| c.hash).collect())
-                    .unwrap_or_else(|_| index.chunks().iter().map(|c| c.hash).collect());
-                let mut seen = std::collections::HashSet::new();
-                index
-                    .chunks()
-                    .iter()
-                    .map(|c| c.hash)
-                    .filter(|h| !absent.contains(h) && seen.insert(*h))
+                let Ok(absent) = store.missing(&index) else {
+                    return Vec::new();
+                };
+                let absent: BTreeSet<Hash> = absent.into_iter().map(|c| c.hash).collect();
+                distinct_chunks(&index)
+                    .filter(|h| !absent.contains(h))
                     .collect()
             });
             if let Some(r) = &mut self.radio {
@@ -615,12 +612,11 @@ impl Daemon {
             }
             return;
         }
-        let wanted: Vec<Hash> = b.chunks().iter().map(|c| c.hash).collect();
+        let index = std::sync::Arc::clone(b.index());
+        // Each distinct chunk read once; one the store lacks is fetched.
         let held = tokio::task::block_in_place(|| {
-            wanted
-                .iter()
-                .filter(|h| store.has(h).unwrap_or(false))
-                .filter_map(|h| store.get(h).ok())
+            distinct_chunks(&index)
+                .filter_map(|h| store.get(&h).ok())
                 .collect::<Vec<_>>()
         });
         if let Some(r) = &mut self.radio {
@@ -937,6 +933,16 @@ enum ForRadio {
         held: Vec<Vec<u8>>,
         patch: (Vec<u8>, Vec<Vec<u8>>),
     },
+}
+
+/// The chunk ids of `index`, each once, in first-appearance order.
+fn distinct_chunks(index: &ChunkIndex) -> impl Iterator<Item = Hash> + '_ {
+    let mut seen = BTreeSet::new();
+    index
+        .chunks()
+        .iter()
+        .map(|c| c.hash)
+        .filter(move |h| seen.insert(*h))
 }
 
 /// Why a release the core holds whole was not handed to the link.

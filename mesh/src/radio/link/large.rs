@@ -9,7 +9,7 @@
 //! driver's side of that: giving the link such a release, its base index
 //! and its stored chunks, and taking back the chunks to write.
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 use meshota_manifest::Hash;
@@ -42,18 +42,12 @@ impl RadioLink {
         let base = base.or(self.base_index.as_ref());
         let verified = bundle::verify(bundle_bytes, None, &self.trust, &self.policy(), base)?;
         let mut carried = Carried::new(verified, self.symbol_size)?;
-        let mut by_hash: BTreeMap<Hash, Vec<usize>> = BTreeMap::new();
-        for (j, r) in carried.bundle.chunks().iter().enumerate() {
-            by_hash.entry(r.hash).or_default().push(j);
-        }
+        let by_hash = carried.positions_by_hash();
         for (i, bytes) in held.iter().enumerate() {
-            let Some(js) = by_hash.get(&Hash::of(bytes)) else {
+            if carried.hold_bytes(&by_hash, bytes).is_none() {
                 return Err(RadioError::Index(alloc::format!(
                     "held chunk {i} is not in the index"
                 )));
-            };
-            for &j in js {
-                carried.hold_chunk(j, bytes.clone());
             }
         }
         for j in 0..carried.chunks {
@@ -100,16 +94,12 @@ impl RadioLink {
     /// completes and the rest were held there already.
     pub fn held_chunks(&self) -> impl Iterator<Item = (Hash, &[u8])> + '_ {
         let mut seen = BTreeSet::new();
-        self.carried.iter().flat_map(move |c| {
-            let fresh: Vec<_> = c.slots[..c.chunks]
-                .iter()
-                .zip(c.bundle.chunks())
-                .filter_map(|(s, r)| match s {
-                    ChunkSlot::Held(b) if seen.insert(r.hash) => Some((r.hash, b.as_slice())),
-                    _ => None,
-                })
-                .collect();
-            fresh
-        })
+        self.carried
+            .iter()
+            .flat_map(|c| c.slots[..c.chunks].iter().zip(c.bundle.chunks()))
+            .filter_map(move |(s, r)| match s {
+                ChunkSlot::Held(b) if seen.insert(r.hash) => Some((r.hash, b.as_slice())),
+                _ => None,
+            })
     }
 }
